@@ -1,0 +1,3 @@
+"""pykexec: a Python kexec loader (kexec-tools compatible), built for kdump."""
+
+__version__ = "0.1.0"

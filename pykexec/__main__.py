@@ -1,0 +1,3 @@
+from pykexec.cli import main
+
+main()
