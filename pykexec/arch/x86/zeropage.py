@@ -1,0 +1,100 @@
+"""The zero page (struct boot_params) a loader hands to an x86 Linux kernel.
+
+It starts from the setup header of the kernel file and the running kernel's boot_params
+(for screen_info and hardware_subarch, as kexec-tools does when /dev/fb0 says nothing
+better), then fills what a boot loader owns: loader type, command line pointer, initrd,
+the e820 memory map and the setup_data list.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple
+
+from pykexec.structs import bootparams as bp
+
+LOADER_TYPE_KEXEC = 0xD0   # kexec's registered boot loader id (0x0D) in the high nibble
+CL_MAGIC = 0xA33F
+# The screen_info a kernel expects from a loader that knows nothing about the display.
+# Fields: orig_x, orig_y, ext_mem_k, video_page, video_mode, video_cols, flags, unused,
+# ega_bx, unused, video_lines, isVGA, video_points.
+DEFAULT_SCREEN_INFO = struct.pack("<BBHHBBBBHHBBH", 0, 0, 0, 0, 0, 80, 0, 0, 0, 0, 25, 1, 16)
+
+E820Entry = Tuple[int, int, int]  # (addr, size, e820 type)
+
+
+@dataclass(frozen=True)
+class ZeroPageInputs:
+    header_bytes: bytes             # the kernel file's setup header, from 0x1f1
+    cmdline_addr: int
+    cmdline_offset: int             # from the zero page, for the old cl_magic/cl_offset protocol
+    e820: Sequence[E820Entry]
+    initrd: Optional[Tuple[int, int]] = None  # (addr, size)
+    setup_data_head: int = 0
+    acpi_rsdp: int = 0
+    running_boot_params: Optional[bytes] = None
+
+
+def split_e820(entries: Sequence[E820Entry]) -> Tuple[Sequence[E820Entry], Sequence[E820Entry]]:
+    """The first 128 go into boot_params; the rest need a SETUP_E820_EXT setup_data."""
+    n = bp.E820_MAX_ENTRIES_ZEROPAGE
+    return entries[:n], entries[n:]
+
+
+def e820_ext_payload(entries: Sequence[E820Entry]) -> bytes:
+    return b"".join(bp.E820Entry.build(dict(addr=a, size=s, type=t)) for a, s, t in entries)
+
+
+def build_zero_page(inputs: ZeroPageInputs) -> bytes:
+    page = bytearray(bp.BOOT_PARAMS_SIZE)
+    running = inputs.running_boot_params
+    if running and len(running) >= 0x40:
+        page[0:0x40] = running[0:0x40]
+    else:
+        page[0:len(DEFAULT_SCREEN_INFO)] = DEFAULT_SCREEN_INFO
+    hdr_at = bp.SETUP_HEADER_OFFSET
+    page[hdr_at:hdr_at + len(inputs.header_bytes)] = inputs.header_bytes
+    params = bp.BootParams.parse(bytes(page))
+
+    hdr = params.hdr
+    hdr.type_of_loader = LOADER_TYPE_KEXEC
+    hdr.loadflags = 0
+    hdr.root_flags = 0xFFFF   # mount root read-only, as the kernel's default
+    hdr.root_dev = 0x0300
+    hdr.boot_flag = 0x0055    # kexec-tools clears the high byte ("aux device info")
+    hdr.cmd_line_ptr = inputs.cmdline_addr & 0xFFFFFFFF
+    params.ext_cmd_line_ptr = inputs.cmdline_addr >> 32
+    if inputs.initrd:
+        addr, size = inputs.initrd
+        hdr.ramdisk_image, params.ext_ramdisk_image = addr & 0xFFFFFFFF, addr >> 32
+        hdr.ramdisk_size, params.ext_ramdisk_size = size & 0xFFFFFFFF, size >> 32
+    else:
+        hdr.ramdisk_image = hdr.ramdisk_size = 0
+        params.ext_ramdisk_image = params.ext_ramdisk_size = 0
+    if running and len(running) >= 0x240:
+        hdr.hardware_subarch = struct.unpack_from("<I", running, 0x23C)[0]
+    hdr.setup_data = inputs.setup_data_head
+    params.acpi_rsdp_addr = inputs.acpi_rsdp
+
+    in_page, _ = split_e820(list(inputs.e820))
+    table = [dict(addr=a, size=s, type=t) for a, s, t in in_page]
+    table += [dict(addr=0, size=0, type=0)] * (bp.E820_MAX_ENTRIES_ZEROPAGE - len(table))
+    params.e820_table = table
+    params.e820_entries = len(in_page)
+    # The legacy memory-size fields describe the RAM that holds 1 MiB, if any.
+    ext_mem_k = alt_mem_k = 0
+    for addr, size, typ in inputs.e820:
+        if typ == bp.E820_RAM and addr <= 0x100000 < addr + size:
+            mem_k = ((addr + size) >> 10) - 1024
+            ext_mem_k, alt_mem_k = min(mem_k, 0xFC00), min(mem_k, 0xFFFFFFFF)
+    params.alt_mem_k = alt_mem_k
+
+    out = bytearray(bp.BootParams.build(params))
+    struct.pack_into("<H", out, 0x02, ext_mem_k)
+    struct.pack_into("<HH", out, 0x20, CL_MAGIC, inputs.cmdline_offset & 0xFFFF)
+    return bytes(out)
+
+
+def setup_data_item(next_addr: int, typ: int, payload: bytes) -> bytes:
+    return bp.SetupDataHeader.build(dict(next=next_addr, type=typ, len=len(payload))) + payload

@@ -1,0 +1,35 @@
+"""Turning an error into the one line a user sees.
+
+Each layer raises its own error type whose message already names the file and the
+problem; this module only knows which types carry such a message. Anything else is a bug
+in pykexec and is reported as an internal error (with a traceback under --debug).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+
+def _user_error_types():
+    from pykexec.arch.x86.bzimage import ImageError
+    from pykexec.elfrel import ElfRelError
+    from pykexec.layout import LayoutError
+    from pykexec.machine import MachineError
+    from pykexec.plan import PlanFormatError
+    from pykexec.ranges import NoHoleError
+    types = [ImageError, ElfRelError, LayoutError, MachineError, PlanFormatError, NoHoleError,
+             LoadError]
+    return tuple(types)
+
+
+class LoadError(ValueError):
+    """A request that cannot be planned on this machine; the message says why."""
+
+
+def describe(err: BaseException) -> Optional[str]:
+    """One line for a user-facing error, or None for a bug."""
+    if isinstance(err, OSError) and err.filename:
+        return f"{err.filename}: {err.strerror or err}"
+    if isinstance(err, _user_error_types()):
+        return str(err)
+    return None
