@@ -1,0 +1,248 @@
+"""Take a machine snapshot: the files a kexec loader reads, copied from a live machine.
+
+`take_snapshot(dest, root="/")` writes the layout of docs/snapshot-format.md into `dest`:
+the listed /proc and /sys files byte-exact, /proc/kallsyms filtered to the symbols a
+loader needs, /proc/kcore cut after its program headers, the firmware memory map, the
+per-CPU crash notes, EFI and EDD data when present, and snapshot.json.
+
+`root` is the machine's root folder ("/" for the running machine; any folder with the same
+layout otherwise, which is how the unit tests run). A file that is absent is left out,
+as the format asks (a loader then behaves as on a machine without it), except for
+/proc/iomem and /proc/cmdline, without which the folder is not a machine at all. A file
+that exists but cannot be read raises `SnapshotError` with one line naming it.
+
+Reading /proc/kcore, /proc/iomem's real addresses, kallsyms' real addresses and the
+crash_notes needs root on a live machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import struct
+from datetime import datetime, timezone
+from typing import Iterable, List, Optional
+
+SNAPSHOT_FORMAT = 1
+KCORE_READ = 64 * 1024
+PAGE = 4096
+
+REQUIRED = ("proc/iomem", "proc/cmdline")
+
+PLAIN_FILES = (
+    "proc/iomem",
+    "proc/cmdline",
+    "proc/mounts",
+    "sys/kernel/vmcoreinfo",
+    "sys/kernel/kexec_crash_size",
+    "sys/kernel/kexec_crash_loaded",
+    "sys/kernel/kexec_loaded",
+    "sys/kernel/boot_params/data",
+    "sys/kernel/boot_params/version",
+    "sys/devices/system/cpu/possible",
+    "sys/devices/system/cpu/present",
+    "sys/devices/system/cpu/online",
+    "sys/kernel/security/lockdown",
+    "proc/sys/kernel/kexec_load_disabled",
+    "proc/sys/kernel/kexec_load_limit_panic",
+    "proc/sys/kernel/kexec_load_limit_reboot",
+)
+
+KALLSYMS_KEEP = frozenset((
+    "_text", "_stext", "_etext", "_end", "_edata", "__bss_start", "startup_64", "phys_base",
+    "page_offset_base", "vmemmap_base", "vmalloc_base", "init_top_pgt", "swapper_pg_dir",
+    "crash_notes", "vmcoreinfo_note", "log_buf", "prb",
+))
+
+MEMMAP_FILES = ("start", "end", "type")
+CPU_FILES = ("crash_notes", "crash_notes_size")
+EFI_FILES = ("systab", "fw_vendor", "runtime", "config_table")
+EFI_RUNTIME_MAP_FILES = ("type", "phys_addr", "virt_addr", "num_pages", "attribute")
+
+
+class SnapshotError(RuntimeError):
+    """A snapshot cannot be taken; the message is one line naming the file."""
+
+
+def _read(root: str, rel: str, required: bool = False, limit: Optional[int] = None) -> Optional[bytes]:
+    """Bytes of root/rel (None if absent and not required); read to EOF (proc files say size 0)."""
+    path = os.path.join(root, rel)
+    try:
+        with open(path, "rb", buffering=0) as f:
+            if limit is not None:
+                chunks, n = [], 0
+                while n < limit:
+                    b = f.read(limit - n)
+                    if not b:
+                        break
+                    chunks.append(b)
+                    n += len(b)
+                return b"".join(chunks)
+            return f.readall()
+    except FileNotFoundError:
+        if required:
+            raise SnapshotError(f"cannot read /{rel}: missing (under root {root})") from None
+        return None
+    except IsADirectoryError:
+        raise SnapshotError(f"cannot read /{rel}: is a directory (under root {root})") from None
+    except OSError as e:
+        raise SnapshotError(f"cannot read /{rel}: {e.strerror or e} (under root {root})") from None
+
+
+def _write(dest: str, rel: str, data: bytes) -> None:
+    path = os.path.join(dest, rel)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def _copy(root: str, dest: str, rel: str, required: bool = False) -> bool:
+    data = _read(root, rel, required=required)
+    if data is None:
+        return False
+    _write(dest, rel, data)
+    return True
+
+
+def _listdir(root: str, rel: str) -> List[str]:
+    try:
+        return os.listdir(os.path.join(root, rel))
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise SnapshotError(f"cannot list /{rel}: {e.strerror or e} (under root {root})") from None
+
+
+def _numeric(names: Iterable[str], prefix: str = "") -> List[str]:
+    pat = re.compile(re.escape(prefix) + r"(\d+)$")
+    found = [(int(m.group(1)), n) for n in names for m in [pat.match(n)] if m]
+    return [n for _, n in sorted(found)]
+
+
+def filter_kallsyms(text: bytes, keep: Iterable[str] = KALLSYMS_KEEP) -> bytes:
+    """The lines of /proc/kallsyms naming a kept symbol of the kernel itself (no modules)."""
+    keep = frozenset(keep)
+    out = []
+    for line in text.splitlines(keepends=True):
+        fields = line.split()
+        if len(fields) == 3 and fields[2].decode("ascii", "replace") in keep:
+            out.append(line)
+    return b"".join(out)
+
+
+def kcore_header_length(data: bytes) -> int:
+    """Bytes of an ELF file up to its last program header, rounded up to 4 KiB."""
+    if data[:4] != b"\x7fELF":
+        raise ValueError("not an ELF file")
+    if data[4] == 2:
+        phoff, = struct.unpack_from("<Q", data, 0x20)
+        phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
+    elif data[4] == 1:
+        phoff, = struct.unpack_from("<I", data, 0x1C)
+        phentsize, phnum = struct.unpack_from("<HH", data, 0x2A)
+    else:
+        raise ValueError(f"unknown ELF class {data[4]}")
+    end = max(phoff + phentsize * phnum, 64)
+    return (end + PAGE - 1) // PAGE * PAGE
+
+
+def _kcore(root: str, dest: str) -> bool:
+    data = _read(root, "proc/kcore", limit=KCORE_READ)
+    if data is None:
+        return False
+    try:
+        n = kcore_header_length(data)
+    except (ValueError, struct.error) as e:
+        raise SnapshotError(f"cannot use /proc/kcore: {e} (under root {root})") from None
+    if n > KCORE_READ:
+        raise SnapshotError(f"cannot use /proc/kcore: program headers end past 64 KiB ({n} bytes)")
+    _write(dest, "proc/kcore", data[:n])
+    return True
+
+
+def _tree(root: str, dest: str, rel: str) -> int:
+    """Copy the regular files under root/rel (not following symlinks); number copied."""
+    top = os.path.join(root, rel)
+    if not os.path.isdir(top):
+        return 0
+    count = 0
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = os.path.join(dirpath, name)
+            if os.path.islink(path) or not os.path.isfile(path):
+                continue
+            sub = os.path.relpath(path, root)
+            st = os.stat(path)
+            if not st.st_mode & 0o444:
+                continue  # write-only attribute
+            if _copy(root, dest, sub):
+                count += 1
+    return count
+
+
+def _release(root: str) -> str:
+    data = _read(root, "proc/sys/kernel/osrelease")
+    if data is not None:
+        return data.decode("ascii", "replace").strip()
+    return os.uname().release if os.path.realpath(root) == "/" else ""
+
+
+def take_snapshot(dest: str, root: str = "/", source: str = "live", notes: str = "",
+                  machine: Optional[str] = None, kernel_release: Optional[str] = None) -> dict:
+    """Write a machine snapshot of `root` into `dest` (created; must be empty if it exists).
+
+    Returns the snapshot.json document. `machine` and `kernel_release` default to the
+    running kernel's `uname -m` and the snapshot root's /proc/sys/kernel/osrelease.
+    """
+    if source not in ("live", "qemu", "synthetic"):
+        raise ValueError(f"source must be live, qemu or synthetic, not {source!r}")
+    root = os.path.abspath(root)
+    if os.path.exists(dest) and os.listdir(dest):
+        raise SnapshotError(f"cannot write the snapshot: {dest} exists and is not empty")
+    os.makedirs(dest, exist_ok=True)
+
+    copied = []
+    for rel in PLAIN_FILES:
+        if _copy(root, dest, rel, required=rel in REQUIRED):
+            copied.append(rel)
+
+    syms = _read(root, "proc/kallsyms")
+    if syms is not None:
+        _write(dest, "proc/kallsyms", filter_kallsyms(syms))
+    _kcore(root, dest)
+
+    memmap = "sys/firmware/memmap"
+    for n in _numeric(_listdir(root, memmap)):
+        for name in MEMMAP_FILES:
+            _copy(root, dest, f"{memmap}/{n}/{name}")
+
+    cpus = "sys/devices/system/cpu"
+    for cpu in _numeric(_listdir(root, cpus), prefix="cpu"):
+        for name in CPU_FILES:
+            _copy(root, dest, f"{cpus}/{cpu}/{name}")
+
+    efi = "sys/firmware/efi"
+    if os.path.isdir(os.path.join(root, efi)):
+        for name in EFI_FILES:
+            _copy(root, dest, f"{efi}/{name}")
+        rmap = f"{efi}/runtime-map"
+        for n in _numeric(_listdir(root, rmap)):
+            for name in EFI_RUNTIME_MAP_FILES:
+                _copy(root, dest, f"{rmap}/{n}/{name}")
+
+    _tree(root, dest, "sys/firmware/edd")
+
+    doc = {
+        "format": SNAPSHOT_FORMAT,
+        "source": source,
+        "machine": machine or os.uname().machine,
+        "kernel_release": kernel_release if kernel_release is not None else _release(root),
+        "taken": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "notes": notes,
+    }
+    with open(os.path.join(dest, "snapshot.json"), "w") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+    return doc

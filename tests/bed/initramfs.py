@@ -1,0 +1,137 @@
+"""The test bed's busybox initramfs (first kernel and capture kernel alike).
+
+Contents: Debian's static busybox as /bin/busybox (applet links are made at boot), the
+virtio + 9p modules of the kernel (plain .ko, decompressed here if the package ships
+.ko.xz/.ko.zst) in /lib/modules/bed/ with their load order in /lib/modules/bed/order,
+and tests/bed/guest/init as /init. The Python stages are not inside: the guest runs them
+from the repository through the read-only 9p share of the host root.
+
+Built with our own newc cpio writer, gzip-compressed, cached in the bed cache keyed by the
+kernel release and a digest of every input, so editing /init rebuilds it automatically.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import lzma
+import os
+import subprocess
+from pathlib import Path
+from typing import Iterable, List, Tuple
+
+from tests.bed.kernels import ARCH, BedError, Kernel, cache_lock, cache_root
+
+GUEST_DIR = Path(__file__).resolve().parent / "guest"
+INIT_SCRIPT = GUEST_DIR / "init"
+BUSYBOX = Path(os.environ.get("PYKEXEC_BED_BUSYBOX", "/bin/busybox"))
+
+# Dependency order (no modules.dep in the package): virtio core, PCI transport, 9p.
+MODULES: Tuple[Tuple[str, str], ...] = (
+    ("virtio_ring", "kernel/drivers/virtio"),
+    ("virtio", "kernel/drivers/virtio"),
+    ("virtio_pci_legacy_dev", "kernel/drivers/virtio"),
+    ("virtio_pci_modern_dev", "kernel/drivers/virtio"),
+    ("virtio_pci", "kernel/drivers/virtio"),
+    ("9pnet", "kernel/net/9p"),
+    ("9pnet_virtio", "kernel/net/9p"),
+    ("netfs", "kernel/fs/netfs"),
+    ("fscache", "kernel/fs/fscache"),
+    ("9p", "kernel/fs/9p"),
+)
+BUILDER_VERSION = "2"
+
+
+def _module_bytes(kernel: Kernel, name: str, subdir: str) -> bytes:
+    base = kernel.modules_dir / subdir / f"{name}.ko"
+    if base.exists():
+        return base.read_bytes()
+    xz = base.with_name(base.name + ".xz")
+    if xz.exists():
+        return lzma.decompress(xz.read_bytes())
+    zst = base.with_name(base.name + ".zst")
+    if zst.exists():
+        return subprocess.run(["zstd", "-dc", str(zst)], capture_output=True, check=True).stdout
+    raise BedError(f"{kernel.package}: module {subdir}/{name}.ko not found")
+
+
+# --- newc cpio ------------------------------------------------------------------------
+
+def _newc_entry(name: str, mode: int, data: bytes = b"", ino: int = 0, nlink: int = 1,
+                rdev: Tuple[int, int] = (0, 0)) -> bytes:
+    namez = name.encode() + b"\0"
+    fields = (ino, mode, 0, 0, nlink, 0, len(data), 0, 0, rdev[0], rdev[1], len(namez), 0)
+    head = b"070701" + b"".join(b"%08X" % v for v in fields)
+    out = head + namez
+    out += b"\0" * (-len(out) % 4)
+    out += data
+    out += b"\0" * (-len(out) % 4)
+    return out
+
+
+def newc_archive(entries: Iterable[Tuple[str, int, bytes]]) -> bytes:
+    """A newc cpio archive of (path, mode, data) entries (mode includes the file type).
+
+    For a character device (CHR) `data` is b"MAJOR:MINOR" and the file itself is empty.
+    """
+    parts = []
+    for i, (name, mode, data) in enumerate(entries):
+        if mode & 0o170000 == CHR & 0o170000:
+            major, minor = (int(x) for x in data.split(b":"))
+            parts.append(_newc_entry(name, mode, b"", ino=i + 1, rdev=(major, minor)))
+        else:
+            parts.append(_newc_entry(name, mode, data, ino=i + 1))
+    parts.append(_newc_entry("TRAILER!!!", 0))
+    blob = b"".join(parts)
+    return blob + b"\0" * (-len(blob) % 512)
+
+
+DIR = 0o040755
+FILE = 0o100644
+EXEC = 0o100755
+CHR = 0o020600
+
+
+def initramfs_entries(kernel: Kernel) -> List[Tuple[str, int, bytes]]:
+    if not BUSYBOX.exists():
+        raise BedError(f"{BUSYBOX}: missing (apt-get install busybox-static)")
+    entries: List[Tuple[str, int, bytes]] = [
+        (d, DIR, b"") for d in ("bin", "sbin", "dev", "proc", "sys", "tmp", "lib", "lib/modules",
+                                 "lib/modules/bed", "results", "host")
+    ]
+    entries.append(("dev/console", CHR, b"5:1"))
+    entries.append(("bin/busybox", EXEC, BUSYBOX.read_bytes()))
+    entries.append(("init", EXEC, INIT_SCRIPT.read_bytes()))
+    for name, subdir in MODULES:
+        entries.append((f"lib/modules/bed/{name}.ko", FILE, _module_bytes(kernel, name, subdir)))
+    entries.append(("lib/modules/bed/order", FILE, "".join(n + "\n" for n, _ in MODULES).encode()))
+    return entries
+
+
+def _inputs_digest(kernel: Kernel) -> str:
+    h = hashlib.sha256(BUILDER_VERSION.encode())
+    h.update(kernel.release.encode() + kernel.version.encode())
+    h.update(INIT_SCRIPT.read_bytes())
+    st = BUSYBOX.stat()
+    h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def get_initramfs(kernel: Kernel) -> Path:
+    """Path of the (cached) gzip'd busybox initramfs for `kernel`."""
+    out = cache_root() / ARCH / f"initramfs-{kernel.release}-{_inputs_digest(kernel)}.cpio.gz"
+    if out.exists():
+        return out
+    with cache_lock(out.name):
+        if out.exists():
+            return out
+        blob = gzip.compress(newc_archive(initramfs_entries(kernel)), compresslevel=6, mtime=0)
+        tmp = out.with_name(out.name + f".{os.getpid()}.tmp")
+        tmp.write_bytes(blob)
+        os.rename(tmp, out)
+    return out
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from tests.bed.kernels import get_kernel
+    print(get_initramfs(get_kernel()))

@@ -1,0 +1,240 @@
+"""Debian kernels for the QEMU test bed: download, unpack, and extract an ELF vmlinux.
+
+`get_kernel()` returns a `Kernel` for Debian's current `linux-image-6.1.0-NN-amd64`
+(the one `linux-image-amd64` depends on), fetched with `apt-get download` and unpacked
+with `dpkg -x` into a cache outside the repository:
+
+    $PYKEXEC_BED_CACHE (default ~/.cache/pykexec-bed)/
+      x86_64/kernel-<package version>/
+        linux-image-....deb
+        root/                      dpkg -x output (boot/vmlinuz-*, lib/modules/*)
+        vmlinux                    ELF, extracted from the bzImage by `extract_vmlinux`
+        READY                      written last; a folder without it is rebuilt
+
+Everything is keyed by the package name and version, so a new Debian kernel gets a new
+folder. Concurrent callers (two test workers) serialise on a lock file.
+
+The cache must not live under /tmp: the guests mount a tmpfs over /tmp in their chroot of
+the host root, so a kernel there would be invisible to the loader inside the guest.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import lzma
+import os
+import re
+import shutil
+import struct
+import subprocess
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+ARCH = "x86_64"
+META_PACKAGE = "linux-image-amd64"
+
+
+class BedError(RuntimeError):
+    """The test bed cannot be prepared (missing tool, download failure, bad image)."""
+
+
+def cache_root() -> Path:
+    """The bed's cache folder ($PYKEXEC_BED_CACHE or ~/.cache/pykexec-bed), created."""
+    env = os.environ.get("PYKEXEC_BED_CACHE")
+    path = Path(env) if env else Path.home() / ".cache" / "pykexec-bed"
+    path = path.resolve()
+    if path == Path("/tmp") or Path("/tmp") in path.parents:
+        raise BedError(f"PYKEXEC_BED_CACHE={path} is under /tmp, which the guests cannot see "
+                       "(their chroot mounts a tmpfs on /tmp); choose another folder")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextmanager
+def cache_lock(name: str):
+    """An exclusive lock (flock) named `name` in the cache, for build-once steps."""
+    lockdir = cache_root() / "locks"
+    lockdir.mkdir(exist_ok=True)
+    with open(lockdir / f"{name}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """An unpacked Debian kernel package."""
+
+    package: str          # linux-image-6.1.0-56-amd64
+    version: str          # 6.1.192-2 (Debian package version)
+    release: str          # 6.1.0-56-amd64 (uname -r)
+    folder: Path          # the cache folder holding root/ and vmlinux
+
+    @property
+    def root(self) -> Path:
+        return self.folder / "root"
+
+    @property
+    def bzimage(self) -> Path:
+        return self.root / "boot" / f"vmlinuz-{self.release}"
+
+    @property
+    def modules_dir(self) -> Path:
+        return self.root / "lib" / "modules" / self.release
+
+    @property
+    def vmlinux(self) -> Path:
+        """ELF vmlinux extracted from the bzImage (cached)."""
+        return self.folder / "vmlinux"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "boot" / f"config-{self.release}"
+
+
+def _run(argv, **kw) -> str:
+    try:
+        proc = subprocess.run(argv, check=False, capture_output=True, text=True, **kw)
+    except FileNotFoundError:
+        raise BedError(f"{argv[0]}: not installed") from None
+    if proc.returncode != 0:
+        raise BedError(f"{' '.join(map(str, argv))} failed ({proc.returncode}): "
+                       f"{proc.stderr.strip()[-500:]}")
+    return proc.stdout
+
+
+def resolve_package(meta: str = META_PACKAGE) -> str:
+    """The versioned kernel package `meta` depends on, e.g. linux-image-6.1.0-56-amd64."""
+    out = _run(["apt-cache", "depends", meta])
+    for line in out.splitlines():
+        m = re.match(r"\s*Depends:\s*(linux-image-[0-9][\w.+-]*)", line)
+        if m:
+            return m.group(1)
+    raise BedError(f"apt-cache depends {meta}: no linux-image-* dependency in {out!r}")
+
+
+def package_version(package: str) -> str:
+    """The candidate version apt would download for `package`."""
+    out = _run(["apt-cache", "policy", package])
+    m = re.search(r"Candidate:\s*(\S+)", out)
+    if not m or m.group(1) == "(none)":
+        raise BedError(f"apt-cache policy {package}: no candidate version (run apt-get update?)")
+    return m.group(1)
+
+
+def _cached_kernels(base: Path):
+    return sorted(p for p in base.glob("linux-image-*") if (p / "READY").exists())
+
+
+def get_kernel(package: Optional[str] = None) -> Kernel:
+    """Download (once) and unpack a Debian kernel package; also extract its vmlinux.
+
+    `package` defaults to $PYKEXEC_BED_KERNEL, else what `linux-image-amd64` depends on.
+    Offline, an already cached kernel is used when apt cannot answer.
+    """
+    base = cache_root() / ARCH
+    base.mkdir(exist_ok=True)
+    package = package or os.environ.get("PYKEXEC_BED_KERNEL")
+    try:
+        package = package or resolve_package()
+        version = package_version(package)
+    except BedError:
+        cached = [p for p in _cached_kernels(base) if package is None or p.name.startswith(package + "_")]
+        if not cached:
+            raise
+        return _load_ready(cached[-1])
+    folder = base / f"{package}_{version}"
+    if (folder / "READY").exists():
+        return _load_ready(folder)
+    with cache_lock(folder.name):
+        if (folder / "READY").exists():
+            return _load_ready(folder)
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=base))
+        try:
+            _run(["apt-get", "download", f"{package}={version}"], cwd=tmp)
+            debs = list(tmp.glob("*.deb"))
+            if len(debs) != 1:
+                raise BedError(f"apt-get download {package}: expected one .deb, got {debs}")
+            _run(["dpkg", "-x", str(debs[0]), str(tmp / "root")])
+            releases = [p.name for p in (tmp / "root" / "lib" / "modules").iterdir()]
+            if len(releases) != 1:
+                raise BedError(f"{debs[0].name}: expected one lib/modules/<release>, got {releases}")
+            release = releases[0]
+            bz = tmp / "root" / "boot" / f"vmlinuz-{release}"
+            data = extract_vmlinux(bz.read_bytes())
+            (tmp / "vmlinux").write_bytes(data)
+            (tmp / "READY").write_text(f"{package}\n{version}\n{release}\n")
+            os.rename(tmp, folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return _load_ready(folder)
+
+
+def _load_ready(folder: Path) -> Kernel:
+    package, version, release = (folder / "READY").read_text().split()[:3]
+    return Kernel(package=package, version=version, release=release, folder=folder)
+
+
+# --- bzImage → vmlinux ---------------------------------------------------------------
+
+def bzimage_payload(image: bytes) -> bytes:
+    """The compressed kernel payload of a bzImage (boot protocol >= 2.08).
+
+    The setup header gives `setup_sects` (0x1f1), the "HdrS" magic (0x202), the protocol
+    version (0x206), and payload_offset/payload_length (0x248/0x24c), the offset being
+    relative to the start of the protected-mode code, which follows the
+    (setup_sects + 1) * 512 bytes of real-mode setup.
+    """
+    if len(image) < 0x250 or image[0x202:0x206] != b"HdrS":
+        raise BedError("not a bzImage (no HdrS setup header)")
+    (version,) = struct.unpack_from("<H", image, 0x206)
+    if version < 0x208:
+        raise BedError(f"boot protocol {version:#x} has no payload fields (needs >= 2.08)")
+    setup_sects = image[0x1F1] or 4
+    pm_start = (setup_sects + 1) * 512
+    offset, length = struct.unpack_from("<II", image, 0x248)
+    start = pm_start + offset
+    if start + length > len(image):
+        raise BedError(f"payload {start:#x}+{length:#x} runs past the image ({len(image):#x})")
+    return image[start:start + length]
+
+
+def decompress_payload(payload: bytes) -> bytes:
+    """Decompress a kernel payload (xz, as Debian builds it; also lzma/gzip/zstd if present)."""
+    if payload.startswith(b"\xfd7zXZ\x00"):
+        dec = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+        # The build appends the uncompressed size (4 bytes) after the xz stream: ignored.
+        return dec.decompress(payload)
+    if payload.startswith(b"\x1f\x8b"):
+        import zlib
+        return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(payload)
+    if payload.startswith(b"\x28\xb5\x2f\xfd"):
+        out = subprocess.run(["zstd", "-dc"], input=payload, capture_output=True, check=False)
+        if out.returncode != 0:
+            raise BedError(f"zstd: {out.stderr.decode(errors='replace').strip()}")
+        return out.stdout
+    if payload[:1] == b"\x5d":
+        return lzma.LZMADecompressor(format=lzma.FORMAT_ALONE).decompress(payload)
+    raise BedError(f"unknown payload compression (magic {payload[:6].hex()})")
+
+
+def extract_vmlinux(image: bytes) -> bytes:
+    """The ELF vmlinux inside a bzImage."""
+    elf = decompress_payload(bzimage_payload(image))
+    if elf[:4] != b"\x7fELF":
+        raise BedError("decompressed payload is not an ELF file")
+    return elf
+
+
+if __name__ == "__main__":  # pragma: no cover - manual use
+    k = get_kernel()
+    print(f"{k.package} {k.version} ({k.release})")
+    print(f"bzImage {k.bzimage}\nvmlinux {k.vmlinux}\nmodules {k.modules_dir}")

@@ -1,0 +1,172 @@
+"""pykexec.snapshot.take_snapshot on a fake root folder."""
+
+import json
+import os
+import struct
+
+import pytest
+
+from pykexec.snapshot import (SnapshotError, filter_kallsyms, kcore_header_length,
+                              take_snapshot)
+
+IOMEM = (b"00000000-00000fff : Reserved\n00001000-0009fbff : System RAM\n"
+         b"00100000-3ffdffff : System RAM\n  2f000000-3effffff : Crash kernel\n")
+KALLSYMS = (b"ffffffff81000000 T _text\n"
+            b"ffffffff81000000 T startup_64\n"
+            b"ffffffff81001000 T _stext\n"
+            b"ffffffff81001234 t some_local\n"
+            b"ffffffff82000000 D phys_base\n"
+            b"0000000000000000 A fixed_percpu_data\n"
+            b"ffffffffc0000000 t _text\t[virtio]\n"
+            b"ffffffff83000000 B _end\n")
+
+
+def fake_kcore(phnum=3):
+    ehdr = bytearray(64)
+    ehdr[:7] = b"\x7fELF\x02\x01\x01"
+    struct.pack_into("<HHI", ehdr, 16, 4, 62, 1)
+    struct.pack_into("<Q", ehdr, 0x20, 64)           # e_phoff
+    struct.pack_into("<HHHH", ehdr, 0x34, 64, 56, phnum, 0)
+    phdrs = b"".join(struct.pack("<IIQQQQQQ", 1, 7, 0x1000 * (i + 1), 0xffff888000000000,
+                                 0, 0x1000, 0x1000, 0x1000) for i in range(phnum))
+    return bytes(ehdr) + phdrs + b"\xAA" * 20000      # followed by "memory"
+
+
+def put(root, rel, data):
+    path = os.path.join(root, rel)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data if isinstance(data, bytes) else data.encode())
+
+
+@pytest.fixture
+def fake_root(tmp_path):
+    root = str(tmp_path / "root")
+    put(root, "proc/iomem", IOMEM)
+    put(root, "proc/cmdline", "console=ttyS0 crashkernel=256M\n")
+    put(root, "proc/mounts", "rootfs / rootfs rw 0 0\n")
+    put(root, "proc/kallsyms", KALLSYMS)
+    put(root, "proc/kcore", fake_kcore())
+    put(root, "proc/sys/kernel/osrelease", "6.1.0-56-amd64\n")
+    put(root, "proc/sys/kernel/kexec_load_disabled", "0\n")
+    put(root, "sys/kernel/vmcoreinfo", "3f8e7000 1000\n")
+    put(root, "sys/kernel/kexec_crash_size", "268435456\n")
+    put(root, "sys/kernel/kexec_crash_loaded", "0\n")
+    put(root, "sys/kernel/kexec_loaded", "0\n")
+    put(root, "sys/kernel/boot_params/data", bytes(range(256)) * 16)
+    put(root, "sys/kernel/boot_params/version", "0x020f\n")
+    for name in ("possible", "present", "online"):
+        put(root, f"sys/devices/system/cpu/{name}", "0-1\n")
+    for cpu in (0, 1, 10):
+        put(root, f"sys/devices/system/cpu/cpu{cpu}/crash_notes", f"3fc1{cpu:04x}\n")
+        put(root, f"sys/devices/system/cpu/cpu{cpu}/crash_notes_size", "368\n")
+        put(root, f"sys/devices/system/cpu/cpu{cpu}/online", "1\n")   # not copied
+    put(root, "sys/devices/system/cpu/cpufreq/boost", "0\n")          # not a cpuN
+    for n, (s, e, t) in enumerate([("0x0", "0x9fbff", "System RAM"),
+                                   ("0x100000", "0x3ffdffff", "System RAM")]):
+        for k, v in (("start", s), ("end", e), ("type", t)):
+            put(root, f"sys/firmware/memmap/{n}/{k}", v + "\n")
+    put(root, "sys/firmware/acpi/tables/DSDT", b"\x00" * 100)          # omitted on purpose
+    return root
+
+
+def read(dest, rel):
+    with open(os.path.join(dest, rel), "rb") as f:
+        return f.read()
+
+
+def test_copies_listed_files_byte_exact(fake_root, tmp_path):
+    dest = str(tmp_path / "snap")
+    doc = take_snapshot(dest, root=fake_root, source="qemu", notes="fake machine")
+    for rel in ("proc/iomem", "proc/cmdline", "proc/mounts", "sys/kernel/vmcoreinfo",
+                "sys/kernel/boot_params/data", "sys/kernel/kexec_crash_size",
+                "sys/devices/system/cpu/possible", "proc/sys/kernel/kexec_load_disabled",
+                "sys/firmware/memmap/1/end", "sys/devices/system/cpu/cpu10/crash_notes"):
+        assert read(dest, rel) == read(fake_root, rel), rel
+    assert not os.path.exists(os.path.join(dest, "sys/firmware/acpi"))
+    assert not os.path.exists(os.path.join(dest, "sys/devices/system/cpu/cpu0/online"))
+    assert not os.path.exists(os.path.join(dest, "sys/devices/system/cpu/cpufreq"))
+    assert not os.path.exists(os.path.join(dest, "sys/firmware/efi"))
+    assert not os.path.exists(os.path.join(dest, "proc/sys/kernel/kexec_load_limit_panic"))
+    meta = json.loads(read(dest, "snapshot.json"))
+    assert meta == doc
+    assert meta["format"] == 1 and meta["source"] == "qemu" and meta["notes"] == "fake machine"
+    assert meta["kernel_release"] == "6.1.0-56-amd64"
+    assert meta["machine"] == os.uname().machine
+    assert "T" in meta["taken"]
+
+
+def test_kallsyms_filtered(fake_root, tmp_path):
+    dest = str(tmp_path / "snap")
+    take_snapshot(dest, root=fake_root)
+    assert read(dest, "proc/kallsyms") == (b"ffffffff81000000 T _text\n"
+                                           b"ffffffff81000000 T startup_64\n"
+                                           b"ffffffff81001000 T _stext\n"
+                                           b"ffffffff82000000 D phys_base\n"
+                                           b"ffffffff83000000 B _end\n")
+
+
+def test_kcore_cut_after_program_headers(fake_root, tmp_path):
+    dest = str(tmp_path / "snap")
+    take_snapshot(dest, root=fake_root)
+    data = read(dest, "proc/kcore")
+    assert len(data) == 4096
+    assert data == fake_kcore()[:4096]
+
+
+def test_kcore_header_length_rounds_to_pages():
+    assert kcore_header_length(fake_kcore(3)) == 4096
+    assert kcore_header_length(fake_kcore(80)) == 8192   # 64 + 80*56 = 4544
+
+
+def test_efi_and_edd_when_present(fake_root, tmp_path):
+    put(fake_root, "sys/firmware/efi/systab", "ACPI20=0x7fb7e014\n")
+    put(fake_root, "sys/firmware/efi/fw_vendor", "0x7fc1e018\n")
+    put(fake_root, "sys/firmware/efi/runtime-map/0/type", "0x5\n")
+    put(fake_root, "sys/firmware/efi/runtime-map/0/phys_addr", "0x7f9d0000\n")
+    put(fake_root, "sys/firmware/efi/efivars/x", "not copied\n")
+    put(fake_root, "sys/firmware/edd/int13_dev80/raw_data", b"\x1e\x00\x01\x00")
+    put(fake_root, "sys/firmware/edd/int13_dev80/version", "0x30\n")
+    dest = str(tmp_path / "snap")
+    take_snapshot(dest, root=fake_root)
+    assert read(dest, "sys/firmware/efi/systab") == b"ACPI20=0x7fb7e014\n"
+    assert read(dest, "sys/firmware/efi/runtime-map/0/phys_addr") == b"0x7f9d0000\n"
+    assert not os.path.exists(os.path.join(dest, "sys/firmware/efi/efivars"))
+    assert read(dest, "sys/firmware/edd/int13_dev80/raw_data") == b"\x1e\x00\x01\x00"
+    assert read(dest, "sys/firmware/edd/int13_dev80/version") == b"0x30\n"
+
+
+def test_missing_required_file_is_one_line_error(fake_root, tmp_path):
+    os.remove(os.path.join(fake_root, "proc/iomem"))
+    with pytest.raises(SnapshotError) as e:
+        take_snapshot(str(tmp_path / "snap"), root=fake_root)
+    assert "/proc/iomem" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_unreadable_file_is_one_line_error(fake_root, tmp_path):
+    # A directory where a file should be cannot be read, even by root.
+    path = os.path.join(fake_root, "sys/kernel/vmcoreinfo")
+    os.remove(path)
+    os.mkdir(path)
+    with pytest.raises(SnapshotError) as e:
+        take_snapshot(str(tmp_path / "snap"), root=fake_root)
+    msg = str(e.value)
+    assert "/sys/kernel/vmcoreinfo" in msg and "\n" not in msg
+
+
+def test_bad_kcore_is_reported(fake_root, tmp_path):
+    put(fake_root, "proc/kcore", b"garbage" * 10)
+    with pytest.raises(SnapshotError, match="/proc/kcore"):
+        take_snapshot(str(tmp_path / "snap"), root=fake_root)
+
+
+def test_refuses_non_empty_destination(fake_root, tmp_path):
+    dest = tmp_path / "snap"
+    dest.mkdir()
+    (dest / "x").write_text("x")
+    with pytest.raises(SnapshotError, match="not empty"):
+        take_snapshot(str(dest), root=fake_root)
+
+
+def test_filter_kallsyms_skips_modules():
+    assert filter_kallsyms(b"ffffffffc0000000 t _text\t[virtio]\n") == b""
