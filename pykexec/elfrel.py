@@ -1,0 +1,539 @@
+"""Load a relocatable ELF object (ET_REL) into one segment, as a linker would.
+
+This is how the purgatory becomes a kexec segment: the allocated sections of the
+object are laid out in section-index order, relocated for a chosen base address and
+returned as one buffer plus a zero-filled tail (``memsz``).  pyelftools only reads the
+file; the layout and the relocation arithmetic are ours.
+
+Layout (kexec-tools compatible, see docs in the reference notes, "purgatory layout"):
+
+* SHF_ALLOC sections other than SHT_NOBITS are packed in index order, each at the
+  next multiple of its ``sh_addralign`` (0 counts as 1): this is ``data``/``bufsz``.
+* SHT_NOBITS sections follow after ``bufsz`` rounded up to the largest NOBITS
+  alignment, packed the same way; they only count in ``memsz``.
+* The base must be a multiple of ``required_alignment`` (the largest alignment of
+  any allocated section), so offsets, sizes and alignment do not depend on the base:
+  a placement allocator can ask ``size``/``required_alignment`` first and call
+  :meth:`RelocatableObject.layout` with the address it chose.
+
+Two stages, both immutable:
+
+* :class:`RelocatableObject` -- the parsed object (``from_bytes``).
+* :class:`LoadedObject` -- the object relocated at one base.  Symbols are written with
+  :meth:`LoadedObject.set_symbol`/``set_symbols``, which return a *new* LoadedObject;
+  nothing is mutated, so a loaded purgatory can be shared, compared and kept in a
+  plan while variants (different registers, digests) are derived from it.  Copying
+  the buffer (a few KiB) per call is cheap next to building a load.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Dict, Iterable, List, Mapping, Optional, Tuple, Union
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
+from elftools.elf.enums import ENUM_RELOC_TYPE_i386, ENUM_RELOC_TYPE_x64
+from elftools.elf.relocation import RelocationSection
+from elftools.elf.sections import SymbolTableSection
+
+__all__ = [
+    "ElfRelError",
+    "RelocationError",
+    "SymbolError",
+    "SectionPlacement",
+    "Symbol",
+    "RelocatableObject",
+    "LoadedObject",
+]
+
+SHF_WRITE = 0x1
+SHF_ALLOC = 0x2
+SHF_EXECINSTR = 0x4
+
+SHN_UNDEF = 0
+SHN_LORESERVE = 0xFF00
+SHN_ABS = 0xFFF1
+SHN_COMMON = 0xFFF2
+
+
+class ElfRelError(ValueError):
+    """The object cannot be loaded (bad ELF, wrong type or machine, bad layout)."""
+
+
+class RelocationError(ElfRelError):
+    """A relocation cannot be applied (unknown type, overflow, bad symbol)."""
+
+
+class SymbolError(ElfRelError, KeyError):
+    """A symbol is missing or cannot be read/written as asked."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+# --- relocation types --------------------------------------------------------------
+#
+# Each supported type: (width in bytes, pc-relative, range rule).  The value written
+# is S + A (absolute) or S + A - P (pc-relative), where S is the symbol's address, A
+# the addend (r_addend for RELA, the bytes in place for REL) and P the address of the
+# location.  Range rules: "wrap" truncates to the width; "unsigned"/"signed" raise
+# RelocationError unless the value fits as that kind of integer of the width.
+
+@dataclass(frozen=True)
+class _RelocKind:
+    name: str
+    width: int  # bytes written; 0 for a no-op
+    pc_relative: bool
+    rule: str  # "wrap", "unsigned", "signed"
+
+
+def _kinds(enum: Mapping[str, int], table: Mapping[str, Tuple[int, bool, str]]) -> Dict[int, _RelocKind]:
+    return {enum[name]: _RelocKind(name, *spec) for name, spec in table.items()}
+
+
+_X86_64_KINDS = _kinds(ENUM_RELOC_TYPE_x64, {
+    "R_X86_64_NONE": (0, False, "wrap"),
+    "R_X86_64_64": (8, False, "wrap"),
+    # ld reports "relocation truncated to fit" for these; so do we.
+    "R_X86_64_PC32": (4, True, "signed"),
+    "R_X86_64_PLT32": (4, True, "signed"),  # no PLT in a static image: same as PC32
+    "R_X86_64_32": (4, False, "unsigned"),
+    "R_X86_64_32S": (4, False, "signed"),
+})
+
+_I386_KINDS = _kinds(ENUM_RELOC_TYPE_i386, {
+    "R_386_NONE": (0, False, "wrap"),
+    # 32-bit address space: arithmetic is modulo 2**32, as on the CPU.
+    "R_386_32": (4, False, "wrap"),
+    "R_386_PC32": (4, True, "wrap"),
+    "R_386_PLT32": (4, True, "wrap"),
+})
+
+
+@dataclass(frozen=True)
+class _Machine:
+    name: str
+    elfclass: int
+    kinds: Mapping[int, _RelocKind]
+    type_names: Mapping[int, str]  # every type pyelftools knows, for error messages
+    max_address: int
+
+
+def _names(enum: Mapping[str, int]) -> Dict[int, str]:
+    return {value: name for name, value in enum.items() if not name.startswith("_")}
+
+
+_MACHINES = {
+    "EM_X86_64": _Machine("EM_X86_64", 64, _X86_64_KINDS, _names(ENUM_RELOC_TYPE_x64), (1 << 64) - 1),
+    "EM_386": _Machine("EM_386", 32, _I386_KINDS, _names(ENUM_RELOC_TYPE_i386), (1 << 32) - 1),
+    "EM_486": _Machine("EM_486", 32, _I386_KINDS, _names(ENUM_RELOC_TYPE_i386), (1 << 32) - 1),
+}
+
+
+def _align_up(value: int, align: int) -> int:
+    return (value + align - 1) // align * align
+
+
+# --- parsed object -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SectionPlacement:
+    """Where an allocated section goes, relative to the segment base."""
+
+    index: int
+    name: str
+    offset: int  # from the base; for PROGBITS also the offset in `data`
+    size: int
+    align: int
+    nobits: bool
+    flags: int
+
+
+@dataclass(frozen=True)
+class Symbol:
+    index: int
+    name: str
+    value: int  # st_value: offset in its section (ET_REL)
+    size: int
+    bind: str  # "STB_GLOBAL", "STB_LOCAL", "STB_WEAK", ...
+    type: str  # "STT_OBJECT", "STT_FUNC", "STT_SECTION", ...
+    shndx: int  # numeric; SHN_UNDEF/SHN_ABS/SHN_COMMON or a section index
+
+
+@dataclass(frozen=True)
+class _Reloc:
+    section: int  # index of the SHT_REL/SHT_RELA section (for messages)
+    target: int  # index of the section being patched
+    offset: int  # r_offset within the target
+    type: int
+    symtab: int  # index of the symbol table section
+    symbol: int
+    addend: Optional[int]  # None for REL: the addend is read from the location
+
+
+def _shndx(value) -> int:
+    if isinstance(value, int):
+        return value
+    return {"SHN_UNDEF": SHN_UNDEF, "SHN_ABS": SHN_ABS, "SHN_COMMON": SHN_COMMON}.get(value, SHN_LORESERVE)
+
+
+class RelocatableObject:
+    """A parsed ET_REL object, ready to be laid out at any suitably aligned base.
+
+    Use :meth:`from_bytes`.  `entry_symbol`, if given, names the symbol whose address
+    becomes ``entry``; otherwise ``e_entry`` is used the way kexec-tools does: as an
+    offset into the first allocated executable section whose size covers it.
+    """
+
+    def __init__(self, *, machine: _Machine, sections: Tuple[SectionPlacement, ...],
+                 contents: Mapping[int, bytes], section_names: Mapping[int, str],
+                 symtabs: Mapping[int, Tuple[Symbol, ...]], relocs: Tuple[_Reloc, ...],
+                 bufsz: int, memsz: int, required_alignment: int,
+                 entry_section: int, entry_offset: int, shnum: int):
+        self._machine = machine
+        self.sections = sections
+        self._placement = {s.index: s for s in sections}
+        self._contents = MappingProxyType(dict(contents))
+        self._section_names = MappingProxyType(dict(section_names))
+        self._symtabs = MappingProxyType(dict(symtabs))
+        self._relocs = relocs
+        self.bufsz = bufsz
+        self.memsz = memsz
+        self.required_alignment = required_alignment
+        self._entry_section = entry_section
+        self._entry_offset = entry_offset
+        self._shnum = shnum
+
+    # -- construction --------------------------------------------------------------
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, entry_symbol: Optional[str] = None) -> "RelocatableObject":
+        data = bytes(data)
+        try:
+            elf = ELFFile(io.BytesIO(data))
+            return cls._parse(elf, entry_symbol)
+        except ELFError as exc:
+            raise ElfRelError(f"not a loadable relocatable ELF object: {exc}") from None
+
+    @classmethod
+    def _parse(cls, elf: ELFFile, entry_symbol: Optional[str]) -> "RelocatableObject":
+        if elf["e_type"] != "ET_REL":
+            raise ElfRelError(f"not a relocatable object: e_type is {elf['e_type']}")
+        machine = _MACHINES.get(elf["e_machine"])
+        if machine is None:
+            raise ElfRelError(f"unsupported machine {elf['e_machine']} (supported: x86_64, i386)")
+        if not elf.little_endian:
+            raise ElfRelError("big-endian objects are not supported")
+        if elf.elfclass != machine.elfclass:
+            raise ElfRelError(f"{machine.name} object must be ELFCLASS{machine.elfclass}, got ELFCLASS{elf.elfclass}")
+        shnum = elf.num_sections()
+        if shnum == 0:
+            raise ElfRelError("object has no section headers")
+
+        names: Dict[int, str] = {}
+        headers = []
+        for index in range(shnum):
+            section = elf.get_section(index)
+            names[index] = section.name
+            headers.append(section)
+
+        # Layout: PROGBITS-like sections packed in index order, NOBITS after them.
+        placements: List[SectionPlacement] = []
+        contents: Dict[int, bytes] = {}
+        bufsz = 0
+        bss_size = 0
+        max_align = 1
+        max_bss_align = 1
+        nobits_pending = []
+        for index, section in enumerate(headers):
+            flags = section["sh_flags"]
+            if not flags & SHF_ALLOC or index == 0:
+                continue
+            align = section["sh_addralign"] or 1
+            if align & (align - 1):
+                raise ElfRelError(f"section {section.name} has alignment {align}, not a power of two")
+            max_align = max(max_align, align)
+            size = section["sh_size"]
+            if section["sh_type"] == "SHT_NOBITS":
+                max_bss_align = max(max_bss_align, align)
+                bss_size = _align_up(bss_size, align)
+                nobits_pending.append((index, section.name, bss_size, size, align, flags))
+                bss_size += size
+                continue
+            bufsz = _align_up(bufsz, align)
+            raw = section.data()
+            if len(raw) != size:
+                raise ElfRelError(f"section {section.name}: {len(raw)} bytes of data for sh_size {size}")
+            placements.append(SectionPlacement(index, section.name, bufsz, size, align, False, flags))
+            contents[index] = raw
+            bufsz += size
+        bss_start = _align_up(bufsz, max_bss_align) if nobits_pending else bufsz
+        for index, name, offset, size, align, flags in nobits_pending:
+            placements.append(SectionPlacement(index, name, bss_start + offset, size, align, True, flags))
+        memsz = bss_start + bss_size
+        placements.sort(key=lambda p: p.index)
+
+        # Symbols (every SHT_SYMTAB; in practice there is one).
+        symtabs: Dict[int, Tuple[Symbol, ...]] = {}
+        for index, section in enumerate(headers):
+            if not isinstance(section, SymbolTableSection) or section["sh_type"] != "SHT_SYMTAB":
+                continue
+            syms = []
+            for number, sym in enumerate(section.iter_symbols()):
+                syms.append(Symbol(
+                    index=number, name=sym.name, value=sym["st_value"], size=sym["st_size"],
+                    bind=sym["st_info"]["bind"], type=sym["st_info"]["type"],
+                    shndx=_shndx(sym["st_shndx"]),
+                ))
+            symtabs[index] = tuple(syms)
+
+        # Relocations aimed at allocated sections.
+        by_index = {p.index: p for p in placements}
+        relocs: List[_Reloc] = []
+        for index, section in enumerate(headers):
+            if not isinstance(section, RelocationSection):
+                continue
+            target = section["sh_info"]
+            if target not in by_index:
+                continue  # debug info and other non-allocated targets
+            if by_index[target].nobits:
+                raise ElfRelError(f"{section.name} relocates NOBITS section {names[target]}")
+            link = section["sh_link"]
+            if link not in symtabs:
+                raise ElfRelError(f"{section.name}: sh_link {link} is not a symbol table")
+            is_rela = section.is_RELA()
+            for rel in section.iter_relocations():
+                relocs.append(_Reloc(
+                    section=index, target=target, offset=rel["r_offset"],
+                    type=rel["r_info_type"], symtab=link, symbol=rel["r_info_sym"],
+                    addend=rel["r_addend"] if is_rela else None,
+                ))
+
+        entry_section, entry_offset = cls._find_entry(elf, placements, symtabs, entry_symbol)
+        return cls(
+            machine=machine, sections=tuple(placements), contents=contents,
+            section_names=names, symtabs=symtabs, relocs=tuple(relocs), bufsz=bufsz,
+            memsz=memsz, required_alignment=max_align, entry_section=entry_section,
+            entry_offset=entry_offset, shnum=shnum,
+        )
+
+    @staticmethod
+    def _find_entry(elf, placements, symtabs, entry_symbol) -> Tuple[int, int]:
+        """(section index, offset in it) of the entry point; (-1, 0) when there is none."""
+        if entry_symbol is not None:
+            sym = _find_global(symtabs, entry_symbol)
+            if sym is None:
+                raise SymbolError(f"entry symbol {entry_symbol!r} not found (must be STB_GLOBAL)")
+            if sym.shndx not in {p.index for p in placements}:
+                raise SymbolError(f"entry symbol {entry_symbol!r} is not in an allocated section")
+            return sym.shndx, sym.value
+        e_entry = elf["e_entry"]
+        for p in placements:
+            if p.flags & SHF_EXECINSTR and not p.nobits and e_entry < p.size:
+                return p.index, e_entry  # every sh_addr is 0 in a .o
+        return -1, 0
+
+    # -- queries -------------------------------------------------------------------
+
+    @property
+    def machine(self) -> str:
+        """``EM_X86_64``, ``EM_386`` or ``EM_486``."""
+        return self._machine.name
+
+    @property
+    def size(self) -> int:
+        """Bytes of memory the loaded object occupies (``memsz``)."""
+        return self.memsz
+
+    def symbols(self) -> Iterable[Symbol]:
+        for syms in self._symtabs.values():
+            yield from syms
+
+    def find_symbol(self, name: str) -> Optional[Symbol]:
+        """The STB_GLOBAL symbol `name`, or None."""
+        return _find_global(self._symtabs, name)
+
+    # -- layout and relocation -----------------------------------------------------
+
+    def layout(self, base: int) -> "LoadedObject":
+        """Relocate the object for physical address `base` and return the segment."""
+        if base < 0 or base % self.required_alignment:
+            raise ElfRelError(f"base {base:#x} is not aligned to {self.required_alignment:#x}")
+        if base + self.memsz - 1 > self._machine.max_address:
+            raise ElfRelError(f"object of {self.memsz:#x} bytes at {base:#x} exceeds the address space")
+        addresses = {p.index: base + p.offset for p in self.sections}
+        buf = bytearray(self.bufsz)
+        for p in self.sections:
+            if not p.nobits:
+                buf[p.offset:p.offset + p.size] = self._contents[p.index]
+        for rel in self._relocs:
+            self._apply(buf, rel, addresses)
+        entry = addresses[self._entry_section] + self._entry_offset if self._entry_section >= 0 else None
+        return LoadedObject(
+            base=base, data=bytes(buf), memsz=self.memsz, entry=entry,
+            _sections=MappingProxyType({p.name: p for p in self.sections}),
+            _placement=MappingProxyType(dict(self._placement)),
+            _symtabs=self._symtabs,
+        )
+
+    def _symbol_value(self, rel: _Reloc, addresses: Mapping[int, int]) -> int:
+        if rel.symbol == 0:
+            return 0
+        syms = self._symtabs[rel.symtab]
+        if rel.symbol >= len(syms):
+            raise RelocationError(f"relocation refers to symbol #{rel.symbol}, past the symbol table")
+        sym = syms[rel.symbol]
+        label = sym.name or f"#{sym.index}"
+        if sym.shndx == SHN_UNDEF:
+            if sym.bind == "STB_WEAK":
+                return 0
+            raise RelocationError(f"undefined symbol: {label}")
+        if sym.shndx == SHN_ABS:
+            return sym.value
+        if sym.shndx == SHN_COMMON:
+            raise RelocationError(f"common symbol {label} is not supported (build with -fno-common)")
+        if sym.shndx >= self._shnum or sym.shndx >= SHN_LORESERVE:
+            raise RelocationError(f"symbol {label} has bad section index {sym.shndx:#x}")
+        if sym.shndx not in addresses:
+            name = self._section_names.get(sym.shndx, sym.shndx)
+            raise RelocationError(f"symbol {label} is in non-allocated section {name}")
+        return addresses[sym.shndx] + sym.value
+
+    def _apply(self, buf: bytearray, rel: _Reloc, addresses: Mapping[int, int]) -> None:
+        machine = self._machine
+        kind = machine.kinds.get(rel.type)
+        where = f"{self._section_names[rel.section]} at offset {rel.offset:#x}"
+        if kind is None:
+            name = machine.type_names.get(rel.type, "unknown")
+            raise RelocationError(f"unsupported {machine.name} relocation {name} (type {rel.type}) in {where}")
+        if kind.width == 0:
+            return
+        target = self._placement[rel.target]
+        if rel.offset + kind.width > target.size:
+            raise RelocationError(f"{kind.name} in {where} runs past the end of {target.name}")
+        loc = target.offset + rel.offset
+        fmt = {4: "<i", 8: "<q"}[kind.width]
+        if rel.addend is None:  # REL: the addend is stored in the location
+            addend = struct.unpack_from(fmt, buf, loc)[0]
+        else:
+            addend = rel.addend
+        value = self._symbol_value(rel, addresses) + addend
+        if kind.pc_relative:
+            value -= addresses[rel.target] + rel.offset
+        # Address arithmetic is modulo the machine's address width; the range checks
+        # then read that value as unsigned ("unsigned") or two's complement ("signed").
+        value %= 1 << machine.elfclass
+        if kind.rule == "signed" and value >= 1 << (machine.elfclass - 1):
+            value -= 1 << machine.elfclass
+        bits = kind.width * 8
+        if kind.rule == "unsigned" and not 0 <= value < (1 << bits):
+            raise RelocationError(f"overflow in {kind.name} in {where}: {value:#x} does not fit in u{bits}")
+        if kind.rule == "signed" and not -(1 << (bits - 1)) <= value < (1 << (bits - 1)):
+            raise RelocationError(f"overflow in {kind.name} in {where}: {value:#x} does not fit in s{bits}")
+        struct.pack_into("<Q" if bits == 64 else "<I", buf, loc, value & ((1 << bits) - 1))
+
+
+def _find_global(symtabs: Mapping[int, Tuple[Symbol, ...]], name: str) -> Optional[Symbol]:
+    for syms in symtabs.values():
+        for sym in syms:
+            if sym.name == name and sym.bind == "STB_GLOBAL" and sym.shndx != SHN_UNDEF:
+                return sym
+    return None
+
+
+# --- loaded object -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LoadedObject:
+    """The object relocated at `base`: one segment of `data` zero-filled to `memsz`.
+
+    Immutable: :meth:`set_symbol` returns a new LoadedObject.
+    """
+
+    base: int
+    data: bytes
+    memsz: int
+    entry: Optional[int]
+    _sections: Mapping[str, SectionPlacement] = field(repr=False, compare=False)
+    _placement: Mapping[int, SectionPlacement] = field(repr=False, compare=False)
+    _symtabs: Mapping[int, Tuple[Symbol, ...]] = field(repr=False, compare=False)
+
+    @property
+    def bufsz(self) -> int:
+        return len(self.data)
+
+    @property
+    def end(self) -> int:
+        return self.base + self.memsz
+
+    def section_address(self, name: str) -> int:
+        try:
+            return self.base + self._sections[name].offset
+        except KeyError:
+            raise SymbolError(f"no allocated section {name!r}") from None
+
+    def section_addresses(self) -> Mapping[str, int]:
+        return {name: self.base + p.offset for name, p in self._sections.items()}
+
+    def _symbol(self, name: str) -> Tuple[Symbol, SectionPlacement]:
+        sym = _find_global(self._symtabs, name)
+        if sym is None:
+            raise SymbolError(f"symbol {name!r} not found (must be STB_GLOBAL and defined)")
+        placement = self._placement.get(sym.shndx)
+        if placement is None:
+            raise SymbolError(f"symbol {name!r} is not in an allocated section")
+        return sym, placement
+
+    def symbol_address(self, name: str) -> int:
+        """Physical address of the global symbol `name` (like elf_rel_get_addr)."""
+        sym, placement = self._symbol(name)
+        return self.base + placement.offset + sym.value
+
+    def symbol_size(self, name: str) -> int:
+        return self._symbol(name)[0].size
+
+    def _writable(self, name: str, size: int) -> int:
+        sym, placement = self._symbol(name)
+        if sym.size != size:
+            raise SymbolError(f"symbol {name!r} has size {sym.size}, not {size}")
+        if placement.nobits:
+            raise SymbolError(f"symbol {name!r} is in NOBITS section {placement.name}; its bytes are not in the image")
+        offset = placement.offset + sym.value
+        if sym.value + size > placement.size:
+            raise SymbolError(f"symbol {name!r} runs past the end of {placement.name}")
+        return offset
+
+    def get_symbol(self, name: str) -> bytes:
+        """The current bytes of the global data symbol `name` (``st_size`` of them)."""
+        sym, _ = self._symbol(name)
+        offset = self._writable(name, sym.size)
+        return self.data[offset:offset + sym.size]
+
+    def get_int(self, name: str, *, signed: bool = False) -> int:
+        return int.from_bytes(self.get_symbol(name), "little", signed=signed)
+
+    def set_symbol(self, name: str, value: bytes) -> "LoadedObject":
+        """A copy with the bytes of `name` replaced; ``len(value)`` must equal its size."""
+        return self.set_symbols({name: value})
+
+    def set_symbols(self, values: Mapping[str, Union[bytes, int]]) -> "LoadedObject":
+        """A copy with several symbols replaced at once.
+
+        A value may be bytes (exactly the symbol's size) or an int, stored
+        little-endian in the symbol's size (unsigned, or negative two's complement).
+        """
+        buf = bytearray(self.data)
+        for name, value in values.items():
+            if isinstance(value, int):
+                size = self.symbol_size(name)
+                if not -(1 << (8 * size - 1)) <= value < (1 << (8 * size)):
+                    raise SymbolError(f"value {value:#x} does not fit symbol {name!r} of {size} bytes")
+                value = (value % (1 << (8 * size))).to_bytes(size, "little")
+            value = bytes(value)
+            offset = self._writable(name, len(value))
+            buf[offset:offset + len(value)] = value
+        return replace(self, data=bytes(buf))
