@@ -5,7 +5,7 @@ object are laid out in section-index order, relocated for a chosen base address 
 returned as one buffer plus a zero-filled tail (``memsz``).  pyelftools only reads the
 file; the layout and the relocation arithmetic are ours.
 
-Layout (kexec-tools compatible, see docs in the reference notes, "purgatory layout"):
+Layout (the same rules as kexec-tools' purgatory loader, so addresses agree with it):
 
 * SHF_ALLOC sections other than SHT_NOBITS are packed in index order, each at the
   next multiple of its ``sh_addralign`` (0 counts as 1): this is ``data``/``bufsz``.
@@ -465,6 +465,11 @@ class LoadedObject:
     @property
     def bufsz(self) -> int:
         return len(self.data)
+
+    @property
+    def sections(self) -> Tuple[SectionPlacement, ...]:
+        """The allocated sections, by offset from `base` (PROGBITS first, then NOBITS)."""
+        return tuple(sorted(self._sections.values(), key=lambda p: (p.offset, p.index)))
 
     @property
     def end(self) -> int:

@@ -47,7 +47,7 @@ def ld_link(tmp_path: Path, obj_bytes: bytes, loaded: LoadedObject, *, bits: int
     need_binutils()
     obj = tmp_path / f"{name}-in.o"
     obj.write_bytes(obj_bytes)
-    sections = sorted(loaded._sections.values(), key=lambda p: (p.nobits, p.offset))
+    sections = sorted(loaded.sections, key=lambda p: (p.nobits, p.offset))
     lines = ["SECTIONS {"]
     if not explicit:
         lines.append(f"  . = {loaded.base:#x};")
@@ -71,7 +71,8 @@ def ld_link(tmp_path: Path, obj_bytes: bytes, loaded: LoadedObject, *, bits: int
 
 def assert_same_as_ld(ld_elf: ELFFile, loaded: LoadedObject) -> None:
     compared = 0
-    for name, p in loaded._sections.items():
+    for p in loaded.sections:
+        name = p.name
         if p.size == 0:
             continue  # ld drops empty output sections (gas always emits .data/.bss)
         section = ld_elf.get_section_by_name(name)

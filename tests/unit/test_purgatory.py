@@ -1,7 +1,9 @@
-"""The x86_64 purgatory: build, symbol contract, code hygiene, and its SHA-256.
+"""The x86_64 purgatory: build, symbol contract, code hygiene, its SHA-256, and a run.
 
 The SHA-256 used by the purgatory (arch/x86_64/purgatory/sha256.c) is compiled for the
-build host with a small harness and compared with hashlib.
+build host with a small harness and compared with hashlib.  At the end the purgatory
+runs for real under QEMU (TCG, well under a second per boot) between a multiboot stub
+that plays relocate_kernel and a fake kernel that reports what it was entered with.
 """
 
 from __future__ import annotations
@@ -290,3 +292,292 @@ def test_installed_object_is_current(obj_bytes):
     if SRC.is_dir():
         newest = max(p.stat().st_mtime for p in SRC.iterdir())
         assert path.stat().st_mtime >= newest
+
+
+# --- running it: QEMU, a multiboot stub and a fake kernel ------------------------------
+#
+# A flat multiboot image holds: a stub that enters long mode with an identity map and
+# jumps to purgatory_start the way relocate_kernel does (64-bit, interrupts off, 0 on top
+# of the stack, but its own GDT with code at 0x08); the purgatory laid out by elfrel; and
+# a fake "kernel" that prints the registers, CS/DS/SS and RFLAGS it was entered with,
+# checks the backup copy (r8 = source, r9 = copy, r10 = length) and exits QEMU through
+# isa-debug-exit.  The digest covers the fake kernel and a data blob.
+
+STUB_S = r"""
+	.code32
+	.text
+	.globl start32
+mb_header:				/* multiboot v1, "a.out kludge": flat image */
+	.long 0x1BADB002
+	.long 0x00010000
+	.long -(0x1BADB002 + 0x00010000)
+	.long mb_header			/* header_addr */
+	.long mb_header			/* load_addr */
+	.long LOAD_END			/* load_end_addr */
+	.long LOAD_END			/* bss_end_addr */
+	.long start32			/* entry_addr */
+start32:
+	cli
+	movl $0x7f000, %esp
+	movl $0x70000, %edi		/* PML4 0x70000, PDPT 0x71000, PD 0x72000 */
+	xorl %eax, %eax
+	movl $(3 * 4096 / 4), %ecx
+	rep stosl
+	movl $0x71003, 0x70000
+	movl $0x72003, 0x71000
+	movl $0x72000, %edi
+	movl $0x83, %eax		/* 2 MiB pages: the first GiB, identity */
+	movl $512, %ecx
+1:	movl %eax, (%edi)
+	addl $0x200000, %eax
+	addl $8, %edi
+	loop 1b
+	movl %cr4, %eax
+	orl $0x20, %eax			/* PAE */
+	movl %eax, %cr4
+	movl $0x70000, %eax
+	movl %eax, %cr3
+	movl $0xC0000080, %ecx		/* EFER.LME */
+	rdmsr
+	orl $0x100, %eax
+	wrmsr
+	movl %cr0, %eax
+	orl $0x80000001, %eax		/* PG | PE */
+	movl %eax, %cr0
+	lgdt gdt_ptr
+	ljmp $0x08, $start64
+	.code64
+start64:
+	movl $0x10, %eax
+	movl %eax, %ds
+	movl %eax, %es
+	movl %eax, %ss
+	movq $0x7f000, %rsp
+	pushq $0			/* ordinary kexec: 0 on top of the stack */
+	movabsq $ENTRY, %rax
+	jmp *%rax
+	.balign 8
+gdt:
+	.quad 0
+	.quad 0x00af9a000000ffff	/* 0x08: code (not the purgatory's 0x10) */
+	.quad 0x00cf92000000ffff	/* 0x10: data */
+gdt_ptr:
+	.word gdt_ptr - gdt - 1
+	.long gdt
+"""
+
+FAKE_KERNEL_S = r"""
+	.code64
+	.text
+	.globl _start
+_start:
+	movq %rax, save+0(%rip)
+	movq %rbx, save+8(%rip)
+	movq %rcx, save+16(%rip)
+	movq %rdx, save+24(%rip)
+	movq %rsi, save+32(%rip)
+	movq %rdi, save+40(%rip)
+	movq %rsp, save+48(%rip)
+	movq %rbp, save+56(%rip)
+	movq %r8, save+64(%rip)
+	movq %r9, save+72(%rip)
+	movq %r10, save+80(%rip)
+	movq %r11, save+88(%rip)
+	movq %r12, save+96(%rip)
+	movq %r13, save+104(%rip)
+	movq %r14, save+112(%rip)
+	movq %r15, save+120(%rip)
+	xorl %eax, %eax
+	movw %cs, %ax
+	movq %rax, save+128(%rip)
+	movw %ds, %ax
+	movq %rax, save+136(%rip)
+	movw %ss, %ax
+	movq %rax, save+144(%rip)
+	pushfq
+	popq %rax
+	movq %rax, save+152(%rip)
+
+	leaq msg_regs(%rip), %rsi
+	call puts
+	leaq save(%rip), %r12
+	xorl %ebx, %ebx
+1:	movq (%r12,%rbx,8), %rax
+	call put_hex
+	incq %rbx
+	cmpq $20, %rbx
+	jb 1b
+	movb $'\n', %al
+	call putc
+
+	movq save+64(%rip), %rsi
+	movq save+72(%rip), %rdi
+	movq save+80(%rip), %rcx
+	leaq msg_none(%rip), %rax
+	testq %rcx, %rcx
+	jz 2f
+	repe cmpsb
+	leaq msg_same(%rip), %rax
+	je 2f
+	leaq msg_diff(%rip), %rax
+2:	movq %rax, %rsi
+	call puts
+	movb $0x10, %al			/* QEMU exits with (0x10 << 1) | 1 = 33 */
+	outb %al, $0xf4
+3:	hlt
+	jmp 3b
+
+putc:
+	pushq %rdx
+	movw $0x3f8, %dx
+	outb %al, %dx
+	popq %rdx
+	ret
+
+puts:
+	lodsb
+	testb %al, %al
+	jz 1f
+	call putc
+	jmp puts
+1:	ret
+
+put_hex:
+	movq %rax, %rdx
+	movb $' ', %al
+	call putc
+	movl $16, %ecx
+1:	rolq $4, %rdx
+	movb %dl, %al
+	andb $15, %al
+	cmpb $10, %al
+	jb 2f
+	addb $('a' - 10 - '0'), %al
+2:	addb $'0', %al
+	call putc
+	loop 1b
+	ret
+
+	.data
+msg_regs: .asciz "FAKEKERNEL regs"
+msg_none: .asciz "FAKEKERNEL backup none\n"
+msg_same: .asciz "FAKEKERNEL backup same\n"
+msg_diff: .asciz "FAKEKERNEL backup diff\n"
+	.balign 8
+save:	.fill 20, 8, 0
+"""
+
+IMG_BASE, PURG_BASE, KERN_BASE, DATA_BASE = 0x100000, 0x200000, 0x300000, 0x310000
+BACKUP_SRC, BACKUP_DST, IMG_END = 0x320000, 0x330000, 0x331000
+DEBUG_EXIT_STATUS = 33
+REG_NAMES = ("rax rbx rcx rdx rsi rdi rsp rbp r8 r9 r10 r11 r12 r13 r14 r15").split()
+
+
+def flat_binary(tmp, name, source, base, *defsyms):
+    src, obj, out = tmp / f"{name}.S", tmp / f"{name}.o", tmp / f"{name}.bin"
+    src.write_text(source)
+    args = [a for d in defsyms for a in ("--defsym", d)]
+    subprocess.run(["as", "--64", *args, "-o", str(obj), str(src)], check=True, capture_output=True)
+    subprocess.run(["ld", "-m", "elf_x86_64", "-N", f"-Ttext={base:#x}", "--oformat", "binary",
+                    "-e", "0", "-o", str(out), str(obj)], check=True, capture_output=True)
+    return out.read_bytes()
+
+
+def run_in_qemu(tmp, ro, *, base=PURG_BASE, corrupt=False, timeout=20, **symbols):
+    """Boot stub + purgatory + fake kernel; return (exit status or None if hung, output, regs)."""
+    kernel = flat_binary(tmp, "kernel", FAKE_KERNEL_S, KERN_BASE)
+    data = random.Random(5).randbytes(5000)
+    pattern = random.Random(6).randbytes(4096)
+    loaded = ro.layout(base)
+    assert base + loaded.memsz <= KERN_BASE
+    regions = [(KERN_BASE, len(kernel)), (0, 0), (DATA_BASE, len(data))]
+    table = b"".join(s.to_bytes(8, "little") + n.to_bytes(8, "little") for s, n in regions)
+    regs = [0x1111111111111111, 0, 0x3333, 0x4444, 0x12345000, 0x6666,
+            loaded.symbol_address("stack_end"), 0x8888, BACKUP_SRC, BACKUP_DST, 4096,
+            0xBBBB, 0xCCCC, 0xDDDD, 0xEEEE, 0xFFFFFFFFFFFFFFFF, KERN_BASE]
+    values = {
+        "sha256_regions": table.ljust(256, b"\0"),
+        "sha256_digest": hashlib.sha256(kernel + data).digest(),
+        "entry64_regs": b"".join(r.to_bytes(8, "little") for r in regs),
+        "console_serial": 1,
+    }
+    values.update(symbols)
+    loaded = loaded.set_symbols(values)
+    stub = flat_binary(tmp, "stub", STUB_S, IMG_BASE, f"LOAD_END={IMG_END:#x}", f"ENTRY={loaded.entry:#x}")
+    image = bytearray(IMG_END - IMG_BASE)
+    for addr, blob in ((IMG_BASE, stub), (base, loaded.data), (KERN_BASE, kernel),
+                       (DATA_BASE, data), (BACKUP_SRC, pattern)):
+        image[addr - IMG_BASE:addr - IMG_BASE + len(blob)] = blob
+    if corrupt:  # one bit of the hashed data changes after the digest was taken
+        image[DATA_BASE - IMG_BASE + 1234] ^= 0x40
+    (tmp / "image.bin").write_bytes(image)
+    proc = subprocess.Popen(
+        ["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-m", "64", "-display", "none",
+         "-no-reboot", "-serial", "stdio", "-monitor", "none", "-nodefaults",
+         "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04", "-kernel", str(tmp / "image.bin")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        status = proc.returncode
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        status = None
+    return status, out.decode(errors="replace"), regs
+
+
+def kernel_saw(out):
+    line = next(l for l in out.splitlines() if l.startswith("FAKEKERNEL regs"))
+    values = [int(v, 16) for v in line.split()[2:]]
+    return dict(zip(REG_NAMES + ["cs", "ds", "ss", "rflags"], values))
+
+
+@pytest.fixture(scope="module")
+def qemu(ro):
+    require(shutil.which("qemu-system-x86_64"), "needs qemu-system-x86_64")
+    require(shutil.which("as") and shutil.which("ld"), "needs binutils")
+    return ro
+
+
+@pytest.mark.parametrize("base", [PURG_BASE, 0x2FD020])
+def test_qemu_crash_load_reaches_kernel(qemu, tmp_path, base):
+    status, out, regs = run_in_qemu(
+        tmp_path, qemu, base=base, serial_baud=115200, panic_kernel=1, backup_start=BACKUP_DST,
+        backup_src_start=BACKUP_SRC, backup_src_size=4096)
+    assert status == DEBUG_EXIT_STATUS, out
+    assert "pykexec purgatory: backup 0x1000 bytes from 0x320000 to 0x330000" in out
+    assert f"pykexec purgatory: digest ok, jumping to {KERN_BASE:#x}" in out
+    saw = kernel_saw(out)
+    assert [saw[name] for name in REG_NAMES] == regs[:16]  # rsp is stack_end (regs[6])
+    assert (saw["cs"], saw["ds"], saw["ss"]) == (0x10, 0x18, 0x18)
+    assert not saw["rflags"] & 0x200  # interrupts still off
+    assert "FAKEKERNEL backup same" in out
+
+
+def test_qemu_digest_mismatch_halts(qemu, tmp_path):
+    status, out, _ = run_in_qemu(tmp_path, qemu, corrupt=True, timeout=4)
+    assert status is None, out  # still running: halted, not rebooted, not in the kernel
+    assert "sha256 digest mismatch, halting" in out
+    assert "FAKEKERNEL" not in out
+    expected = next(l for l in out.splitlines() if "expected" in l).split()[-1]
+    computed = next(l for l in out.splitlines() if "computed" in l).split()[-1]
+    assert len(expected) == len(computed) == 64 and expected != computed
+
+
+def test_qemu_skip_checks_and_no_backup(qemu, tmp_path):
+    # A corrupted image still boots with skip_checks; without panic_kernel no copy is made.
+    status, out, _ = run_in_qemu(tmp_path, qemu, corrupt=True, skip_checks=1, panic_kernel=0,
+                                 backup_start=BACKUP_DST, backup_src_start=BACKUP_SRC,
+                                 backup_src_size=4096)
+    assert status == DEBUG_EXIT_STATUS, out
+    assert "checks skipped, jumping to 0x300000" in out
+    assert "backup 0x" not in out
+    assert "FAKEKERNEL backup diff" in out
+
+
+def test_qemu_silent_without_console(qemu, tmp_path):
+    status, out, _ = run_in_qemu(tmp_path, qemu, console_serial=0)
+    assert status == DEBUG_EXIT_STATUS, out
+    assert "pykexec purgatory" not in out
+    assert "FAKEKERNEL regs" in out
