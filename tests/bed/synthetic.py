@@ -359,7 +359,10 @@ def kcore_header_bytes(layout: Layout) -> bytes:
         pages = (r.end + 1 - r.start) // 4096
         first = layout.vmemmap_base + (r.start // 4096) * 64
         loads.append(kcore.Load(_align_down(first, 4096), 0, _align_up(pages * 64, 4096)))
-    return kcore.header_bytes(loads, release=spec.kernel_release, page_offset=layout.page_offset)
+    head = kcore.header_bytes(loads, release=spec.kernel_release, page_offset=layout.page_offset)
+    if len(head) > 64 * KiB:      # loaders read only the first 64 KiB of /proc/kcore
+        raise ValueError(f"kcore head of {len(head)} bytes exceeds 64 KiB: too many RAM ranges")
+    return head
 
 
 def snapshot_files(layout: Layout) -> Dict[str, bytes]:
