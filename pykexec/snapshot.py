@@ -2,7 +2,7 @@
 
 `take_snapshot(dest, root="/")` writes the layout of docs/snapshot-format.md into `dest`:
 the listed /proc and /sys files byte-exact, /proc/kallsyms filtered to the symbols a
-loader needs, /proc/kcore cut after its program headers, the firmware memory map, the
+loader needs, /proc/kcore cut after its program headers and notes, the firmware memory map, the
 per-CPU crash notes, EFI and EDD data when present, and snapshot.json.
 
 `root` is the machine's root folder ("/" for the running machine; any folder with the same
@@ -122,28 +122,40 @@ def _numeric(names: Iterable[str], prefix: str = "") -> List[str]:
 
 def filter_kallsyms(text: bytes, keep: Iterable[str] = KALLSYMS_KEEP) -> bytes:
     """The lines of /proc/kallsyms naming a kept symbol of the kernel itself (no modules)."""
-    keep = frozenset(keep)
-    out = []
-    for line in text.splitlines(keepends=True):
-        fields = line.split()
-        if len(fields) == 3 and fields[2].decode("ascii", "replace") in keep:
-            out.append(line)
-    return b"".join(out)
+    names = b"|".join(re.escape(k.encode()) for k in sorted(keep))
+    pat = re.compile(rb"^[0-9a-fA-F]+[ \t]+\S[ \t]+(?:" + names + rb")[ \t]*$\n?", re.M)
+    return b"".join(m.group(0) for m in pat.finditer(text))
 
 
 def kcore_header_length(data: bytes) -> int:
-    """Bytes of an ELF file up to its last program header, rounded up to 4 KiB."""
+    """Bytes of a /proc/kcore start a loader needs: headers and notes, rounded up to 4 KiB.
+
+    That is the end of the program header table or of the last PT_NOTE's data, whichever
+    is later (kexec-tools parses the kcore's notes too and refuses a file whose notes are
+    cut: "ELF Note corrupted"), rounded up to a page. PT_LOAD data is never needed.
+    """
     if data[:4] != b"\x7fELF":
         raise ValueError("not an ELF file")
     if data[4] == 2:
         phoff, = struct.unpack_from("<Q", data, 0x20)
         phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
+        phdr = "<IIQQQQQQ"     # type, flags, offset, vaddr, paddr, filesz, memsz, align
+        fields = (0, 2, 5)
     elif data[4] == 1:
         phoff, = struct.unpack_from("<I", data, 0x1C)
         phentsize, phnum = struct.unpack_from("<HH", data, 0x2A)
+        phdr = "<IIIIIIII"     # type, offset, vaddr, paddr, filesz, memsz, flags, align
+        fields = (0, 1, 4)
     else:
         raise ValueError(f"unknown ELF class {data[4]}")
     end = max(phoff + phentsize * phnum, 64)
+    if end > len(data):
+        raise ValueError(f"program headers end at {end:#x}, past the {len(data):#x} bytes read")
+    for i in range(phnum):
+        values = struct.unpack_from(phdr, data, phoff + i * phentsize)
+        ptype, offset, filesz = (values[k] for k in fields)
+        if ptype == 4:         # PT_NOTE
+            end = max(end, offset + filesz)
     return (end + PAGE - 1) // PAGE * PAGE
 
 
@@ -155,8 +167,9 @@ def _kcore(root: str, dest: str) -> bool:
         n = kcore_header_length(data)
     except (ValueError, struct.error) as e:
         raise SnapshotError(f"cannot use /proc/kcore: {e} (under root {root})") from None
-    if n > KCORE_READ:
-        raise SnapshotError(f"cannot use /proc/kcore: program headers end past 64 KiB ({n} bytes)")
+    if n > len(data):
+        raise SnapshotError(f"cannot use /proc/kcore: headers and notes end at {n:#x}, "
+                            f"past the {len(data):#x} bytes a loader reads")
     _write(dest, "proc/kcore", data[:n])
     return True
 

@@ -21,15 +21,18 @@ KALLSYMS = (b"ffffffff81000000 T _text\n"
             b"ffffffff83000000 B _end\n")
 
 
-def fake_kcore(phnum=3):
+def fake_kcore(phnum=3, notes=b"\x05\x00\x00\x00" * 300):
+    """ELF64 header, a PT_NOTE then phnum - 1 PT_LOADs, the notes right after the headers."""
     ehdr = bytearray(64)
     ehdr[:7] = b"\x7fELF\x02\x01\x01"
     struct.pack_into("<HHI", ehdr, 16, 4, 62, 1)
     struct.pack_into("<Q", ehdr, 0x20, 64)           # e_phoff
     struct.pack_into("<HHHH", ehdr, 0x34, 64, 56, phnum, 0)
-    phdrs = b"".join(struct.pack("<IIQQQQQQ", 1, 7, 0x1000 * (i + 1), 0xffff888000000000,
-                                 0, 0x1000, 0x1000, 0x1000) for i in range(phnum))
-    return bytes(ehdr) + phdrs + b"\xAA" * 20000      # followed by "memory"
+    note_off = 64 + 56 * phnum
+    phdrs = struct.pack("<IIQQQQQQ", 4, 0, note_off, 0, 0, len(notes), 0, 4)
+    phdrs += b"".join(struct.pack("<IIQQQQQQ", 1, 7, 0x100000 * (i + 1), 0xffff888000000000,
+                                  0, 0x1000, 0x1000, 0x1000) for i in range(phnum - 1))
+    return bytes(ehdr) + phdrs + notes + b"\xAA" * 20000      # followed by "memory"
 
 
 def put(root, rel, data):
@@ -106,7 +109,7 @@ def test_kallsyms_filtered(fake_root, tmp_path):
                                            b"ffffffff83000000 B _end\n")
 
 
-def test_kcore_cut_after_program_headers(fake_root, tmp_path):
+def test_kcore_cut_after_headers_and_notes(fake_root, tmp_path):
     dest = str(tmp_path / "snap")
     take_snapshot(dest, root=fake_root)
     data = read(dest, "proc/kcore")
@@ -116,7 +119,12 @@ def test_kcore_cut_after_program_headers(fake_root, tmp_path):
 
 def test_kcore_header_length_rounds_to_pages():
     assert kcore_header_length(fake_kcore(3)) == 4096
-    assert kcore_header_length(fake_kcore(80)) == 8192   # 64 + 80*56 = 4544
+    assert kcore_header_length(fake_kcore(80, notes=b"")) == 8192   # 64 + 80*56 = 4544
+
+
+def test_kcore_keeps_the_notes():
+    # headers end at 232, notes (5000 bytes) at 5232: kexec-tools parses the notes too.
+    assert kcore_header_length(fake_kcore(3, notes=b"\0" * 5000)) == 8192
 
 
 def test_efi_and_edd_when_present(fake_root, tmp_path):

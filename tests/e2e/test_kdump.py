@@ -1,0 +1,209 @@
+"""Real kdump cycles in QEMU: load a capture kernel, panic, check /proc/vmcore.
+
+Parametrized by loader (tests.bed.qemu.LOADERS: Debian's kexec now; pykexec joins with one
+line there) x case (kernel format and machine). Each case is one QEMU boot shared by all
+the assertions about it; the boots run two at a time in a session-wide pool, started
+when the first case is needed. With Debian's kexec the loader runs with -d and the guest
+takes a machine snapshot before loading, so the same boot also proves the oracle faithful:
+the oracle, run on the host on that snapshot with the same argv, must plan exactly the
+segments the guest's kexec printed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
+
+import pytest
+
+from tests.bed.kernels import BedError, Kernel, get_kernel
+from tests.bed.initramfs import get_initramfs
+from tests.bed.qemu import (DEFAULT_APPEND, LOADERS, PANIC_LINE, CycleConfig, CycleResult,
+                            loader_argv, run_kdump_cycle)
+from tests.conftest import require, require_root
+
+pytestmark = pytest.mark.e2e
+
+PATTERN_MIB = 64
+PARALLEL = 2
+
+
+@dataclass(frozen=True)
+class Case:
+    """A kernel format on a machine."""
+
+    fmt: str             # "bzimage" | "elf"
+    memory_mib: int
+    cpus: int
+    crashkernel: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.fmt}-{self.memory_mib // 1024}g-{self.cpus}cpu"
+
+
+CASES = (
+    Case("bzimage", 1024, 2, "crashkernel=256M"),
+    # kexec-tools loads an ELF vmlinux at its link address (16 MiB): the region must be there.
+    Case("elf", 1024, 2, "crashkernel=256M@16M"),
+    # 4 GiB: RAM above 4 GiB, so the core header has a PT_LOAD there too.
+    Case("bzimage", 4096, 2, "crashkernel=256M"),
+)
+# Loaders whose -d output we parse and compare with the oracle.
+DEBUG_LOADERS = {"kexec"}
+PARAMS = [(loader, case) for loader in LOADERS for case in CASES]
+
+
+def param_id(p) -> str:
+    loader, case = p
+    return f"{loader}-{case.name}"
+
+
+@dataclass
+class Bed:
+    kernel: Kernel
+    initrd: str
+
+
+@pytest.fixture(scope="session")
+def bed() -> Bed:
+    require_root()
+    for tool in ("qemu-system-x86_64", "/usr/sbin/kexec", "/usr/sbin/vmcore-dmesg"):
+        require(shutil.which(tool) is not None, f"{tool} not installed")
+    require(os.path.exists("/bin/busybox"), "busybox-static not installed")
+    try:
+        kernel = get_kernel()
+        initrd = str(get_initramfs(kernel))
+    except BedError as e:
+        require(False, f"test bed not available: {e}")
+    return Bed(kernel=kernel, initrd=initrd)
+
+
+def config_for(bed: Bed, loader: str, case: Case, run_dir) -> CycleConfig:
+    image = bed.kernel.bzimage if case.fmt == "bzimage" else bed.kernel.vmlinux
+    extra = ("--args-linux",) if case.fmt == "elf" else ()
+    debug = loader in DEBUG_LOADERS
+    argv = loader_argv(LOADERS[loader], str(image), bed.initrd, append=DEFAULT_APPEND,
+                       extra=extra, debug=debug)
+    return CycleConfig(loader_argv=argv, memory_mib=case.memory_mib, cpus=case.cpus,
+                       cmdline_extra=case.crashkernel, pattern_mib=PATTERN_MIB,
+                       take_snapshot=debug, name=f"{loader}-{case.name}", run_dir=run_dir,
+                       kernel=bed.kernel, timeout=300)
+
+
+class CyclePool:
+    """Runs every (loader, case) boot, PARALLEL at a time, starting all at first use."""
+
+    def __init__(self, bed: Bed, tmp_factory):
+        self.bed, self.tmp_factory = bed, tmp_factory
+        self.lock = threading.Lock()
+        self.pool: Optional[ThreadPoolExecutor] = None
+        self.futures: Dict[Tuple[str, Case], Future] = {}
+
+    def get(self, loader: str, case: Case) -> CycleResult:
+        with self.lock:
+            if self.pool is None:
+                self.pool = ThreadPoolExecutor(PARALLEL, thread_name_prefix="kdump")
+                for key in PARAMS:
+                    cfg = config_for(self.bed, *key, self.tmp_factory.mktemp(param_id(key)))
+                    self.futures[key] = self.pool.submit(run_kdump_cycle, cfg)
+        return self.futures[(loader, case)].result()
+
+    def close(self):
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.fixture(scope="session")
+def cycles(bed, tmp_path_factory):
+    pool = CyclePool(bed, tmp_path_factory)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture(params=PARAMS, ids=param_id)
+def cycle(request, cycles) -> CycleResult:
+    loader, case = request.param
+    return cycles.get(loader, case)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def test_crash_kernel_loaded(cycle):
+    assert cycle.loader_exit == 0, cycle.describe()
+    assert cycle.crash_loaded == 1, cycle.describe()
+    assert cycle.crash_region, cycle.describe()
+
+
+def test_capture_kernel_boots_with_elfcorehdr(cycle):
+    assert cycle.captured, cycle.describe()
+    assert "elfcorehdr=" in cycle.capture_cmdline, cycle.capture_cmdline
+    assert DEFAULT_APPEND in cycle.capture_cmdline
+    assert not cycle.timed_out and not cycle.errors, cycle.describe()
+
+
+def test_vmcore_is_elf64_with_a_prstatus_per_cpu(cycle, bed):
+    assert cycle.captured, cycle.describe()
+    assert cycle.vmcore_class == 64
+    assert cycle.vmcore_type == "ET_CORE" and cycle.vmcore_machine == "EM_X86_64"
+    assert cycle.nt_prstatus == cycle.config.cpus, cycle.note_counts
+    assert cycle.osrelease == bed.kernel.release
+    assert cycle.pt_loads, cycle.phdrs
+    if cycle.config.memory_mib > 4096 - 1024:
+        assert any(p["paddr"] + p["filesz"] > 1 << 32 for p in cycle.pt_loads), cycle.phdrs
+
+
+def test_pattern_survives_the_crash(cycle):
+    p = cycle.pattern
+    pages = PATTERN_MIB * 256
+    assert p.recorded == pages, cycle.describe()
+    assert (p.checked, p.mismatched, p.missing) == (pages, 0, 0), (p, cycle.describe())
+
+
+def test_pattern_check_discriminates_in_the_guest(cycle):
+    """Negative control on the real vmcore: every PFN shifted by one must mismatch."""
+    p = cycle.pattern
+    assert p.shifted_checked > 0.99 * p.recorded, p
+    assert p.shifted_mismatched == p.shifted_checked, p
+
+
+def test_vmcore_dmesg_shows_the_panic(cycle):
+    assert cycle.vmcore_dmesg_exit == 0, cycle.describe()
+    assert cycle.panic_line_found, cycle.vmcore_dmesg[-3000:]
+    assert PANIC_LINE in cycle.panic_line()
+
+
+def test_timings_recorded(cycle):
+    t = cycle.timings
+    assert t.boot and t.load is not None and t.panic_to_capture_init and t.total, t
+    assert t.total < cycle.config.timeout
+
+
+ORACLE_PARAMS = [p for p in PARAMS if p[0] in DEBUG_LOADERS]
+
+
+@pytest.mark.parametrize("param", ORACLE_PARAMS, ids=param_id)
+def test_oracle_is_faithful_to_the_guest(param, cycles):
+    """The oracle on the guest's snapshot plans exactly what kexec -d printed in the guest."""
+    from tests.bed.oracle import parse_kexec_debug, run_oracle
+    cycle = cycles.get(*param)
+    assert cycle.snapshot is not None, cycle.describe()
+    guest = parse_kexec_debug(cycle.loader_stderr)
+    assert guest is not None, cycle.loader_stderr[-3000:]
+    argv = list(cycle.config.loader_argv)
+    assert argv[:len(LOADERS["kexec"])] == LOADERS["kexec"]
+    result = run_oracle(str(cycle.snapshot), argv[len(LOADERS["kexec"]):],
+                        out_dir=str(cycle.run_dir / "oracle-plan"))
+    assert result.exit_code == 0, result.stderr[-3000:]
+    plan = result.plan
+    assert plan is not None and plan.syscall == "kexec_load"
+    host = parse_kexec_debug(result.stderr)
+    assert (plan.entry, plan.flags) == (guest.entry, guest.flags)
+    assert [(s.mem, s.memsz, s.bufsz) for s in plan.segments] == sorted(guest.segments)
+    # The oracle's own -d output agrees too (same parser, same numbers).
+    assert host is not None and host.segments == guest.segments
