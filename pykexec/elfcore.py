@@ -14,20 +14,30 @@ Two layers, one declaration for both ELF classes (`pykexec.structs.elf.elf_struc
   headers, in which order, with which addresses, and how big the buffer is.
 
 Both return an `ElfCoreHeader`: the bytes plus a description of every program header
-(what it stands for), for inspection views.
+(what it stands for), for inspection views. `machine_core_header(machine, arch, ...)`
+feeds `crash_core_header` from a `Machine`; a crash loader uses it like this:
+
+    ranges = machine.crash_memory_ranges(arch)
+    backup = machine.backup_area(arch)                 # place backup_segment_size(backup)
+    hdr = machine_core_header(machine, arch, backup_start)  # place elfcorehdr_memsz(hdr.size)
+    cmap = crashmem.capture_memory_map(backup, machine.crash_regions, ranges, backup_start,
+                                       Range.from_size(hdr_addr, elfcorehdr_memsz(hdr.size)))
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, NamedTuple, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Iterable, NamedTuple, Optional, Sequence, Tuple
 
-from pykexec.crashmem import BackupArea
+from pykexec.crashmem import BackupArea, lowmem_limit_for
 from pykexec.ranges import MemoryRegion, MemType, align_up
 from pykexec.structs.elf import (
-    ELFCLASS32, ELFCLASS64, ELFDATA2LSB, ET_CORE, EV_CURRENT, PF_R, PF_W, PF_X, PT_LOAD,
-    PT_NOTE, elf_structs,
+    ELFCLASS32, ELFCLASS64, ELFDATA2LSB, EM_386, EM_X86_64, ET_CORE, EV_CURRENT, PF_R, PF_W,
+    PF_X, PT_LOAD, PT_NOTE, elf_structs,
 )
+
+if TYPE_CHECKING:
+    from pykexec.machine import Machine
 
 ELF_CORE_HEADER_ALIGN = 1024  # the header is passed as elfcorehdr=<KiB>K
 PF_RWX = PF_R | PF_W | PF_X
@@ -108,6 +118,7 @@ def build_core_header(elfclass: int, machine: int, notes: Sequence[ElfNote],
     kexec-tools reserves more than it writes and leaves the slack zero.
     """
     s = elf_structs(elfclass)
+    bits = 32 if elfclass == ELFCLASS32 else 64
     count = len(notes) + len(loads)
     slots = count if phdr_slots is None else phdr_slots
     if slots < count:
@@ -132,9 +143,9 @@ def build_core_header(elfclass: int, machine: int, notes: Sequence[ElfNote],
         for field, value in (("p_offset", offset), ("p_vaddr", vaddr), ("p_paddr", paddr),
                              ("p_filesz", length)):
             if not 0 <= value <= s.addr_max:
+                hint = " (use ELF64 headers)" if bits == 32 else ""
                 raise ElfCoreError(
-                    f"{what}: {field} {value:#x} does not fit an ELF{32 if elfclass == ELFCLASS32 else 64} "
-                    f"core header" + (" (use ELF64 headers)" if elfclass == ELFCLASS32 else ""))
+                    f"{what}: {field} {value:#x} does not fit an ELF{bits} core header{hint}")
         at = s.ehdr_size + index * s.phdr_size
         buf[at:at + s.phdr_size] = s.Phdr.build(dict(
             p_type=p_type, p_flags=flags, p_offset=offset, p_vaddr=vaddr, p_paddr=paddr,
@@ -216,3 +227,29 @@ def core_class_for(arch: str, crash_ranges: Sequence[MemoryRegion],
     if not crash_ranges or crash_ranges[-1].range.last > 0xFFFFFFFF:
         return ELFCLASS64
     return ELFCLASS32
+
+
+I386_PAGE_OFFSET = 0xC0000000  # the i386 direct map starts at 3 GiB
+
+
+def machine_core_header(machine: "Machine", arch: str, backup_start: Optional[int],
+                        elfclass: Optional[int] = None) -> ElfCoreHeader:
+    """The elfcorehdr kexec-tools would write for a crash load on `machine`.
+
+    `arch` "x86_64" (ELF64, EM_X86_64, kernel text from kcore, KASLR page offset) or
+    "i386" (EM_386, no kernel text, page offset 0xc0000000, lowmem split, ELF32 unless
+    `elfclass` or a crash range above 4 GiB says ELF64). `backup_start` is where the
+    backup segment was placed (None: no backup segment). Raises MachineError when the
+    machine cannot give a needed fact (for example an unreadable /proc/kcore).
+    """
+    ranges = machine.crash_memory_ranges(arch)
+    cls = core_class_for(arch, ranges, elfclass)
+    if arch == "x86_64":
+        kt = machine.kernel_text
+        e_machine, page_offset = EM_X86_64, kt.page_offset
+        kernel_text = (kt.paddr, kt.vaddr, kt.size)
+    else:
+        e_machine, kernel_text, page_offset = EM_386, None, I386_PAGE_OFFSET
+    return crash_core_header(cls, e_machine, machine.nr_cpus_conf, machine.cpu_notes(arch),
+                             machine.vmcoreinfo, kernel_text, ranges, page_offset,
+                             machine.backup_area(arch), backup_start, lowmem_limit_for(arch))

@@ -45,6 +45,7 @@ from pykexec.structs.elf import ELF_MAGIC, ET_CORE, PT_LOAD, elf_structs
 KCORE_HEADERS_SIZE = 64 * 1024  # kexec-tools parses only this much of /proc/kcore
 MAX_NOTE_BYTES = 1024  # crash_notes size assumed when crash_notes_size is missing
 REALMODE_IVT_END = 0x400  # the real-mode interrupt table is never given out
+MAX_MEMORY_RANGES = 2048  # kexec-tools' memory map capacity
 X86_64_PAGE_OFFSET = 0xFFFF888000000000  # direct map base without KASLR
 X86_PAGE_OFFSET = 0xC0000000  # i386 direct map base
 X86_64_START_KERNEL_MAP = 0xFFFFFFFF80000000
@@ -131,7 +132,6 @@ def parse_iomem(text: str, path: str = "/proc/iomem") -> Iomem:
             raise MachineError(f"{path}:{lineno}: odd indentation ({len(indent)} spaces)",
                                path, lineno)
         depth = len(indent) // 2
-        parent_depth = stack[-1][0] if stack else -1
         close_to(depth)
         parent_depth = stack[-1][0] if stack else -1
         if depth > parent_depth + 1:
@@ -183,9 +183,12 @@ def memory_map_from_iomem(iomem: Iomem) -> Tuple[MemoryRegion, ...]:
 
     Names: exactly "System RAM", "reserved" in any case, "ACPI Tables",
     "ACPI Non-volatile Storage", "Persistent Memory (legacy)", "Persistent Memory".
+    Like kexec-tools, at most 2048 entries are kept.
     """
     out = []
     for node in iomem.walk():
+        if len(out) >= MAX_MEMORY_RANGES:
+            break
         kind = _IOMEM_MAP_TYPES.get(node.name)
         if kind is None and node.name.lower() == "reserved":
             kind = MemType.RESERVED
@@ -331,6 +334,11 @@ class EfiFacts:
     runtime_map_dir: bool = False
     runtime_map: Tuple[EfiRuntimeMapEntry, ...] = ()
 
+    @property
+    def has_runtime_map(self) -> bool:
+        """runtime-map lists entries (what passing EFI data to the capture kernel needs)."""
+        return bool(self.runtime_map)
+
     def systab_value(self, key: str) -> Optional[int]:
         for k, v in self.systab:
             if k == key:
@@ -444,7 +452,7 @@ class Machine:
     def __init__(self, root: str):
         object.__setattr__(self, "root", os.path.abspath(os.fspath(root)))
         object.__setattr__(self, "_files", {})
-        object.__setattr__(self, "_per_arch", {})
+        object.__setattr__(self, "_derived", {})
 
     def __setattr__(self, name, value):
         raise AttributeError("Machine is read-only")
@@ -523,7 +531,7 @@ class Machine:
             return ()
 
     def _cached(self, key, compute):
-        cache = self._per_arch
+        cache = self._derived
         if key not in cache:
             cache[key] = compute()
         return cache[key]
@@ -539,7 +547,12 @@ class Machine:
     def _memory_map_result(self):
         warnings = []
         memmap_dir = "sys/firmware/memmap"
-        if "add_efi_memmap" not in self.cmdline[:511] and self._isdir(memmap_dir):
+        # kexec-tools looks at the first 511 bytes of the command line, if readable
+        try:
+            cmdline = self._text("proc/cmdline") or ""
+        except MachineError:
+            cmdline = ""
+        if "add_efi_memmap" not in cmdline[:511] and self._isdir(memmap_dir):
             try:
                 regions = self._read_firmware_memmap(memmap_dir, warnings)
                 source = memmap_dir
@@ -554,6 +567,9 @@ class Machine:
     def _read_firmware_memmap(self, memmap_dir: str, warnings) -> Tuple[MemoryRegion, ...]:
         entries = []
         names = self._listdir(memmap_dir)
+        if len(names) > MAX_MEMORY_RANGES:
+            raise ValueError(f"{self.path(memmap_dir)}: {len(names)} entries, more than "
+                             f"{MAX_MEMORY_RANGES}")
         for name in names:
             rel = f"{memmap_dir}/{name}"
             try:
@@ -665,14 +681,14 @@ class Machine:
         decimal (1024 when the file is missing). A CPU without crash_notes is skipped; when
         sys/devices itself is missing that is an error (sysfs not mounted), as in kexec-tools.
         """
+        if not self._isdir("sys/devices"):
+            raise MachineError(f"{self.path('sys/devices')} does not exist; is sysfs mounted?",
+                               self.path("sys/devices"))
         out = []
         for cpu in range(self.nr_cpus_conf):
             base = f"sys/devices/system/cpu/cpu{cpu}"
             paddr = self._value(f"{base}/crash_notes", _parse_hex, "a hex address")
             if paddr is None:
-                if not self._isdir("sys/devices"):
-                    raise MachineError(f"{self.path('sys/devices')} does not exist; is sysfs "
-                                       f"mounted?", self.path("sys/devices"))
                 continue
             size = self._value(f"{base}/crash_notes_size", _parse_decimal, "a decimal size")
             out.append(CpuNote(cpu, paddr, MAX_NOTE_BYTES if size is None else size))
@@ -750,7 +766,10 @@ class Machine:
         """The x86_64 kernel text mapping (kexec-tools 3.6); MachineError when unknown."""
         paddr = self.kernel_code.start
         loads = self.kcore_loads
-        stext = self.symbol("_stext")
+        try:
+            stext = self.symbol("_stext")
+        except MachineError:
+            stext = None  # kexec-tools carries on without kallsyms (the fixed window below)
         found = kernel_text_mapping(loads, stext)
         if found is None:
             raise MachineError(f"Can't find kernel text map area from kcore "

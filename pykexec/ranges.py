@@ -349,6 +349,9 @@ class MemoryRegion:
     def __str__(self) -> str:
         return f"{self.range.to_iomem()} : {self.type.value}"
 
+    def __repr__(self) -> str:
+        return f"MemoryRegion({self.range!r}, {self.type.name})"
+
 
 def regions_of_type(regions: Iterable[MemoryRegion], *types: MemType) -> Tuple[Range, ...]:
     """The ranges of the regions with one of `types`, in the given order."""

@@ -10,6 +10,8 @@ import struct
 
 import pytest
 from elftools.elf.elffile import ELFFile
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pykexec.crashmem import (
     BackupArea, CrashMemoryError, E820Entry, backup_area, backup_segment_size,
@@ -18,9 +20,12 @@ from pykexec.crashmem import (
 )
 from pykexec.elfcore import (
     ElfCoreError, ElfLoad, ElfNote, build_core_header, core_class_for, crash_core_header,
+    machine_core_header,
 )
-from pykexec.ranges import MemoryRegion, MemType, Range
-from pykexec.structs.elf import ELFCLASS32, ELFCLASS64, EM_386, EM_X86_64, PT_LOAD, PT_NOTE, parse_core_header
+from pykexec.ranges import MemoryRegion, MemType, Range, RangeSet
+from pykexec.structs.elf import (
+    ELFCLASS32, ELFCLASS64, EM_386, EM_X86_64, PT_LOAD, PT_NOTE, parse_core_header,
+)
 from tests.unit.test_machine import make_machine
 
 RAM, RSV, ACPI, NVS, PMEM, PRAM = (MemType.RAM, MemType.RESERVED, MemType.ACPI, MemType.NVS,
@@ -204,8 +209,9 @@ def test_elf64_on_i386_keeps_all_ones():
 
 def test_elf32_refuses_addresses_above_4g():
     ranges = I386_RANGES + (inc(0x100000000, 0x13FFFFFFF),)
-    with pytest.raises(ElfCoreError, match=r"RAM 0x100000000-0x140000000 \(highmem, no vaddr\): p_offset 0x100000000 does "
-                                           r"not fit an ELF32 core header \(use ELF64 headers\)"):
+    with pytest.raises(ElfCoreError, match=r"RAM 0x100000000-0x140000000 \(highmem, no vaddr\): "
+                                           r"p_offset 0x100000000 does not fit an ELF32 core "
+                                           r"header \(use ELF64 headers\)"):
         i386_header(ranges)
 
 
@@ -393,3 +399,83 @@ def test_capture_map_from_machine(tmp_path):
     cmap = capture_memory_map(m.backup_area(), m.crash_regions, ranges, BACKUP_START,
                               Range.from_size(ELFCOREHDR, elfcorehdr_memsz(1024)))
     assert cmap.entries == trace_capture_map().entries
+
+
+# -- properties ----------------------------------------------------------------------------
+
+MiB = 1 << 20
+
+
+@st.composite
+def machines(draw):
+    """Top-level RAM/reserved ranges with crash regions strictly inside RAM ranges."""
+    n = draw(st.integers(1, 6))
+    lines, crash, at = [], [], 0x100000
+    for _ in range(n):
+        size = draw(st.integers(64, 512)) * MiB
+        name = draw(st.sampled_from(["System RAM", "System RAM", "reserved", "ACPI Tables"]))
+        lines.append((at, at + size - 1, name))
+        if name == "System RAM" and draw(st.booleans()) and len(crash) < 2:
+            cstart = at + draw(st.integers(1, size // MiB - 33)) * MiB
+            crash.append(Range(cstart, cstart + 16 * MiB * draw(st.integers(1, 2))))
+        at += size + draw(st.integers(0, 4)) * MiB
+    return lines, crash
+
+
+@settings(max_examples=150)
+@given(machines())
+def test_crash_ranges_are_ram_minus_crash(machine):
+    lines, crash = machine
+    got = crash_memory_ranges(iomem_lines(*lines), crash)
+    ram = RangeSet(Range.from_inclusive(a, b) for a, b, n in lines if n == "System RAM")
+    assert RangeSet(r.range for r in got if r.type is RAM) == ram.minus(crash)
+    assert not any(r.range.overlaps(c) for r in got for c in crash)
+    others = [(r.range, r.type) for r in got if r.type is not RAM]
+    assert others == [(Range.from_inclusive(a, b), crash_iomem_type(n)) for a, b, n in lines
+                      if n != "System RAM"]
+
+
+@settings(max_examples=150)
+@given(st.integers(1, 64), st.integers(1, 64), st.integers(1, 0x9F), st.integers(1, 16))
+def test_capture_map_properties(crash_mib, backup_pages, backup_kib_short, hdr_kib):
+    crash = Range(0x40000000, 0x40000000 + crash_mib * 16 * MiB)
+    backup_src = BackupArea(0x1000, 0x9F000 - backup_kib_short * 0x400 + 0x400)
+    bsize = backup_segment_size(backup_src)
+    backup_start = crash.end - (bsize + 0xFFF) // 0x1000 * 0x1000 - backup_pages * 0x1000
+    hdr = Range.from_size(backup_start - 0x4000 - hdr_kib * 0x1000, elfcorehdr_memsz(hdr_kib * 1024))
+    ranges = (inc(0x0, 0xFFF, RSV), MemoryRegion(backup_src.range, RAM), inc(0xF0000, 0xFFFFF, RSV))
+    cmap = capture_memory_map(backup_src, [crash], ranges, backup_start, hdr)
+    entries = cmap.entries
+    for a, b in zip(entries, entries[1:]):
+        assert a.addr + a.size <= b.addr
+    for e in entries:
+        r = Range.from_size(e.addr, e.size)
+        assert not r.overlaps(hdr) and not r.overlaps(Range.from_size(backup_start, bsize))
+        if e.type == 1:
+            assert e.addr % 1024 == 0 and e.size % 1024 == 0
+    usable = RangeSet(Range.from_size(e.addr, e.size) for e in entries if e.type == 1)
+    assert usable == RangeSet([crash]).minus([hdr, Range.from_size(backup_start, bsize)]).union(
+        [backup_src.range.align_in(1024)])
+
+
+def test_machine_core_header_x86_64(tmp_path):
+    m = make_machine(tmp_path)
+    h = machine_core_header(m, "x86_64", BACKUP_START)
+    assert h.elfclass == ELFCLASS64 and h.machine == EM_X86_64
+    assert [p.what for p in h.phdrs][:4] == ["CPU 0 notes", "CPU 1 notes", "vmcoreinfo", "kernel text"]
+    assert h.phdrs[3].p_paddr == m.kernel_text.paddr
+    assert h.phdrs[4].p_offset == BACKUP_START and h.phdrs[4].p_vaddr == m.page_offset + 0x1000
+
+
+def test_machine_core_header_i386(tmp_path):
+    iomem = ("00001000-0009fbff : System RAM\n00100000-7ffdffff : System RAM\n"
+             "  20000000-2fffffff : Crash kernel\n7ffe0000-7fffffff : Reserved\n")
+    m = make_machine(tmp_path, **{"proc/iomem": iomem, "proc/kcore": None})
+    h = machine_core_header(m, "i386", 0x2FF61000)
+    assert h.elfclass == ELFCLASS32 and h.machine == EM_386
+    assert [p.what for p in h.phdrs] == [
+        "CPU 0 notes", "CPU 1 notes", "vmcoreinfo",
+        "RAM 0x1000-0x9fc00 (backup copy at 0x2ff61000)", "RAM 0x100000-0x20000000",
+        "RAM 0x30000000-0x38000000", "RAM 0x38000000-0x7ffe0000 (highmem, no vaddr)"]
+    assert h.phdrs[4].p_vaddr == 0xC0100000 and h.phdrs[6].p_vaddr == 0xFFFFFFFF
+    assert machine_core_header(m, "i386", 0x2FF61000, ELFCLASS64).elfclass == ELFCLASS64

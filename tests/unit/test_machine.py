@@ -447,11 +447,10 @@ def test_cpus_counted_from_directories_without_possible(tmp_path):
 
 
 def test_cpus_without_sysfs_is_an_error(tmp_path):
-    files = without("sys/devices")
-    files["sys/devices_is_missing"] = ""
-    m = make_machine(tmp_path, files=files)
-    assert m.nr_cpus_conf == 0 and m.cpus == ()
-    files["sys/devices/system/cpu/possible"] = "0\n"
+    m = make_machine(tmp_path, files=without("sys/devices"))
+    assert m.nr_cpus_conf == 0
+    with pytest.raises(MachineError, match=r"sys/devices does not exist; is sysfs mounted\?"):
+        m.cpus
     m2 = make_machine(tmp_path / "b", files={"sys/devices/system/cpu/possible": "0\n",
                                              "proc/iomem": QEMU_IOMEM})
     assert m2.cpus == ()  # sys/devices exists: CPU 0 without notes is skipped
@@ -735,3 +734,48 @@ def test_synthetic_machine(tmp_path, preset):
     assert kt.page_offset == layout.page_offset
     assert m.acpi_rsdp == layout.spec.acpi_rsdp
     assert m.backup_area() == BackupArea(0x1000, 0x9EC00)
+
+
+# -- more edge cases --------------------------------------------------------------------------
+
+def test_unreadable_kallsyms_uses_the_fixed_window(tmp_path):
+    m = make_machine(tmp_path, files=without("proc/kallsyms"))
+    (tmp_path / "proc" / "kallsyms").mkdir()
+    with pytest.raises(MachineError, match="Cannot read .*proc/kallsyms: Is a directory"):
+        m.symbol("_stext")
+    assert m.kernel_text.vaddr == KASLR_TEXT and m.kernel_text.stext is None
+
+
+def test_memory_map_without_cmdline(tmp_path):
+    m = make_machine(tmp_path, files=without("proc/cmdline"))
+    assert m.memory_map_source == "sys/firmware/memmap"
+    with pytest.raises(MachineError, match="Cannot read .*proc/cmdline"):
+        m.cmdline
+
+
+def test_iomem_fallback_keeps_at_most_2048_entries(tmp_path):
+    lines = "".join(f"{i * 0x1000:08x}-{i * 0x1000 + 0xfff:08x} : reserved\n" for i in range(2100))
+    m = make_machine(tmp_path, files=without("sys/firmware/memmap"), **{"proc/iomem": lines})
+    assert len(m.memory_map) == 2048 and m.memory_map[0].type is MemType.RESERVED
+
+
+def test_memory_region_repr():
+    assert repr(MemoryRegion(Range(0x400, 0x9FC00), MemType.RAM)) == \
+        "MemoryRegion(Range(0x400, 0x9fc00), RAM)"
+
+
+def test_efi_runtime_map_flags(tmp_path):
+    files = efi_files("ACPI20=0x7fb7e014\n")
+    m = make_machine(tmp_path, files=files)
+    assert m.efi.has_runtime_map
+    files = {k: v for k, v in files.items() if "runtime-map/" not in k}
+    m2 = make_machine(tmp_path / "b", files=files)
+    (tmp_path / "b" / "sys/firmware/efi/runtime-map").mkdir()
+    assert m2.efi.runtime_map_dir and not m2.efi.has_runtime_map
+
+
+def test_efi_runtime_map_missing_field(tmp_path):
+    files = efi_files("ACPI20=0x7fb7e014\n")
+    del files["sys/firmware/efi/runtime-map/1/num_pages"]
+    with pytest.raises(MachineError, match="runtime-map/1/num_pages"):
+        make_machine(tmp_path, files=files).efi

@@ -1,11 +1,11 @@
 """Range, RangeSet, MemType and the hole finder (pykexec.ranges)."""
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pykexec.ranges import (
-    ADDR_LIMIT, PAGE_SIZE, MemoryRegion, MemType, NoHoleError, Range, RangeSet, align_down,
+    ADDR_LIMIT, MemoryRegion, MemType, NoHoleError, Range, RangeSet, align_down,
     align_up, find_hole, free_pieces, regions_of_type,
 )
 
