@@ -54,29 +54,38 @@ class Layout:
         inside = [x for r in self.ram for x in (r.intersect(self.window),) if x is not None]
         return free_pieces(inside, self._used())
 
-    def place(self, memsz: int, kind: str, source: str = "", align: int = PAGE_SIZE,
-              low: int = 0, high: int = ADDR_LIMIT, top_down: bool = True) -> int:
-        """Reserve `memsz` bytes (rounded up to a page) and return the address."""
+    def find(self, memsz: int, kind: str, align: int = PAGE_SIZE, low: int = 0,
+             high: int = ADDR_LIMIT, top_down: bool = True) -> int:
+        """Where `memsz` bytes would go, without reserving them."""
         memsz = align_up(max(memsz, 1), PAGE_SIZE)
         align = max(align, PAGE_SIZE)
         try:
-            mem = find_hole(self.free(), memsz, align, low, high, top_down)
+            return find_hole(self.free(), memsz, align, low, high, top_down)
         except NoHoleError:
             raise LayoutError(
                 f"no room for the {kind} ({memsz:#x} bytes, aligned to {align:#x}) in "
                 f"{self.window} between {max(low, self.window.start):#x} and "
                 f"{min(high, self.window.end):#x}") from None
-        self._slots[mem] = _Slot(mem, memsz, kind, source)
+
+    def place(self, memsz: int, kind: str, source: str = "", align: int = PAGE_SIZE,
+              low: int = 0, high: int = ADDR_LIMIT, top_down: bool = True) -> int:
+        """Reserve `memsz` bytes (rounded up to a page) and return the address."""
+        mem = self.find(memsz, kind, align, low, high, top_down)
+        self._slots[mem] = _Slot(mem, align_up(max(memsz, 1), PAGE_SIZE), kind, source)
         return mem
+
+    def fits_at(self, mem: int, memsz: int) -> bool:
+        want = Range.from_size(mem, align_up(max(memsz, 1), PAGE_SIZE))
+        return mem % PAGE_SIZE == 0 and any(p.contains(want) for p in self.free())
 
     def place_at(self, mem: int, memsz: int, kind: str, source: str = "") -> int:
         """Reserve a fixed address (an ELF kernel's PT_LOAD goes where it was linked)."""
         memsz = align_up(max(memsz, 1), PAGE_SIZE)
-        want = Range.from_size(mem, memsz)
         if mem % PAGE_SIZE:
             raise LayoutError(f"{kind} at {mem:#x} is not page aligned")
-        if not any(piece.contains(want) for piece in self.free()):
-            raise LayoutError(f"{kind} must go at {want} but that is not free RAM inside {self.window}")
+        if not self.fits_at(mem, memsz):
+            raise LayoutError(f"{kind} must go at {Range.from_size(mem, memsz)} but that is not "
+                              f"free RAM inside {self.window}")
         self._slots[mem] = _Slot(mem, memsz, kind, source)
         return mem
 

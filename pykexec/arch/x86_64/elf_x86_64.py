@@ -1,0 +1,185 @@
+"""elf-x86_64: an uncompressed vmlinux, entered at its ELF entry (startup_64) with Linux
+boot parameters (`--args-linux`).
+
+kexec-tools loads each PT_LOAD at its link-time physical address, so a stock vmlinux
+(linked at 16 MiB) can only be a capture kernel if the crash region sits there. An x86_64
+kernel relocates itself physically at start-up (startup_64 derives its load offset from
+where it runs, which only has to be 2 MiB aligned), so when the link address is not free
+pykexec moves the whole image, keeping its internal layout, to an aligned hole in the
+crash region, and says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from io import BytesIO
+from typing import List, Optional, Tuple
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
+
+from pykexec.arch.x86.crash import check_cmdline, crash_window, place_crash_segments
+from pykexec.arch.x86.setupdata import place_setup_data
+from pykexec.arch.x86.zeropage import ZeroPageInputs, build_zero_page
+from pykexec.arch.x86_64.purgatory_setup import (PurgatoryOptions, finish_purgatory,
+                                                 place_purgatory, registers_for_kernel)
+from pykexec.cmdline import COMMAND_LINE_MAX
+from pykexec.errors import LoadError
+from pykexec.layout import Layout
+from pykexec.plan import Plan
+from pykexec.ranges import PAGE_SIZE, align_down, align_up
+from pykexec.structs import bootparams as bp
+from pykexec.structs.elf import ELFCLASS64, EM_X86_64
+from pykexec.syscall import KEXEC_ARCH_X86_64
+
+NAME = "elf-x86_64"
+KERNEL_MIN_ALIGN = 0x200000     # startup_64 refuses a load offset that is not 2 MiB aligned
+PARAM_CMDLINE_OFFSET = 0x1000   # command line right after the zero page
+PARAM_CMDLINE_SPARE = 64
+INITRD_MIN_ADDR = 0x1000000
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """A page-aligned piece of the image: one PT_LOAD, or several sharing pages."""
+
+    start: int
+    memsz: int
+    data: bytes
+
+
+def probe(data: bytes) -> Optional[str]:
+    if data[:4] != b"\x7fELF":
+        return "not an ELF file"
+    if len(data) < 64 or data[4] != ELFCLASS64:
+        return "not a 64-bit ELF file"
+    machine = int.from_bytes(data[18:20], "little")
+    if machine != EM_X86_64:
+        return f"ELF for machine {machine}, not x86_64 ({EM_X86_64})"
+    try:
+        elf = ELFFile(BytesIO(data))
+        if elf["e_type"] not in ("ET_EXEC", "ET_DYN"):
+            return f"ELF type {elf['e_type']}, not an executable"
+        if not any(s["p_type"] == "PT_LOAD" for s in elf.iter_segments()):
+            return "no PT_LOAD segments"
+    except (ELFError, Exception) as err:  # pyelftools raises several types on truncation
+        return f"truncated or damaged ELF ({err})"
+    return None
+
+
+def _image_chunks(elf: ELFFile, path: str) -> Tuple[List[_Chunk], int]:
+    loads = []
+    for seg in elf.iter_segments():
+        if seg["p_type"] != "PT_LOAD" or seg["p_memsz"] == 0:
+            continue
+        data = seg.data()
+        if len(data) != seg["p_filesz"]:
+            raise LoadError(f"{path}: truncated ELF: a PT_LOAD needs {seg['p_filesz']:#x} bytes "
+                            f"from offset {seg['p_offset']:#x}")
+        loads.append((seg["p_paddr"], seg["p_memsz"], data[:seg["p_memsz"]]))
+    loads.sort()
+    chunks: List[_Chunk] = []
+    for paddr, memsz, data in loads:
+        start, end = align_down(paddr, PAGE_SIZE), align_up(paddr + memsz, PAGE_SIZE)
+        if chunks and start < chunks[-1].start + chunks[-1].memsz:
+            prev = chunks.pop()
+            if paddr < prev.start + len(prev.data):
+                raise LoadError(f"{path}: PT_LOADs overlap at {paddr:#x}")
+            merged = prev.data + bytes(paddr - prev.start - len(prev.data)) + data
+            chunks.append(_Chunk(prev.start, max(prev.start + prev.memsz, end) - prev.start, merged))
+        else:
+            chunks.append(_Chunk(start, end - start, bytes(paddr - start) + data))
+    return chunks, max(KERNEL_MIN_ALIGN, *(s["p_align"] for s in elf.iter_segments()
+                                           if s["p_type"] == "PT_LOAD"))
+
+
+def _param_header() -> bytes:
+    """A setup header for a kernel that came without one (vmlinux has no bzImage header)."""
+    return bp.SetupHeader.build(dict(
+        setup_sects=0, root_flags=0, syssize=0, ram_size=0, vid_mode=0, root_dev=0,
+        boot_flag=bp.BOOT_FLAG, jump=0, header=bp.HDRS_MAGIC, version=0x020C, realmode_swtch=0,
+        start_sys_seg=0, kernel_version=0, type_of_loader=0, loadflags=0, setup_move_size=0,
+        code32_start=0, ramdisk_image=0, ramdisk_size=0, bootsect_kludge=0, heap_end_ptr=0,
+        ext_loader_ver=0, ext_loader_type=0, cmd_line_ptr=0, initrd_addr_max=0x7FFFFFFF,
+        kernel_alignment=KERNEL_MIN_ALIGN, relocatable_kernel=1, min_alignment=21,
+        xloadflags=bp.XLF_KERNEL_64 | bp.XLF_CAN_BE_LOADED_ABOVE_4G,
+        cmdline_size=COMMAND_LINE_MAX, hardware_subarch=0, hardware_subarch_data=0,
+        payload_offset=0, payload_length=0, setup_data=0, pref_address=0, init_size=0,
+        handover_offset=0, kernel_info_offset=0))
+
+
+def load(inputs) -> Plan:
+    request, machine = inputs.request, inputs.machine
+    if not request.crash:
+        raise LoadError("only crash loads (-p) are supported for now")
+    if request.args_mode != "linux":
+        raise LoadError(f"{inputs.kernel_path}: an ELF capture kernel needs --args-linux (ELF boot "
+                        "notes and --args-none give it no elfcorehdr= and no memory map)")
+    elf = ELFFile(BytesIO(inputs.kernel))
+    chunks, align = _image_chunks(elf, inputs.kernel_path)
+    check_cmdline(inputs.cmdline, COMMAND_LINE_MAX, inputs.kernel_path)
+    warnings = []
+    if request.core_header_class == 32:
+        warnings.append("--elf32-core-headers: x86_64 kernel addresses do not fit ELF32, and "
+                        "crash/gdb/makedumpfile expect ELF64 here; writing ELF64 core headers")
+
+    window = crash_window(machine, request.mem_min, request.mem_max)
+    layout = Layout(machine.ram, window, crash=True)
+    link_start = chunks[0].start
+    span = chunks[-1].start + chunks[-1].memsz - link_start
+    # The link address wins when it is free (as kexec-tools requires); else move the image.
+    at_link_address = all(layout.fits_at(c.start, c.memsz) for c in chunks)
+    delta = 0
+    if at_link_address:
+        for c in chunks:
+            layout.place_at(c.start, c.memsz, "elf_load", f"{inputs.kernel_path} PT_LOAD")
+            layout.fill(c.start, c.data)
+    kt = machine.kernel_text
+    crash = place_crash_segments(layout, machine, "x86_64", ELFCLASS64, EM_X86_64,
+                                 (kt.paddr, kt.vaddr, kt.size), inputs.cmdline, machine.acpi_rsdp)
+    cmdline = crash.cmdline
+    if len(cmdline) > COMMAND_LINE_MAX:
+        raise LoadError(f"the capture command line would be {len(cmdline)} characters "
+                        f"(at most {COMMAND_LINE_MAX})")
+    purgatory = place_purgatory(layout)
+    param_len = PARAM_CMDLINE_OFFSET + len(cmdline) + 1 + PARAM_CMDLINE_SPARE
+    param_addr = layout.place(param_len, "param_block",
+                              "zero page for --args-linux, then the command line", align=16)
+    if not at_link_address:
+        base = layout.find(span, "kernel", align=align)
+        delta = base - link_start
+        warnings.append(f"{inputs.kernel_path} is linked at {link_start:#x}, outside the free "
+                        f"crash region; loading it at {base:#x} (x86_64 kernels relocate "
+                        "themselves physically)")
+        for c in chunks:
+            layout.place_at(c.start + delta, c.memsz, "elf_load",
+                            f"{inputs.kernel_path} PT_LOAD linked at {c.start:#x}")
+            layout.fill(c.start + delta, c.data)
+    initrd = None
+    if inputs.initrd is not None:
+        initrd_addr = layout.add(inputs.initrd, "initrd", inputs.initrd_path, low=INITRD_MIN_ADDR)
+        initrd = (initrd_addr, len(inputs.initrd))
+    setup_data = place_setup_data(layout, crash.e820, inputs.random_bytes)
+
+    cmdline_addr = param_addr + PARAM_CMDLINE_OFFSET
+    zero_page = build_zero_page(ZeroPageInputs(
+        header_bytes=_param_header(), cmdline_addr=cmdline_addr,
+        cmdline_offset=PARAM_CMDLINE_OFFSET, e820=crash.e820, initrd=initrd,
+        setup_data_head=setup_data, acpi_rsdp=machine.acpi_rsdp or 0,
+        running_boot_params=machine.boot_params))
+    layout.fill(param_addr, zero_page + cmdline.encode() + bytes(1 + PARAM_CMDLINE_SPARE))
+
+    regs = registers_for_kernel(purgatory, rip=elf["e_entry"] + delta, rsi=param_addr)
+    segments, symbols = finish_purgatory(layout.finish(), purgatory, regs, PurgatoryOptions(
+        panic_kernel=True, backup_start=crash.backup_start or 0,
+        backup_src_start=crash.backup_src.start, backup_src_size=crash.backup_src.size,
+        skip_checks=request.skip_checks, console_serial=request.console_serial,
+        serial_base=request.serial_base, serial_baud=request.serial_baud,
+        cmdline_end=cmdline_addr + len(cmdline)))
+    return Plan(
+        arch="x86_64", syscall="kexec_load", flags=request.kexec_flags | KEXEC_ARCH_X86_64,
+        entry=purgatory.entry, cmdline=cmdline, segments=segments,
+        notes={"format": NAME, "crash_window": [window.start, window.end],
+               "kernel_relocated_by": delta, "purgatory_symbols": symbols,
+               "warnings": warnings, "core_header": [p.what for p in crash.core_header.phdrs],
+               "capture_map_messages": list(crash.capture_map.messages)})
