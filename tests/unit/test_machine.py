@@ -673,7 +673,10 @@ SNAPSHOTS = sorted(p for p in (REPO / "tests" / "snapshots").glob("*/")
 
 
 def check_loadable_machine(m: Machine):
-    assert m.crash_region is not None and m.crash_region in m.crash_regions
+    assert m.crash_region is not None, (
+        f"{m.path('proc/iomem')} has no 'Crash kernel' line: the crashkernel= reservation "
+        f"failed on that machine ({m.cmdline!r}), so nothing can be crash-loaded")
+    assert m.crash_region in m.crash_regions
     assert m.memory_map and m.ram
     assert m.cpus and m.nr_cpus_conf >= len(m.cpus)
     ranges = m.crash_memory_ranges()
