@@ -7,7 +7,8 @@ Optionally takes a machine snapshot (pykexec.snapshot) into RESULTS_DIR/snapshot
 loader, records its exit code/stdout/stderr and /sys/kernel/kexec_crash_loaded, starts the
 pattern filler, writes RESULTS_DIR/stage1.json and panics the kernel (sysrq c). With no
 loader, or when the load failed, it writes stage1.json and exits (/init powers off).
-Exit codes: 0 snapshot only, 3 load failed, 4 filler failed, 5 internal error.
+Exit codes: 0 snapshot only, 3 load failed, 4 filler failed, 5 internal error,
+7 no crash region reserved (require_crash_region).
 """
 
 import json
@@ -65,6 +66,14 @@ def main(results):
         out["cmdline"] = read_text("/proc/cmdline")
         out["iomem_crash"] = [l.strip() for l in read_text("/proc/iomem").splitlines()
                               if "Crash kernel" in l]
+        size = read_text("/sys/kernel/kexec_crash_size")
+        out["crash_size"] = int(size) if size.isdigit() else None
+        if cfg.get("require_crash_region") and not out["crash_size"]:
+            # e.g. crashkernel=256M@16M when KASLR put this kernel there: the host retries.
+            out["result"] = "no-crash-region"
+            save()
+            print("BED: no crash region reserved", flush=True)
+            return 7
         if cfg.get("take_snapshot"):
             from pykexec.snapshot import take_snapshot
             t = time.monotonic()
