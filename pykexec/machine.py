@@ -521,6 +521,14 @@ class Machine:
             raise MachineError(f"{self.path(rel)}:1: expected {what}, got {line.strip()!r}",
                                self.path(rel), 1) from None
 
+    def _kexec_value(self, name: str, parse, what: str):
+        """sys/kernel/<name>, else the newer sys/kernel/kexec/<name without kexec_> (2025+)."""
+        value = self._value(f"sys/kernel/{name}", parse, what)
+        if value is None:
+            short = name[len("kexec_"):] if name.startswith("kexec_") else name
+            value = self._value(f"sys/kernel/kexec/{short}", parse, what)
+        return value
+
     def _isdir(self, rel: str) -> bool:
         return os.path.isdir(self.path(rel))
 
@@ -585,17 +593,17 @@ class Machine:
                 kind = MemType.RESERVED
             if last < start:
                 raise ValueError(f"{self.path(rel)}: end {last:#x} below start {start:#x}")
-            order = int(name) if name.isdigit() else len(names)
-            entries.append((start, order, name, MemoryRegion(Range.from_inclusive(start, last),
-                                                               kind)))
-        entries.sort(key=lambda e: e[:3])
-        return tuple(e[3] for e in entries)
+            entries.append((start, MemoryRegion(Range.from_inclusive(start, last), kind)))
+        # A stable sort by start over directory (readdir) order: entries with equal starts
+        # come out as kexec-tools' qsort (glibc's merge sort) leaves them on the same folder.
+        entries.sort(key=lambda e: e[0])
+        return tuple(e[1] for e in entries)
 
     @property
     def memory_map(self) -> Tuple[MemoryRegion, ...]:
         """The placement map: typed regions sorted by start (see kexec-tools 3.2).
 
-        From sys/firmware/memmap (the firmware e820, sorted by start, then numeric entry
+        From sys/firmware/memmap (the firmware e820, sorted by start, ties in directory
         order; same-type overlaps fixed up) unless the command line has add_efi_memmap,
         the directory is absent, or an entry fails to parse (then /proc/iomem lines at
         any depth, as kexec-tools does). The first RAM range starting below 0x400 is
@@ -845,21 +853,21 @@ class Machine:
 
     @cached_property
     def kexec_loaded(self) -> Optional[bool]:
-        return self._value("sys/kernel/kexec_loaded", _parse_flag, "0 or 1")
+        return self._kexec_value("kexec_loaded", _parse_flag, "0 or 1")
 
     @cached_property
     def kexec_crash_loaded(self) -> Optional[bool]:
-        return self._value("sys/kernel/kexec_crash_loaded", _parse_flag, "0 or 1")
+        return self._kexec_value("kexec_crash_loaded", _parse_flag, "0 or 1")
 
     @cached_property
     def kexec_crash_size(self) -> Optional[int]:
         """Bytes reserved for crash kernels (high + low), or None."""
-        return self._value("sys/kernel/kexec_crash_size", _parse_decimal, "a decimal size")
+        return self._kexec_value("kexec_crash_size", _parse_decimal, "a decimal size")
 
     @cached_property
     def crash_elfcorehdr_size(self) -> Optional[int]:
         """CONFIG_CRASH_HOTPLUG: the elfcorehdr memsz to reserve, or None."""
-        return self._value("sys/kernel/crash_elfcorehdr_size", _parse_decimal, "a decimal size")
+        return self._kexec_value("crash_elfcorehdr_size", _parse_decimal, "a decimal size")
 
     @cached_property
     def kexec_load_disabled(self) -> Optional[bool]:

@@ -6,6 +6,8 @@ import struct
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import pykexec.machine as machine_mod
 from pykexec.crashmem import BackupArea
@@ -782,3 +784,59 @@ def test_efi_runtime_map_missing_field(tmp_path):
     del files["sys/firmware/efi/runtime-map/1/num_pages"]
     with pytest.raises(MachineError, match="runtime-map/1/num_pages"):
         make_machine(tmp_path, files=files).efi
+
+
+def test_kexec_flags_from_the_newer_sysfs_group(tmp_path):
+    files = without("sys/kernel/kexec_loaded", "sys/kernel/kexec_crash_loaded",
+                    "sys/kernel/kexec_crash_size")
+    files.update({"sys/kernel/kexec/loaded": "1\n", "sys/kernel/kexec/crash_loaded": "1\n",
+                  "sys/kernel/kexec/crash_size": "134217728\n",
+                  "sys/kernel/kexec/crash_elfcorehdr_size": "73728\n"})
+    m = make_machine(tmp_path, files=files)
+    assert (m.kexec_loaded, m.kexec_crash_loaded) == (True, True)
+    assert m.kexec_crash_size == 128 << 20 and m.crash_elfcorehdr_size == 73728
+
+
+# -- iomem round trip -----------------------------------------------------------------------
+
+@st.composite
+def iomem_trees(draw, start=0, end=1 << 40, depth=0):
+    """(start, end, name, children) lists whose children nest inside their parents."""
+    nodes, at = [], start
+    for _ in range(draw(st.integers(0, 4 if depth < 3 else 0))):
+        gap = draw(st.integers(0, 0x10000))
+        size = draw(st.integers(1, 1 << 32))
+        if at + gap + size > end:
+            break
+        s = at + gap
+        kids = draw(iomem_trees(s, s + size, depth + 1)) if size > 1 else []
+        nodes.append((s, s + size, draw(st.sampled_from(["System RAM", "Reserved", "PCI Bus 0000:00",
+                                                         "Crash kernel", "Kernel code"])), kids))
+        at = s + size
+    return nodes
+
+
+def render_iomem(nodes, depth=0):
+    out = ""
+    for s, e, name, kids in nodes:
+        out += f"{'  ' * depth}{s:08x}-{e - 1:08x} : {name}\n" + render_iomem(kids, depth + 1)
+    return out
+
+
+def flatten(nodes, depth=0):
+    for s, e, name, kids in nodes:
+        yield Range(s, e), name, depth
+        yield from flatten(kids, depth + 1)
+
+
+@settings(max_examples=100)
+@given(iomem_trees())
+def test_iomem_round_trip(nodes):
+    text = render_iomem(nodes)
+    if not text.strip() or all(r.end == 1 for r, _, _ in flatten(nodes)):
+        return  # an empty or all-zero file is another test's business
+    iomem = parse_iomem(text)
+    assert [(n.range, n.name, n.depth) for n in iomem.walk()] == list(flatten(nodes))
+    assert [n.line for n in iomem.walk()] == list(range(1, text.count("\n") + 1))
+    for node in iomem.walk():
+        assert all(node.range.contains(c.range) for c in node.children)
