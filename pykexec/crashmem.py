@@ -184,6 +184,11 @@ class CaptureMemoryMap:
     def entries(self) -> Tuple[E820Entry, ...]:
         return tuple(E820Entry(r.start, r.size, r.type.e820) for r in self.regions)
 
+    def describe(self) -> str:
+        """One line per entry, for humans: inclusive range, size, kexec-tools type, e820 type."""
+        return "\n".join(f"{r.range.to_iomem()} {r.size:#12x} {r.type.value} (e820 {r.type.e820})"
+                         for r in self.regions)
+
 
 def capture_memory_map(backup_src: BackupArea, crash_regions: Sequence[Range],
                        crash_ranges: Iterable[MemoryRegion], backup_start: Optional[int],

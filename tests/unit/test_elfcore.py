@@ -479,3 +479,9 @@ def test_machine_core_header_i386(tmp_path):
         "RAM 0x30000000-0x38000000", "RAM 0x38000000-0x7ffe0000 (highmem, no vaddr)"]
     assert h.phdrs[4].p_vaddr == 0xC0100000 and h.phdrs[6].p_vaddr == 0xFFFFFFFF
     assert machine_core_header(m, "i386", 0x2FF61000, ELFCLASS64).elfclass == ELFCLASS64
+
+
+def test_capture_map_describe():
+    lines = trace_capture_map().describe().splitlines()
+    assert lines[1] == "00001000-0009fbff      0x9ec00 System RAM (e820 1)"
+    assert lines[5] == "3dfffc00-3dffffff        0x400 System RAM (e820 1)"

@@ -840,3 +840,16 @@ def test_iomem_round_trip(nodes):
     assert [n.line for n in iomem.walk()] == list(range(1, text.count("\n") + 1))
     for node in iomem.walk():
         assert all(node.range.contains(c.range) for c in node.children)
+
+
+def test_unreadable_iomem(tmp_path):
+    m = make_machine(tmp_path, files=without("proc/iomem"))
+    (tmp_path / "proc" / "iomem").mkdir()
+    with pytest.raises(MachineError, match=rf"^Cannot read {tmp_path}/proc/iomem: Is a directory$"):
+        m.crash_region
+
+
+def test_read_accepts_a_path_object(tmp_path):
+    make_machine(tmp_path)
+    m = Machine.read(tmp_path)
+    assert m.root == str(tmp_path) and m.crash_region == Range(0x2E000000, 0x3E000000)
