@@ -22,6 +22,7 @@ from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple
 from pykexec.ranges import MemoryRegion, MemType, Range, align_down, align_up
 
 LOWMEM_LIMIT_I386 = 0x38000000  # X86_MAXMEM: end of the i386 kernel's direct map
+I386_PAGE_OFFSET = 0xC0000000  # the i386 direct map starts at 3 GiB
 BACKUP_SRC_DEFAULT = Range(0, 0xA0000)  # the 640 KiB assumed when no low RAM range exists
 BACKUP_SRC_MAX_LAST = 0xA0000  # a backup source range must end (inclusive) at or below this
 MEMMAP_GRANULE = 1024  # memmap=/e820 edits work in KiB

@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable, NamedTuple, Optional, Sequence, Tuple
 
-from pykexec.crashmem import BackupArea, lowmem_limit_for
+from pykexec.crashmem import I386_PAGE_OFFSET, BackupArea, lowmem_limit_for
 from pykexec.ranges import MemoryRegion, MemType, align_up
 from pykexec.structs.elf import (
     ELFCLASS32, ELFCLASS64, ELFDATA2LSB, EM_386, EM_X86_64, ET_CORE, EV_CURRENT, PF_R, PF_W,
@@ -227,9 +227,6 @@ def core_class_for(arch: str, crash_ranges: Sequence[MemoryRegion],
     if not crash_ranges or crash_ranges[-1].range.last > 0xFFFFFFFF:
         return ELFCLASS64
     return ELFCLASS32
-
-
-I386_PAGE_OFFSET = 0xC0000000  # the i386 direct map starts at 3 GiB
 
 
 def machine_core_header(machine: "Machine", arch: str, backup_start: Optional[int],

@@ -1,8 +1,8 @@
 """The machine a loader runs on, as /proc and /sys describe it, read under one root path.
 
 `Machine.read("/")` reads the live machine; `Machine.read(DIR)` reads a snapshot folder
-(docs/snapshot-format.md) through the same code. This is the only module of pykexec
-that opens files under /proc or /sys.
+(docs/snapshot-format.md) through the same code. Loaders get every /proc and /sys fact
+from here; nothing else in pykexec parses those files (pykexec.snapshot only copies them).
 
 Every fact is an attribute that is read and parsed on first access and then kept: each
 file is read at most once, and each value is immutable (tuples, frozen dataclasses,
@@ -38,7 +38,7 @@ from functools import cached_property
 from typing import Dict, Iterator, NamedTuple, Optional, Tuple
 
 from pykexec import crashmem
-from pykexec.crashmem import BackupArea
+from pykexec.crashmem import I386_PAGE_OFFSET, BackupArea
 from pykexec.ranges import MemoryRegion, MemType, Range, align_down, align_up
 from pykexec.structs.elf import ELF_MAGIC, ET_CORE, PT_LOAD, elf_structs
 
@@ -47,7 +47,6 @@ MAX_NOTE_BYTES = 1024  # crash_notes size assumed when crash_notes_size is missi
 REALMODE_IVT_END = 0x400  # the real-mode interrupt table is never given out
 MAX_MEMORY_RANGES = 2048  # kexec-tools' memory map capacity
 X86_64_PAGE_OFFSET = 0xFFFF888000000000  # direct map base without KASLR
-X86_PAGE_OFFSET = 0xC0000000  # i386 direct map base
 X86_64_START_KERNEL_MAP = 0xFFFFFFFF80000000
 X86_64_KERNEL_TEXT_SIZE = 512 << 20
 KERNEL_VADDR_ALIGN = 1 << 20
@@ -716,7 +715,7 @@ class Machine:
         legacy = self.legacy_crash_notes if crashmem.lowmem_limit_for(arch) else None
         if legacy is None:
             return self.cpus
-        return tuple(CpuNote(cpu, legacy + cpu * MAX_NOTE_BYTES - X86_PAGE_OFFSET, MAX_NOTE_BYTES)
+        return tuple(CpuNote(cpu, legacy + cpu * MAX_NOTE_BYTES - I386_PAGE_OFFSET, MAX_NOTE_BYTES)
                      for cpu in range(self.nr_cpus_conf))
 
     @cached_property
