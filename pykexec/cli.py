@@ -20,7 +20,9 @@ from typing import List, Optional
 EXIT_USAGE = 1
 EXIT_FAILURE = 255
 
-SUBCOMMANDS = ("snapshot",)
+SUBCOMMANDS = ("snapshot", "inspect")
+# sysroots that are this machine: only these may be loaded, not planned only.
+_LIVE_ROOTS = ("/", "")
 
 
 class Failure(Exception):
@@ -45,8 +47,7 @@ def run(argv: List[str]) -> int:
     try:
         request = parse_args(argv)
     except UsageError as err:
-        _err(str(err))
-        sys.stderr.write(usage_text())
+        _err(f"{err} (see pykexec --help)")
         return EXIT_USAGE
     if request.show_help:
         sys.stdout.write(usage_text())
@@ -92,6 +93,22 @@ def _act(request) -> int:
         raise Failure("executing a kernel (-e, -f, or a load without -l/-p) is not supported yet")
     if not request.crash and request.do_load:
         raise Failure("normal kexec loads (-l) are not supported yet; use -p for a crash kernel")
+    if not request.dry_run and request.sysroot not in _LIVE_ROOTS:
+        raise Failure(f"--sysroot {request.sysroot} describes another machine: plan it with "
+                      "--dry-run or --save-plan, do not load it here")
+    if not request.dry_run and os.geteuid() != 0:
+        raise Failure("loading or unloading a kernel needs root (CAP_SYS_BOOT); "
+                      "--dry-run plans without it")
+    plan = None
+    if request.do_load:
+        if request.kernel is None:
+            raise Failure("No kernel specified")
+        from pykexec.arch import plan_load
+        # Plan before any unload, so that a bad kernel or initrd under `-up` leaves the
+        # loaded capture kernel in place instead of none.
+        plan = plan_load(request, machine)
+        for warning in machine.memory_map_warnings + tuple(plan.notes.get("warnings", ())):
+            _err(f"warning: {warning}")
     if request.do_unload:
         flags = request.kexec_flags | syscall.arch_flag()
         if request.dry_run:
@@ -101,14 +118,10 @@ def _act(request) -> int:
                 syscall.unload(flags)
             except syscall.KexecError as err:
                 raise Failure(f"kexec unload failed: {err}") from None
-    if not request.do_load:
+    if plan is None:
         return 0
-    if request.kernel is None:
-        raise Failure("No kernel specified")
-    from pykexec.arch import plan_load
     from pykexec.show import print_plan
 
-    plan = plan_load(request, machine)
     if request.save_plan:
         from pykexec.plan import save_plan
         save_plan(plan, request.save_plan)
@@ -135,8 +148,26 @@ def _subcommand(argv: List[str]) -> int:
     @click.option("--sysroot", default="/", show_default=True, help="machine to read")
     def snapshot(dest, sysroot):
         """Save this machine's loader inputs into DEST (the snapshot format)."""
-        from pykexec.snapshot import take_snapshot
-        take_snapshot(dest, root=sysroot)
+        from pykexec.snapcheck import snapshot_problems
+        from pykexec.snapshot import SnapshotError, take_snapshot
+        fatal, warnings = snapshot_problems(sysroot)
+        if fatal:
+            _err(f"snapshot: {fatal}")
+            sys.exit(EXIT_USAGE)
+        try:
+            take_snapshot(dest, root=sysroot)
+        except SnapshotError as err:
+            _err(f"snapshot: {err}")
+            sys.exit(EXIT_USAGE)
+        for warning in warnings:
+            _err(f"snapshot: warning: {warning}")
+
+    @group.command(name="inspect")
+    @click.argument("path", type=click.Path())
+    def inspect_(path):
+        """Explain a bzImage, vmlinux, purgatory object, elfcorehdr, vmcore or plan folder."""
+        from pykexec.inspect import main as inspect_main
+        sys.exit(inspect_main(path))
 
     return group.main(argv, prog_name="pykexec", standalone_mode=True)
 
