@@ -176,7 +176,8 @@ def crash_core_header(elfclass: int, machine: int, nr_cpus: int,
     * `cpu_notes`: `(cpu, paddr, size)` of the CPUs that have notes, increasing CPU
       number (Machine.cpu_notes()); one PT_NOTE each.
     * `vmcoreinfo`: `(paddr, size)` or None; a PT_NOTE after the CPUs.
-    * `kernel_text`: `(paddr, vaddr, size)` or None (i386, or size 0); a PT_LOAD.
+    * `kernel_text`: `KernelTextLoad(paddr, vaddr, size)` (or a plain tuple), or None
+      (i386, or size 0); a PT_LOAD.
     * `crash_ranges`: Machine.crash_memory_ranges(); every one reserves a header slot,
       the RAM ones get a PT_LOAD in order with `p_vaddr = paddr + page_offset`, or all
       ones when `lowmem_limit` is set and the range ends above it (i386 highmem).
@@ -239,12 +240,14 @@ def machine_core_header(machine: "Machine", arch: str, backup_start: Optional[in
     backup segment was placed (None: no backup segment). Raises MachineError when the
     machine cannot give a needed fact (for example an unreadable /proc/kcore).
     """
+    if arch != "x86_64" and lowmem_limit_for(arch) is None:
+        raise ElfCoreError(f"unsupported crashdump architecture: {arch}")
     ranges = machine.crash_memory_ranges(arch)
     cls = core_class_for(arch, ranges, elfclass)
     if arch == "x86_64":
         kt = machine.kernel_text
         e_machine, page_offset = EM_X86_64, kt.page_offset
-        kernel_text = (kt.paddr, kt.vaddr, kt.size)
+        kernel_text = KernelTextLoad(kt.paddr, kt.vaddr, kt.size)
     else:
         e_machine, kernel_text, page_offset = EM_386, None, I386_PAGE_OFFSET
     return crash_core_header(cls, e_machine, machine.nr_cpus_conf, machine.cpu_notes(arch),

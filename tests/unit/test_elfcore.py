@@ -485,3 +485,8 @@ def test_capture_map_describe():
     lines = trace_capture_map().describe().splitlines()
     assert lines[1] == "00001000-0009fbff      0x9ec00 System RAM (e820 1)"
     assert lines[5] == "3dfffc00-3dffffff        0x400 System RAM (e820 1)"
+
+
+def test_machine_core_header_other_arch(tmp_path):
+    with pytest.raises(ElfCoreError, match="unsupported crashdump architecture: arm64"):
+        machine_core_header(make_machine(tmp_path), "arm64", None)
