@@ -12,14 +12,15 @@ from typing import Optional
 
 def _user_error_types():
     from pykexec.arch.x86.bzimage import ImageError
+    from pykexec.crashmem import CrashMemoryError
+    from pykexec.elfcore import ElfCoreError
     from pykexec.elfrel import ElfRelError
     from pykexec.layout import LayoutError
     from pykexec.machine import MachineError
     from pykexec.plan import PlanFormatError
     from pykexec.ranges import NoHoleError
-    types = [ImageError, ElfRelError, LayoutError, MachineError, PlanFormatError, NoHoleError,
-             LoadError]
-    return tuple(types)
+    return (ImageError, CrashMemoryError, ElfCoreError, ElfRelError, LayoutError, MachineError,
+            PlanFormatError, NoHoleError, LoadError)
 
 
 class LoadError(ValueError):

@@ -18,19 +18,14 @@ from typing import List, Optional, Tuple
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
-from pykexec.arch.x86.crash import check_cmdline, crash_window, place_crash_segments
-from pykexec.arch.x86.setupdata import place_setup_data
-from pykexec.arch.x86.zeropage import ZeroPageInputs, build_zero_page
-from pykexec.arch.x86_64.purgatory_setup import (PurgatoryOptions, finish_purgatory,
-                                                 place_purgatory, registers_for_kernel)
+from pykexec.arch.x86.crash import check_cmdline
+from pykexec.arch.x86_64.crashload import CrashLoad
 from pykexec.cmdline import COMMAND_LINE_MAX
 from pykexec.errors import LoadError
-from pykexec.layout import Layout
 from pykexec.plan import Plan
 from pykexec.ranges import PAGE_SIZE, align_down, align_up
 from pykexec.structs import bootparams as bp
 from pykexec.structs.elf import ELFCLASS64, EM_X86_64
-from pykexec.syscall import KEXEC_ARCH_X86_64
 
 NAME = "elf-x86_64"
 KERNEL_MIN_ALIGN = 0x200000     # startup_64 refuses a load offset that is not 2 MiB aligned
@@ -109,77 +104,43 @@ def _param_header() -> bytes:
 
 
 def load(inputs) -> Plan:
-    request, machine = inputs.request, inputs.machine
-    if not request.crash:
-        raise LoadError("only crash loads (-p) are supported for now")
+    request = inputs.request
     if request.args_mode != "linux":
         raise LoadError(f"{inputs.kernel_path}: an ELF capture kernel needs --args-linux (ELF boot "
                         "notes and --args-none give it no elfcorehdr= and no memory map)")
     elf = ELFFile(BytesIO(inputs.kernel))
     chunks, align = _image_chunks(elf, inputs.kernel_path)
     check_cmdline(inputs.cmdline, COMMAND_LINE_MAX, inputs.kernel_path)
-    warnings = []
-    if request.core_header_class == 32:
-        warnings.append("--elf32-core-headers: x86_64 kernel addresses do not fit ELF32, and "
-                        "crash/gdb/makedumpfile expect ELF64 here; writing ELF64 core headers")
-
-    window = crash_window(machine, request.mem_min, request.mem_max)
-    layout = Layout(machine.ram, window, crash=True)
-    link_start = chunks[0].start
-    span = chunks[-1].start + chunks[-1].memsz - link_start
+    load = CrashLoad(inputs, NAME)
+    layout = load.layout
     # The link address wins when it is free (as kexec-tools requires); else move the image.
     at_link_address = all(layout.fits_at(c.start, c.memsz) for c in chunks)
-    delta = 0
     if at_link_address:
-        for c in chunks:
-            layout.place_at(c.start, c.memsz, "elf_load", f"{inputs.kernel_path} PT_LOAD")
-            layout.fill(c.start, c.data)
-    kt = machine.kernel_text
-    crash = place_crash_segments(layout, machine, "x86_64", ELFCLASS64, EM_X86_64,
-                                 (kt.paddr, kt.vaddr, kt.size), inputs.cmdline, machine.acpi_rsdp)
-    cmdline = crash.cmdline
-    if len(cmdline) > COMMAND_LINE_MAX:
-        raise LoadError(f"the capture command line would be {len(cmdline)} characters "
-                        f"(at most {COMMAND_LINE_MAX})")
-    purgatory = place_purgatory(layout)
+        _place_image(layout, chunks, 0, inputs.kernel_path)
+    cmdline = load.place_crash_segments_and_purgatory()
     param_len = PARAM_CMDLINE_OFFSET + len(cmdline) + 1 + PARAM_CMDLINE_SPARE
     param_addr = layout.place(param_len, "param_block",
                               "zero page for --args-linux, then the command line", align=16)
+    delta = 0
     if not at_link_address:
-        base = layout.find(span, "kernel", align=align)
-        delta = base - link_start
-        warnings.append(f"{inputs.kernel_path} is linked at {link_start:#x}, outside the free "
-                        f"crash region; loading it at {base:#x} (x86_64 kernels relocate "
-                        "themselves physically)")
-        for c in chunks:
-            layout.place_at(c.start + delta, c.memsz, "elf_load",
-                            f"{inputs.kernel_path} PT_LOAD linked at {c.start:#x}")
-            layout.fill(c.start + delta, c.data)
-    initrd = None
-    if inputs.initrd is not None:
-        initrd_addr = layout.add(inputs.initrd, "initrd", inputs.initrd_path, low=INITRD_MIN_ADDR)
-        initrd = (initrd_addr, len(inputs.initrd))
-    setup_data = place_setup_data(layout, crash.e820, inputs.random_bytes)
-
+        link_start = chunks[0].start
+        span = chunks[-1].start + chunks[-1].memsz - link_start
+        delta = layout.find(span, "kernel", align=align) - link_start
+        load.warnings.append(
+            f"{inputs.kernel_path} is linked at {link_start:#x}, outside the free crash region; "
+            f"loading it at {link_start + delta:#x} (x86_64 kernels relocate themselves physically)")
+        _place_image(layout, chunks, delta, inputs.kernel_path)
+    initrd, setup_data = load.place_initrd_and_setup_data(INITRD_MIN_ADDR)
     cmdline_addr = param_addr + PARAM_CMDLINE_OFFSET
-    zero_page = build_zero_page(ZeroPageInputs(
-        header_bytes=_param_header(), cmdline_addr=cmdline_addr,
-        cmdline_offset=PARAM_CMDLINE_OFFSET, e820=crash.e820, initrd=initrd,
-        setup_data_head=setup_data, acpi_rsdp=machine.acpi_rsdp or 0,
-        running_boot_params=machine.boot_params))
+    zero_page = load.zero_page(_param_header(), cmdline_addr, PARAM_CMDLINE_OFFSET, initrd,
+                               setup_data)
     layout.fill(param_addr, zero_page + cmdline.encode() + bytes(1 + PARAM_CMDLINE_SPARE))
+    return load.finish(rip=elf["e_entry"] + delta, boot_params_addr=param_addr,
+                       cmdline_addr=cmdline_addr, kernel_relocated_by=delta)
 
-    regs = registers_for_kernel(purgatory, rip=elf["e_entry"] + delta, rsi=param_addr)
-    segments, symbols = finish_purgatory(layout.finish(), purgatory, regs, PurgatoryOptions(
-        panic_kernel=True, backup_start=crash.backup_start or 0,
-        backup_src_start=crash.backup_src.start, backup_src_size=crash.backup_src.size,
-        skip_checks=request.skip_checks, console_serial=request.console_serial,
-        serial_base=request.serial_base, serial_baud=request.serial_baud,
-        cmdline_end=cmdline_addr + len(cmdline)))
-    return Plan(
-        arch="x86_64", syscall="kexec_load", flags=request.kexec_flags | KEXEC_ARCH_X86_64,
-        entry=purgatory.entry, cmdline=cmdline, segments=segments,
-        notes={"format": NAME, "crash_window": [window.start, window.end],
-               "kernel_relocated_by": delta, "purgatory_symbols": symbols,
-               "warnings": warnings, "core_header": [p.what for p in crash.core_header.phdrs],
-               "capture_map_messages": list(crash.capture_map.messages)})
+
+def _place_image(layout, chunks, delta: int, path: str) -> None:
+    for c in chunks:
+        where = f"{path} PT_LOAD" + (f" linked at {c.start:#x}" if delta else "")
+        layout.place_at(c.start + delta, c.memsz, "elf_load", where)
+        layout.fill(c.start + delta, c.data)
