@@ -1,0 +1,523 @@
+"""`pykexec inspect FILE`: explain a file a kdump load uses or makes.
+
+The kind is found from the content, never from the name:
+
+- a plan folder (plan.json): the dry-run report (`pykexec.show`);
+- a bzImage (boot sector + "HdrS"): the setup header, field by field, with what each means;
+- an ELF executable (vmlinux): machine, entry, PT_LOADs;
+- an ELF relocatable object (purgatory): sections, relocations by type, the symbols a loader
+  sets;
+- an ELF core file: with its notes inside the file, a vmcore (NT_PRSTATUS registers per CPU,
+  VMCOREINFO keys); with offsets that are physical addresses, an elfcorehdr blob (the header
+  a loader writes for the capture kernel).
+
+`inspect_path(path) -> str` is pure apart from reading the file; bad input raises
+`InspectError` with one line naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+from collections import Counter
+from typing import Dict, List, Optional, Tuple
+
+from pykexec.show import hex_range, human_size
+from pykexec.structs import bootparams as bp
+from pykexec.structs.elf import (ELF_MAGIC, ET_CORE, ET_DYN, ET_EXEC, ET_REL, NT_PRSTATUS,
+                                 PT_LOAD, PT_NOTE, iter_notes, parse_core_header)
+
+READ_LIMIT = 64 << 20          # whole files up to this size; vmcores are read by pieces
+NT_PRPSINFO = 3
+NT_TASKSTRUCT = 4
+NT_AUXV = 6
+NOTE_TYPES = {1: "NT_PRSTATUS", 2: "NT_PRFPREG", 3: "NT_PRPSINFO", 4: "NT_TASKSTRUCT",
+              6: "NT_AUXV", 0x202: "NT_X86_XSTATE"}
+X86_64_PR_REG = ("r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax",
+                 "rcx", "rdx", "rsi", "rdi", "orig_rax", "rip", "cs", "eflags", "rsp", "ss",
+                 "fs_base", "gs_base", "ds", "es", "fs", "gs")
+I386_PR_REG = ("ebx", "ecx", "edx", "esi", "edi", "ebp", "eax", "ds", "es", "fs", "gs",
+               "orig_eax", "eip", "cs", "eflags", "esp", "ss")
+X86_64_PR_REG_OFFSET = 112     # struct elf_prstatus: siginfo, cursig, sigpend, ..., times
+I386_PR_REG_OFFSET = 72
+MACHINES = {3: "i386 (EM_386)", 62: "x86_64 (EM_X86_64)", 183: "aarch64 (EM_AARCH64)",
+            40: "arm (EM_ARM)", 21: "ppc64 (EM_PPC64)", 22: "s390 (EM_S390)"}
+KERNEL_MAP_START = 0xFFFFFFFF80000000
+
+# Global symbols of a purgatory that a loader writes, and why.
+PURGATORY_SYMBOLS = {
+    "entry64_regs": "registers loaded before jumping to the kernel (rsi = boot_params, rip = entry)",
+    "entry32_regs": "registers for a 32-bit entry",
+    "sha256_regions": "(address, length) of each segment to check before jumping",
+    "sha256_digest": "the expected SHA-256 of those regions",
+    "purgatory_backup_dest": "where the first 640 KiB of RAM are copied (the backup segment)",
+    "purgatory_backup_src": "start of the low RAM to back up",
+    "purgatory_backup_sz": "bytes to back up",
+    "backup_dest": "where low RAM is copied",
+    "backup_src": "start of the low RAM to back up",
+    "backup_size": "bytes to back up",
+    "cmdline_end": "end of the command line",
+    "panic_kernel": "set for a crash load",
+    "jump_back_entry": "kexec jump-back entry",
+    "console_serial": "print progress on the serial port",
+    "console_serial_base": "serial port I/O base",
+    "console_vga": "print progress on VGA text memory",
+    "stack_end": "top of purgatory's stack",
+    "stack": "purgatory's stack",
+    "purgatory_start": "the entry point",
+    "entry64": "64-bit trampoline into the kernel",
+}
+
+# Setup header fields (offset, name, meaning).
+SETUP_FIELDS = (
+    (0x1F1, "setup_sects", "512-byte sectors of real-mode setup code after the boot sector "
+     "(0 means 4)"),
+    (0x1F2, "root_flags", "mount root read-only if non-zero (obsolete)"),
+    (0x1F4, "syssize", "size of the protected-mode code in 16-byte paragraphs"),
+    (0x1FA, "vid_mode", "video mode (0xffff: normal)"),
+    (0x1FC, "root_dev", "default root device (obsolete)"),
+    (0x1FE, "boot_flag", "0xaa55: boot sector signature"),
+    (0x202, "header", "'HdrS': the boot protocol header is present"),
+    (0x206, "version", "boot protocol version"),
+    (0x20E, "kernel_version", "offset - 0x200 of the kernel version string"),
+    (0x210, "type_of_loader", "boot loader id (a loader writes it; kexec: 0xd0)"),
+    (0x211, "loadflags", "LOADED_HIGH (protected-mode code at 1 MiB), CAN_USE_HEAP, ..."),
+    (0x214, "code32_start", "32-bit entry for the boot loader (protected-mode code address)"),
+    (0x218, "ramdisk_image", "physical address of the initrd (a loader writes it)"),
+    (0x21C, "ramdisk_size", "initrd size (a loader writes it)"),
+    (0x224, "heap_end_ptr", "end of the setup heap (a loader writes it)"),
+    (0x228, "cmd_line_ptr", "physical address of the command line (a loader writes it)"),
+    (0x22C, "initrd_addr_max", "highest address the initrd may end at"),
+    (0x230, "kernel_alignment", "physical alignment the kernel needs when relocated"),
+    (0x234, "relocatable_kernel", "the kernel can run at any aligned address"),
+    (0x235, "min_alignment", "smallest alignment the kernel accepts, as a power of two"),
+    (0x236, "xloadflags", "64-bit entry, loadable above 4 GiB, EFI handover, kexec EFI..."),
+    (0x238, "cmdline_size", "longest command line without its NUL"),
+    (0x23C, "hardware_subarch", "0: PC"),
+    (0x248, "payload_offset", "offset of the compressed kernel in the protected-mode code"),
+    (0x24C, "payload_length", "length of the compressed kernel"),
+    (0x250, "setup_data", "physical address of the first setup_data item (a loader writes it)"),
+    (0x258, "pref_address", "preferred load address of the kernel"),
+    (0x260, "init_size", "memory the kernel needs from its load address while it "
+     "decompresses and starts"),
+    (0x264, "handover_offset", "EFI handover entry, from the protected-mode code"),
+    (0x268, "kernel_info_offset", "offset of the kernel_info structure"),
+)
+LOADFLAGS = {0x01: "LOADED_HIGH", 0x20: "QUIET_FLAG", 0x40: "KEEP_SEGMENTS",
+             0x80: "CAN_USE_HEAP"}
+XLOADFLAGS = {0x01: "XLF_KERNEL_64", 0x02: "XLF_CAN_BE_LOADED_ABOVE_4G",
+              0x04: "XLF_EFI_HANDOVER_32", 0x08: "XLF_EFI_HANDOVER_64",
+              0x10: "XLF_EFI_KEXEC", 0x20: "XLF_5LEVEL", 0x40: "XLF_5LEVEL_ENABLED"}
+
+
+class InspectError(Exception):
+    """The file cannot be explained: one line naming it and the problem."""
+
+
+def _bits(value: int, names: Dict[int, str]) -> str:
+    parts = [name for bit, name in names.items() if value & bit]
+    rest = value & ~sum(names)
+    if rest:
+        parts.append(f"{rest:#x}")
+    return " | ".join(parts) or "none"
+
+
+# ------------------------------------------------------------------------------------------
+# Detection
+
+def detect(path: str, head: bytes) -> str:
+    """The kind of `path`: plan, bzimage, vmlinux, object, vmcore, elfcorehdr."""
+    if os.path.isdir(path):
+        if os.path.exists(os.path.join(path, "plan.json")):
+            return "plan"
+        raise InspectError(f"{path}: a folder without plan.json (not a plan folder)")
+    if len(head) >= 0x206 and head[0x202:0x206] == b"HdrS" and head[0x1FE:0x200] == b"\x55\xaa":
+        return "bzimage"
+    if head[:4] == ELF_MAGIC:
+        if len(head) < 20 or head[4] not in (1, 2):
+            raise InspectError(f"{path}: truncated or unknown ELF header")
+        if head[5] != 1:
+            raise InspectError(f"{path}: big-endian ELF files are not supported")
+        e_type = struct.unpack_from("<H", head, 16)[0]
+        if e_type in (ET_EXEC, ET_DYN):
+            return "vmlinux"
+        if e_type == ET_REL:
+            return "object"
+        if e_type == ET_CORE:
+            return "core"
+        raise InspectError(f"{path}: ELF type {e_type} is not an executable, object or core")
+    if head[:2] == b"\x1f\x8b":
+        raise InspectError(f"{path}: gzip data (decompress it first, or pass the bzImage)")
+    if not head:
+        raise InspectError(f"{path}: empty file")
+    raise InspectError(f"{path}: not a bzImage, ELF file, core file or plan folder")
+
+
+def _read(path: str, limit: int = READ_LIMIT) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(limit)
+    except IsADirectoryError:
+        return b""
+    except OSError as e:
+        raise InspectError(f"{path}: {e.strerror or e}") from None
+
+
+def inspect_path(path: str) -> str:
+    """The explanation of the file or plan folder at `path` (text)."""
+    if not os.path.exists(path):
+        raise InspectError(f"{path}: no such file or directory")
+    head = b"" if os.path.isdir(path) else _read(path, 4096)
+    kind = detect(path, head)
+    try:
+        if kind == "plan":
+            from pykexec.plan import PlanFormatError, load_plan
+            from pykexec.show import plan_report
+            try:
+                plan = load_plan(path)
+            except (PlanFormatError, ValueError, KeyError, TypeError) as e:
+                raise InspectError(f"{path}: bad plan folder: {e}") from None
+            return f"{path}: plan folder\n" + plan_report(plan)
+        if kind == "core":
+            return explain_core(path)
+        if kind == "vmlinux":
+            try:
+                with open(path, "rb") as f:
+                    return explain_vmlinux(f, path)
+            except OSError as e:
+                raise InspectError(f"{path}: {e.strerror or e}") from None
+            except InspectError as e:
+                raise InspectError(f"{path}: {e}") from None
+        data = _read(path)
+        if kind == "bzimage":
+            return explain_bzimage(data, path, os.path.getsize(path))
+        return explain_object(data, path)
+    except InspectError:
+        raise
+    except (ValueError, struct.error, IndexError, KeyError) as e:
+        raise InspectError(f"{path}: cannot parse as {kind}: {e}") from None
+    except Exception as e:  # pyelftools and construct raise their own types
+        name = e.__class__.__name__
+        if name in ("ELFError", "ELFParseError", "StreamError", "ConstructError",
+                    "ELFRelocationError") or "construct" in type(e).__module__:
+            raise InspectError(f"{path}: cannot parse as {kind} (truncated or corrupt): {e}") from None
+        raise
+
+
+# ------------------------------------------------------------------------------------------
+# bzImage
+
+def explain_bzimage(data: bytes, path: str = "bzImage", file_size: Optional[int] = None) -> str:
+    if len(data) < 0x1F1 + bp.SETUP_HEADER_SIZE:
+        raise InspectError(f"{path}: too short for a setup header")
+    hdr = bp.SetupHeader.parse(data[0x1F1:0x1F1 + bp.SETUP_HEADER_SIZE])
+    setup_sects = hdr.setup_sects or 4
+    pm_offset = (setup_sects + 1) * 512
+    if pm_offset > len(data):
+        raise InspectError(f"{path}: setup_sects {hdr.setup_sects} puts the kernel past the "
+                           f"end of the file")
+    version = f"{hdr.version >> 8}.{hdr.version & 0xFF:02d}"
+    kver = ""
+    if hdr.kernel_version and 0x200 + hdr.kernel_version < len(data):
+        raw = data[0x200 + hdr.kernel_version:0x200 + hdr.kernel_version + 256]
+        kver = raw.split(b"\0", 1)[0].decode("latin-1", "replace")
+    file_size = len(data) if file_size is None else file_size
+    out = [f"{path}: bzImage (x86 boot protocol {version}), {file_size} bytes"]
+    if kver:
+        out.append(f"  kernel version: {kver}")
+    out.append(f"  real-mode setup: {pm_offset:#x} bytes (boot sector + {setup_sects} sectors); "
+               f"protected-mode code: {file_size - pm_offset:#x} bytes at file offset {pm_offset:#x}")
+    if hdr.version >= 0x20C and hdr.xloadflags & bp.XLF_KERNEL_64:
+        out.append("  64-bit entry (startup_64): protected-mode code + 0x200")
+    out.append("")
+    out.append("  setup header (offset, field, value, meaning)")
+    for offset, name, meaning in SETUP_FIELDS:
+        if name == "header":
+            value = "HdrS"
+        else:
+            value_int = hdr[name]
+            if name == "loadflags":
+                value = f"{value_int:#x} ({_bits(value_int, LOADFLAGS)})"
+            elif name == "xloadflags":
+                value = f"{value_int:#x} ({_bits(value_int, XLOADFLAGS)})"
+            elif name == "version":
+                value = f"{value_int:#06x} ({version})"
+            elif name in ("init_size", "kernel_alignment", "syssize") and value_int:
+                shown = value_int * 16 if name == "syssize" else value_int
+                value = f"{value_int:#x} ({human_size(shown)})"
+            elif name == "min_alignment":
+                value = f"{value_int} ({human_size(1 << value_int) if value_int < 64 else '?'})"
+            elif name == "cmdline_size":
+                value = f"{value_int:#x} ({value_int} bytes)"
+            else:
+                value = f"{value_int:#x}"
+        out.append(f"  {offset:#05x}  {name:<19} {value:<34} {meaning}")
+    return "\n".join(out) + "\n"
+
+
+# ------------------------------------------------------------------------------------------
+# ELF executables and objects (pyelftools reads them)
+
+def _elffile(data):
+    from elftools.elf.elffile import ELFFile
+    return ELFFile(io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data)
+
+
+def _flags(p_flags: int) -> str:
+    return "".join(c if p_flags & bit else "-" for bit, c in ((4, "R"), (2, "W"), (1, "X")))
+
+
+def explain_vmlinux(data, path: str = "vmlinux") -> str:
+    """An ELF kernel (bytes or a binary file object)."""
+    elf = _elffile(data)
+    stream = elf.stream
+    stream.seek(0, os.SEEK_END)
+    size = stream.tell()
+    end = elf["e_phoff"] + elf["e_phnum"] * elf["e_phentsize"]
+    if elf["e_phnum"] == 0:
+        raise InspectError("ELF executable without program headers: nothing to load")
+    if end > size:
+        raise InspectError(f"program headers end at {end:#x}, past the end of the file "
+                           f"({size:#x} bytes): truncated or corrupt")
+    machine = elf["e_machine"]
+    out = [f"{path}: ELF{elf.elfclass} {elf['e_type']} for {machine}, entry {elf['e_entry']:#x}"]
+    loads = [s for s in elf.iter_segments() if s["p_type"] == "PT_LOAD"]
+    out.append(f"  {len(loads)} PT_LOADs (what a loader copies: file bytes at p_paddr, "
+               f"zero-filled up to p_memsz)")
+    out.append(f"  {'vaddr':>18} {'paddr':>18} {'filesz':>10} {'memsz':>10} flags  "
+               f"{'file offset':>11}  what")
+    for s in loads:
+        what = ("kernel image" if s["p_vaddr"] >= KERNEL_MAP_START
+                else "per-CPU data template" if s["p_vaddr"] == 0 else "")
+        out.append(f"  {s['p_vaddr']:>#18x} {s['p_paddr']:>#18x} {s['p_filesz']:>#10x} "
+                   f"{s['p_memsz']:>#10x} {_flags(s['p_flags']):<5}  {s['p_offset']:>#11x}  {what}")
+    entry = elf["e_entry"]
+    for s in loads:
+        if s["p_vaddr"] <= entry < s["p_vaddr"] + s["p_memsz"]:
+            phys = s["p_paddr"] + entry - s["p_vaddr"]
+            out.append(f"  entry {entry:#x} is virtual: physical {phys:#x}")
+            break
+        if s["p_paddr"] <= entry < s["p_paddr"] + s["p_memsz"]:
+            out.append(f"  entry {entry:#x} is physical: {entry - s['p_paddr']:#x} into the "
+                       f"PT_LOAD at {s['p_paddr']:#x} (startup_64 for an x86_64 vmlinux)")
+            break
+    xen = 0
+    for s in elf.iter_segments():
+        if s["p_type"] != "PT_NOTE":
+            continue
+        for note in s.iter_notes():
+            name = note["n_name"]
+            raw = note.get("n_descdata", b"")
+            if not isinstance(raw, (bytes, bytearray)):
+                raw = b""
+            if name == "Xen":
+                xen += 1
+                continue
+            text = raw.rstrip(b"\0")
+            if text and all(32 <= c < 127 for c in text):
+                shown = text.decode()
+            else:
+                shown = raw.hex()
+            ntype = note["n_type"]
+            out.append(f"  note {name} {ntype}: {shown[:80]}")
+    if xen:
+        out.append(f"  {xen} Xen notes (for booting as a Xen guest; kexec ignores them)")
+    return "\n".join(out) + "\n"
+
+
+def explain_object(data: bytes, path: str = "purgatory.o") -> str:
+    from pykexec.elfrel import ElfRelError, RelocatableObject
+    elf = _elffile(data)
+    out = [f"{path}: ELF{elf.elfclass} relocatable object for {elf['e_machine']}"]
+    try:
+        obj = RelocatableObject.from_bytes(data)
+    except ElfRelError as e:
+        raise InspectError(f"{path}: cannot be loaded as a purgatory: {e}") from None
+    out.append(f"  loaded size {obj.size:#x} ({human_size(obj.size)}), base alignment "
+               f"{obj.required_alignment:#x}")
+    loaded = obj.layout(0)
+    out.append("  allocated sections (offset from the load address)")
+    for p in loaded.sections:
+        kind = "NOBITS" if p.nobits else "PROGBITS"
+        flags = "".join(c for bit, c in ((1, "W"), (2, "A"), (4, "X")) if p.flags & bit)
+        out.append(f"    {p.offset:>#8x} {p.size:>#8x} align {p.align:<4} {kind:<8} {flags:<3} {p.name}")
+    counts: Counter = Counter()
+    from elftools.elf.relocation import RelocationSection
+    from elftools.elf.enums import ENUM_RELOC_TYPE_i386, ENUM_RELOC_TYPE_x64
+    names = {v: k for k, v in (ENUM_RELOC_TYPE_x64 if elf.elfclass == 64
+                               else ENUM_RELOC_TYPE_i386).items()}
+    for section in elf.iter_sections():
+        if isinstance(section, RelocationSection):
+            target = elf.get_section(section["sh_info"]).name
+            for rel in section.iter_relocations():
+                counts[(names.get(rel["r_info_type"], str(rel["r_info_type"])), target)] += 1
+    out.append(f"  relocations: {sum(counts.values())}")
+    by_type: Counter = Counter()
+    for (rtype, _target), n in counts.items():
+        by_type[rtype] += n
+    for rtype, n in sorted(by_type.items(), key=lambda kv: -kv[1]):
+        targets = ", ".join(f"{t} {m}" for (r, t), m in sorted(counts.items()) if r == rtype)
+        out.append(f"    {rtype:<18} {n:>5}  ({targets})")
+    out.append(f"  entry: {loaded.entry:#x} from the load address" if loaded.entry is not None
+               else "  entry: none found")
+    globals_ = sorted({s.name for s in obj.symbols()
+                       if s.bind == "STB_GLOBAL" and s.shndx not in (0,) and s.name})
+    known = [n for n in globals_ if n in PURGATORY_SYMBOLS]
+    out.append(f"  global symbols: {len(globals_)}; those a loader sets or uses:")
+    for name in known:
+        try:
+            addr = loaded.symbol_address(name)
+            size = loaded.symbol_size(name)
+        except Exception:  # noqa: BLE001 - a symbol outside allocated sections
+            continue
+        out.append(f"    {name:<24} +{addr:#07x} {size:>5} bytes  {PURGATORY_SYMBOLS[name]}")
+    others = [n for n in globals_ if n not in PURGATORY_SYMBOLS]
+    if others:
+        out.append(f"    other globals: {' '.join(others)}")
+    return "\n".join(out) + "\n"
+
+
+# ------------------------------------------------------------------------------------------
+# ELF core files: vmcore and elfcorehdr
+
+def _read_at(f, offset: int, size: int) -> bytes:
+    f.seek(offset)
+    return f.read(size)
+
+
+def explain_core(path: str) -> str:
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(64 << 10)
+            try:
+                ehdr, phdrs = parse_core_header(head)
+            except ValueError:
+                f.seek(0)
+                head = f.read(16 << 20)
+                ehdr, phdrs = parse_core_header(head)
+            notes = [p for p in phdrs if p.p_type == PT_NOTE]
+            in_file = bool(notes) and all(p.p_offset + p.p_filesz <= size for p in notes)
+            note_data = [(p, _read_at(f, p.p_offset, p.p_filesz)) for p in notes] if in_file else []
+    except OSError as e:
+        raise InspectError(f"{path}: {e.strerror or e}") from None
+    except ValueError as e:
+        raise InspectError(f"{path}: bad ELF core header: {e}") from None
+    if in_file and note_data and _notes_parse(note_data):
+        return explain_vmcore(path, head, ehdr, phdrs, note_data, size)
+    return explain_elfcorehdr(head, path)
+
+
+def _notes_parse(note_data) -> bool:
+    try:
+        for _p, data in note_data:
+            if not list(iter_notes(data)):
+                return False
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _core_head(path: str, ehdr, phdrs) -> List[str]:
+    cls = 64 if ehdr.e_ident.elfclass == 2 else 32
+    loads = [p for p in phdrs if p.p_type == PT_LOAD]
+    return [f"{path}: ELF{cls} core for {MACHINES.get(ehdr.e_machine, ehdr.e_machine)}, "
+            f"{len(phdrs)} program headers ({sum(1 for p in phdrs if p.p_type == PT_NOTE)} "
+            f"PT_NOTE, {len(loads)} PT_LOAD)"]
+
+
+def explain_elfcorehdr(data: bytes, path: str = "elfcorehdr") -> str:
+    """An elfcorehdr blob: offsets are physical addresses in the old kernel's memory."""
+    from pykexec.plan import Plan, Segment
+    from pykexec.show import _describe_phdrs
+    from pykexec.planfacts import decode_plan
+    ehdr, raw = parse_core_header(data)
+    plan = Plan("x86_64", "kexec_load", 0, None, None,
+                (Segment(0, max(len(data), 1), data, "elfcorehdr", path),))
+    facts = decode_plan(plan)
+    described = _describe_phdrs(plan, facts.program_headers, None)
+    out = _core_head(path, ehdr, raw)
+    out[0] += "; an elfcorehdr (offsets are physical addresses of the old kernel's memory)"
+    total = sum(p["memsz"] for p in described if p["stands_for"] in ("ram", "ram_backup"))
+    out.append(f"  RAM described: {human_size(total)}")
+    out.append(f"  {'#':>3}  type {'paddr':>18} {'memsz':>12} {'offset':>18}  stands for")
+    for p in described:
+        out.append(f"  {p['index']:>3}  {p['type']:<4} {p['paddr']:>#18x} {p['memsz']:>#12x} "
+                   f"{p['offset']:>#18x}  {p['what']}")
+    return "\n".join(out) + "\n"
+
+
+def decode_prstatus(desc: bytes, elfclass: int) -> Tuple[int, Dict[str, int]]:
+    """(pr_pid, registers) of an x86 NT_PRSTATUS descriptor."""
+    if elfclass == 64:
+        names, offset, word = X86_64_PR_REG, X86_64_PR_REG_OFFSET, "Q"
+        pid_off = 32
+    else:
+        names, offset, word = I386_PR_REG, I386_PR_REG_OFFSET, "I"
+        pid_off = 24
+    size = struct.calcsize("<" + word)
+    if len(desc) < offset + len(names) * size:
+        raise ValueError(f"NT_PRSTATUS of {len(desc)} bytes is too short for pr_reg")
+    values = struct.unpack_from(f"<{len(names)}{word}", desc, offset)
+    pid = struct.unpack_from("<I", desc, pid_off)[0]
+    return pid, dict(zip(names, values))
+
+
+def explain_vmcore(path, head, ehdr, phdrs, note_data, size) -> str:
+    elfclass = 64 if ehdr.e_ident.elfclass == 2 else 32
+    out = _core_head(path, ehdr, phdrs)
+    out[0] += f"; a vmcore ({human_size(size)})"
+    loads = [p for p in phdrs if p.p_type == PT_LOAD]
+    ram = sum(p.p_memsz for p in loads if p.p_vaddr < KERNEL_MAP_START)
+    out.append(f"  memory: {human_size(ram)} of RAM in {len(loads)} PT_LOADs")
+    for p in loads:
+        what = "kernel text" if p.p_vaddr >= KERNEL_MAP_START else "RAM"
+        out.append(f"    {what:<11} {hex_range(p.p_paddr, p.p_paddr + p.p_memsz):<33} "
+                   f"{human_size(p.p_memsz):>9}  vaddr {p.p_vaddr:#x}, file offset {p.p_offset:#x}")
+    cpu = 0
+    for p, data in note_data:
+        out.append(f"  PT_NOTE at file offset {p.p_offset:#x}, {p.p_filesz} bytes:")
+        for name, ntype, desc in iter_notes(data):
+            tname = NOTE_TYPES.get(ntype, f"type {ntype}") if name != "VMCOREINFO" else "VMCOREINFO"
+            if name == "CORE" and ntype == NT_PRSTATUS and ehdr.e_machine in (3, 62):
+                try:
+                    pid, regs = decode_prstatus(desc, elfclass)
+                except ValueError as e:
+                    out.append(f"    CPU {cpu}: {e}")
+                    cpu += 1
+                    continue
+                out.append(f"    CPU {cpu} (note {cpu}): NT_PRSTATUS, pid {pid}, registers at the panic:")
+                items = list(regs.items())
+                for i in range(0, len(items), 4):
+                    out.append("      " + "  ".join(f"{k:>8}={v:#018x}" if elfclass == 64
+                                                    else f"{k:>8}={v:#010x}"
+                                                    for k, v in items[i:i + 4]))
+                cpu += 1
+            elif name == "VMCOREINFO":
+                text = desc.rstrip(b"\0").decode("latin-1", "replace")
+                lines = [ln for ln in text.splitlines() if ln]
+                out.append(f"    VMCOREINFO: {len(lines)} keys (what makedumpfile and crash "
+                           f"read: release, page size, symbol addresses, structure offsets)")
+                for ln in lines:
+                    key, _, value = ln.partition("=")
+                    out.append(f"      {key:<40} {value}")
+            else:
+                out.append(f"    {name} {tname}: {len(desc)} bytes")
+    return "\n".join(out) + "\n"
+
+
+# ------------------------------------------------------------------------------------------
+# Command line
+
+def main(path: str, out=None, err=None) -> int:
+    import sys
+    out = out or sys.stdout
+    err = err or sys.stderr
+    try:
+        text = inspect_path(path)
+    except InspectError as e:
+        err.write(f"pykexec inspect: {e}\n")
+        return 1
+    out.write(text)
+    return 0
