@@ -22,6 +22,7 @@ dumped RAM, and the CPU of a note from the machine when one is given.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
 
 from pykexec.plan import Plan
@@ -240,6 +241,9 @@ def _describe_phdrs(plan: Plan, phdrs, machine) -> List[Dict[str, Any]]:
         cpu_by_addr.setdefault(note.paddr, note.cpu)
     vmcoreinfo = _machine_fact(machine, "vmcoreinfo")
     notes = [p for p in phdrs if p.type == "NOTE"]
+    labels = plan.notes.get("core_header")
+    if not isinstance(labels, (list, tuple)) or len(labels) != len(phdrs):
+        labels = None
     segs = {s.mem: i for i, s in enumerate(plan.segments) if s.mem is not None}
     out = []
     cpu_seen = 0
@@ -248,7 +252,18 @@ def _describe_phdrs(plan: Plan, phdrs, machine) -> List[Dict[str, Any]]:
                 "paddr": p.paddr, "filesz": p.filesz, "memsz": p.memsz, "flags": p.flags,
                 "align": p.align, "stands_for": "", "what": "", "backup_copy": None,
                 "cpu": None}
-        if p.type == "NOTE":
+        label = str(labels[index]) if labels is not None else ""
+        m = re.match(r"CPU (\d+) notes", label)
+        if p.type == "NOTE" and label:
+            if m:
+                item["stands_for"], item["cpu"] = "cpu_notes", int(m.group(1))
+                item["what"] = f"{label} (registers at the panic: NT_PRSTATUS)"
+            elif "vmcoreinfo" in label.lower():
+                item["stands_for"] = "vmcoreinfo"
+                item["what"] = "vmcoreinfo (symbols and offsets for makedumpfile/crash)"
+            else:
+                item["what"] = label
+        elif p.type == "NOTE":
             if vmcoreinfo is not None and p.paddr == vmcoreinfo.paddr:
                 item["stands_for"], item["what"] = "vmcoreinfo", "vmcoreinfo"
             elif p.paddr in cpu_by_addr:
@@ -508,11 +523,47 @@ def plan_report(plan: Plan, machine=None, facts: Optional[Dict[str, Any]] = None
             add("  register block not found")
         if pg["symbols"]:
             add("  symbols set by the loader:")
-            for name, value in pg["symbols"].items():
-                text = f"{value:#x}" if isinstance(value, int) and not isinstance(value, bool) \
-                    else json.dumps(value)
-                add(f"    {name} = {text}")
+            for line in _symbol_lines(plan, pg["symbols"]):
+                add("    " + line)
     return "\n".join(out) + "\n"
+
+
+def _symbol_lines(plan: Plan, symbols: Dict[str, Any]) -> List[str]:
+    """purgatory_symbols as text: scalars in hex, (address, length) lists by segment."""
+    addresses = symbols.get("symbol_addresses")
+    addresses = addresses if isinstance(addresses, dict) else {}
+    lines = []
+    for name, value in symbols.items():
+        if name in ("symbol_addresses", "registers"):
+            continue      # the addresses are shown beside each symbol; registers above
+        at = addresses.get(name)
+        where = f"  (at {at:#x})" if isinstance(at, int) else ""
+        if isinstance(value, bool) or not isinstance(value, (int, list, tuple)):
+            lines.append(f"{name} = {json.dumps(value)}{where}")
+        elif isinstance(value, int):
+            lines.append(f"{name} = {value:#x}{where}")
+        elif value and all(isinstance(v, (list, tuple)) and len(v) == 2 for v in value):
+            lines.append(f"{name} = {len(value)} regions{where}:")
+            covered = set()
+            for start, length in value:
+                loc = _locate(plan, start)
+                seg = f"  segment #{loc['segment']} {loc['kind']}" if loc else ""
+                if loc:
+                    covered.add(loc["segment"])
+                lines.append(f"    {start:#x} + {length:#x}{seg}")
+            if name == "sha256_regions":
+                left = [f"#{i} {s.kind}" for i, s in enumerate(plan.segments)
+                        if i not in covered and s.mem is not None]
+                if left:
+                    lines.append(f"    not checked: {', '.join(left)} (purgatory cannot "
+                                 f"check the bytes it runs from)" if all(
+                                     plan.segments[int(x.split()[0][1:])].kind == "purgatory"
+                                     for x in left) else f"    not checked: {', '.join(left)}")
+        else:
+            lines.append(f"{name} = {json.dumps(value)}{where}")
+    if "registers" in symbols and "entry64_regs" in addresses:
+        lines.append(f"entry64_regs = the registers above  (at {addresses['entry64_regs']:#x})")
+    return lines
 
 
 def plan_table(plan: Plan) -> str:

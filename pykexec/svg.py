@@ -430,6 +430,13 @@ def _overview(svg: _Svg, blocks: List[Block], facts) -> None:
                 y = _y_of(blocks, p["paddr"])
                 svg.add(f'<path d="M{bx0 + bw:.1f},{y:.1f} l6,-3 v6 z" fill="#c8434a">'
                         f'<title>PT_NOTE {escape(p["what"])} at {p["paddr"]:#x}</title></path>')
+    # Segments at their true place inside the crash window(s).
+    for seg in facts["segments"]:
+        if seg["mem"] is None or not seg["in_crash_window"]:
+            continue
+        ya, yb = _y_of(blocks, seg["end"]), _y_of(blocks, seg["mem"])
+        svg.rect(x0 + 6, ya, w - 12, max(yb - ya, 1.5), SEGMENT_COLOUR.get(seg["kind"], "#888"),
+                 title=f"segment #{seg['index']} {seg['kind']} {hex_range(seg['mem'], seg['end'])}")
     # Broken axes.
     for b in blocks:
         if b.broken:
@@ -496,7 +503,7 @@ def _window_panel(svg: _Svg, plan: Plan, facts, blocks, window) -> Dict[int, Tup
     svg.rect(px0 - 3, top - 3, pw + 6, bottom - top + 6, "url(#crash)", "#c58a00", 1.2)
     boxes: Dict[int, Tuple[float, float]] = {}
     y = bottom
-    label_last = 1e9
+    placed: List[Tuple[float, float, float, Dict[str, Any], str]] = []
     for (a, b, s), h, br in zip(items, heights, broken):
         y1, y0 = y, y - h
         y = y0
@@ -524,16 +531,29 @@ def _window_panel(svg: _Svg, plan: Plan, facts, blocks, window) -> Dict[int, Tup
                  weight="bold", fill="#ffffff", extra=halo)
         svg.text(px0 + pw - 10, (y0 + y1) / 2 + 5, human_size(s["memsz"]), size=12,
                  anchor="end", fill="#ffffff", extra=halo)
-        # Address and details beside the box (leader line when they must move up).
-        ly = min((y0 + y1) / 2 + 4, label_last - 28)
-        label_last = ly
-        svg.line(px0 + pw, (y0 + y1) / 2, lx - 4, ly - 4, colour, 1)
+        placed.append(((y0 + y1) / 2, y0, y1, s, colour))
+    # Labels beside the boxes: at the box when there is room, else moved apart (with a
+    # leader line), kept inside the panel's height.
+    gap = 40
+    wanted = [p[0] for p in placed]          # bottom to top (y decreasing)
+    ys = []
+    for w in wanted:
+        ys.append(min(w, ys[-1] - gap) if ys else w)
+    if ys and ys[-1] < top:
+        ys[-1] = top
+        for i in range(len(ys) - 2, -1, -1):
+            ys[i] = max(ys[i], ys[i + 1] + gap)
+    for (cy, y0, y1, s, colour), ly in zip(placed, ys):
+        a, b = s["mem"], s["end"]
+        svg.line(px0 + pw, cy, lx - 4, ly - 4, colour, 1)
         svg.text(lx, ly, f"{hex_range(a, b)}", size=12, family=MONO, weight="bold",
                  fill="#222")
         detail = f"memsz {s['memsz']:#x}, bufsz {s['bufsz']:#x}"
         if s["bufsz"] < s["memsz"]:
-            detail += f" (+{human_size(s['memsz'] - s['bufsz'])} zeroed)"
-        svg.text(lx, ly + 13, detail + "  " + _short(s["source"], 44), size=10, fill="#555")
+            detail += f" (+{human_size(s['memsz'] - s['bufsz'])} zero-filled)"
+        svg.text(lx, ly + 13, detail, size=10, fill="#444")
+        source = s["source"] if len(s["source"]) <= 70 else s["source"][:69] + "…"
+        svg.text(lx, ly + 25, source, size=10, fill="#666", extra='font-style="italic"')
     # Top and bottom address of the window.
     svg.text(px0 - 8, bottom + 4, f"{start:#x}", size=10, anchor="end", family=MONO)
     svg.text(px0 - 8, top + 4, f"{end:#x}", size=10, anchor="end", family=MONO)
