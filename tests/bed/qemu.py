@@ -542,6 +542,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           "(about 30 s) ...", flush=True)
     res = run_kdump_cycle(cfg)
     print()
+    print(f"loaded: {args.format} {image} ({image.stat().st_size / 2**20:.1f} MiB), initrd "
+          f"{initrd.name} ({initrd.stat().st_size / 2**20:.1f} MiB), with {args.loader}")
     print(res.summary())
     if res.snapshot:
         print(f"snapshot: {res.snapshot}")

@@ -98,20 +98,27 @@ def config_for(bed: Bed, loader: str, case: Case, run_dir) -> CycleConfig:
 class CyclePool:
     """Runs every (loader, case) boot, PARALLEL at a time, starting all at first use."""
 
-    def __init__(self, bed: Bed, tmp_factory):
+    def __init__(self, bed: Bed, tmp_factory, wanted):
         self.bed, self.tmp_factory = bed, tmp_factory
+        self.wanted = [key for key in PARAMS if key in wanted]
         self.lock = threading.Lock()
         self.pool: Optional[ThreadPoolExecutor] = None
         self.futures: Dict[Tuple[str, Case], Future] = {}
 
+    def _submit(self, key):
+        cfg = config_for(self.bed, *key, self.tmp_factory.mktemp(param_id(key)))
+        self.futures[key] = self.pool.submit(run_kdump_cycle, cfg)
+
     def get(self, loader: str, case: Case) -> CycleResult:
+        key = (loader, case)
         with self.lock:
             if self.pool is None:
                 self.pool = ThreadPoolExecutor(PARALLEL, thread_name_prefix="kdump")
-                for key in PARAMS:
-                    cfg = config_for(self.bed, *key, self.tmp_factory.mktemp(param_id(key)))
-                    self.futures[key] = self.pool.submit(run_kdump_cycle, cfg)
-        return self.futures[(loader, case)].result()
+                for k in self.wanted:
+                    self._submit(k)
+            if key not in self.futures:
+                self._submit(key)
+        return self.futures[key].result()
 
     def close(self):
         if self.pool is not None:
@@ -119,8 +126,15 @@ class CyclePool:
 
 
 @pytest.fixture(scope="session")
-def cycles(bed, tmp_path_factory):
-    pool = CyclePool(bed, tmp_path_factory)
+def cycles(bed, tmp_path_factory, request):
+    # Boot only what the selected tests need (e.g. with -k), all of it from the start.
+    wanted = set()
+    for item in request.session.items:
+        spec = getattr(item, "callspec", None)
+        for name in ("cycle", "param"):
+            if spec is not None and name in spec.params and spec.params[name] in PARAMS:
+                wanted.add(spec.params[name])
+    pool = CyclePool(bed, tmp_path_factory, wanted)
     yield pool
     pool.close()
 
