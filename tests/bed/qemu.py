@@ -13,8 +13,9 @@ Every run has its own folder (serial log with host timestamps, config, results),
 cycles can run in parallel. QEMU is always TCG (`-accel tcg -cpu max`), `-no-reboot`,
 `panic=1` in both kernels, and killed after `timeout` seconds.
 
-Paths given to the loader must be visible in the guest's chroot: anywhere on the host's
-root file system except under /tmp (the chroot mounts a tmpfs there).
+Paths given to the loader are host paths and work unchanged in the guest's chroot. The
+chroot has a tmpfs on /tmp; the host's /tmp entries that hold paths the guest needs (the
+loader's files, the Python, the repository) are bound through it (BED_TMP_KEEP).
 """
 
 from __future__ import annotations
@@ -221,13 +222,27 @@ class CycleResult:
                 and "elfcorehdr=" in self.capture_cmdline)
 
 
-def _check_visible(argv: Sequence[str]) -> None:
-    for arg in argv:
-        for path in re.findall(r"(?:^|=)(/[^\s,]*)", arg):
-            p = os.path.realpath(path)
-            if p == "/tmp" or p.startswith("/tmp/"):
-                raise BedError(f"loader argument {arg!r}: {p} is under /tmp, which the guest's "
-                               "chroot hides behind a tmpfs; put it elsewhere")
+def tmp_entries(paths: Sequence[str]) -> List[str]:
+    """First components of the paths under /tmp (also inside `--opt=/path` arguments)."""
+    found = set()
+    for arg in paths:
+        for path in re.findall(r"(?:^|=)(/[^\s,]*)", str(arg)):
+            for p in {os.path.abspath(path), os.path.realpath(path)}:
+                parts = p.split("/")
+                if len(parts) > 2 and parts[1] == "tmp" and parts[2]:
+                    found.add(parts[2])
+    bad = [e for e in found if not re.fullmatch(r"[\w.+-]+", e) or e == "results"]
+    if bad:
+        raise BedError(f"cannot pass /tmp/{bad[0]} into the guest: rename it")
+    return sorted(found)
+
+
+def _guest_needs(cfg: "CycleConfig") -> List[str]:
+    """Host paths the guest's chroot uses: the loader's arguments, the Python, the code."""
+    paths = [str(GUEST_DIR), sys.executable, sys.prefix, sys.base_prefix]
+    paths += [p for p in sys.path if p.startswith("/")]
+    paths += list(cfg.loader_argv or [])
+    return paths
 
 
 def _config_sh(values: Dict[str, str]) -> str:
@@ -298,13 +313,11 @@ def run_kdump_cycle(cfg: CycleConfig) -> CycleResult:
         raise BedError(f"{QEMU}: not installed (apt-get install qemu-system-x86)")
     kernel = cfg.kernel or get_kernel()
     initrd = get_initramfs(kernel)
-    if cfg.loader_argv:
-        _check_visible(cfg.loader_argv)
-    _check_visible([str(GUEST_DIR), sys.executable])
+    tmp_keep = tmp_entries(_guest_needs(cfg))
     run_dir = Path(cfg.run_dir) if cfg.run_dir else new_run_dir(cfg.name)
     run_dir.mkdir(parents=True, exist_ok=True)
     for attempt in range(1, max(1, cfg.attempts) + 1):
-        res = _boot_once(cfg, kernel, initrd, run_dir)
+        res = _boot_once(cfg, kernel, initrd, run_dir, tmp_keep)
         res.attempts = attempt
         if res.stage1_result != "no-crash-region" or attempt >= cfg.attempts:
             break
@@ -315,7 +328,8 @@ def run_kdump_cycle(cfg: CycleConfig) -> CycleResult:
     return res
 
 
-def _boot_once(cfg: CycleConfig, kernel: Kernel, initrd: Path, run_dir: Path) -> CycleResult:
+def _boot_once(cfg: CycleConfig, kernel: Kernel, initrd: Path, run_dir: Path,
+               tmp_keep: Sequence[str]) -> CycleResult:
     results = run_dir / "results"
     if results.exists():
         shutil.rmtree(results)
@@ -327,7 +341,8 @@ def _boot_once(cfg: CycleConfig, kernel: Kernel, initrd: Path, run_dir: Path) ->
         "require_crash_region": "crashkernel=" in cfg.cmdline_extra,
     }, indent=1))
     (results / "config.sh").write_text(_config_sh({
-        "BED_PYTHON": sys.executable, "BED_GUEST": str(GUEST_DIR)}))
+        "BED_PYTHON": sys.executable, "BED_GUEST": str(GUEST_DIR),
+        "BED_TMP_KEEP": " ".join(tmp_keep)}))
     argv = qemu_argv(cfg, kernel, initrd, results)
     (run_dir / "qemu-argv.txt").write_text(shlex.join(argv) + "\n")
     res = CycleResult(config=cfg, run_dir=run_dir, serial_log=run_dir / "serial.log",

@@ -16,7 +16,7 @@ from elftools.elf.elffile import ELFFile
 
 from tests.bed import initramfs
 from tests.bed.kernels import BedError, bzimage_payload, extract_vmlinux, get_kernel
-from tests.bed.qemu import LOADERS, _check_visible, loader_argv
+from tests.bed.qemu import LOADERS, loader_argv, tmp_entries
 from tests.conftest import require
 
 FAKE_ELF = b"\x7fELF\x02\x01\x01" + bytes(57) + b"kernel body" * 100
@@ -72,10 +72,12 @@ def test_loader_argv_shape():
     assert argv == ["/usr/sbin/kexec", "-d", "-p", "/k", "--args-linux", "--initrd=/i", "--append=x y"]
 
 
-def test_paths_under_tmp_are_refused():
-    with pytest.raises(BedError, match="/tmp"):
-        _check_visible(["--initrd=/tmp/x/initrd.img"])
-    _check_visible(["--initrd=/var/cache/initrd.img", "--append=console=ttyS0"])
+def test_tmp_entries_the_guest_must_keep():
+    assert tmp_entries(["--initrd=/tmp/x/initrd.img", "/tmp/k", "/var/tmp/y",
+                        "--append=console=ttyS0 root=/tmp/z", "/tmp", "/tmp/"]) == ["k", "x", "z"]
+    assert tmp_entries(["/usr/sbin/kexec", "-p", "/boot/vmlinuz"]) == []
+    with pytest.raises(BedError):
+        tmp_entries(["/tmp/results/x"])      # the guest's own results folder
 
 
 @pytest.mark.e2e
