@@ -66,26 +66,31 @@ SEGMENT_COLOUR = {
 # Scale: heights for a list of sizes, to scale where possible
 
 def allocate(sizes: Sequence[int], mins: Sequence[float], total: float,
-             cap_fraction=0.45) -> Tuple[List[float], List[bool]]:
-    """Pixel lengths for `sizes` summing to `total`: one linear scale for all, each length
-    at least its `mins` and at most its cap (`cap_fraction` of `total`, one number or one
-    per size). Returns (lengths, broken): broken marks the sizes cut to their cap, which
-    are drawn with a broken axis. Sizes at their minimum are enlarged (too small to see)."""
+             thresholds: Optional[Sequence[float]] = None) -> Tuple[List[float], List[bool]]:
+    """Pixel lengths for `sizes` summing to `total`.
+
+    Up to its threshold a size is drawn to one common linear scale; beyond it only the
+    logarithm of the excess counts (T * (1 + log2(size / T))), and the size is marked
+    broken: drawn with a broken axis. Every length is at least its `mins` (sizes too small
+    to see are enlarged). Bigger sizes with the same threshold are never drawn shorter.
+    The default threshold is an eighth of the largest size."""
     n = len(sizes)
     if n == 0:
         return [], []
-    fractions = list(cap_fraction) if isinstance(cap_fraction, (list, tuple)) else [cap_fraction] * n
+    if thresholds is None:
+        thresholds = [max(max(sizes) / 8, 1)] * n
+    weights = []
+    for size, t in zip(sizes, thresholds):
+        t = max(t, 1)
+        weights.append(size if size <= t else t * (1 + math.log2(size / t)))
     min_total = sum(mins)
     if min_total >= total:
         f = total / min_total
         return [m * f for m in mins], [False] * n
-    caps = [max(c * total, m) for c, m in zip(fractions, mins)]
 
     def fill(k):
-        return sum(max(m, min(k * s, c)) for s, m, c in zip(sizes, mins, caps))
+        return sum(max(m, k * w) for w, m in zip(weights, mins))
 
-    if fill(float("inf")) < total:   # everything capped and still short: lift the caps
-        caps = [total] * n
     lo, hi = 0.0, 1.0
     while fill(hi) < total and hi < 1e300:
         hi *= 2
@@ -95,10 +100,10 @@ def allocate(sizes: Sequence[int], mins: Sequence[float], total: float,
             lo = mid
         else:
             hi = mid
-    k = hi
-    lengths = [max(m, min(k * s, c)) for s, m, c in zip(sizes, mins, caps)]
+    lengths = [max(m, hi * w) for w, m in zip(weights, mins)]
     scale = total / sum(lengths)
-    return [x * scale for x in lengths], [k * s > c * 1.0001 for s, c in zip(sizes, caps)]
+    return ([x * scale for x in lengths],
+            [size > max(t, 1) * 1.0001 for size, t in zip(sizes, thresholds)])
 
 
 # ------------------------------------------------------------------------------------------
@@ -172,9 +177,12 @@ def memory_blocks(facts: Dict[str, Any], machine=None, fold_low: bool = True) ->
     """The address space from 0 to the top of the map as non-overlapping blocks."""
     ranges = _typed_ranges(facts, machine)
     windows = [(w["start"], w["end"]) for w in facts["crash_windows"]]
+    seg_top = max((s["end"] for s in facts["segments"] if s["mem"] is not None), default=0)
     if not ranges:
-        return []
-    top = max(e for _s, e, _c, _n in ranges)
+        if not seg_top:
+            return []
+        ranges = [(0, seg_top, "hole", "not described by the plan")]
+    top = max(max(e for _s, e, _c, _n in ranges), seg_top)
     # Paint in order of priority on a list of boundaries: later wins.
     priority = {"hole": 0, "device": 1, "ram": 2, "pmem": 2, "reserved": 3, "unusable": 3,
                 "acpi": 4, "nvs": 4}
@@ -305,8 +313,8 @@ def _zigzag(svg: _Svg, x0: float, x1: float, y: float) -> None:
             f'transform="translate(0,3.5)"/>')
 
 
-def _lay_out(blocks: List[Block], top: float, bottom: float, mins, caps) -> None:
-    heights, broken = allocate([b.size for b in blocks], mins, bottom - top, caps)
+def _lay_out(blocks: List[Block], top: float, bottom: float, mins, thresholds) -> None:
+    heights, broken = allocate([b.size for b in blocks], mins, bottom - top, thresholds)
     y = bottom
     for b, h, br in zip(blocks, heights, broken):
         b.y1, b.y0, b.broken = y, y - h, br
@@ -357,9 +365,17 @@ def render_svg(plan: Plan, machine=None) -> str:
         svg.add("</svg>")
         return "\n".join(svg.parts) + "\n"
     blocks = memory_blocks(facts, machine)
+    if not blocks:
+        svg.text(40, 140, "Nothing to draw: the plan has no segments.", size=15)
+        svg.add("</svg>")
+        return "\n".join(svg.parts) + "\n"
     mins = [34 if b.cat == "crash" else (22 if b.cat == "low" else 3) for b in blocks]
-    caps = [0.1 if b.cat in ("hole", "device", "pmem") else 0.45 for b in blocks]
-    _lay_out(blocks, TOP, BOTTOM, mins, caps)
+    largest = max(b.size for b in blocks)
+    crash = max((b.size for b in blocks if b.cat == "crash"), default=0)
+    to_scale = max(crash, largest / 16)
+    thresholds = [to_scale / 8 if b.cat in ("hole", "device", "pmem") else to_scale
+                  for b in blocks]
+    _lay_out(blocks, TOP, BOTTOM, mins, thresholds)
     _overview(svg, blocks, facts)
     window = _main_window(facts)
     seg_boxes = {}
@@ -432,7 +448,7 @@ def _overview(svg: _Svg, blocks: List[Block], facts) -> None:
                         f'<title>PT_NOTE {escape(p["what"])} at {p["paddr"]:#x}</title></path>')
     # Segments at their true place inside the crash window(s).
     for seg in facts["segments"]:
-        if seg["mem"] is None or not seg["in_crash_window"]:
+        if seg["mem"] is None:
             continue
         ya, yb = _y_of(blocks, seg["end"]), _y_of(blocks, seg["mem"])
         svg.rect(x0 + 6, ya, w - 12, max(yb - ya, 1.5), SEGMENT_COLOUR.get(seg["kind"], "#888"),
@@ -487,7 +503,9 @@ def _window_panel(svg: _Svg, plan: Plan, facts, blocks, window) -> Dict[int, Tup
         items.append((cur, end, None))
     mins = [30 if s is not None else 14 for _a, _b, s in items]
     top, bottom = TOP + 8, BOTTOM - 8
-    heights, broken = allocate([b - a for a, b, _s in items], mins, bottom - top, 0.3)
+    biggest = max((b - a for a, b, s in items if s is not None), default=1)
+    heights, broken = allocate([b - a for a, b, _s in items], mins, bottom - top,
+                               [biggest if s is not None else biggest / 4 for _a, _b, s in items])
     # Zoom lines from the window in the overview.
     wblock = next((b for b in blocks if b.cat == "crash" and b.start <= start < b.end), None)
     if wblock is not None:
@@ -571,7 +589,8 @@ def _low_strip(svg: _Svg, facts, blocks: List[Block], seg_boxes, machine) -> Non
     pieces = []
     for s, e, cat, name in _low_pieces(facts, machine):
         pieces.append((s, e, cat, name))
-    widths, _ = allocate([e - s for s, e, _c, _n in pieces], [26] * len(pieces), x1 - x0, 1.0)
+    widths, _ = allocate([e - s for s, e, _c, _n in pieces], [26] * len(pieces), x1 - x0,
+                         [LOW_END] * len(pieces))
     svg.text(x0, y0 - 10, "first 1 MiB, enlarged", size=13, weight="bold")
     # Zoom lines from the overview's low block.
     svg.add(f'<polygon points="{120:.1f},{low.y1:.1f} {176:.1f},{low.y1:.1f} {x1:.1f},{y0:.1f} '

@@ -156,3 +156,20 @@ def test_functions_are_pure():
     plan = labelled_plan()
     assert plan_report(plan) == plan_report(plan)
     assert describe_plan(plan) == describe_plan(plan)
+
+
+def test_loader_notes_label_notes_and_symbols():
+    labels = ["CPU 5 notes", "vmcoreinfo", "kernel text", "RAM backup", "RAM", "RAM"]
+    regions = [[0x39E00000, 0x3F98000], [0x3DF4E000, 0x6000]]
+    plan = labelled_plan({"core_header": labels, "purgatory_symbols": {
+        "panic_kernel": 1, "sha256_regions": regions,
+        "symbol_addresses": {"panic_kernel": PURGATORY_AT + 0x5100}}})
+    phdrs = describe_plan(plan)["elf_core_header"]["program_headers"]
+    assert phdrs[0]["cpu"] == 5 and phdrs[1]["stands_for"] == "vmcoreinfo"
+    text = plan_report(plan)
+    assert f"panic_kernel = 0x1  (at {PURGATORY_AT + 0x5100:#x})" in text
+    listed = re.findall(r"^\s+(0x[0-9a-f]+) \+ (0x[0-9a-f]+)\s+segment #(\d+)", text, re.M)
+    assert [(int(a, 16), int(n, 16)) for a, n, _i in listed] == [tuple(r) for r in regions]
+    assert [int(i) for *_x, i in listed] == [2, 3]
+    unchecked = next(l for l in text.splitlines() if "not checked" in l)
+    assert {int(i) for i in re.findall(r"#(\d+)", unchecked)} == {0, 1, 4, 5, 6}

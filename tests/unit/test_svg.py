@@ -12,6 +12,7 @@ import zlib
 
 import pytest
 
+from pykexec.plan import Plan, Segment
 from pykexec.svg import allocate, render_svg, write_svg
 from tests.conftest import require
 from tests.unit._plans import BACKUP_AT, CRASH, file_load_plan, labelled_plan
@@ -77,17 +78,30 @@ def test_file_load_plan_renders():
 def test_allocate_breaks_the_axis_for_huge_ranges_and_enlarges_tiny_ones():
     GiB, MiB = 1 << 30, 1 << 20
     sizes = [64 * GiB, 256 * MiB, 4096, 1 * GiB]
-    lengths, broken = allocate(sizes, [3, 34, 20, 3], 800)
-    assert abs(sum(lengths) - 800) < 1e-6
+    lengths, broken = allocate(sizes, [3, 3, 20, 3], 800, [1 * GiB] * 4)
+    assert sum(lengths) == pytest.approx(800)
     assert broken == [True, False, False, False]
-    assert lengths[0] <= 0.45 * 800 + 1e-6
-    # 256 MiB and 1 GiB are to scale with each other; 4 KiB got its minimum.
-    assert lengths[3] / lengths[1] == pytest.approx(4, rel=1e-3)
-    assert lengths[2] == pytest.approx(20, rel=1e-3)
+    # Up to the threshold, to scale; the 4 KiB range got its minimum; 64 GiB is drawn
+    # longer than 1 GiB but far shorter than 64 times.
+    assert lengths[3] / lengths[1] == pytest.approx(4, rel=1e-6)
+    assert lengths[2] == pytest.approx(20, rel=1e-6)
+    assert lengths[3] < lengths[0] < 16 * lengths[3]
+
+
+def test_allocate_is_monotone_and_fills_the_space():
+    import random
+    rng = random.Random(5)
+    for _ in range(50):
+        sizes = [rng.choice([1 << rng.randrange(12, 40), rng.randrange(1, 1 << 36)])
+                 for _ in range(rng.randrange(1, 30))]
+        lengths, _broken = allocate(sizes, [3] * len(sizes), 700)
+        assert sum(lengths) == pytest.approx(700)
+        for (s1, l1), (s2, l2) in zip(sorted(zip(sizes, lengths)), sorted(zip(sizes, lengths))[1:]):
+            assert l2 >= l1 - 1e-9
 
 
 def test_allocate_is_linear_when_everything_fits():
-    lengths, broken = allocate([100, 300, 600], [1, 1, 1], 1000, 1.0)
+    lengths, broken = allocate([100, 300, 600], [1, 1, 1], 1000, [600] * 3)
     assert lengths == pytest.approx([100, 300, 600]) and not any(broken)
 
 
@@ -172,3 +186,25 @@ def test_chromium_shows_a_picture(tmp_path):
     # The segment colours are on screen (the crash window panel was drawn).
     colours = {bytes.fromhex(c) for c in ("c8434a", "8a6248")}   # purgatory, backup boxes
     assert colours & set(samples)
+
+
+@pytest.mark.parametrize("drop", range(7))
+def test_plans_missing_a_segment_still_render(drop):
+    base = labelled_plan()
+    segs = [s for i, s in enumerate(base.segments) if i != drop]
+    plan = Plan(base.arch, base.syscall, base.flags, base.entry, None, segs)
+    svg = render_svg(plan)
+    joined = "\n".join(texts(svg))
+    for s in segs:
+        assert f"{s.mem:#x}" in joined
+
+
+def test_unusual_plans_render():
+    lone = Plan("x86_64", "kexec_load", 0x3E0000, 0x100000, None,
+                [Segment(0x100000, 0x1000, b"x" * 10, "kernel", "k")])
+    high = Plan("x86_64", "kexec_load", 0x3E0001, None, None,
+                [Segment(0xFFFFFFFFF000, 0x1000, b"x", "unknown", "")])
+    empty = Plan("x86_64", "kexec_load", 0x3E0001, None, None, [])
+    for plan in (lone, high, empty):
+        ET.fromstring(render_svg(plan))
+    assert "0x100000" in "\n".join(texts(render_svg(lone)))
