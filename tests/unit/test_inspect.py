@@ -308,3 +308,43 @@ def test_snapshot_warns_when_kptr_restrict_hides_symbols(tmp_path):
     # Real addresses: no warning.
     (root / "proc" / "kallsyms").write_text("ffffffff81000000 T _text\n0000000000000000 A fixed\n")
     assert snapshot_problems(str(root)) == (None, [])
+
+
+def test_snapshot_of_the_live_machine_needs_root(monkeypatch):
+    from pykexec import snapcheck
+    monkeypatch.setattr(snapcheck.os, "geteuid", lambda: 1000)
+    fatal, _ = snapcheck.snapshot_problems("/")
+    assert fatal is not None and fatal.startswith("needs root: /proc/iomem")
+
+
+def test_iomem_and_kallsyms_hidden_rules():
+    from pykexec.snapcheck import iomem_hidden, kallsyms_hidden
+    assert iomem_hidden("00000000-00000000 : System RAM\n  00000000-00000000 : Kernel code\n")
+    assert not iomem_hidden("00000000-00000fff : Reserved\n")
+    assert not iomem_hidden("")                       # nothing listed: nothing hidden
+    assert kallsyms_hidden([b"0000000000000000 T _text\n", b"0000000000000000 t x\n"])
+    assert not kallsyms_hidden([b"0000000000000000 A fixed\n", b"ffffffff81000000 T _text\n"])
+
+
+I386_REGS = ("ebx", "ecx", "edx", "esi", "edi", "ebp", "eax", "ds", "es", "fs", "gs",
+             "orig_eax", "eip", "cs", "eflags", "esp", "ss")
+
+
+def test_elf32_vmcore_registers(tmp_path):
+    """i386 struct elf_prstatus: pr_pid at 24, pr_reg (17 longs) at 72."""
+    regs = [0x100 + i for i in range(17)]
+    head = bytearray(72)
+    struct.pack_into("<I", head, 24, 77)
+    notes = note("CORE", 1, bytes(head) + struct.pack("<17I", *regs) + bytes(4))
+    phoff = 52
+    notes_off = phoff + 32
+    ehdr = struct.pack("<4sBBBBB7xHHIIIIIHHHHHH", b"\x7fELF", 1, 1, 1, 0, 0, 4, 3, 1, 0,
+                       phoff, 0, 0, 52, 32, 1, 0, 0, 0)
+    ph = struct.pack("<IIIIIIII", 4, notes_off, 0, 0, len(notes), len(notes), 0, 0)
+    path = tmp_path / "vmcore32"
+    path.write_bytes(ehdr + ph + notes)
+    text = inspect_path(str(path))
+    assert "ELF32 core for i386" in text and "pid 77" in text
+    block = text.split("CPU 0 (note 0)")[1]
+    assert dict((k, int(v, 16)) for k, v in re.findall(r"(\w+)=(0x[0-9a-f]+)", block)) == \
+        dict(zip(I386_REGS, regs))
