@@ -125,8 +125,12 @@ def _act(request) -> int:
     if request.save_plan:
         from pykexec.plan import save_plan
         save_plan(plan, request.save_plan)
+    if request.svg:
+        from pykexec.svg import write_svg
+        write_svg(plan, machine, request.svg)
     if request.dry_run or request.debug:
-        print_plan(plan, as_json=request.json, out=sys.stdout if request.dry_run else sys.stderr)
+        print_plan(plan, as_json=request.json, out=sys.stdout if request.dry_run else sys.stderr,
+                   machine=machine)
     if request.dry_run:
         return 0
     try:

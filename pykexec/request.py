@@ -81,6 +81,7 @@ OPTIONS: Tuple[Tuple[str, bool, str], ...] = (
     ("dry-run", False, "do everything but the syscall, and print the plan"),
     ("save-plan", True, "write the plan folder here"),
     ("json", False, "with --dry-run: print the plan as JSON"),
+    ("svg", True, "draw where every segment goes into this SVG file"),
 )
 LONG_OPTIONS = [name + ("=" if arg else "") for name, arg, _ in OPTIONS]
 SHORT_TO_LONG = {"h": "help", "?": "?", "v": "version", "d": "debug", "f": "force",
@@ -139,6 +140,7 @@ class Request:
     dry_run: bool = False
     save_plan: Optional[str] = None
     json: bool = False
+    svg: Optional[str] = None
     unsupported: Tuple[str, ...] = ()  # options accepted by kexec that pykexec cannot honour here
     loader_options_seen: Tuple[str, ...] = ()
 
@@ -280,6 +282,8 @@ def parse_args(argv: List[str]) -> Request:
             r = replace(r, save_plan=value)
         elif name == "json":
             r = replace(r, json=True)
+        elif name == "svg":
+            r = replace(r, svg=value)
         else:
             unsupported.append("--" + name)
     if r.no_ifdown:

@@ -87,4 +87,5 @@ class CrashLoad:
             notes={"format": self.format_name, "crash_window": [self.window.start, self.window.end],
                    "purgatory_symbols": symbols, "warnings": self.warnings,
                    "core_header": [p.what for p in crash.core_header.phdrs],
-                   "capture_map_messages": list(crash.capture_map.messages), **notes})
+                   "capture_map_messages": list(crash.capture_map.messages),
+                   "user_cmdline": self.inputs.cmdline, **notes})
