@@ -221,3 +221,17 @@ def test_oracle_is_faithful_to_the_guest(param, cycles):
     assert [(s.mem, s.memsz, s.bufsz) for s in plan.segments] == sorted(guest.segments)
     # The oracle's own -d output agrees too (same parser, same numbers).
     assert host is not None and host.segments == guest.segments
+
+
+def test_failed_load_is_reported_and_powers_off(bed, tmp_path):
+    """A loader that fails: no panic into nothing, QEMU exits on its own, the result says why."""
+    argv = loader_argv(LOADERS["kexec"], "/nonexistent/vmlinuz", bed.initrd)
+    res = run_kdump_cycle(CycleConfig(loader_argv=argv, pattern_mib=4, run_dir=tmp_path,
+                                      kernel=bed.kernel, timeout=120, name="failed-load"))
+    assert not res.timed_out, res.describe()
+    assert res.stage1_result == "load-failed", res.describe()
+    assert res.loader_exit not in (0, None) and "nonexistent" in res.loader_stderr
+    assert res.crash_loaded == 0
+    assert not res.captured and not res.ok
+    assert res.qemu_exit == (3 << 1) | 1      # stage 1's status through isa-debug-exit
+    assert res.serial_log.is_file() and "BED: load failed" in res.serial_log.read_text()
