@@ -158,6 +158,7 @@ def test_capture_kernel_boots_with_elfcorehdr(cycle):
     assert cycle.captured, cycle.describe()
     assert "elfcorehdr=" in cycle.capture_cmdline, cycle.capture_cmdline
     assert DEFAULT_APPEND in cycle.capture_cmdline
+    assert "Linux version" in cycle.capture_dmesg and "nr_cpus=1" in cycle.capture_dmesg
     assert not cycle.timed_out and not cycle.errors, cycle.describe()
 
 
