@@ -277,6 +277,9 @@ def qemu_argv(cfg: CycleConfig, kernel: Kernel, initrd: Path, results: Path) -> 
     ]
 
 
+_ANSI = re.compile(r"\x1b(?:\[[0-9;?]*[A-Za-z]|.)|\r")   # terminal escapes, carriage returns
+
+
 class _SerialReader(threading.Thread):
     """Copies QEMU's console to a log with host timestamps and notes the BED markers."""
 
@@ -295,7 +298,7 @@ class _SerialReader(threading.Thread):
             log.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} serial console, [seconds since QEMU start]\n")
             for raw in iter(self.stream.readline, b""):
                 t = time.monotonic() - self.t0
-                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                line = _ANSI.sub("", raw.decode("utf-8", "replace").rstrip("\r\n"))
                 log.write(f"[{t:8.3f}] {line}\n")
                 if "BED: stage1 init" in line:
                     self.mark("stage1_init", t)
