@@ -302,8 +302,9 @@ class _SerialReader(threading.Thread):
                 log.write(f"[{t:8.3f}] {line}\n")
                 if "BED: stage1 init" in line:
                     self.mark("stage1_init", t)
-                elif "BED: panic" in line:
-                    self.mark("panic", t)
+                elif ("BED: panic" in line or "sysrq: Trigger a crash" in line
+                      or "Kernel panic - not syncing" in line):
+                    self.mark("panic", t)   # the first of them (the tty may lose BED's)
                 elif "BED: stage2 init" in line:
                     self.mark("stage2_init", t)
                 elif "Linux version" in line and "panic" in self.marks:

@@ -118,6 +118,12 @@ def main(results):
         save()
         os.sync()
         print("BED: panic", flush=True)
+        try:  # let the serial line carry the marker before the panic stops the tty
+            import termios
+            termios.tcdrain(sys.stdout.fileno())
+        except (ImportError, OSError):
+            pass
+        time.sleep(0.1)
         with open("/proc/sysrq-trigger", "w") as f:
             f.write("c")
         time.sleep(30)
