@@ -38,6 +38,7 @@ from tests.bed.initramfs import GUEST_DIR, get_initramfs
 from tests.bed.kernels import BedError, Kernel, cache_root, get_kernel
 
 QEMU = os.environ.get("PYKEXEC_BED_QEMU", "qemu-system-x86_64")
+REPO_ROOT = GUEST_DIR.parents[2]
 DEFAULT_APPEND = "console=ttyS0 irqpoll nr_cpus=1 reset_devices panic=1"
 PANIC_LINE = "sysrq triggered crash"
 
@@ -346,6 +347,8 @@ def _boot_once(cfg: CycleConfig, kernel: Kernel, initrd: Path, run_dir: Path,
     }, indent=1))
     (results / "config.sh").write_text(_config_sh({
         "BED_PYTHON": sys.executable, "BED_GUEST": str(GUEST_DIR),
+        # the repository, so pykexec imports in the guest even if not installed there
+        "BED_PYTHONPATH": str(REPO_ROOT),
         "BED_TMP_KEEP": " ".join(tmp_keep)}))
     argv = qemu_argv(cfg, kernel, initrd, results)
     (run_dir / "qemu-argv.txt").write_text(shlex.join(argv) + "\n")
