@@ -85,6 +85,39 @@ X86_64_CFLAGS: Tuple[str, ...] = (
 )
 
 
+# The i386 purgatory: the same freestanding rules for 32-bit code.  It runs in flat
+# protected mode with paging off, below 4 GiB, so plain absolute addressing is right.
+I386_CFLAGS: Tuple[str, ...] = (
+    "-m32",
+    "-std=gnu11",
+    "-Wall",
+    "-Wextra",
+    "-ffreestanding",
+    "-fno-builtin",
+    "-nostdlib",
+    "-fno-PIC",
+    "-fno-PIE",
+    "-fno-stack-protector",
+    # Debian's 32-bit kernels need a 686 anyway; no later ISA.
+    "-march=i686",
+    "-mtune=generic",
+    "-mno-mmx",
+    "-mno-sse",
+    "-mno-sse2",
+    "-mgeneral-regs-only",
+    "-Os",
+    "-fno-asynchronous-unwind-tables",
+    "-fno-unwind-tables",
+    "-fno-zero-initialized-in-bss",
+    "-fno-common",
+    "-fno-merge-constants",
+    "-fno-tree-loop-distribute-patterns",
+    "-fno-delete-null-pointer-checks",
+    "-fcf-protection=none",
+    "-fno-ident",
+)
+
+
 @dataclass(frozen=True)
 class PurgatorySpec:
     """How to build one architecture's purgatory from ``arch/<arch>/purgatory``."""
@@ -103,10 +136,18 @@ ARCHES = {
         cflags=X86_64_CFLAGS,
         ld_emulation="elf_x86_64",
     ),
+    # SHA-256, the UART and the string functions are portable C shared with x86_64.
+    "i386": PurgatorySpec(
+        arch="i386",
+        sources=("entry32.S", "purgatory.c", "../../x86_64/purgatory/sha256.c",
+                 "../../x86_64/purgatory/serial.c", "../../x86_64/purgatory/string.c"),
+        cflags=I386_CFLAGS,
+        ld_emulation="elf_i386",
+    ),
 }
 
 # Arches setup.py builds when the package is installed.
-BUILD_ARCHES: Tuple[str, ...] = ("x86_64",)
+BUILD_ARCHES: Tuple[str, ...] = ("x86_64", "i386")
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _SOURCE_ROOT = _PACKAGE_DIR.parent  # meaningful only in a source checkout
@@ -214,7 +255,9 @@ def _sources_newer(arch: str, obj: Path) -> bool:
     if not src.is_dir():
         return False  # installed package: no sources to compare with
     built = obj.stat().st_mtime
-    return any(path.stat().st_mtime > built for path in src.iterdir() if path.is_file())
+    shared = [src / name for name in _spec(arch).sources if (src / name).is_file()]
+    return any(path.stat().st_mtime > built
+               for path in [*src.iterdir(), *shared] if path.is_file())
 
 
 @functools.lru_cache(maxsize=None)

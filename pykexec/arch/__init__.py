@@ -9,6 +9,7 @@ from pykexec.errors import LoadError
 
 MODULES = {
     "x86_64": "pykexec.arch.x86_64",
+    **dict.fromkeys(("i386", "i486", "i586", "i686"), "pykexec.arch.i386"),
 }
 
 

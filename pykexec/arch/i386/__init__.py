@@ -1,0 +1,36 @@
+"""i386: the 32-bit x86 kernel of the 2006 kdump document, loaded for a crash dump.
+
+What differs from x86_64 is all here: the 32-bit boot protocol entry (startup_32, with
+esi = boot_params, from this project's i386 purgatory), the i386 crash-memory rules
+(ranges split at the 0x38000000 direct-map limit, highmem without virtual addresses,
+ELF32 core headers unless memory above 4 GiB needs ELF64, EM_386, page offset
+0xc0000000), and the syscall (kexec_load 283, arch value KEXEC_ARCH_DEFAULT as Debian's
+i386 kexec-tools sends it). The boot protocol pieces (setup header, zero page, e820,
+setup_data) and the crash segments (backup, elfcorehdr, capture map) are x86's.
+
+Formats, probed in kexec-tools' i386 order: an ELF vmlinux (elf-x86, with --args-linux
+or --args-none) before a bzImage.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+from pykexec.arch.x86.inputs import choose_format, read_inputs
+from pykexec.machine import Machine
+from pykexec.plan import Plan
+from pykexec.request import Request
+
+NAME = "i386"
+
+
+def formats():
+    from pykexec.arch.i386 import bzimage, elf_x86
+    return (elf_x86, bzimage)
+
+
+def plan_load(request: Request, machine: Machine,
+              random_bytes: Callable[[int], bytes] = os.urandom) -> Plan:
+    inputs = read_inputs(request, machine, random_bytes)
+    return choose_format(inputs, formats(), NAME).load(inputs)

@@ -1,0 +1,84 @@
+"""bzImage: an x86 bzImage entered at its 32-bit entry (startup_32, the load address).
+
+The 32-bit boot protocol: protected mode, paging off, flat CS 0x10 / DS 0x18, esi =
+boot_params, ebx = ebp = edi = 0. A capture kernel must be relocatable (protocol 2.05+):
+it runs wherever the crash region puts it.
+
+Placement follows kexec-tools' i386 loader: backup and elfcorehdr top-down, purgatory
+top-down below 2 GiB, setup (zero page + command line) top-down, then the kernel
+**bottom-up**, aligned as the header's kernel_alignment asks and sized by its init_size
+(the memory it needs while it decompresses; kexec-tools 2.0.25 reserved only the file
+size, later versions init_size), kept below the 0x38000000 direct-map limit and the
+header's initrd_addr_max; the initrd top-down from 16 MiB below initrd_addr_max; the
+setup_data items bottom-up.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from pykexec.arch.i386.crashload import CrashLoad
+from pykexec.arch.x86.bzimage import BzImage, ImageError
+from pykexec.arch.x86.crash import check_cmdline
+from pykexec.errors import LoadError
+from pykexec.plan import Plan
+from pykexec.ranges import align_up
+from pykexec.structs import bootparams as bp
+
+NAME = "bzImage"
+SETUP_MIN_ADDR = 0x3000
+KERNEL_MIN_ADDR = 0x100000
+LOWMEM_MAX = 0x37FFFFFF       # last byte of the i386 direct map
+INITRD_MIN_ADDR = 0x1000000
+PURGATORY_CMDLINE_SPARE = 64  # room after the command line's NUL, as kexec-tools leaves
+
+
+def probe(data: bytes) -> Optional[str]:
+    """None if this is a bzImage (boot protocol 2.00+, loaded high), else why not."""
+    try:
+        image = BzImage.parse(data)
+    except ImageError as err:
+        return str(err)
+    except Exception:  # construct's own errors on short or odd data
+        return "not a bzImage"
+    if image.protocol < 0x0200 or not image.header.loadflags & bp.LOADED_HIGH:
+        return "a zImage (not loaded high): not supported"
+    return None
+
+
+def load(inputs) -> Plan:
+    request = inputs.request
+    image = BzImage.parse(inputs.kernel)
+    header = image.header
+    if request.real_mode:
+        raise LoadError(f"{inputs.kernel_path}: a capture kernel cannot be entered in real mode "
+                        "(--real-mode)")
+    if not image.relocatable:
+        raise LoadError(f"{inputs.kernel_path}: this bzImage is not relocatable (boot protocol "
+                        f"{image.protocol >> 8}.{image.protocol & 0xff}, relocatable_kernel "
+                        "unset), so it cannot run in the crash region")
+    if image.protocol >= 0x0206:
+        check_cmdline(inputs.cmdline, header.cmdline_size, inputs.kernel_path)
+    load = CrashLoad(inputs, NAME)
+    cmdline = load.place_crash_segments()
+    load.place_purgatory()
+    setup_size = max(image.setup_size, 4096)  # the command line follows the setup area
+    setup_len = setup_size + len(cmdline) + 1 + PURGATORY_CMDLINE_SPARE
+    setup_addr = load.layout.place(setup_len, "boot_params",
+                                   "zero page from the bzImage's setup header, then the command line",
+                                   align=16, low=SETUP_MIN_ADDR)
+    pref_address = header.pref_address if image.protocol >= 0x020A else 0
+    initrd_max = header.initrd_addr_max if image.protocol >= 0x0203 else LOWMEM_MAX
+    kernel_addr = load.layout.place(
+        align_up(image.init_size, 4096), "kernel",
+        f"{inputs.kernel_path} (protected-mode part from {image.setup_size:#x}, "
+        f"init_size {image.init_size:#x})",
+        align=header.kernel_alignment, low=max(KERNEL_MIN_ADDR, pref_address),
+        high=min(LOWMEM_MAX, initrd_max) + 1, top_down=False)
+    load.layout.fill(kernel_addr, image.payload)
+    initrd, setup_data = load.place_initrd_and_setup_data(INITRD_MIN_ADDR, initrd_max)
+    cmdline_addr = setup_addr + setup_size
+    zero_page = load.zero_page(image.header_bytes, cmdline_addr, setup_size, initrd, setup_data)
+    load.layout.fill(setup_addr, zero_page + bytes(setup_size - len(zero_page))
+                     + cmdline.encode() + bytes(1 + PURGATORY_CMDLINE_SPARE))
+    return load.finish(eip=kernel_addr, boot_params_addr=setup_addr, cmdline_addr=cmdline_addr)

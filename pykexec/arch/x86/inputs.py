@@ -1,0 +1,58 @@
+"""What an x86 format loader gets: the request, the machine, and the files read once.
+
+Shared by the x86 architectures (i386 uses it; x86_64 keeps its own copy for now).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from pykexec.arch.x86 import cmdline_for
+from pykexec.errors import LoadError
+
+
+@dataclass(frozen=True)
+class LoadInputs:
+    """Everything a format's loader needs, read once."""
+
+    request: object
+    machine: object
+    kernel_path: str
+    kernel: bytes
+    initrd_path: Optional[str]
+    initrd: Optional[bytes]
+    cmdline: str                       # the user's part: reused and/or appended
+    random_bytes: Callable[[int], bytes] = os.urandom
+
+
+def read_file(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as err:
+        raise LoadError(f"{path}: cannot read the {what}: {err.strerror}") from None
+
+
+def read_inputs(request, machine, random_bytes: Callable[[int], bytes] = os.urandom) -> LoadInputs:
+    kernel = read_file(request.kernel, "kernel")
+    initrd = read_file(request.initrd, "initrd") if request.initrd else None
+    return LoadInputs(request, machine, request.kernel, kernel, request.initrd, initrd,
+                      cmdline_for(request, machine), random_bytes)
+
+
+def choose_format(inputs: LoadInputs, candidates, arch: str):
+    """The first format whose probe accepts the kernel (or the one -t names)."""
+    request, kernel = inputs.request, inputs.kernel
+    if request.file_type:
+        chosen = [f for f in candidates if f.NAME == request.file_type]
+        if not chosen:
+            raise LoadError(f"unsupported kernel type {request.file_type} "
+                            f"({arch} knows: {', '.join(f.NAME for f in candidates)})")
+        candidates = chosen
+    for fmt in candidates:
+        if fmt.probe(kernel) is None:
+            return fmt
+    why = "; ".join(f"{f.NAME}: {f.probe(kernel)}" for f in candidates)
+    raise LoadError(f"{inputs.kernel_path}: not an {arch} kernel this loader knows ({why})")
