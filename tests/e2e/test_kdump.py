@@ -23,7 +23,7 @@ import pytest
 from tests.bed.kernels import BedError, Kernel, get_kernel
 from tests.bed.initramfs import get_initramfs
 from tests.bed.qemu import (DEFAULT_APPEND, LOADERS, PANIC_LINE, CycleConfig, CycleResult,
-                            loader_argv, run_kdump_cycle)
+                            loader_argv, ovmf_path, run_kdump_cycle)
 from tests.conftest import require, require_root
 
 pytestmark = pytest.mark.e2e
@@ -40,10 +40,12 @@ class Case:
     memory_mib: int
     cpus: int
     crashkernel: str
+    firmware: str = "bios"
 
     @property
     def name(self) -> str:
-        return f"{self.fmt}-{self.memory_mib // 1024}g-{self.cpus}cpu"
+        suffix = "" if self.firmware == "bios" else f"-{self.firmware}"
+        return f"{self.fmt}-{self.memory_mib // 1024}g-{self.cpus}cpu{suffix}"
 
 
 CASES = (
@@ -52,6 +54,8 @@ CASES = (
     Case("elf", 1024, 2, "crashkernel=256M@16M"),
     # 4 GiB: RAM above 4 GiB, so the core header has a PT_LOAD there too.
     Case("bzimage", 4096, 2, "crashkernel=256M"),
+    # UEFI (OVMF): EFI runtime map and efi_info instead of acpi_rsdp=, an EFI setup_data.
+    Case("bzimage", 1024, 2, "crashkernel=256M", firmware="uefi"),
 )
 # Loaders whose -d output we parse and compare with the oracle.
 DEBUG_LOADERS = {"kexec"}
@@ -90,7 +94,8 @@ def config_for(bed: Bed, loader: str, case: Case, run_dir) -> CycleConfig:
     argv = loader_argv(LOADERS[loader], str(image), bed.initrd, append=DEFAULT_APPEND,
                        extra=extra, debug=debug)
     return CycleConfig(loader_argv=argv, memory_mib=case.memory_mib, cpus=case.cpus,
-                       cmdline_extra=case.crashkernel, pattern_mib=PATTERN_MIB,
+                       cmdline_extra=case.crashkernel, firmware=case.firmware,
+                       pattern_mib=PATTERN_MIB,
                        take_snapshot=debug, name=f"{loader}-{case.name}", run_dir=run_dir,
                        kernel=bed.kernel, timeout=300)
 
@@ -106,11 +111,15 @@ class CyclePool:
         self.futures: Dict[Tuple[str, Case], Future] = {}
 
     def _submit(self, key):
+        if key[1].firmware == "uefi" and ovmf_path() is None:
+            return                            # the test fails (CI) or skips via require()
         cfg = config_for(self.bed, *key, self.tmp_factory.mktemp(param_id(key)))
         self.futures[key] = self.pool.submit(run_kdump_cycle, cfg)
 
     def get(self, loader: str, case: Case) -> CycleResult:
         key = (loader, case)
+        if case.firmware == "uefi":
+            require(ovmf_path() is not None, "UEFI case needs OVMF (apt-get install ovmf)")
         with self.lock:
             if self.pool is None:
                 self.pool = ThreadPoolExecutor(PARALLEL, thread_name_prefix="kdump")
@@ -185,6 +194,16 @@ def test_pattern_check_discriminates_in_the_guest(cycle):
     p = cycle.pattern
     assert p.shifted_checked > 0.99 * p.recorded, p
     assert p.shifted_mismatched == p.shifted_checked, p
+
+
+def test_acpi_rsdp_only_without_efi(cycle):
+    """kexec-tools passes acpi_rsdp= on BIOS machines and EFI data (not acpi_rsdp=) on UEFI."""
+    assert cycle.captured, cycle.describe()
+    if cycle.config.firmware == "uefi":
+        assert "acpi_rsdp=" not in cycle.capture_cmdline
+        assert cycle.snapshot is None or (cycle.snapshot / "sys/firmware/efi/runtime-map").is_dir()
+    else:
+        assert "acpi_rsdp=0x" in cycle.capture_cmdline
 
 
 def test_vmcore_dmesg_shows_the_panic(cycle):
