@@ -129,7 +129,19 @@ def get_initramfs(kernel: Kernel) -> Path:
         tmp = out.with_name(out.name + f".{os.getpid()}.tmp")
         tmp.write_bytes(blob)
         os.rename(tmp, out)
+        _prune(out)
     return out
+
+
+def _prune(keep: Path, age: float = 86400.0) -> None:
+    """Remove initramfs images of the same release unused for a day (older inputs)."""
+    import time
+    for old in keep.parent.glob(keep.name.rsplit("-", 1)[0] + "-*.cpio.gz"):
+        try:
+            if old != keep and time.time() - old.stat().st_atime > age:
+                old.unlink()
+        except OSError:
+            pass
 
 
 if __name__ == "__main__":  # pragma: no cover
