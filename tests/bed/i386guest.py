@@ -1,0 +1,373 @@
+"""The i386 test bed: Debian's 32-bit kernels, a 32-bit Python, kdump cycles under
+qemu-system-i386 (TCG).
+
+Built from Debian's i386 packages (needs `dpkg --add-architecture i386` and an
+`apt-get update`; scripts/setup-host does both), fetched with `apt-get download` and
+unpacked with `dpkg -x` into the bed cache ($PYKEXEC_BED_CACHE or ~/.cache/pykexec-bed):
+
+    i386/linux-image-6.1.0-NN-686[-pae]_<version>/   root/ (boot/vmlinuz-*, modules), vmlinux
+    i386/root-<digest>/                               a 32-bit userland (see `get_root`)
+    i386/initramfs-<release>-<digest>.cpio.gz          busybox (i386) + virtio/9p modules + /init
+
+The guest runs the 32-bit userland from the host through the read-only 9p share, as a
+chroot (tests/bed/guest_i386/init): Debian's python3.11:i386 with pyelftools, construct
+and click (pure Python, copied from the host's site-packages), busybox and Debian's
+kexec-tools:i386 (`kexec`, `vmcore-dmesg`). The host folder is mounted at /host inside
+that chroot, so the repository, the kernels and the results are reached as /host/<host
+path>. Keeping the userland out of the initramfs keeps the capture kernel small: the
+2006 document's crash region is 64 MiB, which could not hold the kernel plus a 40 MiB
+initramfs with Python in it.
+
+One kdump cycle is tests/bed/qemu.py's `run_kdump_cycle` with this module's QEMU binary,
+kernel and initramfs (`run_i386_cycle`); the generic stage scripts run under the 32-bit
+Python, wrapped by guest_i386/stage{1,2}.py, which add the low-memory check: a copy of
+the low 640 KiB read through /proc/kcore before the panic, compared with what
+/proc/vmcore shows for that range in the capture kernel (the backup copy purgatory made).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from tests.bed import initramfs as generic_initramfs
+from tests.bed import qemu as generic_qemu
+from tests.bed.kernels import (BedError, Kernel, cache_lock, cache_root, extract_vmlinux,
+                               package_version, resolve_package)
+
+ARCH = "i386"
+QEMU_I386 = os.environ.get("PYKEXEC_BED_QEMU_I386", "qemu-system-i386")
+GUEST_DIR = Path(__file__).resolve().parent / "guest_i386"
+REPO_ROOT = GUEST_DIR.parents[2]
+FLAVOURS = {"686": "linux-image-686:i386", "686-pae": "linux-image-686-pae:i386"}
+
+# The 32-bit userland: Python and what it links, busybox, Debian's i386 kexec-tools.
+ROOT_PACKAGES = (
+    "libc6", "python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib",
+    "zlib1g", "libexpat1", "libffi8", "libbz2-1.0", "liblzma5", "libuuid1", "libcrypt1",
+    "libzstd1", "busybox-static", "kexec-tools",
+)
+PURE_PYTHON = ("elftools", "construct", "click")
+STDLIB_DROP = ("test", "idlelib", "tkinter", "lib2to3", "ensurepip", "distutils", "turtledemo",
+               "pydoc_data", "sqlite3", "curses", "dbm", "unittest/test")
+ROOT_BUILDER_VERSION = "1"
+INITRAMFS_BUILDER_VERSION = "1"
+APPLETS = ("sh", "dmesg", "env", "cat", "ls", "mount", "sync", "sleep", "dd")
+
+
+def _run(argv, **kw) -> str:
+    try:
+        proc = subprocess.run(argv, check=False, capture_output=True, text=True, **kw)
+    except FileNotFoundError:
+        raise BedError(f"{argv[0]}: not installed") from None
+    if proc.returncode != 0:
+        raise BedError(f"{' '.join(map(str, argv))} failed ({proc.returncode}): "
+                       f"{proc.stderr.strip()[-800:]}")
+    return proc.stdout
+
+
+def _need_i386_apt() -> None:
+    out = _run(["dpkg", "--print-foreign-architectures"])
+    if "i386" not in out.split():
+        raise BedError("Debian's i386 packages are not available: run `dpkg --add-architecture "
+                       "i386 && apt-get update` (scripts/setup-host does)")
+
+
+# --- kernels -----------------------------------------------------------------------------
+
+def get_kernel(flavour: str = "686") -> Kernel:
+    """Debian's current 32-bit kernel package of `flavour` ("686" or "686-pae"), unpacked."""
+    base = cache_root() / ARCH
+    base.mkdir(exist_ok=True)
+    try:
+        _need_i386_apt()
+        package = resolve_package(FLAVOURS[flavour])
+        if not package.endswith(":i386"):
+            package += ":i386"
+        version = package_version(package)
+    except BedError:
+        cached = sorted(p for p in base.glob(f"linux-image-*-{flavour}_*") if (p / "READY").exists())
+        if not cached:
+            raise
+        return _ready(cached[-1])
+    folder = base / f"{package.split(':')[0]}_{version}"
+    if (folder / "READY").exists():
+        return _ready(folder)
+    with cache_lock(f"i386-{folder.name}"):
+        if (folder / "READY").exists():
+            return _ready(folder)
+        tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=base))
+        try:
+            _run(["apt-get", "download", f"{package}={version}"], cwd=tmp)
+            deb = next(tmp.glob("*.deb"))
+            _run(["dpkg", "-x", str(deb), str(tmp / "root")])
+            deb.unlink()
+            release = next((tmp / "root" / "lib" / "modules").iterdir()).name
+            bz = tmp / "root" / "boot" / f"vmlinuz-{release}"
+            (tmp / "vmlinux").write_bytes(extract_vmlinux(bz.read_bytes()))
+            (tmp / "READY").write_text(f"{package.split(':')[0]}\n{version}\n{release}\n")
+            if folder.exists():
+                shutil.rmtree(folder)
+            os.rename(tmp, folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return _ready(folder)
+
+
+def _ready(folder: Path) -> Kernel:
+    package, version, release = (folder / "READY").read_text().split()[:3]
+    return Kernel(package=package, version=version, release=release, folder=folder)
+
+
+# --- the 32-bit userland -----------------------------------------------------------------
+
+def _versions() -> Dict[str, str]:
+    """Candidate versions of ROOT_PACKAGES (one apt-cache call: it is slow to start)."""
+    import re
+    out = _run(["apt-cache", "policy", *(f"{p}:i386" for p in ROOT_PACKAGES)])
+    found = dict(re.findall(r"^(\S+?):i386:\n\s+Installed:.*\n\s+Candidate:\s*(\S+)", out, re.M))
+    missing = [p for p in ROOT_PACKAGES if found.get(p) in (None, "(none)")]
+    if missing:
+        raise BedError(f"apt-cache policy: no i386 candidate for {missing} (apt-get update?)")
+    return {p: found[p] for p in ROOT_PACKAGES}
+
+
+def _host_package_dir(name: str) -> Path:
+    import importlib
+    mod = importlib.import_module(name)
+    return Path(mod.__file__).resolve().parent
+
+
+def root_python_env(root: Path) -> Dict[str, str]:
+    """Environment to run the tree's python3.11 on this (x86_64) host, if it runs i386."""
+    libs = [root / "lib" / "i386-linux-gnu", root / "usr" / "lib" / "i386-linux-gnu"]
+    return {"LD_LIBRARY_PATH": ":".join(map(str, libs)), "PYTHONHOME": str(root / "usr"),
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+
+
+def root_loader(root: Path) -> List[str]:
+    """argv prefix running the tree's python3.11 through the tree's own dynamic loader."""
+    return [str(root / "lib" / "ld-linux.so.2"), "--library-path",
+            f"{root}/lib/i386-linux-gnu:{root}/usr/lib/i386-linux-gnu",
+            str(root / "usr" / "bin" / "python3.11")]
+
+
+def get_root() -> Path:
+    """The 32-bit userland tree (cached, keyed by the package versions and the builder)."""
+    base = cache_root() / ARCH
+    base.mkdir(exist_ok=True)
+    try:
+        _need_i386_apt()
+        versions = _versions()
+    except BedError:
+        cached = sorted(base.glob("root-*/READY"))
+        if not cached:
+            raise
+        return cached[-1].parent
+    pure = {n: _host_package_dir(n) for n in PURE_PYTHON}
+    key = hashlib.sha256(json.dumps([ROOT_BUILDER_VERSION, versions,
+                                     {n: str(p) for n, p in pure.items()}]).encode())
+    folder = base / f"root-{key.hexdigest()[:16]}"
+    if (folder / "READY").exists():
+        return folder
+    with cache_lock(f"i386-{folder.name}"):
+        if (folder / "READY").exists():
+            return folder
+        tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=base))
+        try:
+            debs = tmp / "debs"
+            debs.mkdir()
+            _run(["apt-get", "download", *(f"{p}:i386={v}" for p, v in versions.items())], cwd=debs)
+            tree = tmp / "tree"
+            for deb in sorted(debs.glob("*.deb")):
+                _run(["dpkg", "-x", str(deb), str(tree)])
+            shutil.rmtree(debs)
+            _finish_tree(tree, pure)
+            (tree / "READY").write_text(json.dumps(versions, indent=1) + "\n")
+            if folder.exists():
+                shutil.rmtree(folder)
+            os.rename(tree, folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def _finish_tree(tree: Path, pure: Dict[str, Path]) -> None:
+    lib = tree / "usr" / "lib" / "python3.11"
+    for name in STDLIB_DROP:
+        shutil.rmtree(lib / name, ignore_errors=True)
+    site = tree / "usr" / "lib" / "python3" / "dist-packages"
+    site.mkdir(parents=True, exist_ok=True)
+    for name, src in pure.items():
+        shutil.copytree(src, site / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for d in ("proc", "sys", "dev", "tmp", "host", "usr/sbin", "usr/bin", "bin", "sbin"):
+        (tree / d).mkdir(parents=True, exist_ok=True)
+    (tree / "usr" / "bin" / "python3").symlink_to("python3.11")
+    for applet in APPLETS:
+        link = tree / "bin" / applet
+        if not link.exists():
+            link.symlink_to("busybox")
+    for tool in ("kexec", "vmcore-dmesg"):
+        if (tree / "sbin" / tool).exists() and not (tree / "usr" / "sbin" / tool).exists():
+            (tree / "usr" / "sbin" / tool).symlink_to(f"../../sbin/{tool}")
+    # Byte-compile with the tree's own interpreter (the host runs i386 programs when it
+    # has libc6:i386's kernel support; without it, the guest compiles on first import).
+    try:
+        subprocess.run([*root_loader(tree), "-m", "compileall", "-q", "-j", "0",
+                        str(lib), str(site)], env=root_python_env(tree), check=False,
+                       capture_output=True, timeout=600)
+    except OSError:
+        pass
+
+
+# --- initramfs ---------------------------------------------------------------------------
+
+def _conf(root: Path) -> bytes:
+    return (f"BED_I386_ROOT={root}\nBED_I386_GUEST={GUEST_DIR}\n"
+            f"BED_I386_REPO={REPO_ROOT}\n").encode()
+
+
+def get_initramfs(kernel: Kernel, root: Optional[Path] = None) -> Path:
+    """The busybox (i386) initramfs for `kernel` (cached by its inputs)."""
+    root = root or get_root()
+    busybox = root / "bin" / "busybox"
+    init = GUEST_DIR / "init"
+    h = hashlib.sha256(INITRAMFS_BUILDER_VERSION.encode())
+    for part in (kernel.release.encode(), kernel.version.encode(), init.read_bytes(),
+                 busybox.read_bytes(), _conf(root)):
+        h.update(part)
+    out = cache_root() / ARCH / f"initramfs-{kernel.release}-{h.hexdigest()[:16]}.cpio.gz"
+    if out.exists():
+        return out
+    with cache_lock(out.name):
+        if out.exists():
+            return out
+        D, F, X = generic_initramfs.DIR, generic_initramfs.FILE, generic_initramfs.EXEC
+        entries: List[Tuple[str, int, bytes]] = [
+            (d, D, b"") for d in ("bin", "sbin", "dev", "proc", "sys", "tmp", "lib",
+                                  "lib/modules", "lib/modules/bed", "results", "host")]
+        entries.append(("dev/console", generic_initramfs.CHR, b"5:1"))
+        entries.append(("bin/busybox", X, busybox.read_bytes()))
+        entries.append(("init", X, init.read_bytes()))
+        entries.append(("bed-i386.conf", F, _conf(root)))
+        for name, subdir in generic_initramfs.MODULES:
+            entries.append((f"lib/modules/bed/{name}.ko", F,
+                            generic_initramfs._module_bytes(kernel, name, subdir)))
+        entries.append(("lib/modules/bed/order", F,
+                        "".join(n + "\n" for n, _ in generic_initramfs.MODULES).encode()))
+        blob = gzip.compress(generic_initramfs.newc_archive(entries), compresslevel=6, mtime=0)
+        tmp = out.with_name(out.name + f".{os.getpid()}.tmp")
+        tmp.write_bytes(blob)
+        os.rename(tmp, out)
+    return out
+
+
+# --- one cycle ---------------------------------------------------------------------------
+
+GUEST_PYTHON = "/usr/bin/python3.11"
+_PATCH_LOCK = threading.Lock()
+
+
+def guest_path(host_path) -> str:
+    """A host path as the guest's chroot sees it."""
+    return "/host" + str(Path(host_path).resolve())
+
+
+def pykexec_argv() -> List[str]:
+    return [GUEST_PYTHON, "-m", "pykexec"]
+
+
+KEXEC_I386 = ["/sbin/kexec"]
+
+
+@contextlib.contextmanager
+def _i386_bed(root: Path):
+    """qemu.py's runner with the i386 QEMU and initramfs, for the duration of a cycle."""
+    with _PATCH_LOCK:
+        saved = (generic_qemu.QEMU, generic_qemu.get_initramfs)
+        generic_qemu.QEMU = QEMU_I386
+        generic_qemu.get_initramfs = lambda kernel: get_initramfs(kernel, root)
+        try:
+            yield
+        finally:
+            generic_qemu.QEMU, generic_qemu.get_initramfs = saved
+
+
+@dataclass
+class LowMemCheck:
+    """The low 640 KiB: pre-panic read (/proc/kcore) vs /proc/vmcore in the capture kernel."""
+
+    start: int = 0
+    size: int = 0
+    pages: int = 0
+    equal_pages: int = 0
+    differing_pages: List[int] = field(default_factory=list)
+    nonzero_bytes: int = 0
+    vmcore_offset_phdr: Optional[int] = None     # the PT_LOAD's p_offset (the backup copy)
+    error: Optional[str] = None
+
+    @property
+    def intact(self) -> bool:
+        return self.error is None and self.pages > 0 and self.equal_pages == self.pages \
+            and self.nonzero_bytes > 0
+
+
+def run_i386_cycle(cfg: "generic_qemu.CycleConfig") -> Tuple["generic_qemu.CycleResult", LowMemCheck]:
+    """One kdump cycle under qemu-system-i386; cfg.kernel must be an i386 Kernel."""
+    if shutil.which(QEMU_I386) is None:
+        raise BedError(f"{QEMU_I386}: not installed (apt-get install qemu-system-x86)")
+    root = get_root()
+    with _i386_bed(root):
+        res = generic_qemu.run_kdump_cycle(cfg)
+    low = LowMemCheck()
+    path = res.run_dir / "results" / "lowmem.json"
+    if path.exists():
+        data = json.loads(path.read_text())
+        low = LowMemCheck(**{k: v for k, v in data.items() if k in LowMemCheck.__dataclass_fields__})
+    elif res.captured:
+        low.error = "stage 2 wrote no lowmem.json"
+    return res, low
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:  # pragma: no cover - manual use
+    import argparse
+    ap = argparse.ArgumentParser(description="one i386 kdump cycle")
+    ap.add_argument("--flavour", default="686", choices=sorted(FLAVOURS))
+    ap.add_argument("--format", default="elf", choices=("elf", "bzimage"))
+    ap.add_argument("--loader", default="pykexec", choices=("pykexec", "kexec"))
+    ap.add_argument("--memory", type=int, default=1024)
+    ap.add_argument("--crashkernel", default="crashkernel=64M@16M")
+    ap.add_argument("--snapshot", action="store_true")
+    ap.add_argument("--extra", default="")
+    args = ap.parse_args(argv)
+    kernel = get_kernel(args.flavour)
+    root = get_root()
+    image = kernel.vmlinux if args.format == "elf" else kernel.bzimage
+    loader = pykexec_argv() if args.loader == "pykexec" else KEXEC_I386
+    extra = (["--args-linux", "--elf32-core-headers"] if args.format == "elf" else []) + args.extra.split()
+    cfg = generic_qemu.CycleConfig(
+        loader_argv=generic_qemu.loader_argv(
+            loader, guest_path(image), guest_path(get_initramfs(kernel, root)),
+            append="console=ttyS0 init 1 irqpoll maxcpus=1 reset_devices panic=1", extra=extra),
+        memory_mib=args.memory, cpus=2, cmdline_extra=args.crashkernel, pattern_mib=32,
+        take_snapshot=args.snapshot, name=f"i386-{args.format}", kernel=kernel, timeout=300)
+    res, low = run_i386_cycle(cfg)
+    print(res.summary())
+    print(low)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
