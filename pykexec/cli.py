@@ -1,14 +1,21 @@
-"""Command-line entry point: kexec-compatible argv, pykexec's own subcommands via click.
+"""Command-line entry points: kexec-compatible argv, pykexec's own subcommands via click.
 
 kexec's options are an ordered state machine (see pykexec.request), which click's
 declarative options cannot express (`-pu` differs from `-up`, options may follow the
-kernel path, prefixes of long options are accepted). So the kexec-style argv is parsed
-with the standard library's getopt in `pykexec.request`, and click carries pykexec's own
-subcommands (`snapshot`, `inspect`), whose names cannot clash with a kernel path because
-they are only taken as the very first argument.
+kernel path, prefixes of long options are accepted, a usage error must exit 1). So the
+kexec-style argv is parsed with the standard library's getopt in `pykexec.request`, and
+click carries pykexec's own subcommands (`snapshot`, `inspect`, `install`), whose names
+cannot clash with a kernel path because they are only taken as the very first argument.
 
-Exit statuses follow kexec-tools: 0 success, 1 usage errors (and `-S` when loaded),
-255 a failed load or unload.
+`main` is `pykexec`, `kexec_main` is the same program answering as `kexec` (installed as
+/sbin/kexec: see `pykexec install --as-kexec`). The actions run in kexec-tools' order:
+status, unload, load (kexec_file_load first unless -c, kexec_load as the fallback), then
+for -e/-f: sync, interfaces down, reboot(LINUX_REBOOT_CMD_KEXEC). Nothing here writes a
+file unless asked (--save-plan, --svg), and no bytecode is written from here on, so -e
+works on a read-only root.
+
+Exit statuses follow kexec-tools: 0 success, 1 usage errors and fatal refusals (and `-S`
+when loaded), 253 kexec_file_load missing with -s, 255 a failed load, unload or exec.
 """
 
 from __future__ import annotations
@@ -17,20 +24,29 @@ import os
 import sys
 from typing import List, Optional
 
+sys.dont_write_bytecode = True   # -e runs while / may already be read-only
+
 EXIT_USAGE = 1
+EXIT_FATAL = 1          # kexec-tools' die()
+EXIT_FALLBACK = 253     # -s and kexec_file_load is not usable
 EXIT_FAILURE = 255
 
-SUBCOMMANDS = ("snapshot", "inspect")
+SUBCOMMANDS = ("snapshot", "inspect", "install")
 # sysroots that are this machine: only these may be loaded, not planned only.
 _LIVE_ROOTS = ("/", "")
+_PROGRAM = ["pykexec"]
 
 
 class Failure(Exception):
-    """A load that cannot go ahead: one line on stderr, exit 255, nothing loaded."""
+    """A load that cannot go ahead: one line on stderr, exit 255 (or `code`)."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILURE):
+        super().__init__(message)
+        self.code = code
 
 
 def _err(message: str) -> None:
-    sys.stderr.write(f"pykexec: {message}\n")
+    sys.stderr.write(f"{_PROGRAM[0]}: {message}\n")
 
 
 def _read_flag(path: str) -> Optional[int]:
@@ -41,27 +57,31 @@ def _read_flag(path: str) -> Optional[int]:
         return None
 
 
-def run(argv: List[str]) -> int:
+def run(argv: List[str], program: str = "pykexec") -> int:
     from pykexec.request import UsageError, parse_args, usage_text
 
+    _PROGRAM[0] = program
     try:
         request = parse_args(argv)
     except UsageError as err:
-        _err(f"{err} (see pykexec --help)")
-        return EXIT_USAGE
+        _err(f"{err} (see {program} --help)")
+        return err.code
     if request.show_help:
-        sys.stdout.write(usage_text())
+        sys.stdout.write(usage_text(program))
         return 0
     if request.show_version:
         from pykexec import __version__
-        print(f"pykexec {__version__} (kexec-tools compatible)")
+        if program == "kexec":
+            print(f"kexec-tools 2.0.27 (pykexec {__version__})")
+        else:
+            print(f"pykexec {__version__} (kexec-tools 2.0.27 compatible)")
         return 0
     debug = request.debug
     try:
         return _act(request)
     except Failure as err:
         _err(str(err))
-        return EXIT_FAILURE
+        return err.code
     except Exception as err:  # noqa: BLE001 - the one place that turns errors into a line
         from pykexec.errors import describe
         message = describe(err)
@@ -74,54 +94,196 @@ def run(argv: List[str]) -> int:
         return EXIT_FAILURE
 
 
+def _check_fatal(request) -> None:
+    """kexec-tools' refusals that die (exit 1) before anything is done."""
+    if request.live_update == "exec":
+        raise Failure("--exec-live-update only works under Xen", EXIT_FATAL)
+    if request.live_update == "load":
+        raise Failure("--load-live-update can only be used with Xen", EXIT_FATAL)
+    if request.do_load and request.preserve_context and request.mem_max is None:
+        raise Failure("--load-preserve-context needs --mem-max: the memory the new kernel may "
+                      "use, so that it preserves the running kernel's context", EXIT_FATAL)
+    if request.syscall_mode != "load" and request.preserve_context and (
+            request.do_load or request.do_jump_back_helper):
+        which = "--load-jump-back-helper" if request.do_jump_back_helper else \
+            "--load-preserve-context"
+        raise Failure(f"{which} is not supported with kexec_file_load: add -c", EXIT_FATAL)
+    if request.reuse_initrd:
+        raise Failure("--reuseinitrd is not implemented on x86 (as in kexec-tools): pass the "
+                      "initrd again with --initrd", EXIT_FATAL)
+
+
+def _check_refused(request) -> None:
+    if not request.do_load:
+        return
+    for option, why in request.refused:
+        if option == "--hotplug" and not request.crash:
+            continue
+        raise Failure(why)
+    if request.pass_memmap_cmdline and request.crash:
+        raise Failure("--pass-memmap-cmdline is not supported by pykexec: the capture kernel "
+                      "gets its memory map through boot_params e820")
+
+
 def _act(request) -> int:
     from pykexec import syscall
-    from pykexec.machine import Machine
 
-    machine = Machine.read(request.sysroot)
+    sysroot = request.sysroot
     if request.print_ckr_size:
-        regions = machine.crash_regions
+        from pykexec.machine import Machine
+        regions = Machine.read(sysroot).crash_regions
         print(regions[-1].size if regions else 0)
         return 0
     if request.do_status:
         name = "kexec_crash_loaded" if request.crash else "kexec_loaded"
-        value = _read_flag(os.path.join(request.sysroot, "sys/kernel", name))
+        value = _read_flag(os.path.join(sysroot, "sys/kernel", name))
         return 255 if value is None else value
-    for option in request.unsupported:
-        raise Failure(f"{option} is not supported by pykexec yet")
-    if request.do_exec or (request.do_load and not request.crash and not request.has_opt_load):
-        raise Failure("executing a kernel (-e, -f, or a load without -l/-p) is not supported yet")
-    if not request.crash and request.do_load:
-        raise Failure("normal kexec loads (-l) are not supported yet; use -p for a crash kernel")
-    if not request.dry_run and request.sysroot not in _LIVE_ROOTS:
-        raise Failure(f"--sysroot {request.sysroot} describes another machine: plan it with "
-                      "--dry-run or --save-plan, do not load it here")
-    if not request.dry_run and os.geteuid() != 0:
-        raise Failure("loading or unloading a kernel needs root (CAP_SYS_BOOT); "
-                      "--dry-run plans without it")
-    plan = None
+    _check_fatal(request)
+    backend = syscall.backend()
+    machine = None
     if request.do_load:
-        if request.kernel is None:
-            raise Failure("No kernel specified")
-        from pykexec.arch import plan_load
+        from pykexec.machine import Machine
+        machine = Machine.read(sysroot)
+        if request.crash and machine.crash_region is None:
+            raise Failure(
+                "no crashkernel memory: /proc/iomem has no 'Crash kernel' range, so nothing can "
+                "be loaded for -p (boot with crashkernel=SIZE, e.g. crashkernel=256M)", EXIT_FATAL)
+    _check_refused(request)
+    if not request.dry_run and backend.live:
+        if sysroot not in _LIVE_ROOTS:
+            raise Failure(f"--sysroot {sysroot} describes another machine: plan it with "
+                          "--dry-run or --save-plan, do not load it here")
+        if (request.do_load or request.do_unload or request.do_exec
+                or request.do_jump_back_helper) and not _may_boot():
+            raise Failure("loading, unloading or booting a kernel needs root (CAP_SYS_BOOT); "
+                          "--dry-run plans without it")
+    # kexec-tools unloads first and only then finds the kernel missing (`-up` alone);
+    # pykexec refuses before unloading (docs/differences.md: -up).
+    if request.do_load and request.kernel is None:
+        raise Failure("No kernel specified")
+
+    result = 0
+    file_args = None
+    if request.do_load and request.syscall_mode in ("file", "auto"):
+        from pykexec.arch.x86 import cmdline_for
+        from pykexec.fileload import file_load
+        file_args = file_load(request, cmdline_for(request, machine))
+    plan = None
+    if request.do_load and (request.syscall_mode == "load" or request.dry_run):
         # Plan before any unload, so that a bad kernel or initrd under `-up` leaves the
         # loaded capture kernel in place instead of none.
-        plan = plan_load(request, machine)
-        for warning in machine.memory_map_warnings + tuple(plan.notes.get("warnings", ())):
-            _err(f"warning: {warning}")
-    if request.do_unload:
-        flags = request.kexec_flags | syscall.arch_flag()
-        if request.dry_run:
-            print(f"would unload: kexec_load(0, 0, NULL, {flags:#x})")
-        else:
-            try:
-                syscall.unload(flags)
-            except syscall.KexecError as err:
-                raise Failure(f"kexec unload failed: {err}") from None
-    if plan is None:
-        return 0
-    from pykexec.show import print_plan
+        plan = _plan(request, machine)
 
+    if request.do_unload:
+        result = _unload(request, backend)
+    if request.do_load and result == 0:
+        if request.dry_run:
+            _dry_run(request, machine, plan, file_args)
+        else:
+            result = _load(request, machine, backend, plan, file_args)
+    if result != 0:
+        return result
+    if request.do_exec or request.do_shutdown:
+        if request.dry_run:
+            print("would then: " + ", ".join(
+                w for w, on in (("sync", request.do_sync), ("take interfaces down", request.do_ifdown),
+                                ("reboot(LINUX_REBOOT_CMD_KEXEC)", request.do_exec),
+                                ("shutdown -r now", request.do_shutdown)) if on))
+            return 0
+        if backend.loaded(False) == 0:
+            raise Failure("Nothing has been loaded! (load a kernel with -l first)", EXIT_FATAL)
+    if request.do_shutdown:
+        if not backend.shutdown():
+            raise Failure("shutdown: none of /sbin/shutdown, /etc/shutdown, /bin/shutdown could run")
+        return 0
+    if request.do_sync:
+        backend.sync()
+    if request.do_ifdown:
+        backend.ifdown()
+    if request.do_exec:
+        try:
+            backend.reboot_kexec()
+        except syscall.KexecError as err:
+            raise Failure(f"kexec failed: {err}") from None
+    if request.do_jump_back_helper:
+        _jump_back_helper(request, backend)
+    return 0
+
+
+def _may_boot() -> bool:
+    """Root with CAP_SYS_BOOT in its effective set (a container may drop it)."""
+    from pykexec.syscall import has_cap_sys_boot
+    return os.geteuid() == 0 and has_cap_sys_boot() is not False
+
+
+def _plan(request, machine):
+    from pykexec.arch import plan_load
+    plan = plan_load(request, machine)
+    for warning in machine.memory_map_warnings + tuple(plan.notes.get("warnings", ())):
+        _err(f"warning: {warning}")
+    return plan
+
+
+def _unload(request, backend) -> int:
+    from pykexec import syscall
+    if request.syscall_mode in ("file", "auto"):
+        flags = request.kexec_file_flags | syscall.KEXEC_FILE_UNLOAD
+        if request.dry_run:
+            print(f"would unload: kexec_file_load(-1, -1, 0, NULL, {flags:#x})")
+            return 0
+        try:
+            backend.kexec_file_load(-1, -1, None, flags)
+            return 0
+        except syscall.KexecError as err:
+            if err.errno not in syscall.FILE_UNLOAD_FALLBACK_ERRNOS:
+                raise Failure(f"kexec_file_load(unload) failed: {err}") from None
+            if request.syscall_mode == "file":
+                _err(str(err))
+                _err("syscall kexec_file_load not available.")
+                return EXIT_FALLBACK
+            if request.debug:
+                _err(f"{err}; unloading with kexec_load")
+    flags = request.kexec_flags | syscall.arch_flag()
+    if request.dry_run:
+        print(f"would unload: kexec_load(0, 0, NULL, {flags:#x})")
+        return 0
+    try:
+        backend.kexec_load(0, [], flags)
+    except syscall.KexecError as err:
+        raise Failure(f"kexec unload failed: {err}") from None
+    return 0
+
+
+def _load(request, machine, backend, plan, file_args) -> int:
+    from pykexec import syscall
+    if file_args is not None:
+        if request.debug:
+            _err("calling " + file_args.describe())
+        try:
+            with file_args.open() as (kernel_fd, initrd_fd):
+                backend.kexec_file_load(kernel_fd, initrd_fd, file_args.cmdline, file_args.flags)
+            return 0
+        except syscall.KexecError as err:
+            if err.errno not in syscall.FILE_LOAD_FALLBACK_ERRNOS:
+                raise Failure(str(err)) from None
+            if request.syscall_mode == "file":
+                _err(str(err))
+                _err("syscall kexec_file_load not available.")
+                return EXIT_FALLBACK
+            if request.debug:
+                _err(f"{err}; falling back to kexec_load")
+    if plan is None:
+        plan = _plan(request, machine)
+    _save_and_show(request, machine, plan)
+    try:
+        backend.kexec_load(plan.entry, [(s.data, s.mem, s.memsz) for s in plan.segments],
+                           plan.flags)
+    except syscall.KexecError as err:
+        raise Failure(str(err)) from None
+    return 0
+
+
+def _save_and_show(request, machine, plan) -> None:
     if request.save_plan:
         from pykexec.plan import save_plan
         save_plan(plan, request.save_plan)
@@ -129,15 +291,84 @@ def _act(request) -> int:
         from pykexec.svg import write_svg
         write_svg(plan, machine, request.svg)
     if request.dry_run or request.debug:
+        from pykexec.show import print_plan
         print_plan(plan, as_json=request.json, out=sys.stdout if request.dry_run else sys.stderr,
                    machine=machine)
-    if request.dry_run:
-        return 0
-    try:
-        syscall.load_plan(plan)
-    except syscall.KexecError as err:
-        raise Failure(str(err)) from None
+
+
+def _dry_run(request, machine, plan, file_args) -> int:
+    if file_args is not None:
+        out = sys.stderr if request.json else sys.stdout   # stdout stays the plan's JSON
+        first = "first" if request.syscall_mode == "auto" else "would load with"
+        print(f"{first}: {file_args.describe()}", file=out)
+        if request.syscall_mode == "file":
+            if request.save_plan:
+                from pykexec.plan import save_plan
+                save_plan(file_args.plan(), request.save_plan)
+            return 0
+        print("then, if the kernel has no kexec_file_load for it (ENOSYS, EINVAL, ENOEXEC, "
+              "ENOTSUP), kexec_load with this plan:", file=out)
+    _save_and_show(request, machine, plan)
     return 0
+
+
+def _jump_back_helper(request, backend) -> None:
+    from pykexec import syscall
+    if backend.loaded(False):
+        raise Failure("There is a kexec kernel loaded: --load-jump-back-helper belongs in the "
+                      "kexec'd kernel")
+    if not request.entry:
+        raise Failure("--load-jump-back-helper needs the jump-back address: --entry=ADDR")
+    if request.dry_run:
+        print(f"would load: kexec_load({request.entry:#x}, 1, [empty segment], "
+              f"{syscall.KEXEC_PRESERVE_CONTEXT:#x})")
+        return
+    try:
+        backend.kexec_load(request.entry, [(b"", 0, 0)], syscall.KEXEC_PRESERVE_CONTEXT)
+    except syscall.KexecError as err:
+        raise Failure(f"load jump back kernel failed: {err}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# pykexec's own commands
+
+
+WRAPPER = """#!{python} -B
+# pykexec answering as kexec (written by `pykexec install --as-kexec`).
+import sys
+sys.dont_write_bytecode = True
+sys.path.insert(0, {path!r})
+from pykexec.cli import kexec_main
+kexec_main()
+"""
+WRAPPER_MARK = "written by `pykexec install --as-kexec`"
+
+
+def install_wrapper(dest: str, force: bool = False, python: Optional[str] = None,
+                    package_parent: Optional[str] = None) -> str:
+    """Write the `kexec` wrapper at `dest`; an existing other program is kept as
+    DEST.kexec-tools when `force`, else refused. Returns what was done."""
+    package_parent = package_parent or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    text = WRAPPER.format(python=python or sys.executable, path=package_parent)
+    done = f"wrote {dest}"
+    if os.path.lexists(dest):
+        try:
+            with open(dest, "rb") as f:
+                ours = WRAPPER_MARK.encode() in f.read(4096)
+        except OSError:
+            ours = False
+        if not ours:
+            if not force:
+                raise Failure(f"{dest} exists and is not pykexec's wrapper; --force keeps it as "
+                              f"{dest}.kexec-tools and installs pykexec", EXIT_USAGE)
+            os.replace(dest, dest + ".kexec-tools")
+            done += f" (the old one is {dest}.kexec-tools)"
+    tmp = f"{dest}.pykexec-tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, dest)
+    return done
 
 
 def _subcommand(argv: List[str]) -> int:
@@ -173,6 +404,24 @@ def _subcommand(argv: List[str]) -> int:
         from pykexec.inspect import main as inspect_main
         sys.exit(inspect_main(path))
 
+    @group.command(name="install")
+    @click.option("--as-kexec", "as_kexec", is_flag=True, required=True,
+                  help="write a `kexec` wrapper that runs pykexec")
+    @click.option("--force", is_flag=True,
+                  help="replace another program at PATH (kept as PATH.kexec-tools)")
+    @click.option("--python", default=None, help="interpreter for the wrapper [this one]")
+    @click.argument("path", default="/usr/local/sbin/kexec")
+    def install(as_kexec, force, python, path):
+        """Make pykexec answer as kexec at PATH (init scripts call /sbin/kexec)."""
+        try:
+            click.echo(install_wrapper(path, force=force, python=python))
+        except Failure as err:
+            _err(str(err))
+            sys.exit(err.code)
+        except OSError as err:
+            _err(f"{path}: {err.strerror}")
+            sys.exit(EXIT_FAILURE)
+
     return group.main(argv, prog_name="pykexec", standalone_mode=True)
 
 
@@ -181,3 +430,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     if argv and argv[0] in SUBCOMMANDS:
         sys.exit(_subcommand(argv))
     sys.exit(run(argv))
+
+
+def kexec_main(argv: Optional[List[str]] = None) -> None:
+    """The `kexec` console script: kexec's argv only (no subcommands)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    sys.exit(run(argv, program="kexec"))

@@ -1,31 +1,55 @@
-"""The kexec syscalls through ctypes, and what their errors mean.
+"""The kexec syscalls and the host actions around them, and what their errors mean.
 
-glibc has no wrappers for kexec_load or kexec_file_load, so they go through syscall(2).
+glibc has no wrappers for kexec_load or kexec_file_load, so they go through syscall(2)
+with ctypes. Everything that touches the running system (the two kexec syscalls,
+reboot(LINUX_REBOOT_CMD_KEXEC), sync, taking interfaces down, shutdown(8)) goes through
+one *backend* object: `Host` does it for real, `Recorder` only writes it down (tests,
+and anything that must never reboot this machine), and `Faults` wraps either one to make
+chosen calls fail with chosen errnos (a kernel without CONFIG_KEXEC_FILE, lockdown, a
+rejected signature). `use(backend)` swaps it; the environment variable
+PYKEXEC_SYSCALL_FAULTS (e.g. "kexec_file_load=ENOSYS") wraps the live backend the same
+way, so a guest can play a kernel built without kexec_file_load.
+
 Every errno is turned into one sentence a kdump maintainer can act on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
 import platform
-from dataclasses import dataclass
-from typing import Optional, Sequence
-
-from pykexec.plan import Plan
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
 
 KEXEC_ARCH_DEFAULT = 0
 KEXEC_ARCH_386 = 3 << 16
 KEXEC_ARCH_X86_64 = 62 << 16
 KEXEC_ARCH_MASK = 0xFFFF0000
 KEXEC_ON_CRASH = 0x1
+KEXEC_PRESERVE_CONTEXT = 0x2
 
 KEXEC_FILE_UNLOAD = 0x1
 KEXEC_FILE_ON_CRASH = 0x2
 KEXEC_FILE_NO_INITRAMFS = 0x4
+KEXEC_FILE_DEBUG = 0x8
+KEXEC_FILE_NO_CMA = 0x10
+KEXEC_FILE_FORCE_DTB = 0x20
 
-# (kexec_load, kexec_file_load) per `uname -m` of the running kernel's userspace ABI.
+LINUX_REBOOT_CMD_KEXEC = 0x45584543
+CAP_SYS_BOOT = 22
+
+# errnos after which kexec-tools (2.0.27+) retries a failed kexec_file_load with kexec_load
+FILE_LOAD_FALLBACK_ERRNOS = (errno.ENOSYS, errno.EINVAL, errno.ENOEXEC, errno.ENOTSUP)
+# ... and after which a failed kexec_file_load unload is retried with kexec_load
+FILE_UNLOAD_FALLBACK_ERRNOS = (errno.ENOSYS,)
+# What a kernel that checks signatures answers when it does not like one.
+SIGNATURE_ERRNOS = (errno.EKEYREJECTED, errno.ENOKEY, errno.EBADMSG, errno.ENODATA,
+                    errno.ELIBBAD, errno.ENOPKG, errno.EMSGSIZE, errno.EKEYEXPIRED,
+                    errno.EKEYREVOKED)
+
+# (kexec_load, kexec_file_load, reboot) per `uname -m` of the running kernel's userspace ABI.
 SYSCALL_NUMBERS = {
     "x86_64": (246, 320),
     "i386": (283, None), "i486": (283, None), "i586": (283, None), "i686": (283, None),
@@ -46,6 +70,10 @@ class KexecError(Exception):
         self.errno = err
 
 
+# ---------------------------------------------------------------------------------------------
+# Explaining errors
+
+
 def _proc_flag(sysroot: str, rel: str) -> Optional[str]:
     try:
         with open(os.path.join(sysroot, rel)) as f:
@@ -54,52 +82,112 @@ def _proc_flag(sysroot: str, rel: str) -> Optional[str]:
         return None
 
 
-def explain_errno(err: int, call: str, sysroot: str = "/") -> str:
+def has_cap_sys_boot(sysroot: str = "/") -> Optional[bool]:
+    """Whether this process has CAP_SYS_BOOT in its effective set (None: cannot tell)."""
+    status = _proc_flag(sysroot, "proc/self/status")
+    for line in (status or "").splitlines():
+        if line.startswith("CapEff:"):
+            try:
+                return bool(int(line.split()[1], 16) >> CAP_SYS_BOOT & 1)
+            except (IndexError, ValueError):
+                return None
+    return None
+
+
+def lockdown_mode(sysroot: str = "/") -> Optional[str]:
+    text = _proc_flag(sysroot, "sys/kernel/security/lockdown") or ""
+    if "[" in text:
+        return text.split("[", 1)[1].split("]", 1)[0]
+    return None
+
+
+def _why_not_permitted(call: str, sysroot: str, crash: Optional[bool]) -> str:
+    if has_cap_sys_boot(sysroot) is False or (has_cap_sys_boot(sysroot) is None
+                                               and os.geteuid() != 0):
+        return f"{call} failed: Operation not permitted: this process lacks CAP_SYS_BOOT (run as root)"
+    if _proc_flag(sysroot, "proc/sys/kernel/kexec_load_disabled") == "1":
+        return (f"{call} failed: kexec is disabled until reboot "
+                "(/proc/sys/kernel/kexec_load_disabled is 1)")
+    limits = ("kexec_load_limit_panic",) if crash else ("kexec_load_limit_reboot",) \
+        if crash is False else ("kexec_load_limit_panic", "kexec_load_limit_reboot")
+    for limit in limits:
+        if _proc_flag(sysroot, f"proc/sys/kernel/{limit}") == "0":
+            return (f"{call} failed: the kernel allows no more loads of this kind "
+                    f"(/proc/sys/kernel/{limit} is 0, it only goes down until reboot)")
+    mode = lockdown_mode(sysroot)
+    if mode in ("integrity", "confidentiality"):
+        if call == "kexec_load":
+            return (f"{call} failed: the kernel is locked down ({mode}); kexec_load is refused "
+                    "in lockdown, use a signed kernel with kexec_file_load (-s)")
+        return (f"{call} failed: the kernel is locked down ({mode}) and refused the image "
+                "(it must carry a signature the kernel trusts)")
+    return (f"{call} failed: Operation not permitted (a security policy such as IMA or an "
+            "LSM refused it; under Secure Boot use -s with a signed kernel)")
+
+
+def explain_errno(err: int, call: str, sysroot: str = "/", crash: Optional[bool] = None) -> str:
     """One line: what `err` from `call` means on this machine, and what to do."""
     if err == errno.EPERM:
-        lockdown = _proc_flag(sysroot, "sys/kernel/security/lockdown") or ""
-        if "[integrity]" in lockdown or "[confidentiality]" in lockdown:
-            mode = lockdown.split("[", 1)[1].split("]", 1)[0]
-            return (f"{call} failed: the kernel is locked down ({mode}); kexec_load is refused, "
-                    "use a signed kernel with kexec_file_load (-s)")
-        if _proc_flag(sysroot, "proc/sys/kernel/kexec_load_disabled") == "1":
-            return (f"{call} failed: kexec is disabled until reboot "
-                    "(/proc/sys/kernel/kexec_load_disabled is 1)")
-        for limit in ("kexec_load_limit_panic", "kexec_load_limit_reboot"):
-            if _proc_flag(sysroot, f"proc/sys/kernel/{limit}") == "0":
-                return f"{call} failed: no loads left (/proc/sys/kernel/{limit} is 0)"
-        if os.geteuid() != 0:
-            return f"{call} failed: Operation not permitted (needs root: CAP_SYS_BOOT)"
-        return (f"{call} failed: Operation not permitted (CAP_SYS_BOOT missing, or a security "
-                "policy refused it; under Secure Boot use -s)")
+        return _why_not_permitted(call, sysroot, crash)
+    if err in SIGNATURE_ERRNOS and call == "kexec_file_load":
+        why = {
+            errno.EKEYREJECTED: "the kernel image's signature was rejected (unsigned, or signed "
+                                "with a key the running kernel does not trust, while signature "
+                                "checks are enforced by lockdown or CONFIG_KEXEC_SIG_FORCE)",
+            errno.ENOKEY: "the key that signed the kernel image is not in the running kernel's "
+                          "keyrings",
+            errno.EBADMSG: "the kernel image's signature is malformed",
+            errno.ENODATA: "the kernel image carries no signature, and signatures are enforced",
+            errno.ELIBBAD: "the kernel image's PE/signature structure is damaged",
+            errno.ENOPKG: "the signature uses an algorithm the running kernel lacks",
+            errno.EMSGSIZE: "the kernel image's signature block has a bad size",
+            errno.EKEYEXPIRED: "the key that signed the kernel image has expired",
+            errno.EKEYREVOKED: "the key that signed the kernel image was revoked",
+        }[err]
+        return f"{call} failed: {why} ({errno.errorcode.get(err, err)})"
+    if err == errno.ENOSYS:
+        what = ("kexec_file_load (CONFIG_KEXEC_FILE off, or no such syscall here)"
+                if call.startswith("kexec_file_load") else
+                "kexec (CONFIG_KEXEC off)" if call.startswith("kexec") else call)
+        return f"{call} failed: this kernel has no {what} (ENOSYS)"
     reasons = {
-        errno.ENOSYS: "this kernel has no kexec support (CONFIG_KEXEC / CONFIG_KEXEC_FILE off)",
         errno.EBUSY: "another kexec load or unload is in progress",
         errno.EADDRNOTAVAIL: "a segment or the entry lies outside the allowed memory "
                              "(for -p: outside the crashkernel region)",
-        errno.EINVAL: "the kernel refused the request (flags, segment overlap or count, or size)",
+        errno.EINVAL: ("the kernel refused the request (flags it does not know, a command line "
+                       "too long for it, or an image it cannot use)" if call == "kexec_file_load"
+                       else "the kernel refused the request (flags, segment overlap or count, "
+                            "or size)"),
         errno.ENOMEM: "the kernel could not allocate memory for the image (crash region full?)",
-        errno.EKEYREJECTED: "the kernel's signature was rejected (unsigned kernel while "
-                            "signature checks are enforced)",
-        errno.ENOKEY: "no key to verify the kernel's signature",
-        errno.EBADMSG: "the kernel's signature is malformed",
         errno.ENOEXEC: "the kernel does not recognise this image format",
         errno.EFBIG: "the image is too large",
         errno.EACCES: "a security policy (IMA/LSM) refused the image",
+        errno.ETXTBSY: "the kernel or initrd file is open for writing",
     }
-    text = reasons.get(err, os.strerror(err))
+    if call == "reboot(LINUX_REBOOT_CMD_KEXEC)" and err == errno.EINVAL:
+        text = "no kernel is loaded for kexec (load one with -l first)"
+    else:
+        text = reasons.get(err, os.strerror(err))
     return f"{call} failed: {text} ({errno.errorcode.get(err, err)})"
+
+
+# ---------------------------------------------------------------------------------------------
+# Raw calls
 
 
 def _libc():
     return ctypes.CDLL(None, use_errno=True)
 
 
-def _numbers():
-    machine = platform.machine()
+def syscall_numbers(machine: Optional[str] = None) -> Tuple[int, Optional[int]]:
+    machine = machine or platform.machine()
     if machine not in SYSCALL_NUMBERS:
         raise KexecError(f"unsupported machine type {machine}", errno.ENOSYS)
     return SYSCALL_NUMBERS[machine]
+
+
+def _numbers():
+    return syscall_numbers()
 
 
 def kexec_load(entry: int, segments: Sequence, flags: int) -> None:
@@ -120,10 +208,257 @@ def kexec_load(entry: int, segments: Sequence, flags: int) -> None:
                        ctypes.c_ulong(flags))
     if ret != 0:
         err = ctypes.get_errno()
-        raise KexecError(explain_errno(err, "kexec_load"), err)
+        raise KexecError(explain_errno(err, "kexec_load", crash=bool(flags & KEXEC_ON_CRASH)), err)
 
 
-def load_plan(plan: Plan) -> None:
+def kexec_file_load(kernel_fd: int, initrd_fd: int, cmdline: Optional[bytes], flags: int) -> None:
+    """Call kexec_file_load. `cmdline` includes its NUL (its length is the cmdline_len)."""
+    _, nr_file = _numbers()
+    if nr_file is None:
+        raise KexecError(explain_errno(errno.ENOSYS, "kexec_file_load"), errno.ENOSYS)
+    buf = ctypes.create_string_buffer(cmdline, len(cmdline)) if cmdline else None
+    libc = _libc()
+    libc.syscall.restype = ctypes.c_long
+    ret = libc.syscall(ctypes.c_long(nr_file), ctypes.c_long(kernel_fd), ctypes.c_long(initrd_fd),
+                       ctypes.c_ulong(len(cmdline) if cmdline else 0),
+                       ctypes.cast(buf, ctypes.c_void_p) if buf is not None else None,
+                       ctypes.c_ulong(flags))
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise KexecError(explain_errno(err, "kexec_file_load",
+                                       crash=bool(flags & KEXEC_FILE_ON_CRASH)), err)
+
+
+def reboot_kexec() -> None:
+    """reboot(LINUX_REBOOT_CMD_KEXEC): returns only if it failed (then raises)."""
+    libc = _libc()
+    ret = libc.reboot(ctypes.c_int(LINUX_REBOOT_CMD_KEXEC))
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise KexecError(explain_errno(err, "reboot(LINUX_REBOOT_CMD_KEXEC)"), err)
+
+
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
+
+
+def ifdown() -> List[str]:
+    """Take every network interface down as kexec-tools does before -e: "shaper*" first,
+    then the rest, never lo or alias names (with ':'); stop at the first error. Returns the
+    names taken down."""
+    import fcntl
+    import socket
+    import struct
+
+    done: List[str] = []
+    try:
+        names = [n for _, n in socket.if_nameindex()]
+    except OSError:
+        return done
+    ordered = [n for n in names if n.startswith("shaper")] + \
+              [n for n in names if not n.startswith("shaper")]
+    try:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    except OSError:
+        return done
+    with sock:
+        for name in ordered:
+            if name == "lo" or ":" in name:
+                continue
+            req = struct.pack("16sH14x", name.encode()[:15], 0)
+            try:
+                got = fcntl.ioctl(sock.fileno(), SIOCGIFFLAGS, req)
+                flags = struct.unpack_from("16sH", got)[1]
+                fcntl.ioctl(sock.fileno(), SIOCSIFFLAGS,
+                            struct.pack("16sH14x", name.encode()[:15], flags & ~IFF_UP & 0xFFFF))
+            except OSError:
+                break
+            done.append(name)
+    return done
+
+
+SHUTDOWN_PROGRAMS = ("/sbin/shutdown", "/etc/shutdown", "/bin/shutdown")
+
+
+# ---------------------------------------------------------------------------------------------
+# Backends
+
+
+def _read_loaded(sysroot: str, crash: bool) -> Optional[int]:
+    name = "kexec_crash_loaded" if crash else "kexec_loaded"
+    text = _proc_flag(sysroot, f"sys/kernel/{name}")
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+class Host:
+    """The real thing: syscalls into this kernel, sync, ifdown, shutdown(8)."""
+
+    live = True
+
+    def __init__(self, sysroot: str = "/"):
+        self.sysroot = sysroot
+
+    def kexec_load(self, entry: int, segments: Sequence, flags: int) -> None:
+        kexec_load(entry, segments, flags)
+
+    def kexec_file_load(self, kernel_fd: int, initrd_fd: int, cmdline: Optional[bytes],
+                        flags: int) -> None:
+        kexec_file_load(kernel_fd, initrd_fd, cmdline, flags)
+
+    def loaded(self, crash: bool) -> Optional[int]:
+        return _read_loaded(self.sysroot, crash)
+
+    def sync(self) -> None:
+        os.sync()
+
+    def ifdown(self) -> List[str]:
+        return ifdown()
+
+    def reboot_kexec(self) -> None:
+        reboot_kexec()
+
+    def shutdown(self) -> bool:
+        """exec shutdown -r now (replaces this process); returns False if none could run."""
+        for prog in SHUTDOWN_PROGRAMS:
+            try:
+                os.execv(prog, ["shutdown", "-r", "now"])
+            except OSError:
+                continue
+        return False
+
+
+@dataclass
+class Recorder:
+    """Writes every host action down and pretends it worked. Tracks what is loaded, so
+    `-l` then `-e` behaves as on a kernel that accepted the load."""
+
+    live = False
+    calls: List[Tuple] = field(default_factory=list)
+    state: Dict[bool, int] = field(default_factory=lambda: {False: 0, True: 0})
+
+    def kexec_load(self, entry, segments, flags) -> None:
+        segs = tuple((bytes(d), mem, memsz) for d, mem, memsz in segments)
+        self.calls.append(("kexec_load", entry, segs, flags))
+        crash = bool(flags & KEXEC_ON_CRASH)
+        self.state[crash] = 1 if segs else 0
+
+    def kexec_file_load(self, kernel_fd, initrd_fd, cmdline, flags) -> None:
+        def contents(fd):
+            if fd is None or fd < 0:
+                return None
+            return os.pread(fd, os.fstat(fd).st_size, 0)
+        self.calls.append(("kexec_file_load", contents(kernel_fd), contents(initrd_fd),
+                           cmdline, flags))
+        crash = bool(flags & KEXEC_FILE_ON_CRASH)
+        self.state[crash] = 0 if flags & KEXEC_FILE_UNLOAD else 1
+
+    def loaded(self, crash: bool) -> Optional[int]:
+        return self.state[crash]
+
+    def sync(self) -> None:
+        self.calls.append(("sync",))
+
+    def ifdown(self) -> List[str]:
+        self.calls.append(("ifdown",))
+        return []
+
+    def reboot_kexec(self) -> None:
+        self.calls.append(("reboot", LINUX_REBOOT_CMD_KEXEC))
+
+    def shutdown(self) -> bool:
+        self.calls.append(("shutdown",))
+        return True
+
+    def names(self) -> List[str]:
+        return [c[0] for c in self.calls]
+
+
+class Faults:
+    """Wraps a backend; `faults` maps a call name ("kexec_load", "kexec_file_load",
+    "reboot") to an errno, or to a list of errnos used up one call at a time (None in the
+    list lets that call through)."""
+
+    def __init__(self, inner, faults: Dict[str, object]):
+        self.inner = inner
+        self.live = getattr(inner, "live", False)
+        self.faults = {k: (list(v) if isinstance(v, (list, tuple)) else v)
+                       for k, v in faults.items()}
+        self.failed: List[Tuple[str, int]] = []
+
+    def _fault(self, name: str, call: str, crash: Optional[bool] = None) -> None:
+        spec = self.faults.get(name)
+        if isinstance(spec, list):
+            err = spec.pop(0) if spec else None
+        else:
+            err = spec
+        if err:
+            self.failed.append((name, err))
+            raise KexecError(explain_errno(err, call, crash=crash), err)
+
+    def kexec_load(self, entry, segments, flags) -> None:
+        self._fault("kexec_load", "kexec_load", bool(flags & KEXEC_ON_CRASH))
+        self.inner.kexec_load(entry, segments, flags)
+
+    def kexec_file_load(self, kernel_fd, initrd_fd, cmdline, flags) -> None:
+        self._fault("kexec_file_load", "kexec_file_load", bool(flags & KEXEC_FILE_ON_CRASH))
+        self.inner.kexec_file_load(kernel_fd, initrd_fd, cmdline, flags)
+
+    def reboot_kexec(self) -> None:
+        self._fault("reboot", "reboot(LINUX_REBOOT_CMD_KEXEC)")
+        self.inner.reboot_kexec()
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def parse_faults(text: str) -> Dict[str, object]:
+    """"kexec_file_load=ENOSYS,kexec_load=EPERM" -> {"kexec_file_load": 38, ...}."""
+    out: Dict[str, object] = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        name, _, value = item.partition("=")
+        code = getattr(errno, value.strip().upper(), None) if not value.strip().isdigit() \
+            else int(value)
+        if not name or not isinstance(code, int):
+            raise ValueError(f"PYKEXEC_SYSCALL_FAULTS: cannot read {item!r} "
+                             "(want NAME=ERRNO, e.g. kexec_file_load=ENOSYS)")
+        out[name.strip()] = code
+    return out
+
+
+_backend = None
+
+
+def backend():
+    """The backend in use: set by `use`, else the host (wrapped by PYKEXEC_SYSCALL_FAULTS)."""
+    global _backend
+    if _backend is None:
+        host = Host()
+        spec = os.environ.get("PYKEXEC_SYSCALL_FAULTS")
+        _backend = Faults(host, parse_faults(spec)) if spec else host
+    return _backend
+
+
+@contextlib.contextmanager
+def use(new):
+    """Run with another backend (a Recorder, a Faults wrapper) for the duration."""
+    global _backend
+    old = _backend
+    _backend = new
+    try:
+        yield new
+    finally:
+        _backend = old
+
+
+# ---------------------------------------------------------------------------------------------
+# Plan-level helpers
+
+
+def load_plan(plan) -> None:
     """Hand a kexec_load plan to the kernel."""
     if plan.syscall != "kexec_load":
         raise ValueError("load_plan takes a kexec_load plan")

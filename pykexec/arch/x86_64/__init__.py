@@ -8,7 +8,7 @@ plan. Formats are probed in kexec-tools' order, ELF before bzImage.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
 from pykexec.arch.x86 import cmdline_for
@@ -63,6 +63,8 @@ def plan_load(request: Request, machine: Machine,
     for fmt in candidates:
         reason = fmt.probe(kernel)
         if reason is None:
-            return fmt.load(inputs)
+            plan = fmt.load(inputs)
+            # --entry replaces the entry point just before the syscall, as in kexec-tools.
+            return replace(plan, entry=request.entry) if request.entry else plan
     why = "; ".join(f"{f.NAME}: {f.probe(kernel)}" for f in candidates)
     raise LoadError(f"{request.kernel}: not an x86_64 kernel this loader knows ({why})")

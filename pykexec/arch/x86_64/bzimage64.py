@@ -1,6 +1,6 @@
 """bzImage64: a bzImage entered at its 64-bit entry (startup_64, load address + 0x200).
 
-Placement follows kexec-tools, top-down in the window: backup, elfcorehdr, purgatory,
+Placement follows kexec-tools, top-down in the window: (for -p: backup, elfcorehdr,) purgatory,
 setup (zero page + command line), kernel (aligned as its header asks, init_size bytes),
 initrd; setup_data bottom-up. Keeping the same order keeps the two loaders' layouts
 comparable byte for byte everywhere but purgatory.
@@ -12,7 +12,7 @@ from typing import Optional
 
 from pykexec.arch.x86.bzimage import BzImage, ImageError
 from pykexec.arch.x86.crash import check_cmdline
-from pykexec.arch.x86_64.crashload import CrashLoad
+from pykexec.arch.x86_64.normalload import open_load
 from pykexec.errors import LoadError
 from pykexec.plan import Plan
 from pykexec.ranges import align_up
@@ -42,10 +42,11 @@ def load(inputs) -> Plan:
     request = inputs.request
     image = BzImage.parse(inputs.kernel)
     if request.real_mode or request.entry_32bit:
-        raise LoadError("--real-mode / --entry-32bit cannot start a bzImage64 capture kernel")
+        raise LoadError("--real-mode / --entry-32bit: pykexec's purgatory enters a bzImage64 "
+                        "kernel through its 64-bit entry only")
     check_cmdline(inputs.cmdline, image.header.cmdline_size, inputs.kernel_path)
-    load = CrashLoad(inputs, NAME)
-    cmdline = load.place_crash_segments_and_purgatory()
+    load = open_load(inputs, NAME)
+    cmdline = load.place_leading_segments()
     setup_size = max(image.setup_size, 4096)  # the command line follows the setup area
     setup_len = setup_size + len(cmdline) + 1 + PURGATORY_CMDLINE_SPARE
     setup_addr = load.layout.place(setup_len, "boot_params",

@@ -55,6 +55,9 @@ class CrashLoad:
         self.purgatory = place_purgatory(self.layout)
         return self.crash.cmdline
 
+    # The step's name shared with NormalLoad (pykexec.arch.x86_64.normalload).
+    place_leading_segments = place_crash_segments_and_purgatory
+
     def place_initrd_and_setup_data(self, initrd_min: int) -> Tuple[Optional[Tuple[int, int]], int]:
         inputs = self.inputs
         initrd = None

@@ -19,7 +19,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from pykexec.arch.x86.crash import check_cmdline
-from pykexec.arch.x86_64.crashload import CrashLoad
+from pykexec.arch.x86_64.normalload import open_load
 from pykexec.cmdline import COMMAND_LINE_MAX
 from pykexec.errors import LoadError
 from pykexec.plan import Plan
@@ -105,19 +105,25 @@ def _param_header() -> bytes:
 
 def load(inputs) -> Plan:
     request = inputs.request
-    if request.args_mode != "linux":
+    if request.crash and request.args_mode != "linux":
         raise LoadError(f"{inputs.kernel_path}: an ELF capture kernel needs --args-linux (ELF boot "
                         "notes and --args-none give it no elfcorehdr= and no memory map)")
+    if request.args_mode == "none":
+        return _load_args_none(inputs)
+    if request.args_mode != "linux":
+        raise LoadError(f"{inputs.kernel_path}: pykexec boots an ELF Linux kernel with "
+                        "--args-linux (boot parameters) or --args-none; ELF boot notes "
+                        "(--args-elf, kexec-tools' default) give Linux no memory map")
     elf = ELFFile(BytesIO(inputs.kernel))
     chunks, align = _image_chunks(elf, inputs.kernel_path)
     check_cmdline(inputs.cmdline, COMMAND_LINE_MAX, inputs.kernel_path)
-    load = CrashLoad(inputs, NAME)
+    load = open_load(inputs, NAME)
     layout = load.layout
     # The link address wins when it is free (as kexec-tools requires); else move the image.
     at_link_address = all(layout.fits_at(c.start, c.memsz) for c in chunks)
     if at_link_address:
         _place_image(layout, chunks, 0, inputs.kernel_path)
-    cmdline = load.place_crash_segments_and_purgatory()
+    cmdline = load.place_leading_segments()
     param_len = PARAM_CMDLINE_OFFSET + len(cmdline) + 1 + PARAM_CMDLINE_SPARE
     param_addr = layout.place(param_len, "param_block",
                               "zero page for --args-linux, then the command line", align=16)
@@ -126,8 +132,9 @@ def load(inputs) -> Plan:
         link_start = chunks[0].start
         span = chunks[-1].start + chunks[-1].memsz - link_start
         delta = layout.find(span, "kernel", align=align) - link_start
+        where = "outside the free crash region" if request.crash else "not free RAM in the window"
         load.warnings.append(
-            f"{inputs.kernel_path} is linked at {link_start:#x}, outside the free crash region; "
+            f"{inputs.kernel_path} is linked at {link_start:#x}, {where}; "
             f"loading it at {link_start + delta:#x} (x86_64 kernels relocate themselves physically)")
         _place_image(layout, chunks, delta, inputs.kernel_path)
     initrd, setup_data = load.place_initrd_and_setup_data(INITRD_MIN_ADDR)
@@ -137,6 +144,18 @@ def load(inputs) -> Plan:
     layout.fill(param_addr, zero_page + cmdline.encode() + bytes(1 + PARAM_CMDLINE_SPARE))
     return load.finish(rip=elf["e_entry"] + delta, boot_params_addr=param_addr,
                        cmdline_addr=cmdline_addr, kernel_relocated_by=delta)
+
+
+def _load_args_none(inputs) -> Plan:
+    """--args-none (normal loads): the PT_LOADs at their addresses, entered at e_entry."""
+    if inputs.initrd is not None or inputs.cmdline:
+        raise LoadError("--args-none passes nothing to the kernel: no --initrd, --append or "
+                        "--reuse-cmdline with it")
+    elf = ELFFile(BytesIO(inputs.kernel))
+    chunks, _align = _image_chunks(elf, inputs.kernel_path)
+    load = open_load(inputs, NAME)
+    _place_image(load.layout, chunks, 0, inputs.kernel_path)
+    return load.finish_without_purgatory(entry=elf["e_entry"], args="none")
 
 
 def _place_image(layout, chunks, delta: int, path: str) -> None:

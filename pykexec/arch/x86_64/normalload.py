@@ -1,0 +1,109 @@
+"""The steps every x86_64 normal load (`-l`, `-f`, `--load-preserve-context`) shares.
+
+The counterpart of `CrashLoad` with the same interface, so each image format places its
+own buffers in the same order for both: there is no backup and no ELF core header, the
+window is all RAM of the firmware memory map (clamped to --mem-min/--mem-max), placement
+is top-down so purgatory, boot parameters, kernel and initrd land in the highest RAM
+(above 4 GiB when there is RAM there: the zero page's ext_* fields carry the high bits),
+the new kernel's e820 is the full firmware map, and purgatory runs with panic_kernel = 0.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+from pykexec.arch.x86.setupdata import place_setup_data
+from pykexec.arch.x86.zeropage import ZeroPageInputs, build_zero_page
+from pykexec.arch.x86_64.purgatory_setup import (PurgatoryOptions, finish_purgatory,
+                                                 place_purgatory, registers_for_kernel)
+from pykexec.cmdline import COMMAND_LINE_MAX
+from pykexec.errors import LoadError
+from pykexec.layout import Layout
+from pykexec.plan import Plan
+from pykexec.ranges import ADDR_LIMIT, Range
+from pykexec.syscall import KEXEC_ARCH_X86_64
+
+
+def normal_window(mem_min: int = 0, mem_max: Optional[int] = None) -> Range:
+    end = ADDR_LIMIT if mem_max is None else min(ADDR_LIMIT, mem_max + 1)
+    if mem_min >= end:
+        raise LoadError(f"--mem-min {mem_min:#x} is not below --mem-max {end - 1:#x}")
+    return Range(mem_min, end)
+
+
+class NormalLoad:
+    crash = None   # the same attribute CrashLoad fills; nothing crash-related here
+
+    def __init__(self, inputs, format_name: str):
+        request = inputs.request
+        self.inputs = inputs
+        self.format_name = format_name
+        self.warnings: List[str] = []
+        machine = inputs.machine
+        self.window = normal_window(request.mem_min, request.mem_max)
+        self.layout = Layout(machine.ram, self.window, crash=False)
+        self.e820 = tuple((r.range.start, r.range.size, r.type.e820) for r in machine.memory_map)
+        self.cmdline = inputs.cmdline
+        self.purgatory = None
+        if len(self.cmdline) > COMMAND_LINE_MAX:
+            raise LoadError(f"the command line is {len(self.cmdline)} characters "
+                            f"(at most {COMMAND_LINE_MAX})")
+
+    def place_leading_segments(self, with_purgatory: bool = True) -> str:
+        """Purgatory (top-down from the highest RAM); returns the new kernel's command line."""
+        if with_purgatory:
+            self.purgatory = place_purgatory(self.layout)
+        return self.cmdline
+
+    # The crash loader's name for the same step, so a format can call either.
+    place_crash_segments_and_purgatory = place_leading_segments
+
+    def place_initrd_and_setup_data(self, initrd_min: int) -> Tuple[Optional[Tuple[int, int]], int]:
+        inputs = self.inputs
+        initrd = None
+        if inputs.initrd is not None:
+            addr = self.layout.add(inputs.initrd, "initrd", inputs.initrd_path, low=initrd_min)
+            initrd = (addr, len(inputs.initrd))
+        return initrd, place_setup_data(self.layout, self.e820, inputs.random_bytes)
+
+    def zero_page(self, header_bytes: bytes, cmdline_addr: int, cmdline_offset: int,
+                  initrd, setup_data: int) -> bytes:
+        machine = self.inputs.machine
+        return build_zero_page(ZeroPageInputs(
+            header_bytes=header_bytes, cmdline_addr=cmdline_addr, cmdline_offset=cmdline_offset,
+            e820=self.e820, initrd=initrd, setup_data_head=setup_data,
+            acpi_rsdp=machine.acpi_rsdp or 0, running_boot_params=machine.boot_params))
+
+    def _notes(self, **notes) -> dict:
+        return {"format": self.format_name, "window": [self.window.start, self.window.end],
+                "warnings": self.warnings, "user_cmdline": self.inputs.cmdline,
+                "e820_entries": len(self.e820), **notes}
+
+    def finish(self, rip: int, boot_params_addr: int, cmdline_addr: int, **notes) -> Plan:
+        request = self.inputs.request
+        regs = registers_for_kernel(self.purgatory, rip=rip, rsi=boot_params_addr)
+        segments, symbols = finish_purgatory(self.layout.finish(), self.purgatory, regs,
+                                             PurgatoryOptions(
+            panic_kernel=False, skip_checks=request.skip_checks,
+            console_serial=request.console_serial, serial_base=request.serial_base,
+            serial_baud=request.serial_baud, cmdline_end=cmdline_addr + len(self.cmdline)))
+        return Plan(
+            arch="x86_64", syscall="kexec_load", flags=request.kexec_flags | KEXEC_ARCH_X86_64,
+            entry=self.purgatory.entry, cmdline=self.cmdline, segments=segments,
+            notes=self._notes(purgatory_symbols=symbols, **notes))
+
+    def finish_without_purgatory(self, entry: int, **notes) -> Plan:
+        """--args-none: the kernel's own entry, nothing in between."""
+        request = self.inputs.request
+        return Plan(arch="x86_64", syscall="kexec_load",
+                    flags=request.kexec_flags | KEXEC_ARCH_X86_64,
+                    entry=entry, cmdline=None, segments=self.layout.finish(),
+                    notes=self._notes(**notes))
+
+
+def open_load(inputs, format_name: str):
+    """The load steps for this request: crash (-p) or normal (-l, -f, default)."""
+    if inputs.request.crash:
+        from pykexec.arch.x86_64.crashload import CrashLoad
+        return CrashLoad(inputs, format_name)
+    return NormalLoad(inputs, format_name)

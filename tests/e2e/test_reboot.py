@@ -1,0 +1,159 @@
+"""pykexec as /sbin/kexec in a QEMU guest: normal kexec reboots, kexec_file_load, kdump.
+
+Reboot scenarios (tests/bed/reboot_cycle.py): the guest runs the commands an init system
+runs, through pykexec's `kexec` wrapper on the read-only host root, and must come back in
+the new kernel with the marker on its /proc/cmdline. Crash scenarios reuse the kdump bed
+(tests/bed/qemu.py: run_kdump_cycle): `-s -p` and a `-p` that falls back from
+kexec_file_load to kexec_load on a kernel that (as the fault layer plays it) lacks it.
+Boots run two at a time, all of the selected ones from the first use.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Dict
+
+import pytest
+
+from tests.bed.kernels import BedError, get_kernel
+from tests.conftest import require, require_root
+
+pytestmark = pytest.mark.e2e
+
+PARALLEL = 2
+LOAD = "{kexec} --load {kernel} --append '{append}' --initrd {initrd}"   # systemd's argv
+
+# name -> (commands in the first kernel, memory MiB, what it proves)
+REBOOTS = {
+    "systemd-argv-then-e": ([LOAD, "{kexec} -e"], 1024,
+                            "systemctl kexec's exact argv, then systemd-shutdown's `kexec -e`; "
+                            "the default (-a) takes kexec_file_load"),
+    "kexec_load-c": (["{kexec} -c --load {kernel} --append '{append}' --initrd {initrd}",
+                      "{kexec} -e"], 1024,
+                     "pykexec's own normal bzImage64 plan through kexec_load"),
+    "kexec_load-c-4g": (["{kexec} -c -l {kernel} --append='{append}' --initrd={initrd}",
+                         "{kexec} -e"], 4096,
+                        "top-down placement above 4 GiB: ext_cmd_line_ptr, ext_ramdisk_image"),
+    "file-s": (["{kexec} -s -l {kernel} --append='{append}' --initrd={initrd}", "{kexec} -e"],
+               1024, "kexec_file_load only"),
+    "force": (["{kexec} -f {kernel} --append='{append}' --initrd={initrd}"], 1024,
+              "-f: load and boot at once (default syscall)"),
+    "force-c": (["{kexec} -c -f {kernel} --append='{append}' --initrd={initrd}"], 1024,
+                "-f through kexec_load"),
+    "elf-args-linux": (["{kexec} -c -l {vmlinux} --args-linux --append='{append}' "
+                        "--initrd={initrd}", "{kexec} -e"], 1024,
+                       "an ELF vmlinux at its link address, Linux boot parameters"),
+    "auto-fallback": (["PYKEXEC_SYSCALL_FAULTS=kexec_file_load=ENOSYS {kexec} -d -l {kernel} "
+                       "--append='{append}' --initrd={initrd} 2>/tmp/results/load.err; "
+                       "grep -c 'falling back to kexec_load' /tmp/results/load.err",
+                       "{kexec} -e"], 1024,
+                      "-a on a kernel without kexec_file_load (fault layer): kexec_load"),
+    "debian-kexec-load-init": (['/bin/sh -c \'{kexec} -l "$0" --initrd="$1" --append="$2"\' '
+                                "{kernel} {initrd} '{append}'",
+                                "test \"$(cat /sys/kernel/kexec_loaded)\" = 1 && {kexec} -e"],
+                               1024, "Debian's init.d/kexec-load and init.d/kexec spellings"),
+}
+
+
+@pytest.fixture(scope="session")
+def bed_kernel():
+    require_root()
+    require(shutil.which("qemu-system-x86_64") is not None, "qemu-system-x86_64 not installed")
+    require(os.path.exists("/bin/busybox"), "busybox-static not installed")
+    try:
+        return get_kernel()
+    except BedError as e:
+        require(False, f"test bed not available: {e}")
+
+
+class Pool:
+    def __init__(self, kernel, wanted):
+        self.kernel = kernel
+        self.wanted = wanted
+        self.lock = threading.Lock()
+        self.pool = None
+        self.futures: Dict[str, object] = {}
+
+    def _submit(self, name):
+        from tests.bed.qemu import CycleConfig, run_kdump_cycle
+        from tests.bed.reboot_cycle import RebootConfig, run_reboot_cycle
+        if name in REBOOTS:
+            commands, mib, _ = REBOOTS[name]
+            cfg = RebootConfig(commands=commands, memory_mib=mib, name=f"reboot-{name}",
+                               kernel=self.kernel, timeout=300)
+            self.futures[name] = self.pool.submit(run_reboot_cycle, cfg)
+        else:
+            argv = CRASHES[name](self.kernel)
+            cfg = CycleConfig(loader_argv=argv, memory_mib=1024, cpus=2,
+                              cmdline_extra="crashkernel=256M", pattern_mib=32,
+                              name=f"pykexec-{name}", kernel=self.kernel, timeout=300)
+            self.futures[name] = self.pool.submit(run_kdump_cycle, cfg)
+
+    def get(self, name):
+        with self.lock:
+            if self.pool is None:
+                self.pool = ThreadPoolExecutor(PARALLEL, thread_name_prefix="reboot")
+                for n in self.wanted:
+                    self._submit(n)
+            if name not in self.futures:
+                self._submit(name)
+        return self.futures[name].result()
+
+    def close(self):
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _crash_argv(*options, env=()):
+    def build(kernel):
+        from tests.bed.initramfs import get_initramfs
+        from tests.bed.qemu import DEFAULT_APPEND
+        prefix = ["env", *env] if env else []
+        return [*prefix, sys.executable, "-m", "pykexec", *options, "-p", str(kernel.bzimage),
+                f"--initrd={get_initramfs(kernel)}", f"--append={DEFAULT_APPEND}"]
+    return build
+
+
+CRASHES = {
+    "crash-file-s": _crash_argv("-s"),
+    "crash-auto-fallback": _crash_argv("-d", env=("PYKEXEC_SYSCALL_FAULTS=kexec_file_load=ENOSYS",)),
+}
+
+
+@pytest.fixture(scope="session")
+def pool(bed_kernel, request):
+    wanted = []
+    for item in request.session.items:
+        callspec = getattr(item, "callspec", None)
+        if callspec and item.module.__name__ == __name__:
+            name = callspec.params.get("name")
+            if name and name not in wanted:
+                wanted.append(name)
+    p = Pool(bed_kernel, wanted)
+    yield p
+    p.close()
+
+
+@pytest.mark.parametrize("name", list(REBOOTS))
+def test_kexec_reboots_into_the_new_kernel(pool, name):
+    res = pool.get(name)
+    assert res.rebooted, res.describe()
+    assert res.boots[:2] == [b for b in res.boots[:2] if b.startswith(("before", "after"))]
+    assert [b.split()[0] for b in res.boots] == ["before", "after"], res.describe()
+    if name == "auto-fallback":
+        err = (res.run_dir / "results" / "load.err").read_text()
+        assert "kexec_file_load failed: this kernel has no kexec_file_load" in err, err
+        assert "falling back to kexec_load" in err, err
+
+
+@pytest.mark.parametrize("name", list(CRASHES))
+def test_crash_load_is_captured(pool, name):
+    res = pool.get(name)
+    assert res.loader_exit == 0, res.describe()
+    assert res.ok, res.describe()
+    if name == "crash-auto-fallback":
+        assert "falling back to kexec_load" in res.loader_stderr, res.describe()
