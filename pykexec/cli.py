@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import List, Optional
 
 sys.dont_write_bytecode = True   # -e runs while / may already be read-only
 
@@ -49,7 +48,7 @@ def _err(message: str) -> None:
     sys.stderr.write(f"{_PROGRAM[0]}: {message}\n")
 
 
-def _read_flag(path: str) -> Optional[int]:
+def _read_flag(path: str) -> int | None:
     try:
         with open(path) as f:
             return int(f.read(3).strip() or "x")
@@ -57,7 +56,7 @@ def _read_flag(path: str) -> Optional[int]:
         return None
 
 
-def run(argv: List[str], program: str = "pykexec") -> int:
+def run(argv: list[str], program: str = "pykexec") -> int:
     from pykexec.request import UsageError, parse_args, usage_text
 
     _PROGRAM[0] = program
@@ -126,8 +125,6 @@ def _check_refused(request) -> None:
 
 
 def _act(request) -> int:
-    from pykexec import syscall
-
     sysroot = request.sysroot
     if request.print_ckr_size:
         from pykexec.machine import Machine
@@ -139,6 +136,7 @@ def _act(request) -> int:
         value = _read_flag(os.path.join(sysroot, "sys/kernel", name))
         return 255 if value is None else value
     _check_fatal(request)
+    from pykexec import syscall
     backend = syscall.backend()
     machine = None
     if request.do_load:
@@ -333,23 +331,38 @@ def _jump_back_helper(request, backend) -> None:
 # pykexec's own commands
 
 
-WRAPPER = """#!{python} -B
+WRAPPER = """#!{python} -ISB
 # pykexec answering as kexec (written by `pykexec install --as-kexec`).
+# -ISB: no site scan (a third of the start-up), no environment, no bytecode written.
 import sys
 sys.dont_write_bytecode = True
-sys.path.insert(0, {path!r})
+sys.path[:0] = {paths!r}
 from pykexec.cli import kexec_main
 kexec_main()
 """
 WRAPPER_MARK = "written by `pykexec install --as-kexec`"
 
 
-def install_wrapper(dest: str, force: bool = False, python: Optional[str] = None,
-                    package_parent: Optional[str] = None) -> str:
+def _dependency_paths() -> list:
+    """Where this interpreter finds pykexec's dependencies (the wrapper skips site)."""
+    import importlib.util
+    found = []
+    for name in ("elftools", "construct", "click"):
+        spec = importlib.util.find_spec(name)
+        if spec and spec.origin:
+            where = os.path.dirname(os.path.dirname(spec.origin))
+            if where not in found:
+                found.append(where)
+    return found
+
+
+def install_wrapper(dest: str, force: bool = False, python: str | None = None,
+                    package_parent: str | None = None) -> str:
     """Write the `kexec` wrapper at `dest`; an existing other program is kept as
     DEST.kexec-tools when `force`, else refused. Returns what was done."""
     package_parent = package_parent or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    text = WRAPPER.format(python=python or sys.executable, path=package_parent)
+    text = WRAPPER.format(python=python or sys.executable,
+                          paths=[package_parent] + _dependency_paths())
     done = f"wrote {dest}"
     if os.path.lexists(dest):
         try:
@@ -371,7 +384,7 @@ def install_wrapper(dest: str, force: bool = False, python: Optional[str] = None
     return done
 
 
-def _subcommand(argv: List[str]) -> int:
+def _subcommand(argv: list[str]) -> int:
     import click
 
     @click.group()
@@ -425,14 +438,14 @@ def _subcommand(argv: List[str]) -> int:
     return group.main(argv, prog_name="pykexec", standalone_mode=True)
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in SUBCOMMANDS:
         sys.exit(_subcommand(argv))
     sys.exit(run(argv))
 
 
-def kexec_main(argv: Optional[List[str]] = None) -> None:
+def kexec_main(argv: list[str] | None = None) -> None:
     """The `kexec` console script: kexec's argv only (no subcommands)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     sys.exit(run(argv, program="kexec"))

@@ -14,8 +14,6 @@ writes docs/pykexec.8) and the shell completion.
 from __future__ import annotations
 
 import getopt
-from dataclasses import dataclass, replace
-from typing import List, Optional, Tuple
 
 # kexec_load flags
 KEXEC_ON_CRASH = 0x1
@@ -36,7 +34,7 @@ GENERIC, ARCH, LOADER, PYKEXEC = "generic", "x86 (purgatory and boot parameters)
 # (long name, takes an argument, help text, group, argument name). Generic, x86 arch and
 # x86 loader options, as kexec-tools accepts them all in one table so a loader option is
 # never taken for the kernel.
-OPTIONS: Tuple[Tuple[str, bool, str, str, str], ...] = (
+OPTIONS: tuple[tuple[str, bool, str, str, str], ...] = (
     ("help", False, "print this help and exit", GENERIC, ""),
     ("version", False, "print the version and exit", GENERIC, ""),
     ("debug", False, "print debugging information (the plan, the syscalls)", GENERIC, ""),
@@ -148,60 +146,90 @@ class ArchOptionError(UsageError):
     code = 255
 
 
-@dataclass(frozen=True)
 class Request:
-    do_load: bool = True
-    do_exec: bool = False
-    do_shutdown: bool = True
-    do_sync: bool = True
-    do_ifdown: bool = False
-    do_unload: bool = False
-    do_status: bool = False
-    do_jump_back_helper: bool = False
-    has_opt_load: bool = False
-    kexec_flags: int = 0
-    kexec_file_flags: int = 0
-    # "load" (kexec_load, -c), "file" (kexec_file_load, -s), "auto" (-a, kexec-tools 2.0.27+'s
-    # default: kexec_file_load first, kexec_load when the kernel cannot)
-    syscall_mode: str = "auto"
-    kernel: Optional[str] = None
-    initrd: Optional[str] = None
-    append: Optional[str] = None
-    reuse_cmdline: bool = False
-    args_mode: Optional[str] = None   # "linux", "elf", "none"; None: the format's default
-    core_header_class: Optional[int] = None  # 32 or 64; None: the architecture's default
-    debug: bool = False
-    skip_checks: bool = False
-    no_ifdown: bool = False
-    no_sync: bool = False
-    file_type: Optional[str] = None
-    mem_min: int = 0
-    mem_max: Optional[int] = None
-    entry: int = 0
-    console_serial: bool = False
-    console_vga: bool = False
-    reset_vga: bool = False
-    serial_base: int = 0x3F8
-    serial_baud: int = 0
-    pass_memmap_cmdline: bool = False
-    noefi: bool = False
-    reuse_video_type: bool = False
-    real_mode: bool = False
-    entry_32bit: bool = False
-    print_ckr_size: bool = False
-    show_help: bool = False
-    show_version: bool = False
-    hotplug: bool = False
-    reuse_initrd: bool = False
-    live_update: Optional[str] = None   # "exec" or "load": Xen only
-    sysroot: str = "/"
-    dry_run: bool = False
-    save_plan: Optional[str] = None
-    json: bool = False
-    svg: Optional[str] = None
-    refused: Tuple[Tuple[str, str], ...] = ()   # (option, why pykexec cannot honour it)
-    loader_options_seen: Tuple[str, ...] = ()
-    extra_args: Tuple[str, ...] = ()      # non-option words after the kernel (ignored)
+    """The parsed command line: immutable; `replace(r, **changes)` gives a changed copy.
+
+    A small record class rather than a dataclass: importing dataclasses (and inspect)
+    would cost `kexec -v` and `kexec -e` about 15 ms of start-up.
+    """
+
+    _DEFAULTS = dict(
+        do_load=True,
+        do_exec=False,
+        do_shutdown=True,
+        do_sync=True,
+        do_ifdown=False,
+        do_unload=False,
+        do_status=False,
+        do_jump_back_helper=False,
+        has_opt_load=False,
+        kexec_flags=0,
+        kexec_file_flags=0,
+        # "load" (kexec_load, -c), "file" (kexec_file_load, -s), "auto" (-a, kexec-tools 2.0.27+'s
+        # default: kexec_file_load first, kexec_load when the kernel cannot)
+        syscall_mode="auto",
+        kernel=None,
+        initrd=None,
+        append=None,
+        reuse_cmdline=False,
+        args_mode=None,  # "linux", "elf", "none"; None: the format's default
+        core_header_class=None,  # 32 or 64; None: the architecture's default
+        debug=False,
+        skip_checks=False,
+        no_ifdown=False,
+        no_sync=False,
+        file_type=None,
+        mem_min=0,
+        mem_max=None,
+        entry=0,
+        console_serial=False,
+        console_vga=False,
+        reset_vga=False,
+        serial_base=0x3F8,
+        serial_baud=0,
+        pass_memmap_cmdline=False,
+        noefi=False,
+        reuse_video_type=False,
+        real_mode=False,
+        entry_32bit=False,
+        print_ckr_size=False,
+        show_help=False,
+        show_version=False,
+        hotplug=False,
+        reuse_initrd=False,
+        live_update=None,  # "exec" or "load": Xen only
+        sysroot="/",
+        dry_run=False,
+        save_plan=None,
+        json=False,
+        svg=None,
+        refused=(),  # (option, why pykexec cannot honour it)
+        loader_options_seen=(),
+        extra_args=(),  # non-option words after the kernel (ignored)
+    )
+    __slots__ = tuple(_DEFAULTS)
+
+    def __init__(self, **values):
+        unknown = set(values) - set(self._DEFAULTS)
+        if unknown:
+            raise TypeError(f"Request has no field {sorted(unknown)[0]!r}")
+        for name, default in self._DEFAULTS.items():
+            object.__setattr__(self, name, values.get(name, default))
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"Request is immutable: use replace(request, {name}=...)")
+
+    def __eq__(self, other):
+        return type(other) is type(self) and all(
+            getattr(self, n) == getattr(other, n) for n in self.__slots__)
+
+    def __hash__(self):
+        return hash(tuple(getattr(self, n) for n in self.__slots__))
+
+    def __repr__(self):
+        changed = ", ".join(f"{n}={getattr(self, n)!r}" for n, d in self._DEFAULTS.items()
+                            if getattr(self, n) != d)
+        return f"Request({changed})"
 
     @property
     def crash(self) -> bool:
@@ -212,9 +240,16 @@ class Request:
         return bool(self.kexec_flags & KEXEC_PRESERVE_CONTEXT)
 
     @property
-    def unsupported(self) -> Tuple[str, ...]:
+    def unsupported(self) -> tuple[str, ...]:
         """The refused options' names (kept for callers of the first version)."""
         return tuple(o for o, _ in self.refused)
+
+
+def replace(request: Request, **changes) -> Request:
+    """A copy of `request` with `changes` (as dataclasses.replace)."""
+    values = {n: getattr(request, n) for n in request.__slots__}
+    values.update(changes)
+    return Request(**values)
 
 
 def _number(opt: str, value: str) -> int:
@@ -267,7 +302,7 @@ _VALUES = {"type": "file_type", "sysroot": "sysroot", "save-plan": "save_plan", 
 _IMMEDIATE = {"-h", "--help", "-v", "--version", "--print-ckr-size"}
 
 
-def _getopt(argv: List[str]):
+def _getopt(argv: list[str]):
     """gnu_getopt, except that -h, -v and --print-ckr-size act as soon as getopt_long
     reaches them, so a mistake after them goes unnoticed, as in kexec."""
     try:
@@ -283,12 +318,12 @@ def _getopt(argv: List[str]):
         raise UsageError(str(err)) from None
 
 
-def parse_args(argv: List[str]) -> Request:
+def parse_args(argv: list[str]) -> Request:
     """Parse kexec-style arguments (without the program name) into a Request."""
     opts, rest = _getopt(argv)
     r = Request()
-    loader_seen: List[str] = []
-    refused: List[Tuple[str, str]] = []
+    loader_seen: list[str] = []
+    refused: list[tuple[str, str]] = []
     for opt, value in opts:
         name = opt[2:] if opt.startswith("--") else SHORT_TO_LONG[opt[1:]]
         if name in LOADER_OPTIONS:
@@ -382,7 +417,7 @@ def parse_args(argv: List[str]) -> Request:
                    loader_options_seen=tuple(loader_seen), extra_args=tuple(rest[1:]))
 
 
-def option_spec(name: str, arg: bool, argname: str) -> Tuple[str, str]:
+def option_spec(name: str, arg: bool, argname: str) -> tuple[str, str]:
     """("-l, ", "--load") style pieces for help, man page and completion."""
     short = LONG_TO_SHORT.get(name)
     spec = f"--{name}" + (f"={argname or 'VALUE'}" if arg else "")

@@ -15,13 +15,9 @@ Every errno is turned into one sentence a kdump maintainer can act on.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import errno
 import os
-import platform
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
 
 KEXEC_ARCH_DEFAULT = 0
 KEXEC_ARCH_386 = 3 << 16
@@ -74,7 +70,7 @@ class KexecError(Exception):
 # Explaining errors
 
 
-def _proc_flag(sysroot: str, rel: str) -> Optional[str]:
+def _proc_flag(sysroot: str, rel: str) -> str | None:
     try:
         with open(os.path.join(sysroot, rel)) as f:
             return f.read().strip()
@@ -82,7 +78,7 @@ def _proc_flag(sysroot: str, rel: str) -> Optional[str]:
         return None
 
 
-def has_cap_sys_boot(sysroot: str = "/") -> Optional[bool]:
+def has_cap_sys_boot(sysroot: str = "/") -> bool | None:
     """Whether this process has CAP_SYS_BOOT in its effective set (None: cannot tell)."""
     status = _proc_flag(sysroot, "proc/self/status")
     for line in (status or "").splitlines():
@@ -94,14 +90,14 @@ def has_cap_sys_boot(sysroot: str = "/") -> Optional[bool]:
     return None
 
 
-def lockdown_mode(sysroot: str = "/") -> Optional[str]:
+def lockdown_mode(sysroot: str = "/") -> str | None:
     text = _proc_flag(sysroot, "sys/kernel/security/lockdown") or ""
     if "[" in text:
         return text.split("[", 1)[1].split("]", 1)[0]
     return None
 
 
-def _why_not_permitted(call: str, sysroot: str, crash: Optional[bool]) -> str:
+def _why_not_permitted(call: str, sysroot: str, crash: bool | None) -> str:
     if has_cap_sys_boot(sysroot) is False or (has_cap_sys_boot(sysroot) is None
                                                and os.geteuid() != 0):
         return f"{call} failed: Operation not permitted: this process lacks CAP_SYS_BOOT (run as root)"
@@ -125,7 +121,7 @@ def _why_not_permitted(call: str, sysroot: str, crash: Optional[bool]) -> str:
             "LSM refused it; under Secure Boot use -s with a signed kernel)")
 
 
-def explain_errno(err: int, call: str, sysroot: str = "/", crash: Optional[bool] = None) -> str:
+def explain_errno(err: int, call: str, sysroot: str = "/", crash: bool | None = None) -> str:
     """One line: what `err` from `call` means on this machine, and what to do."""
     if err == errno.EPERM:
         return _why_not_permitted(call, sysroot, crash)
@@ -179,8 +175,8 @@ def _libc():
     return ctypes.CDLL(None, use_errno=True)
 
 
-def syscall_numbers(machine: Optional[str] = None) -> Tuple[int, Optional[int]]:
-    machine = machine or platform.machine()
+def syscall_numbers(machine: str | None = None) -> tuple[int, int | None]:
+    machine = machine or os.uname().machine
     if machine not in SYSCALL_NUMBERS:
         raise KexecError(f"unsupported machine type {machine}", errno.ENOSYS)
     return SYSCALL_NUMBERS[machine]
@@ -190,7 +186,7 @@ def _numbers():
     return syscall_numbers()
 
 
-def kexec_load(entry: int, segments: Sequence, flags: int) -> None:
+def kexec_load(entry: int, segments: list, flags: int) -> None:
     """Call kexec_load; `segments` are (data bytes, mem, memsz) triples in address order."""
     nr_load, _ = _numbers()
     arr = (KexecSegment * max(1, len(segments)))()
@@ -211,7 +207,7 @@ def kexec_load(entry: int, segments: Sequence, flags: int) -> None:
         raise KexecError(explain_errno(err, "kexec_load", crash=bool(flags & KEXEC_ON_CRASH)), err)
 
 
-def kexec_file_load(kernel_fd: int, initrd_fd: int, cmdline: Optional[bytes], flags: int) -> None:
+def kexec_file_load(kernel_fd: int, initrd_fd: int, cmdline: bytes | None, flags: int) -> None:
     """Call kexec_file_load. `cmdline` includes its NUL (its length is the cmdline_len)."""
     _, nr_file = _numbers()
     if nr_file is None:
@@ -243,7 +239,7 @@ SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
 
 
-def ifdown() -> List[str]:
+def ifdown() -> list[str]:
     """Take every network interface down as kexec-tools does before -e: "shaper*" first,
     then the rest, never lo or alias names (with ':'); stop at the first error. Returns the
     names taken down."""
@@ -251,7 +247,7 @@ def ifdown() -> List[str]:
     import socket
     import struct
 
-    done: List[str] = []
+    done: list[str] = []
     try:
         names = [n for _, n in socket.if_nameindex()]
     except OSError:
@@ -285,7 +281,7 @@ SHUTDOWN_PROGRAMS = ("/sbin/shutdown", "/etc/shutdown", "/bin/shutdown")
 # Backends
 
 
-def _read_loaded(sysroot: str, crash: bool) -> Optional[int]:
+def _read_loaded(sysroot: str, crash: bool) -> int | None:
     name = "kexec_crash_loaded" if crash else "kexec_loaded"
     text = _proc_flag(sysroot, f"sys/kernel/{name}")
     try:
@@ -302,20 +298,20 @@ class Host:
     def __init__(self, sysroot: str = "/"):
         self.sysroot = sysroot
 
-    def kexec_load(self, entry: int, segments: Sequence, flags: int) -> None:
+    def kexec_load(self, entry: int, segments: list, flags: int) -> None:
         kexec_load(entry, segments, flags)
 
-    def kexec_file_load(self, kernel_fd: int, initrd_fd: int, cmdline: Optional[bytes],
+    def kexec_file_load(self, kernel_fd: int, initrd_fd: int, cmdline: bytes | None,
                         flags: int) -> None:
         kexec_file_load(kernel_fd, initrd_fd, cmdline, flags)
 
-    def loaded(self, crash: bool) -> Optional[int]:
+    def loaded(self, crash: bool) -> int | None:
         return _read_loaded(self.sysroot, crash)
 
     def sync(self) -> None:
         os.sync()
 
-    def ifdown(self) -> List[str]:
+    def ifdown(self) -> list[str]:
         return ifdown()
 
     def reboot_kexec(self) -> None:
@@ -331,14 +327,16 @@ class Host:
         return False
 
 
-@dataclass
 class Recorder:
     """Writes every host action down and pretends it worked. Tracks what is loaded, so
-    `-l` then `-e` behaves as on a kernel that accepted the load."""
+    `-l` then `-e` behaves as on a kernel that accepted the load (`state`: crash? -> 0/1)."""
 
     live = False
-    calls: List[Tuple] = field(default_factory=list)
-    state: Dict[bool, int] = field(default_factory=lambda: {False: 0, True: 0})
+
+    def __init__(self, calls: list[tuple] | None = None,
+                 state: dict[bool, int] | None = None):
+        self.calls: list[tuple] = [] if calls is None else calls
+        self.state: dict[bool, int] = {False: 0, True: 0} if state is None else state
 
     def kexec_load(self, entry, segments, flags) -> None:
         segs = tuple((bytes(d), mem, memsz) for d, mem, memsz in segments)
@@ -356,13 +354,13 @@ class Recorder:
         crash = bool(flags & KEXEC_FILE_ON_CRASH)
         self.state[crash] = 0 if flags & KEXEC_FILE_UNLOAD else 1
 
-    def loaded(self, crash: bool) -> Optional[int]:
+    def loaded(self, crash: bool) -> int | None:
         return self.state[crash]
 
     def sync(self) -> None:
         self.calls.append(("sync",))
 
-    def ifdown(self) -> List[str]:
+    def ifdown(self) -> list[str]:
         self.calls.append(("ifdown",))
         return []
 
@@ -373,7 +371,7 @@ class Recorder:
         self.calls.append(("shutdown",))
         return True
 
-    def names(self) -> List[str]:
+    def names(self) -> list[str]:
         return [c[0] for c in self.calls]
 
 
@@ -382,14 +380,14 @@ class Faults:
     "reboot") to an errno, or to a list of errnos used up one call at a time (None in the
     list lets that call through)."""
 
-    def __init__(self, inner, faults: Dict[str, object]):
+    def __init__(self, inner, faults: dict[str, object]):
         self.inner = inner
         self.live = getattr(inner, "live", False)
         self.faults = {k: (list(v) if isinstance(v, (list, tuple)) else v)
                        for k, v in faults.items()}
-        self.failed: List[Tuple[str, int]] = []
+        self.failed: list[tuple[str, int]] = []
 
-    def _fault(self, name: str, call: str, crash: Optional[bool] = None) -> None:
+    def _fault(self, name: str, call: str, crash: bool | None = None) -> None:
         spec = self.faults.get(name)
         if isinstance(spec, list):
             err = spec.pop(0) if spec else None
@@ -415,9 +413,9 @@ class Faults:
         return getattr(self.inner, name)
 
 
-def parse_faults(text: str) -> Dict[str, object]:
+def parse_faults(text: str) -> dict[str, object]:
     """"kexec_file_load=ENOSYS,kexec_load=EPERM" -> {"kexec_file_load": 38, ...}."""
-    out: Dict[str, object] = {}
+    out: dict[str, object] = {}
     for item in filter(None, (p.strip() for p in text.split(","))):
         name, _, value = item.partition("=")
         code = getattr(errno, value.strip().upper(), None) if not value.strip().isdigit() \
@@ -442,16 +440,22 @@ def backend():
     return _backend
 
 
-@contextlib.contextmanager
-def use(new):
-    """Run with another backend (a Recorder, a Faults wrapper) for the duration."""
-    global _backend
-    old = _backend
-    _backend = new
-    try:
-        yield new
-    finally:
-        _backend = old
+class use:
+    """`with use(backend):` runs with another backend (a Recorder, a Faults wrapper)."""
+
+    def __init__(self, new):
+        self.new = new
+        self.old = None
+
+    def __enter__(self):
+        global _backend
+        self.old, _backend = _backend, self.new
+        return self.new
+
+    def __exit__(self, *exc):
+        global _backend
+        _backend = self.old
+        return False
 
 
 # ---------------------------------------------------------------------------------------------
