@@ -48,6 +48,15 @@ from tests.bed.kernels import (BedError, Kernel, cache_lock, cache_root, extract
 
 ARCH = "i386"
 QEMU_I386 = os.environ.get("PYKEXEC_BED_QEMU_I386", "qemu-system-i386")
+# QEMU 7.2's qemu-system-i386 (TCG) boots a PAE kernel with RAM above 4 GiB but hangs as
+# soon as user space runs there; qemu-system-x86_64 runs the same 32-bit kernel and
+# userland correctly (its CPU model starts in legacy mode like any PC). Guests with more
+# than 4 GiB use it.
+QEMU_X86_64 = os.environ.get("PYKEXEC_BED_QEMU", "qemu-system-x86_64")
+
+
+def qemu_for(memory_mib: int) -> str:
+    return QEMU_X86_64 if memory_mib > 4096 else QEMU_I386
 GUEST_DIR = Path(__file__).resolve().parent / "guest_i386"
 REPO_ROOT = GUEST_DIR.parents[2]
 FLAVOURS = {"686": "linux-image-686:i386", "686-pae": "linux-image-686-pae:i386"}
@@ -277,7 +286,8 @@ def get_initramfs(kernel: Kernel, root: Optional[Path] = None) -> Path:
 # --- one cycle ---------------------------------------------------------------------------
 
 GUEST_PYTHON = "/usr/bin/python3.11"
-_PATCH_LOCK = threading.Lock()
+_PATCH = threading.Condition()
+_PATCH_STATE = {"users": 0, "qemu": None, "saved": None}
 
 
 def guest_path(host_path) -> str:
@@ -293,16 +303,29 @@ KEXEC_I386 = ["/sbin/kexec"]
 
 
 @contextlib.contextmanager
-def _i386_bed(root: Path):
-    """qemu.py's runner with the i386 QEMU and initramfs, for the duration of a cycle."""
-    with _PATCH_LOCK:
-        saved = (generic_qemu.QEMU, generic_qemu.get_initramfs)
-        generic_qemu.QEMU = QEMU_I386
-        generic_qemu.get_initramfs = lambda kernel: get_initramfs(kernel, root)
-        try:
-            yield
-        finally:
-            generic_qemu.QEMU, generic_qemu.get_initramfs = saved
+def _i386_bed(root: Path, qemu: str):
+    """qemu.py's runner with this QEMU binary and the i386 initramfs while a cycle runs.
+
+    Cycles that use the same binary run side by side; one that needs the other binary
+    waits until they are done (the runner reads both from its module's globals).
+    """
+    with _PATCH:
+        _PATCH.wait_for(lambda: _PATCH_STATE["users"] == 0 or _PATCH_STATE["qemu"] == qemu)
+        if _PATCH_STATE["users"] == 0:
+            _PATCH_STATE["saved"] = (generic_qemu.QEMU, generic_qemu.get_initramfs)
+            _PATCH_STATE["qemu"] = qemu
+            generic_qemu.QEMU = qemu
+            generic_qemu.get_initramfs = lambda kernel: get_initramfs(kernel, root)
+        _PATCH_STATE["users"] += 1
+    try:
+        yield
+    finally:
+        with _PATCH:
+            _PATCH_STATE["users"] -= 1
+            if _PATCH_STATE["users"] == 0:
+                generic_qemu.QEMU, generic_qemu.get_initramfs = _PATCH_STATE["saved"]
+                _PATCH_STATE["qemu"] = None
+            _PATCH.notify_all()
 
 
 @dataclass
@@ -326,10 +349,11 @@ class LowMemCheck:
 
 def run_i386_cycle(cfg: "generic_qemu.CycleConfig") -> Tuple["generic_qemu.CycleResult", LowMemCheck]:
     """One kdump cycle under qemu-system-i386; cfg.kernel must be an i386 Kernel."""
-    if shutil.which(QEMU_I386) is None:
-        raise BedError(f"{QEMU_I386}: not installed (apt-get install qemu-system-x86)")
+    qemu = qemu_for(cfg.memory_mib)
+    if shutil.which(qemu) is None:
+        raise BedError(f"{qemu}: not installed (apt-get install qemu-system-x86)")
     root = get_root()
-    with _i386_bed(root):
+    with _i386_bed(root, qemu):
         res = generic_qemu.run_kdump_cycle(cfg)
     low = LowMemCheck()
     path = res.run_dir / "results" / "lowmem.json"
@@ -339,6 +363,75 @@ def run_i386_cycle(cfg: "generic_qemu.CycleConfig") -> Tuple["generic_qemu.Cycle
     elif res.captured:
         low.error = "stage 2 wrote no lowmem.json"
     return res, low
+
+
+# --- machine snapshots of i386 guests ------------------------------------------------------
+
+SNAPSHOTS_DIR = REPO_ROOT / "tests" / "snapshots"
+_NOTES = ("QEMU 7.2 pc (i440FX, SeaBIOS), qemu-system-i386 TCG -cpu max, Debian kernel {release}, "
+          "KASLR on, no EFI")
+
+
+@dataclass(frozen=True)
+class I386Machine:
+    name: str
+    flavour: str
+    memory_mib: int
+    cpus: int
+    crashkernel: str
+    exercises: str
+
+
+I386_MACHINES = (
+    I386Machine("qemu-i386-1g-2cpu-at16m", "686", 1024, 2, "crashkernel=64M@16M",
+                "the 2006 kdump document's machine: crashkernel=64M@16M, where a 686 vmlinux "
+                "is linked; 1 GiB, so RAM above the 0x38000000 direct-map limit (highmem)"),
+    I386Machine("qemu-i386-2g-1cpu", "686", 2048, 1, "crashkernel=128M",
+                "one CPU, 2 GiB (1.1 GiB of highmem), a crash region the kernel placed"),
+    I386Machine("qemu-i386-pae-5g-2cpu", "686-pae", 5120, 2, "crashkernel=64M",
+                "the PAE kernel with RAM above 4 GiB: ELF64 core headers by default, "
+                "--elf32-core-headers refused"),
+)
+
+
+def take_i386_snapshot(machine: I386Machine, dest: Path, timeout: float = 240):
+    """Boot `machine`, take its snapshot before anything is loaded, copy it to `dest`."""
+    kernel = get_kernel(machine.flavour)
+    notes = (f"{machine.name}: {_NOTES.format(release=kernel.release)}; {machine.memory_mib} MiB, "
+             f"{machine.cpus} CPU(s), {machine.crashkernel}. Exercises {machine.exercises}.")
+    cfg = generic_qemu.CycleConfig(
+        loader_argv=None, memory_mib=machine.memory_mib, cpus=machine.cpus,
+        cmdline_extra=machine.crashkernel, take_snapshot=True, snapshot_notes=notes,
+        name=f"snap-{machine.name}", kernel=kernel, timeout=timeout)
+    res, _ = run_i386_cycle(cfg)
+    if res.snapshot is None:
+        raise BedError(f"{machine.name}: no snapshot taken\n{res.describe()}")
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(res.snapshot, dest)
+    return res
+
+
+def take_i386_snapshots_main(argv: Sequence[str]) -> int:
+    known = {m.name: m for m in I386_MACHINES}
+    wanted = list(argv) or list(known)
+    unknown = [n for n in wanted if n not in known]
+    if unknown:
+        print(f"unknown snapshot names {unknown}; known: {sorted(known)}", file=sys.stderr)
+        return 2
+    from concurrent.futures import ThreadPoolExecutor
+    failed = 0
+    with ThreadPoolExecutor(2) as pool:
+        jobs = {n: pool.submit(take_i386_snapshot, known[n], SNAPSHOTS_DIR / n) for n in wanted}
+        for n, job in jobs.items():
+            try:
+                res = job.result()
+                print(f"{n}: {' '.join(res.crash_region)} (total {res.timings.total:.1f} s, "
+                      f"{res.attempts} boot(s))")
+            except BedError as e:
+                failed += 1
+                print(f"{n}: FAILED: {e}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:  # pragma: no cover - manual use
@@ -351,7 +444,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:  # pragma: no cover - man
     ap.add_argument("--crashkernel", default="crashkernel=64M@16M")
     ap.add_argument("--snapshot", action="store_true")
     ap.add_argument("--extra", default="")
+    ap.add_argument("--take-snapshots", nargs="*", metavar="NAME",
+                    help="boot the I386_MACHINES (or those named) and save their snapshots "
+                         "into tests/snapshots/")
     args = ap.parse_args(argv)
+    if args.take_snapshots is not None:
+        return take_i386_snapshots_main(args.take_snapshots)
     kernel = get_kernel(args.flavour)
     root = get_root()
     image = kernel.vmlinux if args.format == "elf" else kernel.bzimage
