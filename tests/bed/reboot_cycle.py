@@ -83,6 +83,7 @@ class RebootConfig:
     writable: Sequence[str] = ()          # host dirs given a tmpfs in the guest
     bind_files: Dict[str, str] = field(default_factory=dict)  # guest target -> source path
     extra_files: Dict[str, str] = field(default_factory=dict)  # name in results -> text
+    raw_files: Dict[str, bytes] = field(default_factory=dict)  # written as they are (0755)
 
 
 @dataclass
@@ -102,6 +103,7 @@ class RebootResult:
     after_rc: Optional[int] = None
     capture: str = ""
     times: Dict[str, float] = field(default_factory=dict)
+    results: Optional[Path] = None
 
     @property
     def rebooted(self) -> bool:
@@ -121,8 +123,9 @@ def _guest_paths(cfg: RebootConfig, kernel: Kernel, initrd: Path) -> List[str]:
              str(initrd), str(REPO_ROOT)]
     paths += [p for p in sys.path if p.startswith("/")]
     for line in list(cfg.commands) + list(cfg.after_commands):
-        paths += [w for w in shlex.split(line)
-                  if w.startswith("/") and not w.startswith("/tmp/results")]  # the guest's own
+        # host files the commands name (not the guest's own /tmp/results, /tmp/kdump-lib...)
+        paths += [w for w in shlex.split(line) if w.startswith("/")
+                  and not w.startswith("/tmp/results") and os.path.exists(w)]
     return paths
 
 
@@ -151,6 +154,9 @@ def run_reboot_cycle(cfg: RebootConfig) -> RebootResult:
         (results / "after.sh").write_text("set -x\n" + expand(cfg.after_commands))
     for name, text in cfg.extra_files.items():
         (results / name).write_text(text.format(**values))
+    for name, data in cfg.raw_files.items():
+        (results / name).write_bytes(data)
+        (results / name).chmod(0o755)
     tmp_keep = tmp_entries(_guest_paths(cfg, kernel, initrd))
     bind = " ".join(f"{t}={s}" for t, s in cfg.bind_files.items())
     (results / "config.sh").write_text(
@@ -198,6 +204,7 @@ def _collect(res: RebootResult, results: Path) -> None:
     rc = _read(results / "after.rc").strip()
     res.after_rc = int(rc) if rc.isdigit() else None
     res.capture = _read(results / "capture.txt") + _read(results / "capture.log")
+    res.results = results
     log = _read(res.serial_log)
     marks = {}
     for line in log.splitlines():
@@ -211,6 +218,47 @@ def _collect(res: RebootResult, results: Path) -> None:
     res.times.update(marks)
     if "before_init" in marks and "after_init" in marks:
         res.times["kexec_to_after_init"] = round(marks["after_init"] - marks["before_init"], 3)
+
+
+def get_kdump_tools() -> Path:
+    """Debian's kdump-tools, downloaded with apt-get and unpacked (never installed) into the
+    bed cache; returns the unpacked root (usr/sbin/kdump-config, ...)."""
+    base = cache_root() / ARCH / "kdump-tools"
+    ready = base / "root" / "usr" / "sbin" / "kdump-config"
+    if ready.exists():
+        return base / "root"
+    with cache_lock("kdump-tools"):
+        if not ready.exists():
+            base.mkdir(parents=True, exist_ok=True)
+            for old in base.glob("*.deb"):
+                old.unlink()
+            proc = subprocess.run(["apt-get", "download", "kdump-tools"], cwd=base,
+                                  capture_output=True, text=True)
+            debs = list(base.glob("kdump-tools_*.deb"))
+            if not debs:
+                raise BedError(f"apt-get download kdump-tools failed: {proc.stderr.strip()}")
+            tmp = base / f"root.{os.getpid()}"
+            subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(tmp)], check=True)
+            shutil.rmtree(base / "root", ignore_errors=True)
+            os.rename(tmp, base / "root")
+    return base / "root"
+
+
+def kdump_config_for_guest(root: Path, defaults: str, state_dir: str) -> bytes:
+    """kdump-config as shipped, with its two fixed paths moved where the guest can write:
+    the defaults file (/etc/default/kdump-tools) and KDUMP_DIR (/var/lib/kdump)."""
+    text = (root / "usr" / "sbin" / "kdump-config").read_text()
+    lines = []
+    moved = 0
+    for line in text.splitlines(keepends=True):
+        if line.startswith("KDUMP_DEFAULTS="):
+            line, moved = f"KDUMP_DEFAULTS={defaults}\n", moved + 1
+        elif line.startswith('KDUMP_DIR="/var/lib/kdump"'):
+            line, moved = f'KDUMP_DIR="{state_dir}"\n', moved + 1
+        lines.append(line)
+    if moved != 2:
+        raise BedError("kdump-config changed: cannot find KDUMP_DEFAULTS= and KDUMP_DIR=")
+    return "".join(lines).encode()
 
 
 if __name__ == "__main__":  # pragma: no cover - manual runs: python -m tests.bed.reboot_cycle

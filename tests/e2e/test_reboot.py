@@ -5,12 +5,18 @@ runs, through pykexec's `kexec` wrapper on the read-only host root, and must com
 the new kernel with the marker on its /proc/cmdline. Crash scenarios reuse the kdump bed
 (tests/bed/qemu.py: run_kdump_cycle): `-s -p` and a `-p` that falls back from
 kexec_file_load to kexec_load on a kernel that (as the fault layer plays it) lacks it.
+Debian's kdump-tools (downloaded with apt-get, unpacked, never installed) runs in the guest
+with pykexec's wrapper bound over /usr/sbin/kexec (= /sbin/kexec): `kdump-config load`,
+`status`, `unload`, `status`, `load`, `status`, then a panic; the capture kernel runs
+`kdump-config savecore`. Only kdump-config's two fixed paths (/etc/default/kdump-tools and
+/var/lib/kdump) are moved to writable places; the root stays read-only.
 Boots run two at a time, all of the selected ones from the first use.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 import threading
@@ -81,7 +87,10 @@ class Pool:
     def _submit(self, name):
         from tests.bed.qemu import CycleConfig, run_kdump_cycle
         from tests.bed.reboot_cycle import RebootConfig, run_reboot_cycle
-        if name in REBOOTS:
+        if name == "kdump-tools":
+            from tests.bed.reboot_cycle import run_reboot_cycle
+            self.futures[name] = self.pool.submit(run_reboot_cycle, kdump_tools_config(self.kernel))
+        elif name in REBOOTS:
             commands, mib, _ = REBOOTS[name]
             cfg = RebootConfig(commands=commands, memory_mib=mib, name=f"reboot-{name}",
                                kernel=self.kernel, timeout=300)
@@ -116,6 +125,41 @@ def _crash_argv(*options, env=()):
         return [*prefix, sys.executable, "-m", "pykexec", *options, "-p", str(kernel.bzimage),
                 f"--initrd={get_initramfs(kernel)}", f"--append={DEFAULT_APPEND}"]
     return build
+
+
+KC = "sh /tmp/results/kdump-config"
+KDUMP_TOOLS_COMMANDS = [
+    "mkdir -p /tmp/kdump-lib /tmp/results/crash",
+    "/sbin/kexec -v",
+    "echo '== load'; " + KC + " load; echo \"load rc=$?\"",
+    "echo '== status'; " + KC + " status",
+    "echo '== unload'; " + KC + " unload; echo \"unload rc=$?\"",
+    "echo '== status'; " + KC + " status",
+    "echo '== load again'; " + KC + " load; echo \"load rc=$?\"",
+    "echo '== status'; " + KC + " status",
+    "cat /sys/kernel/kexec_crash_loaded",
+    "sync; echo c > /proc/sysrq-trigger",
+]
+KDUMP_TOOLS_DEFAULTS = """USE_KDUMP=1
+KDUMP_KERNEL={kernel}
+KDUMP_INITRD={initrd}
+KDUMP_COREDIR=/tmp/results/crash
+"""
+KDUMP_TOOLS_CAPTURE = (KC + " savecore; echo \"savecore rc=$?\"; ls -lR /tmp/results/crash\n")
+
+
+def kdump_tools_config(kernel):
+    from tests.bed.reboot_cycle import RebootConfig, get_kdump_tools, kdump_config_for_guest
+    root = get_kdump_tools()
+    return RebootConfig(
+        commands=KDUMP_TOOLS_COMMANDS, memory_mib=1024, cpus=2,
+        first_cmdline_extra="crashkernel=256M", name="reboot-kdump-tools", kernel=kernel,
+        timeout=420,
+        bind_files={"/usr/sbin/kexec": "/tmp/results/bin/kexec"},   # /sbin -> usr/sbin
+        extra_files={"kdump-tools.default": KDUMP_TOOLS_DEFAULTS},
+        raw_files={"kdump-config": kdump_config_for_guest(root, "/tmp/results/kdump-tools.default",
+                                                          "/tmp/kdump-lib"),
+                   "capture.sh": KDUMP_TOOLS_CAPTURE.encode()})
 
 
 CRASHES = {
@@ -157,3 +201,26 @@ def test_crash_load_is_captured(pool, name):
     assert res.ok, res.describe()
     if name == "crash-auto-fallback":
         assert "falling back to kexec_load" in res.loader_stderr, res.describe()
+
+
+@pytest.mark.parametrize("name", ["kdump-tools"])
+def test_debian_kdump_tools_with_pykexec_as_sbin_kexec(pool, name):
+    """kdump-config load, status, unload, status, load, status, panic; savecore captures."""
+    res = pool.get(name)
+    log = res.before_log
+    assert "(pykexec " in log, res.describe()                      # /sbin/kexec is pykexec
+    sections = re.split(r"^== ", log, flags=re.M)   # the echoed headers, not `+ echo` traces
+    status = [s for s in sections if s.startswith("status")]
+    assert len(status) == 3, res.describe()
+    assert "ready to kdump" in status[0] and "Not ready" not in status[0], res.describe()
+    assert "Not ready to kdump" in status[1], res.describe()
+    assert "ready to kdump" in status[2] and "Not ready" not in status[2], res.describe()
+    assert log.count("load rc=0") == 2 and "unload rc=0" in log, res.describe()
+    kexec_cmd = (res.results / "crash" / "kexec_cmd").read_text()
+    assert kexec_cmd.startswith("/sbin/kexec -p"), kexec_cmd
+    # the capture kernel ran kdump-config savecore: a dump and its dmesg with the panic
+    assert "savecore rc=0" in res.capture, res.describe() + res.capture
+    dmesg = [p for p in (res.results / "crash").rglob("dmesg.*")]
+    dumps = [p for p in (res.results / "crash").rglob("dump.*")]
+    assert dmesg and dumps, res.capture
+    assert "sysrq triggered crash" in dmesg[0].read_text(errors="replace")

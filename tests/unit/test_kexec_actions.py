@@ -326,3 +326,25 @@ def test_version_and_help_import_little():
             "'pykexec.syscall', 'ctypes') if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
     assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_install_as_kexec_keeps_another_program_only_with_force(tmp_path):
+    from pykexec.cli import main
+    target = tmp_path / "kexec"
+    target.write_text("#!/bin/sh\necho kexec-tools\n")
+    with pytest.raises(SystemExit) as exit_:
+        main(["install", "--as-kexec", str(target)])
+    assert exit_.value.code == 1 and "kexec-tools" in target.read_text()
+    with pytest.raises(SystemExit) as exit_:
+        main(["install", "--as-kexec", "--force", str(target)])
+    assert exit_.value.code == 0
+    assert (tmp_path / "kexec.kexec-tools").read_text().startswith("#!/bin/sh")
+    text = target.read_text()
+    assert text.startswith(f"#!{sys.executable} -ISB") and "kexec_main()" in text
+    assert os.access(target, os.X_OK)
+    # installing again over our own wrapper needs no --force and keeps the saved original
+    with pytest.raises(SystemExit) as exit_:
+        main(["install", "--as-kexec", str(target)])
+    assert exit_.value.code == 0 and (tmp_path / "kexec.kexec-tools").exists()
+    proc = subprocess.run([str(target), "-h"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.startswith("Usage: kexec ")
