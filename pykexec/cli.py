@@ -119,6 +119,11 @@ def _check_refused(request) -> None:
         if option == "--hotplug" and not request.crash:
             continue
         raise Failure(why)
+    if (request.real_mode or request.entry_32bit) and request.syscall_mode != "load":
+        # kexec-tools fails these in file mode without falling back; pykexec's kexec_load
+        # loaders refuse them too (purgatory has only the 64-bit entry)
+        raise Failure("--real-mode / --entry-32bit: kexec_file_load has no 16-bit or 32-bit "
+                      "entry, and pykexec's purgatory only the 64-bit entry")
     if request.pass_memmap_cmdline and request.crash:
         raise Failure("--pass-memmap-cmdline is not supported by pykexec: the capture kernel "
                       "gets its memory map through boot_params e820")

@@ -131,6 +131,9 @@ ROWS = [
     r("-l", "--load-preserve-context", "K"),
     r("-p", "K", "-t", "nonsense"),
     r("-p", "K", "--reuseinitrd"),
+    r("-s", "-l", "K", "--real-mode"),
+    r("-c", "-l", "K", "--entry-32bit",
+      differs="pykexec's purgatory has only the 64-bit entry: refused", mine=(255, ())),
 ]
 
 
