@@ -159,6 +159,16 @@ def _host_package_dir(name: str) -> Path:
     return Path(mod.__file__).resolve().parent
 
 
+def _pure_version(name: str) -> str:
+    """The installed distribution version of a pure-Python package copied into the tree."""
+    import importlib.metadata
+    dist = {"elftools": "pyelftools"}.get(name, name)
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def root_python_env(root: Path) -> Dict[str, str]:
     """Environment to run the tree's python3.11 on this (x86_64) host, if it runs i386."""
     libs = [root / "lib" / "i386-linux-gnu", root / "usr" / "lib" / "i386-linux-gnu"]
@@ -187,7 +197,7 @@ def get_root() -> Path:
         return cached[-1].parent
     pure = {n: _host_package_dir(n) for n in PURE_PYTHON}
     key = hashlib.sha256(json.dumps([ROOT_BUILDER_VERSION, versions,
-                                     {n: str(p) for n, p in pure.items()}]).encode())
+                                     {n: _pure_version(n) for n in PURE_PYTHON}]).encode())
     folder = base / f"root-{key.hexdigest()[:16]}"
     if (folder / "READY").exists():
         return folder
