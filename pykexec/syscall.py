@@ -175,8 +175,21 @@ def _libc():
     return ctypes.CDLL(None, use_errno=True)
 
 
+# A 32-bit process on an x86_64 kernel goes through the kernel's compat (i386) table:
+# kexec_load is 283 there, its segments are 32-bit, and there is no kexec_file_load. The
+# arch value must then be the kernel's own (KEXEC_ARCH_X86_64, as arch_flag() gives):
+# the compat entry refuses KEXEC_ARCH_DEFAULT.
+COMPAT_32BIT_SYSCALL_NUMBERS = {"x86_64": (283, None)}
+
+
+def process_is_32bit() -> bool:
+    return ctypes.sizeof(ctypes.c_void_p) == 4
+
+
 def syscall_numbers(machine: str | None = None) -> tuple[int, int | None]:
     machine = machine or os.uname().machine
+    if process_is_32bit() and machine in COMPAT_32BIT_SYSCALL_NUMBERS:
+        return COMPAT_32BIT_SYSCALL_NUMBERS[machine]
     if machine not in SYSCALL_NUMBERS:
         raise KexecError(f"unsupported machine type {machine}", errno.ENOSYS)
     return SYSCALL_NUMBERS[machine]
@@ -189,6 +202,9 @@ def _numbers():
 def kexec_load(entry: int, segments: list, flags: int) -> None:
     """Call kexec_load; `segments` are (data bytes, mem, memsz) triples in address order."""
     nr_load, _ = _numbers()
+    if process_is_32bit() and any(mem + memsz > 1 << 32 for _data, mem, memsz in segments):
+        raise KexecError("kexec_load: a 32-bit process cannot pass segments above 4 GiB "
+                         "(run pykexec with a 64-bit Python)", errno.EINVAL)
     arr = (KexecSegment * max(1, len(segments)))()
     keep = []
     for i, (data, mem, memsz) in enumerate(segments):
