@@ -28,6 +28,7 @@ the low 640 KiB read through /proc/kcore before the panic, compared with what
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
 import hashlib
 import json
@@ -95,6 +96,7 @@ def _need_i386_apt() -> None:
 
 # --- kernels -----------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=None)
 def get_kernel(flavour: str = "686") -> Kernel:
     """Debian's current 32-bit kernel package of `flavour` ("686" or "686-pae"), unpacked."""
     base = cache_root() / ARCH
@@ -183,6 +185,7 @@ def root_loader(root: Path) -> List[str]:
             str(root / "usr" / "bin" / "python3.11")]
 
 
+@functools.lru_cache(maxsize=None)
 def get_root() -> Path:
     """The 32-bit userland tree (cached, keyed by the package versions and the builder)."""
     base = cache_root() / ARCH

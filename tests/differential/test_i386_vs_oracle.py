@@ -169,3 +169,21 @@ def test_core_header_class_agrees_by_default(oracle, files, name):
     result, mine, machine = both(oracle, name, ["-p", files["bzimage"], f"--append={APPEND}"])
     above = any(r.range.last >= 1 << 32 for r in machine.crash_memory_ranges("i386"))
     assert decode_plan(result.plan).core_class == decode_plan(mine).core_class == (2 if above else 1)
+
+
+def test_elf32_above_4g_kexec_tools_truncates_pykexec_refuses(oracle, files):
+    """kexec-tools writes the RAM at 4 GiB into an ELF32 header as paddr 0 (truncated): a
+    dump that claims the first 2 GiB twice and loses the memory above 4 GiB. pykexec
+    refuses the request instead."""
+    name = "qemu-i386-pae-5g-2cpu"
+    require(name in SNAPS, f"no {name} snapshot")
+    argv = ["-p", files["bzimage"], "--elf32-core-headers", f"--append={APPEND}"]
+    snap = os.path.join(SNAPSHOTS, name)
+    theirs = oracle(snap, argv)
+    assert theirs.exit_code == 0
+    facts = decode_plan(theirs.plan)
+    assert facts.core_class == 1
+    loads = [p for p in facts.program_headers if p.type == "LOAD"]
+    assert any(p.paddr == 0 for p in loads), loads             # 0x100000000 wrapped to 0
+    with pytest.raises(LoadError, match="above 4 GiB"):
+        plan_load(parse_args(argv + ["--sysroot", snap]), Machine.read(snap))

@@ -1,7 +1,6 @@
 """Real i386 kdump cycles under qemu-system-i386 (TCG), with Debian's 32-bit kernels.
 
-Under qemu-system-i386 (TCG), with Debian's 32-bit kernels: the 2006 kdump document's own
-command, on its own kind of machine:
+The 2006 kdump document's own command, on its own kind of machine:
 
     pykexec -p vmlinux --args-linux --elf32-core-headers \
             --append="... init 1 irqpoll maxcpus=1 ..."      (first kernel: crashkernel=64M@16M)
@@ -57,8 +56,9 @@ CASES = (
     # The document's command and crash region (a 686 vmlinux is linked at 16 MiB).
     Case("doc-elf32", "pykexec", "elf", "686", 1024, "crashkernel=64M@16M",
          ("--args-linux", "--elf32-core-headers")),
-    # The bzImage, relocated into a crash region the kernel chose; ELF32 by default.
-    Case("bzimage", "pykexec", "bzimage", "686", 1024, "crashkernel=64M"),
+    # The bzImage, relocated into a crash region the kernel chose; ELF32 by default;
+    # purgatory reports on the serial console.
+    Case("bzimage", "pykexec", "bzimage", "686", 1024, "crashkernel=64M", ("--console-serial",)),
     # PAE with RAM above 4 GiB: ELF64 core headers by default. Runs under
     # qemu-system-x86_64 (same 32-bit guest): see tests/bed/i386guest.py qemu_for().
     Case("pae-5g-elf64", "pykexec", "bzimage", "686-pae", 5120, "crashkernel=64M", elfclass=64),
@@ -187,6 +187,16 @@ def test_vmcore_dmesg_finds_the_panic(cycle):
     _, res, _ = cycle
     assert res.vmcore_dmesg_exit == 0, res.vmcore_dmesg
     assert res.panic_line_found and PANIC_LINE in res.panic_line(), res.vmcore_dmesg[-2000:]
+
+
+def test_purgatory_serial_console(cycle, i386_case):
+    """--console-serial: purgatory says what it checked and copied, on ttyS0."""
+    _, res, _ = cycle
+    log = res.serial_log.read_text(errors="replace")
+    said = "pykexec purgatory (i386): digest ok, jumping to" in log
+    assert said == ("--console-serial" in i386_case.extra), res.serial_tail()
+    if said:
+        assert "pykexec purgatory (i386): backup 0x9ec00 bytes from 0x1000 to" in log
 
 
 def test_debian_i386_kexec_in_the_guest_matches_the_host_oracle(i386_cycles):
