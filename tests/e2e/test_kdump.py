@@ -41,11 +41,14 @@ class Case:
     cpus: int
     crashkernel: str
     firmware: str = "bios"
+    elf32: bool = False          # --elf32-core-headers (x86_64 loaders write ELF64 anyway)
 
     @property
     def name(self) -> str:
         suffix = "" if self.firmware == "bios" else f"-{self.firmware}"
-        return f"{self.fmt}-{self.memory_mib // 1024}g-{self.cpus}cpu{suffix}"
+        at = "-at16m" if "@16M" in self.crashkernel else ""
+        return f"{self.fmt}-{self.memory_mib // 1024}g-{self.cpus}cpu{at}{suffix}" + \
+            ("-elf32" if self.elf32 else "")
 
 
 CASES = (
@@ -57,9 +60,22 @@ CASES = (
     # UEFI (OVMF): EFI runtime map and efi_info instead of acpi_rsdp=, an EFI setup_data.
     Case("bzimage", 1024, 2, "crashkernel=256M", firmware="uefi"),
 )
+# pykexec: 1 and 2 CPUs, 1 and 4 GiB, bzImage and ELF, with and without
+# --elf32-core-headers; the ELF vmlinux both at its link address and moved into a crash
+# region elsewhere (kexec-tools cannot do the latter).
+PYKEXEC_CASES = (
+    Case("bzimage", 1024, 1, "crashkernel=256M", elf32=True),
+    Case("bzimage", 4096, 2, "crashkernel=256M"),
+    Case("elf", 1024, 2, "crashkernel=256M"),
+    Case("elf", 1024, 1, "crashkernel=256M@16M", elf32=True),
+)
+LOADER_CASES = {"kexec": CASES, "pykexec": PYKEXEC_CASES}
 # Loaders whose -d output we parse and compare with the oracle.
 DEBUG_LOADERS = {"kexec"}
-PARAMS = [(loader, case) for loader in LOADERS for case in CASES]
+# Loaders that save their plan, so the vmcore can be checked against what was planned.
+PLANNING_LOADERS = {"pykexec"}
+PLAN_IN_GUEST = "/tmp/results/plan"   # the results share, as the guest's chroot sees it
+PARAMS = [(loader, case) for loader in LOADERS for case in LOADER_CASES[loader]]
 
 
 def param_id(p) -> str:
@@ -90,6 +106,11 @@ def bed() -> Bed:
 def config_for(bed: Bed, loader: str, case: Case, run_dir) -> CycleConfig:
     image = bed.kernel.bzimage if case.fmt == "bzimage" else bed.kernel.vmlinux
     extra = ("--args-linux",) if case.fmt == "elf" else ()
+    if case.elf32:
+        extra += ("--elf32-core-headers",)
+    if loader in PLANNING_LOADERS:
+        # -c: this matrix is about kexec_load with pykexec's own purgatory and headers.
+        extra += ("-c", f"--save-plan={PLAN_IN_GUEST}")
     debug = loader in DEBUG_LOADERS
     argv = loader_argv(LOADERS[loader], str(image), bed.initrd, append=DEFAULT_APPEND,
                        extra=extra, debug=debug)
@@ -216,6 +237,30 @@ def test_timings_recorded(cycle):
     t = cycle.timings
     assert t.boot and t.load is not None and t.panic_to_capture_init and t.total, t
     assert t.total < cycle.config.timeout
+
+
+PLAN_PARAMS = [p for p in PARAMS if p[0] in PLANNING_LOADERS]
+
+
+@pytest.mark.parametrize("param", PLAN_PARAMS, ids=param_id)
+def test_vmcore_headers_are_the_planned_ones(param, cycles):
+    """/proc/vmcore's PT_LOADs are the planned core header's (the kernel only re-offsets them),
+    and the capture kernel ran with the planned command line."""
+    from pykexec.plan import load_plan
+    from pykexec.planfacts import decode_plan
+    cycle = cycles.get(*param)
+    assert cycle.captured, cycle.describe()
+    plan = load_plan(str(cycle.run_dir / "results" / "plan"))
+    facts = decode_plan(plan)
+    planned = [(p.paddr, p.vaddr, p.memsz) for p in facts.program_headers if p.type == "LOAD"]
+    seen = [(p["paddr"], p["vaddr"], p["memsz"]) for p in cycle.pt_loads]
+    assert seen == planned
+    assert facts.core_class == 2  # ELF64 even when --elf32-core-headers was asked for
+    assert cycle.capture_cmdline.split() == plan.cmdline.split()
+    if param[1].elf32:
+        assert "ELF64" in cycle.loader_stderr  # the one warning line
+    if param[1].fmt == "elf" and "@16M" not in param[1].crashkernel:
+        assert plan.notes["kernel_relocated_by"] != 0
 
 
 ORACLE_PARAMS = [p for p in PARAMS if p[0] in DEBUG_LOADERS]
