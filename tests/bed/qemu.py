@@ -82,6 +82,8 @@ class CycleConfig:
     first_cmdline: str = "console=ttyS0 panic=1 loglevel=4"
     firmware: str = "bios"                  # "bios" (SeaBIOS) or "uefi" (OVMF, Debian's ovmf)
     qemu_extra: Sequence[str] = ()
+    qemu: Optional[str] = None              # QEMU binary; default QEMU (another arch's guests)
+    initramfs: Optional[Path] = None        # default: get_initramfs(kernel)
     # A fixed crash region (crashkernel=256M@16M) is not reserved when KASLR happened to
     # put the first kernel there (about 1 boot in 3 with 1 GiB): boot again, up to this
     # many times in all. Only such boots are retried, nothing else.
@@ -291,7 +293,7 @@ def firmware_args(firmware: str) -> List[str]:
 
 def qemu_argv(cfg: CycleConfig, kernel: Kernel, initrd: Path, results: Path) -> List[str]:
     return [
-        QEMU, "-accel", "tcg", "-cpu", "max", "-m", str(cfg.memory_mib), "-smp", str(cfg.cpus),
+        cfg.qemu or QEMU, "-accel", "tcg", "-cpu", "max", "-m", str(cfg.memory_mib), "-smp", str(cfg.cpus),
         "-nographic", "-no-reboot",
         "-device", "isa-debug-exit,iobase=0xf4,iosize=4",
         "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
@@ -338,10 +340,11 @@ class _SerialReader(threading.Thread):
 
 def run_kdump_cycle(cfg: CycleConfig) -> CycleResult:
     """Boot a guest, load a crash kernel with cfg.loader_argv, panic, check the dump."""
-    if shutil.which(QEMU) is None:
-        raise BedError(f"{QEMU}: not installed (apt-get install qemu-system-x86)")
+    qemu = cfg.qemu or QEMU
+    if shutil.which(qemu) is None:
+        raise BedError(f"{qemu}: not installed (apt-get install qemu-system-x86)")
     kernel = cfg.kernel or get_kernel()
-    initrd = get_initramfs(kernel)
+    initrd = Path(cfg.initramfs) if cfg.initramfs else get_initramfs(kernel)
     tmp_keep = tmp_entries(_guest_needs(cfg))
     run_dir = Path(cfg.run_dir) if cfg.run_dir else new_run_dir(cfg.name)
     run_dir.mkdir(parents=True, exist_ok=True)
