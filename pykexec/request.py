@@ -85,7 +85,7 @@ OPTIONS: tuple[tuple[str, bool, str, str, str], ...] = (
     ("elf64-core-headers", False, "ELF64 core headers", ARCH, ""),
     ("pass-memmap-cmdline", False, "-p: also pass the memory map as memmap= parameters "
                                    "(refused with -p; ignored otherwise)", ARCH, ""),
-    ("noefi", False, "do not pass EFI data to the new kernel (pykexec never does)", ARCH, ""),
+    ("noefi", False, "do not pass EFI runtime data to the new kernel", ARCH, ""),
     ("reuse-video-type", False, "reuse the running kernel's video type (pykexec always "
                                 "copies its screen_info)", ARCH, ""),
     # x86 loader options

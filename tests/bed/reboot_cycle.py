@@ -38,6 +38,13 @@ AFTER_MARK = "bed_boot=after"
 EXTRA_MODULES = ()
 
 
+OVMF_IMAGES = ("/usr/share/ovmf/OVMF.fd", "/usr/share/qemu/OVMF.fd")
+
+
+def ovmf_image() -> Optional[str]:
+    return next((p for p in OVMF_IMAGES if os.path.exists(p)), None)
+
+
 def get_reboot_initramfs(kernel: Kernel) -> Path:
     """The bed's initramfs with reboot_init as /init (cached by its inputs)."""
     entries = [(name, mode, REBOOT_INIT.read_bytes() if name == "init" else data)
@@ -84,6 +91,7 @@ class RebootConfig:
     bind_files: Dict[str, str] = field(default_factory=dict)  # guest target -> source path
     extra_files: Dict[str, str] = field(default_factory=dict)  # name in results -> text
     raw_files: Dict[str, bytes] = field(default_factory=dict)  # written as they are (0755)
+    firmware: str = "bios"                 # or "uefi" (OVMF, package ovmf)
 
 
 @dataclass
@@ -169,6 +177,11 @@ def run_reboot_cycle(cfg: RebootConfig) -> RebootResult:
             "-virtfs", f"local,path={results},mount_tag=results,security_model=none",
             "-kernel", str(kernel.bzimage), "-initrd", str(initrd),
             "-append", f"{FIRST_CMDLINE} {cfg.first_cmdline_extra}".strip()]
+    if cfg.firmware == "uefi":
+        firmware = ovmf_image()
+        if firmware is None:
+            raise BedError("UEFI guest: no OVMF firmware (apt-get install ovmf)")
+        argv += ["-bios", firmware]
     (run_dir / "qemu-argv.txt").write_text(shlex.join(argv) + "\n")
     res = RebootResult(config=cfg, run_dir=run_dir, marker=marker, serial_log=run_dir / "serial.log")
     t0 = time.monotonic()

@@ -87,7 +87,12 @@ class Pool:
     def _submit(self, name):
         from tests.bed.qemu import CycleConfig, run_kdump_cycle
         from tests.bed.reboot_cycle import RebootConfig, run_reboot_cycle
-        if name == "kdump-tools":
+        if name == "uefi-efi-data":
+            from tests.bed.reboot_cycle import RebootConfig, run_reboot_cycle
+            self.futures[name] = self.pool.submit(run_reboot_cycle, RebootConfig(
+                commands=UEFI_COMMANDS, after_commands=UEFI_AFTER, firmware="uefi",
+                name="reboot-uefi-efi-data", kernel=self.kernel, timeout=300))
+        elif name == "kdump-tools":
             from tests.bed.reboot_cycle import run_reboot_cycle
             self.futures[name] = self.pool.submit(run_reboot_cycle, kdump_tools_config(self.kernel))
         elif name in REBOOTS:
@@ -126,6 +131,14 @@ def _crash_argv(*options, env=()):
                 f"--initrd={get_initramfs(kernel)}", f"--append={DEFAULT_APPEND}"]
     return build
 
+
+UEFI_COMMANDS = [
+    "{python} -m pykexec snapshot /tmp/results/snap",
+    "{kexec} -c -l {kernel} --append '{append}' --initrd {initrd}",
+    "{kexec} -e",
+]
+UEFI_AFTER = ["ls /sys/firmware/efi/runtime-map | wc -l > /tmp/results/after-runtime-map",
+              "test -d /sys/firmware/efi/efivars && echo efivars > /tmp/results/after-efivars"]
 
 KC = "sh /tmp/results/kdump-config"
 KDUMP_TOOLS_COMMANDS = [
@@ -225,3 +238,38 @@ def test_debian_kdump_tools_with_pykexec_as_sbin_kexec(pool, name):
     dumps = [p for p in (res.results / "crash").rglob("dump.*")]
     assert dmesg and dumps, res.capture
     assert "sysrq triggered crash" in dmesg[0].read_text(errors="replace")
+
+
+@pytest.mark.parametrize("name", ["uefi-efi-data"])
+def test_uefi_normal_kexec_keeps_efi_runtime_services(pool, name, tmp_path):
+    """On OVMF, `-c -l` passes the EFI runtime data: the new kernel has EFI (runtime map,
+    efivars), and the EFI buffers equal Debian's kexec's on the guest's own snapshot."""
+    from tests.bed.oracle import run_oracle
+    from tests.bed.reboot_cycle import ovmf_image
+    require(ovmf_image() is not None, "UEFI case needs OVMF (apt-get install ovmf)")
+    res = pool.get(name)
+    assert res.rebooted, res.describe()
+    results = res.results
+    assert int((results / "after-runtime-map").read_text()) > 0, res.describe()
+    assert (results / "after-efivars").exists(), res.describe()
+    # the same load planned on the guest's snapshot, by both loaders
+    from pykexec.arch import plan_load
+    from pykexec.machine import Machine
+    from pykexec.request import parse_args
+    snap = str(results / "snap")
+    initrd = tmp_path / "initrd"
+    initrd.write_bytes(b"x" * 5000)
+    argv = ["-l", str(pool.kernel.bzimage), "--append=console=ttyS0", f"--initrd={initrd}"]
+    theirs = run_oracle(snap, argv)
+    assert theirs.exit_code == 0, theirs.stderr
+    segs = {s.mem: s.data for s in theirs.calls[-1].segments}
+    mine = plan_load(parse_args(["-c", *argv, "--sysroot", snap]), Machine.read(snap))
+    setup = [s for s in mine.segments if s.kind == "setup_data"]
+    assert len(setup) == 3, mine.segments            # SETUP_EFI, runtime map, RNG seed
+    efi, runtime_map = setup[0], setup[1]
+    assert segs[efi.mem] == efi.data                 # SETUP_EFI byte for byte
+    records = lambda b: sorted(b[i:i + 40] for i in range(0, len(b), 40))
+    assert records(segs[runtime_map.mem]) == records(runtime_map.data)  # order: readdir
+    zero_theirs = next(s.data for s in theirs.calls[-1].segments if 0x4000 < s.bufsz < 0x8000)
+    zero_mine = mine.segments_of("boot_params")[0].data
+    assert zero_theirs[0x1C0:0x1E0] == zero_mine[0x1C0:0x1E0]   # efi_info

@@ -19,8 +19,9 @@ RNG_SEED_BYTES = 32
 
 
 def place_setup_data(layout: Layout, e820: Sequence[Tuple[int, int, int]],
-                     random_bytes: Callable[[int], bytes]) -> int:
-    """Place the setup_data items bottom-up and return the list's head address."""
+                     random_bytes: Callable[[int], bytes], head: int = 0) -> int:
+    """Place the setup_data items bottom-up and return the list's head address.
+    `head`: an item placed before (SETUP_EFI), which the new items link to."""
     items = []
     _, overflow = split_e820(list(e820))
     if overflow:
@@ -28,7 +29,6 @@ def place_setup_data(layout: Layout, e820: Sequence[Tuple[int, int, int]],
                       f"SETUP_E820_EXT: {len(overflow)} e820 entries beyond the zero page's 128"))
     items.append((bp.SETUP_RNG_SEED, random_bytes(RNG_SEED_BYTES),
                   "SETUP_RNG_SEED: fresh entropy for the new kernel"))
-    head = 0
     for typ, payload, source in items:
         blob = setup_data_item(head, typ, payload)
         head = layout.add(blob, "setup_data", source, low=SETUP_DATA_MIN_ADDR, top_down=False)

@@ -6,12 +6,15 @@ window is all RAM of the firmware memory map (clamped to --mem-min/--mem-max), p
 is top-down so purgatory, boot parameters, kernel and initrd land in the highest RAM
 (above 4 GiB when there is RAM there: the zero page's ext_* fields carry the high bits),
 the new kernel's e820 is the full firmware map, and purgatory runs with panic_kernel = 0.
+On EFI machines a bzImage with XLF_EFI_KEXEC also gets the running kernel's EFI runtime
+data (pykexec.arch.x86.efi), unless --noefi.
 """
 
 from __future__ import annotations
 
 from typing import List, Optional, Tuple
 
+from pykexec.arch.x86.efi import efi_boot_data, patch_efi_info, place_efi_data
 from pykexec.arch.x86.setupdata import place_setup_data
 from pykexec.arch.x86.zeropage import ZeroPageInputs, build_zero_page
 from pykexec.arch.x86_64.purgatory_setup import (PurgatoryOptions, finish_purgatory,
@@ -45,6 +48,8 @@ class NormalLoad:
         self.e820 = tuple((r.range.start, r.range.size, r.type.e820) for r in machine.memory_map)
         self.cmdline = inputs.cmdline
         self.purgatory = None
+        self.efi = efi_boot_data(machine, _xloadflags(inputs.kernel), request.noefi)
+        self.efi_memmap: Optional[int] = None
         if len(self.cmdline) > COMMAND_LINE_MAX:
             raise LoadError(f"the command line is {len(self.cmdline)} characters "
                             f"(at most {COMMAND_LINE_MAX})")
@@ -64,18 +69,25 @@ class NormalLoad:
         if inputs.initrd is not None:
             addr = self.layout.add(inputs.initrd, "initrd", inputs.initrd_path, low=initrd_min)
             initrd = (addr, len(inputs.initrd))
-        return initrd, place_setup_data(self.layout, self.e820, inputs.random_bytes)
+        head = 0
+        if self.efi is not None:
+            head, self.efi_memmap = place_efi_data(self.layout, self.efi)
+        return initrd, place_setup_data(self.layout, self.e820, inputs.random_bytes, head=head)
 
     def zero_page(self, header_bytes: bytes, cmdline_addr: int, cmdline_offset: int,
                   initrd, setup_data: int) -> bytes:
         machine = self.inputs.machine
-        return build_zero_page(ZeroPageInputs(
+        page = build_zero_page(ZeroPageInputs(
             header_bytes=header_bytes, cmdline_addr=cmdline_addr, cmdline_offset=cmdline_offset,
             e820=self.e820, initrd=initrd, setup_data_head=setup_data,
             acpi_rsdp=machine.acpi_rsdp or 0, running_boot_params=machine.boot_params))
+        if self.efi is not None and self.efi_memmap is not None:
+            page = patch_efi_info(page, self.efi, self.efi_memmap)
+        return page
 
     def _notes(self, **notes) -> dict:
         return {"format": self.format_name, "window": [self.window.start, self.window.end],
+                "efi_runtime_map_entries": self.efi.entries if self.efi else 0,
                 "warnings": self.warnings, "user_cmdline": self.inputs.cmdline,
                 "e820_entries": len(self.e820), **notes}
 
@@ -99,6 +111,15 @@ class NormalLoad:
                     flags=request.kexec_flags | KEXEC_ARCH_X86_64,
                     entry=entry, cmdline=None, segments=self.layout.finish(),
                     notes=self._notes(**notes))
+
+
+def _xloadflags(kernel: bytes) -> int:
+    """The bzImage's xloadflags (XLF_EFI_KEXEC: it can take EFI data from kexec); 0 for ELF."""
+    from pykexec.arch.x86.bzimage import BzImage
+    try:
+        return BzImage.parse(kernel).header.xloadflags
+    except Exception:  # not a bzImage: an ELF vmlinux gets no EFI data (as in kexec-tools)
+        return 0
 
 
 def open_load(inputs, format_name: str):
