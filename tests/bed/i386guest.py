@@ -19,7 +19,7 @@ path>. Keeping the userland out of the initramfs keeps the capture kernel small:
 initramfs with Python in it.
 
 One kdump cycle is tests/bed/qemu.py's `run_kdump_cycle` with this module's QEMU binary,
-kernel and initramfs (`run_i386_cycle`); the generic stage scripts run under the 32-bit
+kernel and initramfs in its CycleConfig (`run_i386_cycle`); the generic stage scripts run under the 32-bit
 Python, wrapped by guest_i386/stage{1,2}.py, which add the low-memory check: a copy of
 the low 640 KiB read through /proc/kcore before the panic, compared with what
 /proc/vmcore shows for that range in the capture kernel (the backup copy purgatory made).
@@ -27,7 +27,7 @@ the low 640 KiB read through /proc/kcore before the panic, compared with what
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import functools
 import gzip
 import hashlib
@@ -37,7 +37,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -299,10 +298,6 @@ def get_initramfs(kernel: Kernel, root: Optional[Path] = None) -> Path:
 # --- one cycle ---------------------------------------------------------------------------
 
 GUEST_PYTHON = "/usr/bin/python3.11"
-_PATCH = threading.Condition()
-_PATCH_STATE = {"users": 0, "qemu": None, "saved": None}
-
-
 def guest_path(host_path) -> str:
     """A host path as the guest's chroot sees it."""
     return "/host" + str(Path(host_path).resolve())
@@ -313,32 +308,6 @@ def pykexec_argv() -> List[str]:
 
 
 KEXEC_I386 = ["/sbin/kexec"]
-
-
-@contextlib.contextmanager
-def _i386_bed(root: Path, qemu: str):
-    """qemu.py's runner with this QEMU binary and the i386 initramfs while a cycle runs.
-
-    Cycles that use the same binary run side by side; one that needs the other binary
-    waits until they are done (the runner reads both from its module's globals).
-    """
-    with _PATCH:
-        _PATCH.wait_for(lambda: _PATCH_STATE["users"] == 0 or _PATCH_STATE["qemu"] == qemu)
-        if _PATCH_STATE["users"] == 0:
-            _PATCH_STATE["saved"] = (generic_qemu.QEMU, generic_qemu.get_initramfs)
-            _PATCH_STATE["qemu"] = qemu
-            generic_qemu.QEMU = qemu
-            generic_qemu.get_initramfs = lambda kernel: get_initramfs(kernel, root)
-        _PATCH_STATE["users"] += 1
-    try:
-        yield
-    finally:
-        with _PATCH:
-            _PATCH_STATE["users"] -= 1
-            if _PATCH_STATE["users"] == 0:
-                generic_qemu.QEMU, generic_qemu.get_initramfs = _PATCH_STATE["saved"]
-                _PATCH_STATE["qemu"] = None
-            _PATCH.notify_all()
 
 
 @dataclass
@@ -362,12 +331,10 @@ class LowMemCheck:
 
 def run_i386_cycle(cfg: "generic_qemu.CycleConfig") -> Tuple["generic_qemu.CycleResult", LowMemCheck]:
     """One kdump cycle under qemu-system-i386; cfg.kernel must be an i386 Kernel."""
-    qemu = qemu_for(cfg.memory_mib)
-    if shutil.which(qemu) is None:
-        raise BedError(f"{qemu}: not installed (apt-get install qemu-system-x86)")
-    root = get_root()
-    with _i386_bed(root, qemu):
-        res = generic_qemu.run_kdump_cycle(cfg)
+    kernel = cfg.kernel or get_kernel()
+    cfg = dataclasses.replace(cfg, kernel=kernel, qemu=cfg.qemu or qemu_for(cfg.memory_mib),
+                              initramfs=cfg.initramfs or get_initramfs(kernel, get_root()))
+    res = generic_qemu.run_kdump_cycle(cfg)
     low = LowMemCheck()
     path = res.run_dir / "results" / "lowmem.json"
     if path.exists():

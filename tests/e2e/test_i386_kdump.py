@@ -16,6 +16,7 @@ of the low 640 KiB, panic, and in the capture kernel check /proc/vmcore.
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,13 +27,14 @@ import pytest
 
 from tests.bed import i386guest
 from tests.bed.kernels import BedError
-from tests.bed.qemu import PANIC_LINE, CycleConfig, loader_argv
+from tests.bed.qemu import GUEST_DIR, PANIC_LINE, CycleConfig, loader_argv
 from tests.conftest import require, require_root
 
 pytestmark = pytest.mark.e2e
 
 APPEND = "console=ttyS0 init 1 irqpoll maxcpus=1 reset_devices panic=1"
 PATTERN_MIB = 32
+CORRUPTER = GUEST_DIR / "load_corrupted_plan.py"   # flips a kernel byte, then loads
 PARALLEL = 2
 
 
@@ -65,7 +67,13 @@ CASES = (
     # Debian's kexec-tools:i386, for the oracle check and as a reference cycle.
     Case("kexec-elf", "kexec", "elf", "686", 1024, "crashkernel=64M@16M",
          ("--args-linux", "--elf32-core-headers")),
+    # A plan saved with --dry-run, one kernel byte flipped, then loaded: the i386 purgatory
+    # must refuse it (QEMU then idles until the timeout: purgatory halts for good).
+    Case("corrupted", "corrupt", "bzimage", "686", 1024, "crashkernel=64M"),
 )
+# Tests that use a case directly instead of through the i386_case parameter.
+DIRECT = {"test_debian_i386_kexec_in_the_guest_matches_the_host_oracle": "kexec-elf",
+          "test_i386_purgatory_refuses_a_corrupted_kernel": "corrupted"}
 PYKEXEC_CASES = [c for c in CASES if c.loader == "pykexec"]
 
 
@@ -82,13 +90,25 @@ class Pool:
         root = i386guest.get_root()
         initrd = i386guest.get_initramfs(kernel, root)
         image = kernel.vmlinux if case.fmt == "elf" else kernel.bzimage
-        prefix = i386guest.pykexec_argv() if case.loader == "pykexec" else i386guest.KEXEC_I386
-        argv = loader_argv(prefix, i386guest.guest_path(image), i386guest.guest_path(initrd),
-                           append=APPEND, extra=case.extra, debug=case.loader == "kexec")
+        prefix = i386guest.KEXEC_I386 if case.loader == "kexec" else i386guest.pykexec_argv()
+        timeout = 300
+        if case.loader == "corrupt":
+            plan_dir = "/tmp/results/plan"
+            plan = shlex.join(loader_argv(
+                prefix, i386guest.guest_path(image), i386guest.guest_path(initrd), append=APPEND,
+                extra=("-c", "--console-serial", "--dry-run", f"--save-plan={plan_dir}")))
+            load = shlex.join([i386guest.GUEST_PYTHON, i386guest.guest_path(CORRUPTER), plan_dir])
+            argv = ["/bin/sh", "-c", f"{plan} >/dev/null && {load}"]
+            timeout = 120
+        else:
+            argv = loader_argv(prefix, i386guest.guest_path(image), i386guest.guest_path(initrd),
+                               append=APPEND, extra=case.extra, debug=case.loader == "kexec")
         cfg = CycleConfig(loader_argv=argv, memory_mib=case.memory_mib, cpus=2,
-                          cmdline_extra=case.crashkernel, pattern_mib=PATTERN_MIB,
+                          cmdline_extra=case.crashkernel,
+                          pattern_mib=4 if case.loader == "corrupt" else PATTERN_MIB,
                           take_snapshot=case.snapshot, name=f"i386-{case.name}",
-                          run_dir=self.tmp_factory.mktemp(case.name), kernel=kernel, timeout=300)
+                          run_dir=self.tmp_factory.mktemp(case.name), kernel=kernel,
+                          timeout=timeout)
         res, low = i386guest.run_i386_cycle(cfg)
         return kernel, res, low
 
@@ -118,11 +138,16 @@ def i386_cycles(tmp_path_factory, request):
     except BedError as e:
         require(False, f"i386 test bed not available: {e}")
     pool = Pool(tmp_path_factory)
+    by_name = {c.name: c for c in CASES}
     for item in request.session.items:
         spec = getattr(item, "callspec", None)
-        if spec is not None and spec.params.get("i386_case") in CASES:
-            if spec.params["i386_case"] not in pool.wanted:
-                pool.wanted.append(spec.params["i386_case"])
+        case = spec.params.get("i386_case") if spec is not None else None
+        if case is None and getattr(item, "originalname", None) in DIRECT:
+            case = by_name[DIRECT[item.originalname]]
+        if case in CASES and case not in pool.wanted:
+            pool.wanted.append(case)
+    # The corrupted-kernel boot idles until its timeout: start it first, beside the others.
+    pool.wanted.sort(key=lambda c: c.loader != "corrupt")
     yield pool
     pool.close()
 
@@ -224,3 +249,18 @@ def test_debian_i386_kexec_in_the_guest_matches_the_host_oracle(i386_cycles):
     assert host.plan.flags == guest.flags == 0x1
     assert host.plan.entry == guest.entry
     assert [(s.mem, s.memsz, s.bufsz) for s in host.plan.segments] == guest.segments
+
+
+def test_i386_purgatory_refuses_a_corrupted_kernel(i386_cycles):
+    """A byte flipped after the digest was computed: the i386 purgatory says so on the
+    serial console and never jumps to the kernel."""
+    case = next(c for c in CASES if c.loader == "corrupt")
+    _, res, _ = i386_cycles.get(case)
+    assert res.loader_exit == 0 and res.crash_loaded == 1, res.describe()
+    log = res.serial_log.read_text(errors="replace")
+    at = log.find("sysrq: Trigger a crash")
+    at = at if at >= 0 else log.find(PANIC_LINE)
+    assert at >= 0, res.serial_tail()
+    tail = log[at:]
+    assert "pykexec purgatory (i386): sha256 digest mismatch, halting" in tail, res.serial_tail()
+    assert "Linux version" not in tail and not res.captured
