@@ -1,5 +1,8 @@
 """The i386 test bed: Debian's 32-bit kernels, a 32-bit Python, kdump cycles under
-qemu-system-i386 (TCG).
+qemu-system-i386 (TCG; qemu-system-x86_64 for guests with more than 4 GiB, see qemu_for).
+
+    python -m tests.bed.i386guest [--format elf|bzimage] [--loader pykexec|kexec]   one cycle
+    python -m tests.bed.i386guest --take-snapshots [NAME...]      tests/snapshots/qemu-i386-*
 
 Built from Debian's i386 packages (needs `dpkg --add-architecture i386` and an
 `apt-get update`; scripts/setup-host does both), fetched with `apt-get download` and
