@@ -265,6 +265,9 @@ def _load(request, machine, backend, plan, file_args) -> int:
         try:
             with file_args.open() as (kernel_fd, initrd_fd):
                 backend.kexec_file_load(kernel_fd, initrd_fd, file_args.cmdline, file_args.flags)
+            if request.save_plan:
+                from pykexec.plan import save_plan
+                save_plan(file_args.plan(), request.save_plan)
             return 0
         except syscall.KexecError as err:
             if err.errno not in syscall.FILE_LOAD_FALLBACK_ERRNOS:

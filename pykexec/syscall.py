@@ -123,6 +123,9 @@ def _why_not_permitted(call: str, sysroot: str, crash: bool | None) -> str:
 
 def explain_errno(err: int, call: str, sysroot: str = "/", crash: bool | None = None) -> str:
     """One line: what `err` from `call` means on this machine, and what to do."""
+    if err == errno.EPERM and call.startswith("reboot"):
+        return (f"{call} failed: Operation not permitted (needs CAP_SYS_BOOT in the initial "
+                "user namespace)")
     if err == errno.EPERM:
         return _why_not_permitted(call, sysroot, crash)
     if err in SIGNATURE_ERRNOS and call == "kexec_file_load":

@@ -151,7 +151,8 @@ def run_reboot_cycle(cfg: RebootConfig) -> RebootResult:
     append = f"{cfg.append} {AFTER_MARK} {marker}".strip()
     values = {"kernel": str(kernel.bzimage), "initrd": str(initrd), "append": append,
               "kexec": guest_wrapper, "python": sys.executable, "marker": marker,
-              "vmlinux": str(kernel.vmlinux) if getattr(kernel, "vmlinux", None) else ""}
+              "vmlinux": str(kernel.vmlinux) if getattr(kernel, "vmlinux", None) else "",
+              "modules": str(kernel.modules_dir)}
 
     def expand(lines):
         return "".join(line.format(**values) + "\n" for line in lines)

@@ -58,6 +58,14 @@ REBOOTS = {
                        "grep -c 'falling back to kexec_load' /tmp/results/load.err",
                        "{kexec} -e"], 1024,
                       "-a on a kernel without kexec_file_load (fault layer): kexec_load"),
+    "ifdown-then-e": (["busybox insmod {modules}/kernel/drivers/net/ethernet/intel/e1000/e1000.ko",
+                       "ip link set eth0 up; sleep 1; ip -o link show eth0 > /tmp/results/link-up",
+                       LOAD,
+                       "PYKEXEC_SYSCALL_FAULTS=reboot=EPERM {kexec} -e; echo $? > /tmp/results/e-rc",
+                       "ip -o link show eth0 > /tmp/results/link-after-e",
+                       "{kexec} -e"], 1024,
+                      "-e takes eth0 down (first with reboot refused by the fault layer, to "
+                      "look), then boots"),
     "debian-kexec-load-init": (['/bin/sh -c \'{kexec} -l "$0" --initrd="$1" --append="$2"\' '
                                 "{kernel} {initrd} '{append}'",
                                 "test \"$(cat /sys/kernel/kexec_loaded)\" = 1 && {kexec} -e"],
@@ -201,6 +209,13 @@ def test_kexec_reboots_into_the_new_kernel(pool, name):
     assert res.rebooted, res.describe()
     assert res.boots[:2] == [b for b in res.boots[:2] if b.startswith(("before", "after"))]
     assert [b.split()[0] for b in res.boots] == ["before", "after"], res.describe()
+    if name == "ifdown-then-e":
+        results = res.run_dir / "results"
+        assert ",UP" in (results / "link-up").read_text() or "<BROADCAST,MULTICAST,UP" in \
+            (results / "link-up").read_text(), res.describe()
+        assert (results / "e-rc").read_text().strip() == "255", res.describe()
+        after = (results / "link-after-e").read_text()
+        assert ",UP" not in after and "state DOWN" in after, after
     if name == "auto-fallback":
         err = (res.run_dir / "results" / "load.err").read_text()
         assert "kexec_file_load failed: this kernel has no kexec_file_load" in err, err

@@ -348,3 +348,33 @@ def test_install_as_kexec_keeps_another_program_only_with_force(tmp_path):
     assert exit_.value.code == 0 and (tmp_path / "kexec.kexec-tools").exists()
     proc = subprocess.run([str(target), "-h"], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.startswith("Usage: kexec ")
+
+
+def test_ifdown_order_and_flags(monkeypatch):
+    """shaper* first, then the rest; never lo or aliases; IFF_UP cleared; stop at an error."""
+    import fcntl
+    import socket
+    import struct
+    monkeypatch.setattr(socket, "if_nameindex", lambda: [(1, "lo"), (2, "eth0"), (3, "shaper0"),
+                                                         (4, "eth0:1"), (5, "wlan0")])
+    seen = []
+
+    def ioctl(fd, request, arg):
+        name = arg[:16].rstrip(b"\0").decode()
+        if request == syscall.SIOCGIFFLAGS:
+            return struct.pack("16sH14x", arg[:16], 0x1043)   # UP|BROADCAST|RUNNING|MULTICAST
+        seen.append((name, struct.unpack_from("16sH", arg)[1]))
+        if name == "eth0" and len(seen) > 5:
+            raise OSError(1, "no")
+        return arg
+    monkeypatch.setattr(fcntl, "ioctl", ioctl)
+    assert syscall.ifdown() == ["shaper0", "eth0", "wlan0"]
+    assert seen == [("shaper0", 0x1042), ("eth0", 0x1042), ("wlan0", 0x1042)]
+
+
+def test_save_plan_after_a_file_load(machines, files, tmp_path):
+    out = tmp_path / "plan"
+    code, rec, _ = kexec(["-s", "-p", files["kernel"], f"--save-plan={out}"],
+                         machines["qemu_like_1g"])
+    assert code == 0 and (out / "plan.json").exists()
+    assert '"kexec_file_load"' in (out / "plan.json").read_text()
