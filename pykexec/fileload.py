@@ -99,7 +99,9 @@ def _decompressed(fd: int) -> int:
     with opener(os.fdopen(os.dup(fd), "rb")) as src:
         data = src.read()
     out = os.memfd_create("kernel", os.MFD_CLOEXEC | getattr(os, "MFD_ALLOW_SEALING", 2))
-    os.write(out, data)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(out, view):]
     return out
 
 

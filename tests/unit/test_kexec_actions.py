@@ -378,3 +378,12 @@ def test_save_plan_after_a_file_load(machines, files, tmp_path):
                          machines["qemu_like_1g"])
     assert code == 0 and (out / "plan.json").exists()
     assert '"kexec_file_load"' in (out / "plan.json").read_text()
+
+
+def test_a_gzip_kernel_goes_to_kexec_file_load_decompressed(machines, files, tmp_path):
+    import gzip
+    raw = open(files["kernel"], "rb").read()
+    packed = tmp_path / "vmlinuz.gz"
+    packed.write_bytes(gzip.compress(raw))
+    code, rec, _ = kexec(["-s", "-p", str(packed)], machines["qemu_like_1g"])
+    assert code == 0 and rec.calls[0][1] == raw
