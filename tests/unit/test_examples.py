@@ -196,3 +196,19 @@ def test_vmcore_example_is_consistent():
     assert loads_planned == loads_vmcore
     note = next(p for p in vmcore if p.p_type == PT_NOTE)
     assert note.p_offset + note.p_filesz <= os.path.getsize(folder / "vmcore-head")
+
+
+@pytest.mark.parametrize("name", ["qemu-x86_64-1g-2cpu", "server-64g-2socket"])
+def test_the_tutorials_pictures_show_in_a_browser(name, tmp_path):
+    """docs/img (drawn from examples by the tutorial) in headless Chromium: not blank, and
+    the crash window panel with its segment boxes is on screen."""
+    from tests.conftest import require
+    from tests.unit.test_svg import chromium, read_png, screenshot
+    require(chromium() is not None, "needs Debian's chromium package (headless screenshots)")
+    png = tmp_path / f"{name}.png"
+    screenshot(str(REPO / "docs" / "img" / f"{name}.svg"), str(png))
+    width, height, bpp, rows = read_png(str(png))
+    samples = [rows[y][x * bpp:x * bpp + 3] for y in range(0, height, 5) for x in range(0, width, 5)]
+    assert len(set(samples)) > 30
+    colours = {bytes.fromhex(c) for c in ("3b6ea8", "c8434a", "8a6248", "8c5fa8")}
+    assert len(colours & set(samples)) >= 3, "segment colours missing from the screenshot"
