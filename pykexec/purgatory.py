@@ -118,6 +118,12 @@ I386_CFLAGS: Tuple[str, ...] = (
 )
 
 
+# The C core both x86 purgatories share (checks, backup copy, UART, SHA-256), compiled
+# per architecture; each architecture adds its entry code and an "arch.h".
+X86_SHARED_SOURCES = ("../../x86/purgatory/purgatory.c", "../../x86/purgatory/sha256.c",
+                      "../../x86/purgatory/serial.c", "../../x86/purgatory/string.c")
+
+
 @dataclass(frozen=True)
 class PurgatorySpec:
     """How to build one architecture's purgatory from ``arch/<arch>/purgatory``."""
@@ -132,15 +138,13 @@ class PurgatorySpec:
 ARCHES = {
     "x86_64": PurgatorySpec(
         arch="x86_64",
-        sources=("entry64.S", "purgatory.c", "sha256.c", "serial.c", "string.c"),
+        sources=("entry64.S", *X86_SHARED_SOURCES),
         cflags=X86_64_CFLAGS,
         ld_emulation="elf_x86_64",
     ),
-    # SHA-256, the UART and the string functions are portable C shared with x86_64.
     "i386": PurgatorySpec(
         arch="i386",
-        sources=("entry32.S", "purgatory.c", "../../x86_64/purgatory/sha256.c",
-                 "../../x86_64/purgatory/serial.c", "../../x86_64/purgatory/string.c"),
+        sources=("entry32.S", *X86_SHARED_SOURCES),
         cflags=I386_CFLAGS,
         ld_emulation="elf_i386",
     ),
@@ -221,7 +225,8 @@ def build_purgatory(arch: str, output: Path, *, root: Optional[Path] = None) -> 
         for name in spec.sources:
             obj = tmpdir / (Path(name).stem + ".o")
             # Relative source names keep the build directory out of the object.
-            _run([*cc, *spec.cflags, "-c", name, "-o", str(obj)], cwd=src)
+            # -I.: the shared sources find this architecture's arch.h.
+            _run([*cc, *spec.cflags, "-I.", "-c", name, "-o", str(obj)], cwd=src)
             objects.append(str(obj))
         linked = tmpdir / "linked" / f"{arch}.o"
         linked.parent.mkdir()
@@ -255,9 +260,11 @@ def _sources_newer(arch: str, obj: Path) -> bool:
     if not src.is_dir():
         return False  # installed package: no sources to compare with
     built = obj.stat().st_mtime
-    shared = [src / name for name in _spec(arch).sources if (src / name).is_file()]
+    # Every file in every folder a source comes from: headers included.
+    folders = {(src / name).resolve().parent for name in _spec(arch).sources}
     return any(path.stat().st_mtime > built
-               for path in [*src.iterdir(), *shared] if path.is_file())
+               for folder in folders if folder.is_dir()
+               for path in folder.iterdir() if path.is_file())
 
 
 @functools.lru_cache(maxsize=None)

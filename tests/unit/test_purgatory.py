@@ -1,6 +1,6 @@
 """The x86_64 purgatory: build, symbol contract, code hygiene, its SHA-256, and a run.
 
-The SHA-256 used by the purgatory (arch/x86_64/purgatory/sha256.c) is compiled for the
+The SHA-256 used by the purgatory (arch/x86/purgatory/sha256.c) is compiled for the
 build host with a small harness and compared with hashlib.  At the end the purgatory
 runs for real under QEMU (TCG, well under a second per boot) between a multiboot stub
 that plays relocate_kernel and a fake kernel that reports what it was entered with.
@@ -25,6 +25,7 @@ from pykexec.elfrel import RelocatableObject
 from tests.conftest import require
 
 SRC = purgatory.source_dir("x86_64")
+SHARED = SRC.parent.parent / "x86" / "purgatory"   # the C core both x86 purgatories compile
 
 # name -> st_size; the loader writes these through the symbol table.
 LOADER_SYMBOLS = {
@@ -234,8 +235,8 @@ def sha_harness(tmp_path_factory):
     (tmp / "harness.c").write_text(HARNESS)
     exe = tmp / "sha256-host"
     subprocess.run(
-        ["gcc", "-std=gnu11", "-O2", "-Wall", "-Wextra", "-fno-builtin", f"-I{SRC}",
-         "-o", str(exe), str(tmp / "harness.c"), str(SRC / "sha256.c")],
+        ["gcc", "-std=gnu11", "-O2", "-Wall", "-Wextra", "-fno-builtin", f"-I{SHARED}",
+         f"-I{SRC}", "-o", str(exe), str(tmp / "harness.c"), str(SHARED / "sha256.c")],
         check=True, capture_output=True, text=True,
     )
     return exe

@@ -1,9 +1,10 @@
 /*
- * pykexec x86_64 purgatory: shared declarations.
+ * pykexec x86 purgatory (x86_64 and i386): shared declarations.
  *
  * Everything here is freestanding: no libc, no headers beyond the compiler's
- * own <stdint.h>/<stddef.h>.  See README.md in this directory for the
- * contract between the loader, the kernel and this code.
+ * own <stdint.h>/<stddef.h>.  What differs between the architectures (the
+ * register block the entry code loads, the name in messages) comes from the
+ * architecture's "arch.h" (arch/<arch>/purgatory/, on the include path).
  */
 #ifndef PYKEXEC_PURGATORY_H
 #define PYKEXEC_PURGATORY_H
@@ -25,22 +26,17 @@ extern struct sha256_region sha256_regions[SHA256_REGIONS];
 extern uint8_t sha256_digest[SHA256_DIGEST_SIZE];
 extern uint32_t skip_checks;
 extern uint8_t panic_kernel;
-extern uint64_t backup_start;
-extern uint64_t backup_src_start;
-extern uint64_t backup_src_size;
+extern uintptr_t backup_start;
+extern uintptr_t backup_src_start;
+extern uintptr_t backup_src_size;
 extern uint8_t console_serial;
 extern uint16_t serial_base;
 extern uint32_t serial_baud;
-extern uint64_t cmdline_end;
-extern uint64_t jump_back_entry;
+extern uintptr_t cmdline_end;
+extern uintptr_t jump_back_entry;
 
-/* entry64_regs, defined in entry64.S; the C side only reads rip for messages. */
-struct entry64_regs {
-	uint64_t rax, rbx, rcx, rdx, rsi, rdi, rsp, rbp;
-	uint64_t r8, r9, r10, r11, r12, r13, r14, r15;
-	uint64_t rip;
-};
-extern struct entry64_regs entry64_regs;
+/* The register block and KERNEL_ENTRY / PURGATORY_NAME of this architecture. */
+#include "arch.h"
 
 /* sha256.c */
 struct sha256_ctx {

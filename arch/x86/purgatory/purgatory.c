@@ -1,9 +1,10 @@
 /*
- * pykexec x86_64 purgatory: the C part.
+ * pykexec x86 purgatory (x86_64 and i386): the C part.
  *
- * entry64.S:purgatory_start sets up a GDT and a stack and calls
- * purgatory_main(); when it returns, entry64.S loads entry64_regs and jumps
- * to the next kernel.  See README.md for the full contract.
+ * The architecture's entry code (arch/<arch>/purgatory/entry*.S) sets up a GDT
+ * and a stack and calls purgatory_main(); when it returns, the entry code loads
+ * the register block (entry64_regs or entry32_regs) and jumps to the next
+ * kernel.  See arch/<arch>/purgatory/README.md for each contract.
  *
  * The variables below are written by the loader through the object's symbol
  * table before the purgatory is handed to the kernel.  They are all placed
@@ -23,18 +24,18 @@ uint8_t sha256_digest[SHA256_DIGEST_SIZE] LOADER_VAR;
 uint32_t skip_checks LOADER_VAR;
 /* Non-zero for a crash (kdump) load: do the backup copy below. */
 uint8_t panic_kernel LOADER_VAR;
-/* Backup copy destination, source and length (crash loads only). */
-uint64_t backup_start LOADER_VAR;
-uint64_t backup_src_start LOADER_VAR;
-uint64_t backup_src_size LOADER_VAR;
+/* Backup copy destination, source and length (crash loads only); word-sized. */
+uintptr_t backup_start LOADER_VAR;
+uintptr_t backup_src_start LOADER_VAR;
+uintptr_t backup_src_size LOADER_VAR;
 /* Serial console: enable flag, I/O port, baud (0 = keep the current rate). */
 uint8_t console_serial LOADER_VAR;
 uint16_t serial_base LOADER_VAR = 0x3f8;
 uint32_t serial_baud LOADER_VAR;
 /* Address of the command line's NUL; reserved, not used yet. */
-uint64_t cmdline_end LOADER_VAR;
-/* The word on top of the stack at entry (0 unless preserve-context); saved by entry64.S. */
-uint64_t jump_back_entry LOADER_VAR;
+uintptr_t cmdline_end LOADER_VAR;
+/* The word on top of the stack at entry (0 unless preserve-context); saved by the entry code. */
+uintptr_t jump_back_entry LOADER_VAR;
 
 void purgatory_halt(void)
 {
@@ -50,7 +51,7 @@ static int verify_digest(void)
 	if (memcmp(digest, sha256_digest, SHA256_DIGEST_SIZE) == 0)
 		return 1;
 
-	serial_puts("pykexec purgatory: sha256 digest mismatch, halting\n");
+	serial_puts(PURGATORY_NAME ": sha256 digest mismatch, halting\n");
 	serial_puts("  expected ");
 	serial_put_bytes_hex(sha256_digest, SHA256_DIGEST_SIZE);
 	serial_puts("\n  computed ");
@@ -74,10 +75,9 @@ void purgatory_main(void)
 	 * segment is hashed while still zero.
 	 */
 	if (panic_kernel && backup_start && backup_src_size) {
-		memmove((void *)(uintptr_t)backup_start,
-			(const void *)(uintptr_t)backup_src_start,
+		memmove((void *)backup_start, (const void *)backup_src_start,
 			(size_t)backup_src_size);
-		serial_puts("pykexec purgatory: backup ");
+		serial_puts(PURGATORY_NAME ": backup ");
 		serial_put_hex(backup_src_size);
 		serial_puts(" bytes from ");
 		serial_put_hex(backup_src_start);
@@ -86,8 +86,8 @@ void purgatory_main(void)
 		serial_puts("\n");
 	}
 
-	serial_puts(skip_checks ? "pykexec purgatory: checks skipped, jumping to "
-				: "pykexec purgatory: digest ok, jumping to ");
-	serial_put_hex(entry64_regs.rip);
+	serial_puts(skip_checks ? PURGATORY_NAME ": checks skipped, jumping to "
+				: PURGATORY_NAME ": digest ok, jumping to ");
+	serial_put_hex(KERNEL_ENTRY);
 	serial_puts("\n");
 }
