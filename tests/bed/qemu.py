@@ -569,9 +569,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         description="Run one real kdump cycle in a QEMU guest (TCG): boot a Debian kernel, load "
                     "a capture kernel with the chosen loader, panic with sysrq, and check in the "
                     "capture kernel that /proc/vmcore is complete and the memory pattern intact.")
-    ap.add_argument("--loader", default="kexec",
-                    help="kexec (Debian's /usr/sbin/kexec, default), pykexec, or a command line "
-                         "that takes kexec's options")
+    ap.add_argument("--loader", default="pykexec",
+                    help="pykexec (this project, default; with -c so that its own kexec_load "
+                         "plan and purgatory are used, not the kernel's file loader), kexec "
+                         "(Debian's /usr/sbin/kexec), or a command line that takes kexec's options")
     ap.add_argument("--format", choices=("bzimage", "elf"), default="bzimage",
                     help="capture kernel format: the bzImage, or the ELF vmlinux extracted from "
                          "it (loaded with --args-linux; needs crashkernel=256M@16M)")
@@ -593,6 +594,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     initrd = get_initramfs(kernel)
     image = kernel.bzimage if args.format == "bzimage" else kernel.vmlinux
     extra = ["--args-linux"] if args.format == "elf" else []
+    if args.loader == "pykexec":
+        extra.append("-c")
     crashkernel = "crashkernel=256M" if args.format == "bzimage" else "crashkernel=256M@16M"
     cfg = CycleConfig(
         loader_argv=loader_argv(resolve_loader(args.loader), str(image), str(initrd),
