@@ -266,7 +266,11 @@ def new_run_dir(name: str = "cycle") -> Path:
     base.mkdir(parents=True, exist_ok=True)
     old = sorted(base.iterdir())[:-KEEP_RUNS]
     for d in old:
-        if time.time() - d.stat().st_mtime > 3600:   # never one a parallel run may be using
+        try:
+            age = time.time() - d.stat().st_mtime
+        except FileNotFoundError:
+            continue                                 # pruned by a parallel run just now
+        if age > 3600:                               # never one a parallel run may be using
             shutil.rmtree(d, ignore_errors=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return Path(tempfile.mkdtemp(prefix=f"{stamp}-{name}-", dir=base))
