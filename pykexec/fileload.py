@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Iterator, Optional, Tuple
 
 from pykexec.errors import LoadError
+from pykexec.inputfiles import read_file
 from pykexec.plan import Plan, Segment
 from pykexec.syscall import KEXEC_FILE_NO_INITRAMFS, KEXEC_FILE_ON_CRASH, KEXEC_FILE_UNLOAD
 
@@ -60,11 +61,11 @@ class FileLoad:
     def plan(self) -> Plan:
         """The call as a plan (no addresses: the kernel chooses them), for --dry-run/--save-plan."""
         segs = [Segment(mem=None, memsz=os.path.getsize(self.kernel_path),
-                        data=_read(self.kernel_path, "kernel"), kind="kernel",
+                        data=read_file(self.kernel_path, "kernel"), kind="kernel",
                         source=self.kernel_path)]
         if self.initrd_path:
             segs.append(Segment(mem=None, memsz=os.path.getsize(self.initrd_path),
-                                data=_read(self.initrd_path, "initrd"), kind="initrd",
+                                data=read_file(self.initrd_path, "initrd"), kind="initrd",
                                 source=self.initrd_path))
         return Plan(arch=os.uname().machine, syscall="kexec_file_load", flags=self.flags,
                     entry=None, cmdline=self.cmdline[:-1].decode(errors="replace"),
@@ -76,14 +77,6 @@ def _open(path: str, what: str) -> int:
         return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as err:
         raise LoadError(f"{path}: cannot open the {what}: {err.strerror}") from None
-
-
-def _read(path: str, what: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as err:
-        raise LoadError(f"{path}: cannot read the {what}: {err.strerror}") from None
 
 
 def _decompressed(fd: int) -> int:

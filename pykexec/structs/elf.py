@@ -11,7 +11,7 @@ from __future__ import annotations
 from functools import lru_cache
 from types import SimpleNamespace
 
-from construct import Bytes, Const, Int8ul, Int16ul, Int32ul, Int64ul, Padding, Struct
+from construct import Const, Int8ul, Int16ul, Int32ul, Int64ul, Padding, Struct
 
 ELFCLASS32 = 1
 ELFCLASS64 = 2

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from typing import List, Optional, Tuple
 
-from pykexec.arch.i386.purgatory_setup import (PURGATORY_MAX_ADDR, PURGATORY_MIN_ADDR,
-                                               PurgatoryOptions, finish_purgatory,
-                                               place_purgatory, registers_for_kernel)
+from pykexec.arch.x86.purgatory_setup import (I386, PURGATORY_MIN_ADDR, PurgatoryOptions,
+                                              finish_purgatory, place_purgatory,
+                                              registers_for_kernel)
 from pykexec.arch.x86.crash import CrashSetup, crash_window, place_crash_segments
 from pykexec.arch.x86.setupdata import place_setup_data
 from pykexec.arch.x86.zeropage import ZeroPageInputs, build_zero_page
@@ -36,6 +36,7 @@ from pykexec.syscall import KEXEC_ARCH_DEFAULT
 
 ARCH = "i386"
 FOUR_GIB = 1 << 32
+PURGATORY_MAX_ADDR = 0x7FFFFFFF  # kexec-tools' bound for a protected-mode bzImage (inclusive)
 
 
 def core_header_class(machine, forced: Optional[int]) -> int:
@@ -98,7 +99,7 @@ class CrashLoad:
 
     def place_purgatory(self, low: int = PURGATORY_MIN_ADDR, high: int = PURGATORY_MAX_ADDR,
                         top_down: bool = True) -> None:
-        self.purgatory = place_purgatory(self.layout, low, high, top_down)
+        self.purgatory = place_purgatory(self.layout, I386, low, high + 1, top_down)
 
     def place_initrd_and_setup_data(self, initrd_min: int, initrd_max: int
                                     ) -> Tuple[Optional[Tuple[int, int]], int]:
@@ -120,8 +121,8 @@ class CrashLoad:
 
     def finish(self, eip: int, boot_params_addr: int, cmdline_addr: int, **notes) -> Plan:
         request, crash = self.inputs.request, self.crash
-        regs = registers_for_kernel(self.purgatory, eip=eip, esi=boot_params_addr)
-        segments, symbols = finish_purgatory(self.layout.finish(), self.purgatory, regs,
+        regs = registers_for_kernel(self.purgatory, I386, eip, boot_params_addr)
+        segments, symbols = finish_purgatory(self.layout.finish(), self.purgatory, I386, regs,
                                              PurgatoryOptions(
             panic_kernel=True, backup_start=crash.backup_start or 0,
             backup_src_start=crash.backup_src.start, backup_src_size=crash.backup_src.size,

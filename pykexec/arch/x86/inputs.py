@@ -1,6 +1,6 @@
 """What an x86 format loader gets: the request, the machine, and the files read once.
 
-Shared by the x86 architectures (i386 uses it; x86_64 keeps its own copy for now).
+Shared by the x86 architectures.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Callable, Optional
 
 from pykexec.arch.x86 import cmdline_for
 from pykexec.errors import LoadError
+from pykexec.inputfiles import read_file
 
 
 @dataclass(frozen=True)
@@ -25,14 +26,6 @@ class LoadInputs:
     initrd: Optional[bytes]
     cmdline: str                       # the user's part: reused and/or appended
     random_bytes: Callable[[int], bytes] = os.urandom
-
-
-def read_file(path: str, what: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as err:
-        raise LoadError(f"{path}: cannot read the {what}: {err.strerror}") from None
 
 
 def read_inputs(request, machine, random_bytes: Callable[[int], bytes] = os.urandom) -> LoadInputs:

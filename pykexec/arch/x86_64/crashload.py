@@ -13,8 +13,8 @@ from typing import List, Optional, Tuple
 from pykexec.arch.x86.crash import CrashSetup, crash_window, place_crash_segments
 from pykexec.arch.x86.setupdata import place_setup_data
 from pykexec.arch.x86.zeropage import ZeroPageInputs, build_zero_page
-from pykexec.arch.x86_64.purgatory_setup import (PurgatoryOptions, finish_purgatory,
-                                                 place_purgatory, registers_for_kernel)
+from pykexec.arch.x86.purgatory_setup import (X86_64, PurgatoryOptions, finish_purgatory,
+                                              place_purgatory, registers_for_kernel)
 from pykexec.cmdline import COMMAND_LINE_MAX
 from pykexec.errors import LoadError
 from pykexec.layout import Layout
@@ -52,7 +52,7 @@ class CrashLoad:
         if len(self.crash.cmdline) > COMMAND_LINE_MAX:
             raise LoadError(f"the capture command line would be {len(self.crash.cmdline)} "
                             f"characters (at most {COMMAND_LINE_MAX})")
-        self.purgatory = place_purgatory(self.layout)
+        self.purgatory = place_purgatory(self.layout, X86_64)
         return self.crash.cmdline
 
     # The step's name shared with NormalLoad (pykexec.arch.x86_64.normalload).
@@ -76,8 +76,8 @@ class CrashLoad:
 
     def finish(self, rip: int, boot_params_addr: int, cmdline_addr: int, **notes) -> Plan:
         request, crash = self.inputs.request, self.crash
-        regs = registers_for_kernel(self.purgatory, rip=rip, rsi=boot_params_addr)
-        segments, symbols = finish_purgatory(self.layout.finish(), self.purgatory, regs,
+        regs = registers_for_kernel(self.purgatory, X86_64, rip, boot_params_addr)
+        segments, symbols = finish_purgatory(self.layout.finish(), self.purgatory, X86_64, regs,
                                              PurgatoryOptions(
             panic_kernel=True, backup_start=crash.backup_start or 0,
             backup_src_start=crash.backup_src.start, backup_src_size=crash.backup_src.size,

@@ -17,8 +17,8 @@ from typing import List, Optional, Tuple
 from pykexec.arch.x86.efi import efi_boot_data, patch_efi_info, place_efi_data
 from pykexec.arch.x86.setupdata import place_setup_data
 from pykexec.arch.x86.zeropage import ZeroPageInputs, build_zero_page
-from pykexec.arch.x86_64.purgatory_setup import (PurgatoryOptions, finish_purgatory,
-                                                 place_purgatory, registers_for_kernel)
+from pykexec.arch.x86.purgatory_setup import (X86_64, PurgatoryOptions, finish_purgatory,
+                                              place_purgatory, registers_for_kernel)
 from pykexec.cmdline import COMMAND_LINE_MAX
 from pykexec.errors import LoadError
 from pykexec.layout import Layout
@@ -57,7 +57,7 @@ class NormalLoad:
     def place_leading_segments(self, with_purgatory: bool = True) -> str:
         """Purgatory (top-down from the highest RAM); returns the new kernel's command line."""
         if with_purgatory:
-            self.purgatory = place_purgatory(self.layout)
+            self.purgatory = place_purgatory(self.layout, X86_64)
         return self.cmdline
 
     # The crash loader's name for the same step, so a format can call either.
@@ -93,8 +93,8 @@ class NormalLoad:
 
     def finish(self, rip: int, boot_params_addr: int, cmdline_addr: int, **notes) -> Plan:
         request = self.inputs.request
-        regs = registers_for_kernel(self.purgatory, rip=rip, rsi=boot_params_addr)
-        segments, symbols = finish_purgatory(self.layout.finish(), self.purgatory, regs,
+        regs = registers_for_kernel(self.purgatory, X86_64, rip, boot_params_addr)
+        segments, symbols = finish_purgatory(self.layout.finish(), self.purgatory, X86_64, regs,
                                              PurgatoryOptions(
             panic_kernel=False, skip_checks=request.skip_checks,
             console_serial=request.console_serial, serial_base=request.serial_base,
