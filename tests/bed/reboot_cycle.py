@@ -146,7 +146,7 @@ def run_reboot_cycle(cfg: RebootConfig) -> RebootResult:
     results = run_dir / "results"
     results.mkdir()
     marker = "bed_marker=" + secrets.token_hex(6)
-    wrapper = kexec_wrapper(results)
+    kexec_wrapper(results)  # writes results/bin/kexec, the guest_wrapper below
     guest_wrapper = "/tmp/results/bin/kexec"
     append = f"{cfg.append} {AFTER_MARK} {marker}".strip()
     values = {"kernel": str(kernel.bzimage), "initrd": str(initrd), "append": append,
