@@ -1,8 +1,5 @@
-"""The steps every i386 crash load shares, whatever the kernel's format.
-
-A format's loader opens a `CrashLoad`, places what is its own (the kernel, its boot
-parameters), and closes it with `finish`, which sets purgatory's registers and digest
-and returns the plan. The i386 rules live here:
+"""i386's crash load: the shared x86 steps (pykexec.arch.x86.crashload) with the i386
+rules, which live here:
 
 * the ELF core header class: ELF32 when every crash memory range ends at or below
   4 GiB (the last one, in /proc/iomem order, decides, as in kexec-tools), else ELF64;
@@ -17,18 +14,12 @@ and returns the plan. The i386 rules live here:
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Optional
 
-from pykexec.arch.x86.purgatory_setup import (I386, PURGATORY_MIN_ADDR, PurgatoryOptions,
-                                              finish_purgatory, place_purgatory,
-                                              registers_for_kernel)
-from pykexec.arch.x86.crash import CrashSetup, crash_window, place_crash_segments
-from pykexec.arch.x86.setupdata import place_setup_data
-from pykexec.arch.x86.zeropage import ZeroPageInputs, build_zero_page
-from pykexec.cmdline import COMMAND_LINE_MAX
+from pykexec.arch.x86.crashload import X86CrashLoad
+from pykexec.arch.x86.purgatory_setup import I386, PURGATORY_MIN_ADDR, place_purgatory
 from pykexec.elfcore import core_class_for
 from pykexec.errors import LoadError
-from pykexec.layout import Layout
 from pykexec.plan import Plan
 from pykexec.ranges import MemType, Range
 from pykexec.structs.elf import ELFCLASS32, ELFCLASS64, EM_386
@@ -65,85 +56,42 @@ def kexec_tools_class_differs(machine, forced: Optional[int]) -> bool:
     return core_class_for(ARCH, ranges, None) != core_header_class(machine, None)
 
 
-class CrashLoad:
+class CrashLoad(X86CrashLoad):
+    arch = ARCH
+    purgatory_kind = I386
+    kexec_arch = KEXEC_ARCH_DEFAULT
+
     def __init__(self, inputs, format_name: str):
+        super().__init__(inputs, format_name)
         request = inputs.request
-        if not request.crash:
-            raise LoadError("only crash loads (-p) are supported for now")
-        self.inputs = inputs
-        self.format_name = format_name
-        self.warnings: List[str] = []
         self.elfclass = core_header_class(inputs.machine, request.core_header_class)
         if kexec_tools_class_differs(inputs.machine, request.core_header_class):
             self.warnings.append(
                 "all RAM lies below 4 GiB, so the core header is ELF32; kexec-tools would write "
                 "ELF64 here because a non-RAM range above 4 GiB comes last in /proc/iomem")
-        window = crash_window(inputs.machine, request.mem_min, request.mem_max)
+
+    def crash_window(self) -> Range:
+        window = super().crash_window()
         if window.start >= FOUR_GIB:
             raise LoadError(f"the crash region {window} lies above 4 GiB, where a 32-bit kernel "
                             "cannot be entered (reserve it with crashkernel=Y@X below 4 GiB)")
-        self.window = Range(window.start, min(window.end, FOUR_GIB))
-        self.layout = Layout(inputs.machine.ram, self.window, crash=True)
-        self.crash: Optional[CrashSetup] = None
-        self.purgatory = None
+        return Range(window.start, min(window.end, FOUR_GIB))
 
     def place_crash_segments(self) -> str:
         """Backup and elfcorehdr, top-down; returns the capture command line."""
-        machine = self.inputs.machine
-        self.crash = place_crash_segments(self.layout, machine, ARCH, self.elfclass, EM_386,
-                                          None, self.inputs.cmdline, machine.acpi_rsdp)
-        if len(self.crash.cmdline) > COMMAND_LINE_MAX:
-            raise LoadError(f"the capture command line would be {len(self.crash.cmdline)} "
-                            f"characters (at most {COMMAND_LINE_MAX})")
-        return self.crash.cmdline
+        return self.place_crash(self.elfclass, EM_386, None)
 
     def place_purgatory(self, low: int = PURGATORY_MIN_ADDR, high: int = PURGATORY_MAX_ADDR,
                         top_down: bool = True) -> None:
         self.purgatory = place_purgatory(self.layout, I386, low, high + 1, top_down)
 
-    def place_initrd_and_setup_data(self, initrd_min: int, initrd_max: int
-                                    ) -> Tuple[Optional[Tuple[int, int]], int]:
-        inputs = self.inputs
-        initrd = None
-        if inputs.initrd is not None:
-            addr = self.layout.add(inputs.initrd, "initrd", inputs.initrd_path, low=initrd_min,
-                                   high=initrd_max + 1)
-            initrd = (addr, len(inputs.initrd))
-        return initrd, place_setup_data(self.layout, self.crash.e820, inputs.random_bytes)
-
-    def zero_page(self, header_bytes: bytes, cmdline_addr: int, cmdline_offset: int,
-                  initrd, setup_data: int) -> bytes:
-        machine = self.inputs.machine
-        return build_zero_page(ZeroPageInputs(
-            header_bytes=header_bytes, cmdline_addr=cmdline_addr, cmdline_offset=cmdline_offset,
-            e820=self.crash.e820, initrd=initrd, setup_data_head=setup_data,
-            acpi_rsdp=machine.acpi_rsdp or 0, running_boot_params=machine.boot_params))
-
     def finish(self, eip: int, boot_params_addr: int, cmdline_addr: int, **notes) -> Plan:
-        request, crash = self.inputs.request, self.crash
-        regs = registers_for_kernel(self.purgatory, I386, eip, boot_params_addr)
-        segments, symbols = finish_purgatory(self.layout.finish(), self.purgatory, I386, regs,
-                                             PurgatoryOptions(
-            panic_kernel=True, backup_start=crash.backup_start or 0,
-            backup_src_start=crash.backup_src.start, backup_src_size=crash.backup_src.size,
-            skip_checks=request.skip_checks, console_serial=request.console_serial,
-            serial_base=request.serial_base, serial_baud=request.serial_baud,
-            cmdline_end=cmdline_addr + len(crash.cmdline)))
+        segments, symbols = self.finish_segments(eip, boot_params_addr, cmdline_addr)
         high = [s for s in segments if s.mem + s.memsz > FOUR_GIB]
         if high:
             raise LoadError(f"the {high[0].kind} segment at {high[0].mem:#x} ends above 4 GiB")
         return self.plan(segments, self.purgatory.entry, symbols, **notes)
 
     def plan(self, segments, entry: int, symbols=None, **notes) -> Plan:
-        request, crash = self.inputs.request, self.crash
-        return Plan(
-            arch=ARCH, syscall="kexec_load", flags=request.kexec_flags | KEXEC_ARCH_DEFAULT,
-            entry=entry, cmdline=crash.cmdline if crash else self.inputs.cmdline,
-            segments=segments,
-            notes={"format": self.format_name,
-                   "crash_window": [self.window.start, self.window.end],
-                   "purgatory_symbols": symbols or {}, "warnings": self.warnings,
-                   "core_header": [p.what for p in crash.core_header.phdrs] if crash else [],
-                   "core_header_class": 32 if self.elfclass == ELFCLASS32 else 64,
-                   "capture_map_messages": list(crash.capture_map.messages) if crash else [],
-                   "user_cmdline": self.inputs.cmdline, **notes})
+        return super().plan(segments, entry, symbols,
+                            core_header_class=32 if self.elfclass == ELFCLASS32 else 64, **notes)

@@ -1,0 +1,102 @@
+"""The steps every x86 crash load shares (x86_64 and i386), whatever the kernel's format.
+
+A format's loader opens its architecture's `CrashLoad` (a subclass of `X86CrashLoad`),
+places what is its own (the kernel, its boot parameters), and closes it with `finish`,
+which sets purgatory's registers and digest and returns the plan. The order of placement
+stays with the format, because it decides where things land; what differs between the
+architectures (window limits, core-header class, register block, arch flag) stays with
+the subclass.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+from pykexec.arch.x86.crash import CrashSetup, crash_window, place_crash_segments
+from pykexec.arch.x86.purgatory_setup import (PurgatoryKind, PurgatoryOptions, finish_purgatory,
+                                              registers_for_kernel)
+from pykexec.arch.x86.setupdata import place_setup_data
+from pykexec.arch.x86.zeropage import ZeroPageInputs, build_zero_page
+from pykexec.cmdline import COMMAND_LINE_MAX
+from pykexec.errors import LoadError
+from pykexec.layout import Layout
+from pykexec.plan import Plan, Segment
+from pykexec.ranges import Range
+
+
+class X86CrashLoad:
+    arch: str
+    purgatory_kind: PurgatoryKind
+    kexec_arch: int   # the arch bits of the kexec_load flags
+
+    def __init__(self, inputs, format_name: str):
+        if not inputs.request.crash:
+            raise LoadError("only crash loads (-p) are supported for now")
+        self.inputs = inputs
+        self.format_name = format_name
+        self.warnings: List[str] = []
+        self.window = self.crash_window()
+        self.layout = Layout(inputs.machine.ram, self.window, crash=True)
+        self.crash: Optional[CrashSetup] = None
+        self.purgatory = None
+
+    def crash_window(self) -> Range:
+        request = self.inputs.request
+        return crash_window(self.inputs.machine, request.mem_min, request.mem_max)
+
+    def place_crash(self, elfclass: int, e_machine: int, kernel_text) -> str:
+        """Backup and elfcorehdr, top-down; returns the capture command line."""
+        machine = self.inputs.machine
+        # pykexec passes no EFI runtime data to a capture kernel, so it always names the RSDP.
+        self.crash = place_crash_segments(self.layout, machine, self.arch, elfclass, e_machine,
+                                          kernel_text, self.inputs.cmdline, machine.acpi_rsdp)
+        if len(self.crash.cmdline) > COMMAND_LINE_MAX:
+            raise LoadError(f"the capture command line would be {len(self.crash.cmdline)} "
+                            f"characters (at most {COMMAND_LINE_MAX})")
+        return self.crash.cmdline
+
+    def place_initrd_and_setup_data(self, initrd_min: int, initrd_max: Optional[int] = None
+                                    ) -> Tuple[Optional[Tuple[int, int]], int]:
+        inputs = self.inputs
+        initrd = None
+        if inputs.initrd is not None:
+            where = {"low": initrd_min}
+            if initrd_max is not None:
+                where["high"] = initrd_max + 1
+            addr = self.layout.add(inputs.initrd, "initrd", inputs.initrd_path, **where)
+            initrd = (addr, len(inputs.initrd))
+        return initrd, place_setup_data(self.layout, self.crash.e820, inputs.random_bytes)
+
+    def zero_page(self, header_bytes: bytes, cmdline_addr: int, cmdline_offset: int,
+                  initrd, setup_data: int) -> bytes:
+        machine = self.inputs.machine
+        return build_zero_page(ZeroPageInputs(
+            header_bytes=header_bytes, cmdline_addr=cmdline_addr, cmdline_offset=cmdline_offset,
+            e820=self.crash.e820, initrd=initrd, setup_data_head=setup_data,
+            acpi_rsdp=machine.acpi_rsdp or 0, running_boot_params=machine.boot_params))
+
+    def finish_segments(self, entry: int, boot_params_addr: int, cmdline_addr: int
+                        ) -> Tuple[Tuple[Segment, ...], dict]:
+        """The final segments, purgatory patched with registers, backup and digest."""
+        request, crash = self.inputs.request, self.crash
+        regs = registers_for_kernel(self.purgatory, self.purgatory_kind, entry, boot_params_addr)
+        return finish_purgatory(self.layout.finish(), self.purgatory, self.purgatory_kind, regs,
+                                PurgatoryOptions(
+            panic_kernel=True, backup_start=crash.backup_start or 0,
+            backup_src_start=crash.backup_src.start, backup_src_size=crash.backup_src.size,
+            skip_checks=request.skip_checks, console_serial=request.console_serial,
+            serial_base=request.serial_base, serial_baud=request.serial_baud,
+            cmdline_end=cmdline_addr + len(crash.cmdline)))
+
+    def plan(self, segments, entry: int, symbols=None, **notes) -> Plan:
+        request, crash = self.inputs.request, self.crash
+        return Plan(
+            arch=self.arch, syscall="kexec_load", flags=request.kexec_flags | self.kexec_arch,
+            entry=entry, cmdline=crash.cmdline if crash else self.inputs.cmdline,
+            segments=segments,
+            notes={"format": self.format_name,
+                   "crash_window": [self.window.start, self.window.end],
+                   "purgatory_symbols": symbols or {}, "warnings": self.warnings,
+                   "core_header": [p.what for p in crash.core_header.phdrs] if crash else [],
+                   "capture_map_messages": list(crash.capture_map.messages) if crash else [],
+                   "user_cmdline": self.inputs.cmdline, **notes})
