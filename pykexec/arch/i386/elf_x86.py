@@ -23,18 +23,17 @@ the initrd top-down from 16 MiB (below the direct-map limit), setup_data bottom-
 from __future__ import annotations
 
 from io import BytesIO
-from typing import List, Optional, Tuple
+from typing import Optional
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from pykexec.arch.i386.crashload import CrashLoad
 from pykexec.arch.x86.crash import check_cmdline
+from pykexec.arch.x86.elfimage import image_chunks, vmlinux_setup_header
 from pykexec.cmdline import COMMAND_LINE_MAX
 from pykexec.errors import LoadError
 from pykexec.plan import Plan
-from pykexec.ranges import PAGE_SIZE, align_down, align_up
-from pykexec.structs import bootparams as bp
 from pykexec.structs.elf import ELFCLASS32, EM_386
 
 NAME = "elf-x86"
@@ -67,45 +66,9 @@ def probe(data: bytes) -> Optional[str]:
     return None
 
 
-def image_chunks(elf: ELFFile, path: str) -> List[Tuple[int, int, bytes]]:
-    """Page-aligned (start, memsz, data) pieces of the PT_LOADs at their p_paddr;
-    PT_LOADs that share a page are merged."""
-    loads = []
-    for seg in elf.iter_segments():
-        if seg["p_type"] != "PT_LOAD" or seg["p_memsz"] == 0:
-            continue
-        data = seg.data()
-        if len(data) != seg["p_filesz"]:
-            raise LoadError(f"{path}: truncated ELF: a PT_LOAD needs {seg['p_filesz']:#x} bytes "
-                            f"from offset {seg['p_offset']:#x}")
-        loads.append((seg["p_paddr"], seg["p_memsz"], data[:seg["p_memsz"]]))
-    loads.sort()
-    chunks: List[Tuple[int, int, bytes]] = []
-    for paddr, memsz, data in loads:
-        start, end = align_down(paddr, PAGE_SIZE), align_up(paddr + memsz, PAGE_SIZE)
-        if chunks and start < chunks[-1][0] + chunks[-1][1]:
-            pstart, pmemsz, pdata = chunks.pop()
-            if paddr < pstart + len(pdata):
-                raise LoadError(f"{path}: PT_LOADs overlap at {paddr:#x}")
-            merged = pdata + bytes(paddr - pstart - len(pdata)) + data
-            chunks.append((pstart, max(pstart + pmemsz, end) - pstart, merged))
-        else:
-            chunks.append((start, end - start, bytes(paddr - start) + data))
-    return chunks
-
-
 def param_header() -> bytes:
-    """A setup header for a kernel that came without one (vmlinux has no bzImage header)."""
-    return bp.SetupHeader.build(dict(
-        setup_sects=0, root_flags=0, syssize=0, ram_size=0, vid_mode=0, root_dev=0,
-        boot_flag=bp.BOOT_FLAG, jump=0, header=bp.HDRS_MAGIC, version=0x020C, realmode_swtch=0,
-        start_sys_seg=0, kernel_version=0, type_of_loader=0, loadflags=0, setup_move_size=0,
-        code32_start=0, ramdisk_image=0, ramdisk_size=0, bootsect_kludge=0, heap_end_ptr=0,
-        ext_loader_ver=0, ext_loader_type=0, cmd_line_ptr=0, initrd_addr_max=LOWMEM_MAX,
-        kernel_alignment=KERNEL_ALIGN, relocatable_kernel=0, min_alignment=24, xloadflags=0,
-        cmdline_size=COMMAND_LINE_MAX, hardware_subarch=0, hardware_subarch_data=0,
-        payload_offset=0, payload_length=0, setup_data=0, pref_address=0, init_size=0,
-        handover_offset=0, kernel_info_offset=0))
+    return vmlinux_setup_header(initrd_addr_max=LOWMEM_MAX, kernel_alignment=KERNEL_ALIGN,
+                                min_alignment=24)
 
 
 def _place_image(load: CrashLoad, chunks, path: str) -> None:

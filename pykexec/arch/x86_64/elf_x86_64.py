@@ -11,19 +11,18 @@ crash region, and says so.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from io import BytesIO
-from typing import List, Optional, Tuple
+from typing import Optional
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from pykexec.arch.x86.crash import check_cmdline
+from pykexec.arch.x86.elfimage import image_chunks, vmlinux_setup_header
 from pykexec.arch.x86_64.normalload import open_load
 from pykexec.cmdline import COMMAND_LINE_MAX
 from pykexec.errors import LoadError
 from pykexec.plan import Plan
-from pykexec.ranges import PAGE_SIZE, align_down, align_up
 from pykexec.structs import bootparams as bp
 from pykexec.structs.elf import ELFCLASS64, EM_X86_64
 
@@ -32,15 +31,6 @@ KERNEL_MIN_ALIGN = 0x200000     # startup_64 refuses a load offset that is not 2
 PARAM_CMDLINE_OFFSET = 0x1000   # command line right after the zero page
 PARAM_CMDLINE_SPARE = 64
 INITRD_MIN_ADDR = 0x1000000
-
-
-@dataclass(frozen=True)
-class _Chunk:
-    """A page-aligned piece of the image: one PT_LOAD, or several sharing pages."""
-
-    start: int
-    memsz: int
-    data: bytes
 
 
 def probe(data: bytes) -> Optional[str]:
@@ -62,45 +52,16 @@ def probe(data: bytes) -> Optional[str]:
     return None
 
 
-def _image_chunks(elf: ELFFile, path: str) -> Tuple[List[_Chunk], int]:
-    loads = []
-    for seg in elf.iter_segments():
-        if seg["p_type"] != "PT_LOAD" or seg["p_memsz"] == 0:
-            continue
-        data = seg.data()
-        if len(data) != seg["p_filesz"]:
-            raise LoadError(f"{path}: truncated ELF: a PT_LOAD needs {seg['p_filesz']:#x} bytes "
-                            f"from offset {seg['p_offset']:#x}")
-        loads.append((seg["p_paddr"], seg["p_memsz"], data[:seg["p_memsz"]]))
-    loads.sort()
-    chunks: List[_Chunk] = []
-    for paddr, memsz, data in loads:
-        start, end = align_down(paddr, PAGE_SIZE), align_up(paddr + memsz, PAGE_SIZE)
-        if chunks and start < chunks[-1].start + chunks[-1].memsz:
-            prev = chunks.pop()
-            if paddr < prev.start + len(prev.data):
-                raise LoadError(f"{path}: PT_LOADs overlap at {paddr:#x}")
-            merged = prev.data + bytes(paddr - prev.start - len(prev.data)) + data
-            chunks.append(_Chunk(prev.start, max(prev.start + prev.memsz, end) - prev.start, merged))
-        else:
-            chunks.append(_Chunk(start, end - start, bytes(paddr - start) + data))
-    return chunks, max(KERNEL_MIN_ALIGN, *(s["p_align"] for s in elf.iter_segments()
-                                           if s["p_type"] == "PT_LOAD"))
+def _kernel_alignment(elf: ELFFile) -> int:
+    """Where the image may move to: its PT_LOAD alignment, at least what startup_64 needs."""
+    return max(KERNEL_MIN_ALIGN, *(s["p_align"] for s in elf.iter_segments()
+                                   if s["p_type"] == "PT_LOAD"))
 
 
 def _param_header() -> bytes:
-    """A setup header for a kernel that came without one (vmlinux has no bzImage header)."""
-    return bp.SetupHeader.build(dict(
-        setup_sects=0, root_flags=0, syssize=0, ram_size=0, vid_mode=0, root_dev=0,
-        boot_flag=bp.BOOT_FLAG, jump=0, header=bp.HDRS_MAGIC, version=0x020C, realmode_swtch=0,
-        start_sys_seg=0, kernel_version=0, type_of_loader=0, loadflags=0, setup_move_size=0,
-        code32_start=0, ramdisk_image=0, ramdisk_size=0, bootsect_kludge=0, heap_end_ptr=0,
-        ext_loader_ver=0, ext_loader_type=0, cmd_line_ptr=0, initrd_addr_max=0x7FFFFFFF,
-        kernel_alignment=KERNEL_MIN_ALIGN, relocatable_kernel=1, min_alignment=21,
-        xloadflags=bp.XLF_KERNEL_64 | bp.XLF_CAN_BE_LOADED_ABOVE_4G,
-        cmdline_size=COMMAND_LINE_MAX, hardware_subarch=0, hardware_subarch_data=0,
-        payload_offset=0, payload_length=0, setup_data=0, pref_address=0, init_size=0,
-        handover_offset=0, kernel_info_offset=0))
+    return vmlinux_setup_header(
+        initrd_addr_max=0x7FFFFFFF, kernel_alignment=KERNEL_MIN_ALIGN, relocatable_kernel=1,
+        min_alignment=21, xloadflags=bp.XLF_KERNEL_64 | bp.XLF_CAN_BE_LOADED_ABOVE_4G)
 
 
 def load(inputs) -> Plan:
@@ -115,7 +76,7 @@ def load(inputs) -> Plan:
                         "--args-linux (boot parameters) or --args-none; ELF boot notes "
                         "(--args-elf, kexec-tools' default) give Linux no memory map")
     elf = ELFFile(BytesIO(inputs.kernel))
-    chunks, align = _image_chunks(elf, inputs.kernel_path)
+    chunks, align = image_chunks(elf, inputs.kernel_path), _kernel_alignment(elf)
     check_cmdline(inputs.cmdline, COMMAND_LINE_MAX, inputs.kernel_path)
     load = open_load(inputs, NAME)
     layout = load.layout
@@ -152,7 +113,7 @@ def _load_args_none(inputs) -> Plan:
         raise LoadError("--args-none passes nothing to the kernel: no --initrd, --append or "
                         "--reuse-cmdline with it")
     elf = ELFFile(BytesIO(inputs.kernel))
-    chunks, _align = _image_chunks(elf, inputs.kernel_path)
+    chunks = image_chunks(elf, inputs.kernel_path)
     load = open_load(inputs, NAME)
     _place_image(load.layout, chunks, 0, inputs.kernel_path)
     return load.finish_without_purgatory(entry=elf["e_entry"], args="none")
