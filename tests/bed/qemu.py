@@ -88,6 +88,7 @@ class CycleConfig:
     # put the first kernel there (about 1 boot in 3 with 1 GiB): boot again, up to this
     # many times in all. Only such boots are retried, nothing else.
     attempts: int = 6
+    keep_vmcore: bool = False               # stage 2 copies /proc/vmcore to results/vmcore
 
 
 @dataclass
@@ -373,7 +374,7 @@ def _boot_once(cfg: CycleConfig, kernel: Kernel, initrd: Path, run_dir: Path,
     (results / "config.json").write_text(json.dumps({
         "loader_argv": list(cfg.loader_argv) if cfg.loader_argv else None,
         "take_snapshot": cfg.take_snapshot, "snapshot_notes": cfg.snapshot_notes,
-        "pattern_mib": cfg.pattern_mib,
+        "pattern_mib": cfg.pattern_mib, "keep_vmcore": cfg.keep_vmcore,
         "require_crash_region": "crashkernel=" in cfg.cmdline_extra,
     }, indent=1))
     (results / "config.sh").write_text(_config_sh({
