@@ -30,7 +30,7 @@ EXIT_FATAL = 1          # kexec-tools' die()
 EXIT_FALLBACK = 253     # -s and kexec_file_load is not usable
 EXIT_FAILURE = 255
 
-SUBCOMMANDS = ("snapshot", "inspect", "install")
+SUBCOMMANDS = ("snapshot", "inspect", "install", "vmcore")
 # sysroots that are this machine: only these may be loaded, not planned only.
 _LIVE_ROOTS = ("/", "")
 _PROGRAM = ["pykexec"]
@@ -442,6 +442,22 @@ def _subcommand(argv: list[str]) -> int:
         except OSError as err:
             _err(f"{path}: {err.strerror}")
             sys.exit(EXIT_FAILURE)
+
+    @group.group()
+    def vmcore():
+        """Read and save the dump a crashed kernel leaves (/proc/vmcore or a saved file)."""
+
+    @vmcore.command(name="save")
+    @click.argument("out", type=click.Path())
+    @click.argument("file", default="/proc/vmcore", type=click.Path())
+    @click.option("-d", "--dump-level", "level", type=int, default=31, show_default=True,
+                  help="pages to leave out, makedumpfile's bits: 1 zero, 2 non-private cache, "
+                       "4 all cache, 8 user data, 16 free")
+    @click.option("-v", "--verbose", is_flag=True, help="print what was left out and why")
+    def vmcore_save(out, file, level, verbose):
+        """Copy the vmcore FILE to OUT as an ELF vmcore without the pages LEVEL leaves out."""
+        from pykexec.vmcore.save import main as save_main
+        sys.exit(save_main(out, file, level, verbose))
 
     return group.main(argv, prog_name="pykexec", standalone_mode=True)
 

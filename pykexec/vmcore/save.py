@@ -260,8 +260,7 @@ def save_vmcore(src_path: str, out_path: str, level: int, progress: bool = False
                 result = _write(dump, src_fd, fd, reasons, level, page, progress)
             finally:
                 os.close(src_fd)
-            os.fsync(fd)
-            os.close(fd)
+            os.close(fd)       # no fsync, as makedumpfile: kdump scripts sync before rebooting
             fd = -1
             os.chmod(tmp, 0o600)
             os.replace(tmp, out_path)
@@ -401,3 +400,26 @@ def _write(dump: Vmcore, src_fd: int, out_fd: int, reasons: np.ndarray, level: i
     result.loads_out = len(load_phdrs)
     result.size = end
     return result
+
+
+def main(out: str, src: str, level: int, verbose: bool = False) -> int:
+    """The command: one line on stderr and status 1 for any problem, 0 when saved."""
+    try:
+        result = save_vmcore(src, out, level, progress=sys.stderr.isatty())
+    except VmcoreError as e:
+        sys.stderr.write(f"pykexec: {e}\n")
+        return 1
+    except OSError as e:
+        sys.stderr.write(f"pykexec: {e.filename or src}: {e.strerror or e}\n")
+        return 1
+    if verbose:
+        sys.stderr.write(f"{src}: {result.pages} pages, {result.written} written to {out} "
+                         f"({result.loads_out} PT_LOADs, {result.size} bytes)\n")
+        for reason, n in result.excluded.items():
+            sys.stderr.write(f"  left out by the level: {n:>9} {reason}\n")
+        if result.kept_in_short_holes:
+            sys.stderr.write(f"  written anyway (runs under {MIN_HOLE_PAGES} pages): "
+                             f"{result.kept_in_short_holes}\n")
+        if result.unclassified:
+            sys.stderr.write(f"  without a readable struct page (kept): {result.unclassified}\n")
+    return 0
