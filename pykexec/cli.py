@@ -4,7 +4,7 @@ kexec's options are an ordered state machine (see pykexec.request), which click'
 declarative options cannot express (`-pu` differs from `-up`, options may follow the
 kernel path, prefixes of long options are accepted, a usage error must exit 1). So the
 kexec-style argv is parsed with the standard library's getopt in `pykexec.request`, and
-click carries pykexec's own subcommands (`snapshot`, `inspect`, `install`), whose names
+click carries pykexec's own subcommands (`snapshot`, `inspect`, `install`, `vmcore`), whose names
 cannot clash with a kernel path because they are only taken as the very first argument.
 
 `main` is `pykexec`, `kexec_main` is the same program answering as `kexec` (installed as
@@ -443,22 +443,8 @@ def _subcommand(argv: list[str]) -> int:
             _err(f"{path}: {err.strerror}")
             sys.exit(EXIT_FAILURE)
 
-    @group.group()
-    def vmcore():
-        """Read and save the dump a crashed kernel leaves (/proc/vmcore or a saved file)."""
-
-    @vmcore.command(name="save")
-    @click.argument("out", type=click.Path())
-    @click.argument("file", default="/proc/vmcore", type=click.Path())
-    @click.option("-d", "--dump-level", "level", type=int, default=31, show_default=True,
-                  help="pages to leave out, makedumpfile's bits: 1 zero, 2 non-private cache, "
-                       "4 all cache, 8 user data, 16 free")
-    @click.option("-v", "--verbose", is_flag=True, help="print what was left out and why")
-    def vmcore_save(out, file, level, verbose):
-        """Copy the vmcore FILE to OUT as an ELF vmcore without the pages LEVEL leaves out."""
-        from pykexec.vmcore.save import main as save_main
-        sys.exit(save_main(out, file, level, verbose))
-
+    from pykexec.vmcore.command import vmcore
+    group.add_command(vmcore)
     return group.main(argv, prog_name="pykexec", standalone_mode=True)
 
 

@@ -3,13 +3,13 @@
 Usage: stage2.py RESULTS_DIR. Reads /proc/vmcore's ELF header, program headers and notes,
 checks the pattern recorded by stage 1 (and the shifted-PFN negative control), saves
 /proc/cmdline, dmesg and Debian's `vmcore-dmesg /proc/vmcore`, and writes everything to
-RESULTS_DIR/stage2.json; with config.json's keep_vmcore it also copies
-/proc/vmcore to RESULTS_DIR/vmcore. Exit 0 when the JSON was written.
+RESULTS_DIR/stage2.json. With "keep_vmcore" in RESULTS_DIR/config.json, /proc/vmcore is
+also copied to RESULTS_DIR/vmcore in bounded chunks (tests/bed/keep.py). Exit 0 when the
+JSON was written.
 """
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -21,6 +21,22 @@ import pattern  # noqa: E402
 import vmcore  # noqa: E402
 
 VMCORE = "/proc/vmcore"
+COPY_CHUNK = 8 << 20
+
+
+def keep_vmcore(results):
+    """Copy /proc/vmcore to RESULTS/vmcore, a chunk at a time (memory stays bounded)."""
+    part = os.path.join(results, "vmcore.part")
+    copied = 0
+    with open(VMCORE, "rb", buffering=0) as src, open(part, "wb") as dst:
+        while True:
+            chunk = src.read(COPY_CHUNK)
+            if not chunk:
+                break
+            dst.write(chunk)
+            copied += len(chunk)
+    os.rename(part, os.path.join(results, "vmcore"))
+    return copied
 
 
 def run(argv, timeout=120):
@@ -30,21 +46,6 @@ def run(argv, timeout=120):
                 "stderr": p.stderr.decode("utf-8", "replace")}
     except (OSError, subprocess.TimeoutExpired) as e:
         return {"exit": None, "stdout": "", "stderr": f"{type(e).__name__}: {e}"}
-
-
-def _config(results):
-    try:
-        with open(os.path.join(results, "config.json")) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return {}
-
-
-def keep_vmcore(dest):
-    """Copy /proc/vmcore to `dest` (via dest.tmp, so a copy cut short never looks whole)."""
-    with open(VMCORE, "rb") as src, open(dest + ".tmp", "wb") as dst:
-        shutil.copyfileobj(src, dst, 4 << 20)
-    os.rename(dest + ".tmp", dest)
 
 
 def main(results):
@@ -70,15 +71,17 @@ def main(results):
     except Exception:
         out["errors"].append(traceback.format_exc())
     out["times"]["checks"] = round(time.monotonic() - t0, 3)
+    try:
+        with open(os.path.join(results, "config.json")) as f:
+            wanted = json.load(f).get("keep_vmcore")
+        if wanted:
+            t1 = time.monotonic()
+            out["kept_vmcore_bytes"] = keep_vmcore(results)
+            out["times"]["keep_vmcore"] = round(time.monotonic() - t1, 3)
+    except Exception:
+        out["errors"].append("keeping the vmcore: " + traceback.format_exc())
     out["dmesg"] = run(["dmesg"])["stdout"]
     out["vmcore_dmesg"] = run(["/usr/sbin/vmcore-dmesg", VMCORE])
-    if _config(results).get("keep_vmcore"):
-        t1 = time.monotonic()
-        try:
-            keep_vmcore(os.path.join(results, "vmcore"))
-        except OSError as e:
-            out["errors"].append(f"keep vmcore: {e}")
-        out["times"]["keep_vmcore"] = round(time.monotonic() - t1, 3)
     out["times"]["total"] = round(time.monotonic() - t0, 3)
     with open(out_path + ".tmp", "w") as f:
         json.dump(out, f, indent=1)
