@@ -194,6 +194,9 @@ class Vmcore:
         i = bisect.bisect_right(self._starts, paddr) - 1
         if i >= 0 and paddr < self.loads[i].end:
             return self.loads[i]
+        for load in self.loads[:max(i, 0)]:   # overlapping PT_LOADs (kernel text inside RAM)
+            if load.paddr <= paddr < load.end:
+                return load
         return None
 
     def read_phys(self, paddr: int, size: int):

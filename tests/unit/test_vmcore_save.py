@@ -19,7 +19,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.vmcore_check import check_saved, page_table
+from tests.vmcore_check import check_saved, loads, page_table
 
 PAGE = 4096
 NPAGES = 4096
@@ -147,7 +147,10 @@ def note(name: bytes, ntype: int, desc: bytes) -> bytes:
     return struct.pack("<III", len(name) + 1, len(desc), ntype) + pad(name + b"\0") + pad(desc)
 
 
-def write_vmcore(path, info=True, elf_class=2, note_lie=False, load_past_end=False):
+def write_vmcore(path, info=True, elf_class=2, note_lie=False, load_past_end=False,
+                 text_load=False):
+    """The dump file; `text_load` adds a kernel-text PT_LOAD inside the RAM one (as x86_64's
+    /proc/vmcore has), before the struct pages."""
     mem, root_va = build_memory()
     prstatus = bytes(336)
     notes = note(b"CORE", 1, prstatus)
@@ -155,13 +158,16 @@ def write_vmcore(path, info=True, elf_class=2, note_lie=False, load_past_end=Fal
         notes += note(b"VMCOREINFO", 0, vmcoreinfo(root_va))
     if note_lie:
         notes = notes[:4] + struct.pack("<I", 1 << 20) + notes[8:]
-    phnum = 2
+    phnum = 3 if text_load else 2
     data_off = PAGE * 2
     ehdr = struct.pack("<4sBBBBB7sHHIQQQIHHHHHH", b"\x7fELF", elf_class, 1, 1, 0, 0, bytes(7),
                        4, 62, 1, 0, 64, 0, 0, 64, 56, phnum, 0, 0, 0)
     filesz = len(mem) + (PAGE if load_past_end else 0)
     ph_note = struct.pack("<IIQQQQQQ", 4, 0, 64 + 56 * phnum, 0, 0, len(notes), len(notes), 0)
     ph_load = struct.pack("<IIQQQQQQ", 1, 7, data_off, PAGE_OFFSET, 0, filesz, filesz, 0)
+    if text_load:
+        ph_load += struct.pack("<IIQQQQQQ", 1, 7, data_off + 8 * PAGE, 0xFFFFFFFF81000000,
+                               8 * PAGE, 4 * PAGE, 4 * PAGE, 0)
     head = ehdr + ph_note + ph_load + notes
     assert len(head) <= data_off
     with open(path, "wb") as f:
@@ -217,6 +223,20 @@ def test_saved_pages_are_exactly_those_the_level_keeps(source, tmp_path, level):
     missing = set(page_table(source)) - set(page_table(str(out)))
     assert missing == set(want), (sorted(missing ^ set(want))[:20])
     assert rep.identical == NPAGES - len(want)
+
+
+def test_kernel_text_load_inside_ram(tmp_path):
+    """A PT_LOAD inside another (kernel text in RAM) hides neither the struct pages nor a page."""
+    source = write_vmcore(str(tmp_path / "vmcore"), text_load=True)
+    out = tmp_path / "saved"
+    p = run_save("-d", 31, "-v", out, source)
+    assert p.returncode == 0, p.stderr
+    assert "struct page" not in p.stderr        # every page was classified
+    rep = check_saved(source, str(out), may_drop=expected_dropped(31))
+    assert rep.ok, rep.problems
+    text = [ld for ld in loads(str(out))
+            if ld["vaddr"] >= 0xFFFFFFFF80000000]
+    assert [(ld["paddr"], ld["filesz"]) for ld in text] == [(8 * PAGE, 4 * PAGE)]
 
 
 def test_level_31_leaves_out_each_class(source, tmp_path):
