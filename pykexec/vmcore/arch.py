@@ -12,6 +12,7 @@ Page tables are walked by `walk_page_tables` from a level description, so x86_64
 
 from __future__ import annotations
 
+import functools
 import struct
 from typing import TYPE_CHECKING, Callable, Dict, List, NamedTuple, Optional, Sequence, Type
 
@@ -78,11 +79,17 @@ class Arch:
 
     # helpers for subclasses
     def read_entry_reader(self, entry_size: int) -> Callable[[int], int]:
-        fmt = "<Q" if entry_size == 8 else "<I"
+        # a dump's page tables never change: one bounded cache per entry size, so walking
+        # many neighbouring addresses (a struct page array) reads each table entry once
+        readers = self.__dict__.setdefault("_entry_readers", {})
+        if entry_size not in readers:
+            fmt = "<Q" if entry_size == 8 else "<I"
 
-        def read(paddr: int) -> int:
-            return struct.unpack(fmt, self.dump.read_phys(paddr, entry_size))[0]
-        return read
+            @functools.lru_cache(maxsize=1 << 14)
+            def read(paddr: int) -> int:
+                return struct.unpack(fmt, self.dump.read_phys(paddr, entry_size))[0]
+            readers[entry_size] = read
+        return readers[entry_size]
 
 
 def register(cls: Type[Arch]) -> Type[Arch]:

@@ -302,14 +302,16 @@ def _write(dump: Vmcore, src_fd: int, out_fd: int, reasons: np.ndarray, level: i
     counts = np.zeros(len(Reason), np.int64)
     bar = _Progress(sum(p.p_filesz for p in loads_in), progress)
     buf = bytearray(CHUNK_PAGES * page)
-    words = page // 8
+    pages = np.frombuffer(buf, np.uint64).reshape(CHUNK_PAGES, page // 8)
     load_phdrs: List[dict] = []
     for p in loads_in:
-        delta = p.p_vaddr - p.p_paddr
+        # a piece keeps its source's p_vaddr - p_paddr; "no virtual address" (all ones, as
+        # kexec-tools writes for i386 highmem) stays that on every piece
+        delta = None if p.p_vaddr == s.addr_max else p.p_vaddr - p.p_paddr
 
         def add_segment(paddr, offset, size, memsz=None, _p=p, _delta=delta):
             load_phdrs.append(dict(p_type=PT_LOAD, p_flags=_p.p_flags, p_offset=offset,
-                                   p_vaddr=(paddr + _delta) & s.addr_max,
+                                   p_vaddr=s.addr_max if _delta is None else (paddr + _delta) & s.addr_max,
                                    p_paddr=paddr, p_filesz=size,
                                    p_memsz=size if memsz is None else memsz, p_align=_p.p_align))
 
@@ -334,36 +336,40 @@ def _write(dump: Vmcore, src_fd: int, out_fd: int, reasons: np.ndarray, level: i
             src_chunk = p.p_offset + c0 * page
             have_buf = False
             if level & DL_ZERO and keep.any():
-                view = memoryview(buf)[:n * page]
-                got = os.preadv(src_fd, [view], src_chunk)
-                if got != n * page:
-                    raise OSError(5, f"short read of the input at offset {src_chunk:#x}")
+                # read only the candidates (the buffer keeps the chunk's layout); a page
+                # the classes leave out is never read
                 have_buf = True
-                nonzero = np.frombuffer(buf, np.uint64, n * words).reshape(n, words).any(axis=1)
-                zero = keep & ~nonzero
-                why[zero] = Reason.ZERO
+                nonzero = np.zeros(n, bool)
+                for r0, r1 in _runs(keep):
+                    r0, r1 = int(r0), int(r1)
+                    view = memoryview(buf)[r0 * page:r1 * page]
+                    if os.preadv(src_fd, [view], src_chunk + r0 * page) != len(view):
+                        raise OSError(5, f"short read of the input at offset {src_chunk:#x}")
+                    nonzero[r0:r1] = pages[r0:r1].any(axis=1)
+                why[keep & ~nonzero] = Reason.ZERO
                 keep &= nonzero
             counts += np.bincount(why, minlength=len(Reason))
 
             def emit(a, b):
-                """Append pages a..b-1 (PFNs) of this load."""
-                if have_buf and a >= pfn0:
+                """Append kept pages a..b-1 (PFNs of this chunk)."""
+                if have_buf:
                     copier.write(memoryview(buf)[(a - pfn0) * page:(b - pfn0) * page])
-                elif have_buf and b > pfn0:
-                    copier.copy(p.p_offset + (a - first_pfn) * page, (pfn0 - a) * page)
-                    copier.write(memoryview(buf)[:(b - pfn0) * page])
                 else:
                     copier.copy(p.p_offset + (a - first_pfn) * page, (b - a) * page)
+
+            def emit_hole(a, b):
+                """Append pages a..b-1 of a short hole (never read into the buffer)."""
+                copier.copy(p.p_offset + (a - first_pfn) * page, (b - a) * page)
 
             for r0, r1 in _runs(keep):
                 a, b = pfn0 + int(r0), pfn0 + int(r1)
                 gap = a - last_kept
                 if seg_start is not None and 0 < gap < min_hole:
-                    emit(last_kept, a)                 # a short hole: written anyway
+                    emit_hole(last_kept, a)            # a short hole: written anyway
                     result.kept_in_short_holes += gap
                 elif seg_start is None and 0 < gap < min_hole:
                     seg_start, seg_offset = last_kept, copier.offset
-                    emit(last_kept, a)
+                    emit_hole(last_kept, a)
                     result.kept_in_short_holes += gap
                 elif gap:
                     if seg_start is not None:
