@@ -113,12 +113,20 @@ def test_makedumpfile_reads_pykexecs_output(x86, tmp_path):
     p = subprocess.run([mdf, "--dump-dmesg", str(ours), str(log)], capture_output=True, text=True)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "sysrq triggered crash" in log.read_text(errors="replace")
-    # refiltering pykexec's -d 1 output to -d 31 gives makedumpfile's own -d 31 pages
+    # makedumpfile refilters pykexec's -d 1 output to -d 31: it keeps at least the pages its
+    # own -d 31 keeps, byte for byte. It may keep more: its "runs under 256 pages are written"
+    # rule counts per input PT_LOAD, and pykexec's -d 1 output has split the PT_LOADs where
+    # zero pages were left out, so a run of free pages can be cut into short ones.
     again = tmp_path / "refiltered"
     p = subprocess.run([mdf, "-E", "-d", "31", str(files[1][0]), str(again)],
                        capture_output=True, text=True)
     assert p.returncode == 0, p.stdout + p.stderr
-    assert kept_pfns(str(again)) == kept_pfns(str(files[31][1]))
+    direct = kept_pfns(str(files[31][1]))
+    assert direct <= kept_pfns(str(again)) <= kept_pfns(str(files[1][0]))
+    src = str(kept.path)
+    rep = check_saved(src, str(again),
+                      may_drop={pfn: "left out" for pfn in set(page_table(src)) - direct})
+    assert rep.ok, rep.problems
 
 
 @pytest.mark.parametrize("arch", ["x86_64", "i386"])
