@@ -332,3 +332,29 @@ def test_bad_output_or_level_one_line(source, tmp_path, case):
 def test_no_progress_bar_when_piped(source, tmp_path):
     p = run_save("-d", 31, tmp_path / "out", source)
     assert p.returncode == 0 and p.stderr == "" and p.stdout == ""
+
+
+def test_progress_bar_on_a_terminal(source, tmp_path):
+    master, slave = os.openpty()
+    try:
+        p = subprocess.run([sys.executable, "-m", "pykexec", "vmcore", "save", "-d", "31",
+                            str(tmp_path / "out"), source], stderr=slave,
+                           stdout=subprocess.PIPE, timeout=120)
+        os.close(slave)
+        slave = -1
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        if slave >= 0:
+            os.close(slave)
+        os.close(master)
+    assert p.returncode == 0 and p.stdout == b""
+    assert b"\rsaving [" in shown, shown[-200:]
+    assert shown.rstrip().endswith(b"100%"), shown[-200:]
