@@ -120,6 +120,28 @@ def _mem_map_chunks(dump: Vmcore, rules: PageRules, max_pfn: int, page: int):
                          "cannot find the struct page array")
 
 
+def _read_virt_range(dump: Vmcore, addr: int, size: int, page: int):
+    """Kernel virtual [addr, addr+size) as bytes, one physical read per contiguous run
+    (a section's struct pages are one run under a 2 MiB mapping); None if unmapped."""
+    runs = []                            # [physical start, length]
+    at, end = addr, addr + size
+    while at < end:
+        take = min(end - at, page - at % page)
+        pa = dump.kvtop(at)
+        if pa is None:
+            return None
+        if runs and runs[-1][0] + runs[-1][1] == pa:
+            runs[-1][1] += take
+        else:
+            runs.append([pa, take])
+        at += take
+    try:
+        parts = [dump.read_phys(pa, n) for pa, n in runs]
+    except VmcoreError:
+        return None
+    return parts[0] if len(parts) == 1 else b"".join(bytes(x) for x in parts)
+
+
 def classify_pages(dump: Vmcore, level: int, page: int):
     """(uint8 Reason per PFN up to the dump's last page, pages without a struct page)."""
     max_pfn = _max_pfn(dump, page)
@@ -144,10 +166,7 @@ def classify_pages(dump: Vmcore, level: int, page: int):
             continue
         raw = None
         if addr is not None:
-            try:
-                raw = dump.read_virt(addr, count * rules.size_page)
-            except VmcoreError:
-                raw = None
+            raw = _read_virt_range(dump, addr, count * rules.size_page, page)
         if raw is None:
             unclassified += int(in_dump.sum())
             # a block carried over from the previous section still covers its pages
