@@ -159,3 +159,29 @@ def test_drgn_reads_release_and_log_without_debug_info(kept_vmcore_x86_64):
         at = reference.find(b"] " + x + b"\n", at)
         assert at >= 0, x
     assert len(plain) > 100
+
+
+def test_page_table_walk_agrees_with_the_linear_maps(kept):
+    """The real dump's own page tables (x86_64: 5-level under TCG's -cpu max, at
+    SYMBOL(init_top_pgt); i386: 2-level at swapper_pg_dir) map kernel text and the direct
+    map where the linear rules say: the walk is checked against them."""
+    from pykexec.vmcore import Vmcore
+    from pykexec.vmcore.arch import walk_page_tables
+    with Vmcore.open(str(kept.path)) as d:
+        arch = d.arch
+        assert arch.root is not None
+        info = d.vmcoreinfo
+        size = 8 if kept.arch == "x86_64" or arch.pae else 4     # page-table entry size
+        read = arch.read_entry_reader(size)
+        for name in ("prb", "init_uts_ns", "swapper_pg_dir"):
+            vaddr = info.symbol(name)
+            walked = walk_page_tables(read, arch.root, vaddr, arch.levels, size, arch.address_mask)
+            linear = (vaddr - arch.page_offset if kept.arch == "i386"
+                      else vaddr - 0xFFFFFFFF80000000 + arch.phys_base)
+            assert walked == linear, name
+        ram = max(d.loads, key=lambda ld: ld.memsz)
+        vaddr = arch.page_offset + ram.paddr + 0x123456
+        walked = walk_page_tables(read, arch.root, vaddr, arch.levels, size, arch.address_mask)
+        assert walked == ram.paddr + 0x123456
+        if kept.arch == "x86_64":
+            assert len(arch.levels) == int(info["NUMBER(pgtable_l5_enabled)"]) + 4
