@@ -121,6 +121,8 @@ class Vmcore:
 
     def _parse_headers(self) -> None:
         ident = bytes(self._file(0, min(16, self.file_size)))
+        if not ident:
+            raise self.error("empty file: not a vmcore")
         if len(ident) < 16 or ident[:4] != ELF_MAGIC:
             raise self.error("not an ELF file (no \\x7fELF magic): not a vmcore"
                              if ident[:4] != ELF_MAGIC else "truncated ELF header")

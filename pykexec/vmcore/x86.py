@@ -62,8 +62,9 @@ def decode_prstatus(desc: bytes, elfclass_bits: int) -> CpuRegisters:
 def _linear_offset(dump, keep) -> Optional[int]:
     """p_vaddr - p_paddr shared by the most RAM bytes among PT_LOADs that `keep` accepts."""
     weight = {}
+    no_vaddr = (1 << dump.elfclass) - 1       # "no virtual address" (highmem, some loaders)
     for load in dump.loads:
-        if load.vaddr and keep(load.vaddr):
+        if load.vaddr and load.vaddr != no_vaddr and keep(load.vaddr):
             delta = load.vaddr - load.paddr
             weight[delta] = weight.get(delta, 0) + load.memsz
     return max(weight, key=weight.get) if weight else None

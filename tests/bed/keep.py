@@ -15,6 +15,7 @@ and `kept_vmcore_i386` in tests/e2e/conftest.py (the vmcore `dmesg`/`info` tests
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -29,11 +30,12 @@ KEEP_APPEND_I386 = "console=ttyS0 init 1 irqpoll maxcpus=1 reset_devices panic=1
 class KeptVmcore:
     arch: str
     path: Optional[Path]             # the copied /proc/vmcore (None if the cycle failed)
-    release: Optional[str]           # the guest kernel's release (uname -r)
+    release: str                     # the guest kernel package's release (uname -r)
     cpus: int                        # CPUs of the crashed kernel: one NT_PRSTATUS each
     elfclass: int
     result: "qemu.CycleResult"       # the whole cycle (guest vmcore-dmesg output included)
     vmlinux: Optional[Path] = None   # the ELF kernel the guest ran (no debug info)
+    uname_release: Optional[str] = None   # `uname -r` in the capture kernel (same kernel)
 
 
 def capture_kept_vmcore(arch: str, run_dir: Path, timeout: float = 400) -> KeptVmcore:
@@ -51,7 +53,9 @@ def capture_kept_vmcore(arch: str, run_dir: Path, timeout: float = 400) -> KeptV
         res = qemu.run_kdump_cycle(cfg)
         elfclass = 64
     elif arch == "i386":
+        from pykexec.purgatory import purgatory_object
         from tests.bed import i386guest
+        purgatory_object("i386")       # built on the host: the guest has no gcc
         kernel = i386guest.get_kernel("686")
         root = i386guest.get_root()
         initrd = i386guest.get_initramfs(kernel, root)
@@ -66,6 +70,7 @@ def capture_kept_vmcore(arch: str, run_dir: Path, timeout: float = 400) -> KeptV
         elfclass = 32
     else:
         raise BedError(f"no kept-vmcore cycle for {arch}")
-    vmlinux = getattr(kernel, "vmlinux", None)
-    return KeptVmcore(arch, res.kept_vmcore, res.osrelease, cfg.cpus, elfclass, res,
-                      Path(vmlinux) if vmlinux else None)
+    stage2 = run_dir / "results" / "stage2.json"
+    uname = json.loads(stage2.read_text()).get("uname_release") if stage2.exists() else None
+    return KeptVmcore(arch, res.kept_vmcore, kernel.release, cfg.cpus, elfclass, res,
+                      Path(kernel.vmlinux), uname)

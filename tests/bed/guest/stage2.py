@@ -55,6 +55,7 @@ def main(results):
     try:
         with open("/proc/cmdline") as f:
             out["cmdline"] = f.read().strip()
+        out["uname_release"] = os.uname().release
         out["vmcore_size"] = os.stat(VMCORE).st_size
         with open(VMCORE, "rb") as f:
             core = vmcore.describe_core(f)
