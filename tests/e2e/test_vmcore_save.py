@@ -92,9 +92,16 @@ def test_keeps_the_pages_makedumpfile_keeps(request, arch, level):
     rep = check_saved(src, str(ours), may_drop=left_out)
     assert rep.ok, rep.problems
     assert rep.identical == len(mine) and rep.identical > 0
-    # the same PT_LOAD layout of kept bytes, piece by piece (theirs has p_memsz > p_filesz)
-    assert sorted((ld["paddr"], ld["filesz"]) for ld in loads(str(ours))) == \
-        sorted((ld["paddr"], ld["filesz"]) for ld in loads(str(theirs)) if ld["filesz"])
+    # the same PT_LOAD layout of kept bytes, piece by piece (theirs has p_memsz > p_filesz),
+    # except that a source PT_LOAD that is not whole pages (i386's first, 0x1000-0x9fc00)
+    # is copied whole by pykexec, where makedumpfile may cut its partial last page
+    mine_l = sorted((ld["paddr"], ld["filesz"]) for ld in loads(str(ours)))
+    its_l = dict((ld["paddr"], ld["filesz"]) for ld in loads(str(theirs)) if ld["filesz"])
+    partial = [(a, n) for a, n in mine_l if (a | n) % 4096]
+    assert [x for x in mine_l if x not in partial] == \
+        sorted(x for x in its_l.items() if x[0] not in dict(partial))
+    for paddr, size in partial:
+        assert paddr in its_l and size - 4096 < its_l[paddr] <= size
 
 
 def test_makedumpfile_reads_pykexecs_output(x86, tmp_path):
