@@ -120,7 +120,7 @@ def _mem_map_chunks(dump: Vmcore, rules: PageRules, max_pfn: int, page: int):
                          "cannot find the struct page array")
 
 
-def _read_virt_range(dump: Vmcore, addr: int, size: int, page: int):
+def _read_virt_range(dump: Vmcore, addr: int, size: int, page: int, fd: Optional[int]):
     """Kernel virtual [addr, addr+size) as bytes, one physical read per contiguous run
     (a section's struct pages are one run under a 2 MiB mapping); None if unmapped."""
     runs = []                            # [physical start, length]
@@ -135,15 +135,26 @@ def _read_virt_range(dump: Vmcore, addr: int, size: int, page: int):
         else:
             runs.append([pa, take])
         at += take
-    try:
-        parts = [dump.read_phys(pa, n) for pa, n in runs]
-    except VmcoreError:
-        return None
-    return parts[0] if len(parts) == 1 else b"".join(bytes(x) for x in parts)
+    parts = []
+    for pa, n in runs:
+        load = dump.find_load(pa)
+        if fd is not None and load is not None and pa + n <= load.paddr + load.filesz:
+            # pread, not the dump's mmap: mapped pages would stay in this process's RSS
+            data = os.pread(fd, n, load.offset + pa - load.paddr)
+            if len(data) != n:
+                return None
+            parts.append(data)
+            continue
+        try:
+            parts.append(bytes(dump.read_phys(pa, n)))
+        except VmcoreError:
+            return None
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-def classify_pages(dump: Vmcore, level: int, page: int):
-    """(uint8 Reason per PFN up to the dump's last page, pages without a struct page)."""
+def classify_pages(dump: Vmcore, level: int, page: int, fd: Optional[int] = None):
+    """(uint8 Reason per PFN up to the dump's last page, pages without a struct page);
+    `fd`, the dump open for reading, is used for the struct page arrays."""
     max_pfn = _max_pfn(dump, page)
     reasons = np.zeros(max_pfn, np.uint8)
     info = dump.vmcoreinfo
@@ -166,7 +177,7 @@ def classify_pages(dump: Vmcore, level: int, page: int):
             continue
         raw = None
         if addr is not None:
-            raw = _read_virt_range(dump, addr, count * rules.size_page, page)
+            raw = _read_virt_range(dump, addr, count * rules.size_page, page, fd)
         if raw is None:
             unclassified += int(in_dump.sum())
             # a block carried over from the previous section still covers its pages
@@ -268,31 +279,40 @@ def save_vmcore(src_path: str, out_path: str, level: int, progress: bool = False
                              f"at file offset {ld.offset + ld.filesz:#x}, past the end of the file "
                              f"({dump.file_size:#x} bytes): truncated dump, {short} bytes missing")
         page = (dump.vmcoreinfo.page_size if dump.vmcoreinfo else None) or 4096
-        reasons, unclassified = classify_pages(dump, level, page)
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(out_path)}.", dir=out_dir)
-        except OSError as e:
-            raise VmcoreError(f"{out_path}: cannot create a file in {out_dir}: "
-                              f"{e.strerror or e}") from None
         try:
             src_fd = os.open(src_path, os.O_RDONLY)
-            try:
-                result = _write(dump, src_fd, fd, reasons, level, page, progress)
-            finally:
-                os.close(src_fd)
-            os.close(fd)       # no fsync, as makedumpfile: kdump scripts sync before rebooting
-            fd = -1
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, out_path)
         except OSError as e:
-            raise VmcoreError(f"{out_path}: {e.strerror or e}") from None
+            raise VmcoreError(f"{src_path}: {e.strerror or e}") from None
+        try:
+            reasons, unclassified = classify_pages(dump, level, page, src_fd)
+            result = _save_to(dump, src_fd, out_path, out_dir, reasons, level, page, progress)
         finally:
-            if fd >= 0:
-                os.close(fd)
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            os.close(src_fd)
         result.unclassified = unclassified
         return result
+
+
+def _save_to(dump, src_fd, out_path, out_dir, reasons, level, page, progress) -> SaveResult:
+    """Write the output into a temporary file beside OUT, renamed to OUT when complete."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(out_path)}.", dir=out_dir)
+    except OSError as e:
+        raise VmcoreError(f"{out_path}: cannot create a file in {out_dir}: "
+                          f"{e.strerror or e}") from None
+    try:
+        result = _write(dump, src_fd, fd, reasons, level, page, progress)
+        os.close(fd)       # no fsync, as makedumpfile: kdump scripts sync before rebooting
+        fd = -1
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, out_path)
+    except OSError as e:
+        raise VmcoreError(f"{out_path}: {e.strerror or e}") from None
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return result
 
 
 def _write(dump: Vmcore, src_fd: int, out_fd: int, reasons: np.ndarray, level: int,
