@@ -17,6 +17,7 @@ OUT and renamed over it only when complete.
 
 from __future__ import annotations
 
+import mmap
 import os
 import sys
 import tempfile
@@ -225,6 +226,50 @@ class _Copier:
             size -= n
 
 
+class _ChunkSource:
+    """The input's bytes of one chunk at a time, for the zero-page test and the copy.
+
+    Mapped (no copy, and the chunk's pages are unmapped again after use, so the RSS stays
+    bounded), or read into one reused buffer where the input cannot be mapped."""
+
+    def __init__(self, fd: int, page: int):
+        self.page = page
+        self.map = None
+        try:
+            self.map = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+        except (OSError, ValueError, OverflowError):
+            self.fd = fd
+            self.buf = bytearray(CHUNK_PAGES * page)
+
+    def window(self, offset: int, n: int):
+        """(memoryview, pages as an (n, page/8) uint64 array) of file bytes at offset."""
+        self.offset, self.size = offset, n * self.page
+        if self.map is not None:
+            if offset + self.size > len(self.map):
+                raise OSError(5, f"unexpected end of input at offset {offset:#x}")
+            view = memoryview(self.map)[offset:offset + self.size]
+        else:
+            view = memoryview(self.buf)[:self.size]
+        return view, np.frombuffer(view, np.uint64).reshape(n, self.page // 8)
+
+    def fill(self, first: int, end: int) -> None:
+        """Make pages first..end-1 of the window hold the file's bytes."""
+        if self.map is None:
+            view = memoryview(self.buf)[first * self.page:end * self.page]
+            at = self.offset + first * self.page
+            if os.preadv(self.fd, [view], at) != len(view):
+                raise OSError(5, f"short read of the input at offset {at:#x}")
+
+    def release(self) -> None:
+        if self.map is not None and hasattr(self.map, "madvise"):
+            start = self.offset - self.offset % mmap.PAGESIZE
+            self.map.madvise(mmap.MADV_DONTNEED, start, self.offset + self.size - start)
+
+    def close(self) -> None:
+        if self.map is not None:
+            self.map.close()
+
+
 def _runs(mask: np.ndarray):
     """[(start, end)] of the True runs of a bool array."""
     edges = np.flatnonzero(np.diff(np.concatenate(([0], mask.view(np.int8), [0]))))
@@ -340,8 +385,7 @@ def _write(dump: Vmcore, src_fd: int, out_fd: int, reasons: np.ndarray, level: i
     result = SaveResult(loads_in=len(loads_in))
     counts = np.zeros(len(Reason), np.int64)
     bar = _Progress(sum(p.p_filesz for p in loads_in), progress)
-    buf = bytearray(CHUNK_PAGES * page)
-    pages = np.frombuffer(buf, np.uint64).reshape(CHUNK_PAGES, page // 8)
+    source = _ChunkSource(src_fd, page)
     load_phdrs: List[dict] = []
     for p in loads_in:
         # a piece keeps its source's p_vaddr - p_paddr; "no virtual address" (all ones, as
@@ -375,15 +419,13 @@ def _write(dump: Vmcore, src_fd: int, out_fd: int, reasons: np.ndarray, level: i
             src_chunk = p.p_offset + c0 * page
             have_buf = False
             if level & DL_ZERO and keep.any():
-                # read only the candidates (the buffer keeps the chunk's layout); a page
-                # the classes leave out is never read
+                # only the candidates are read; a page the classes leave out never is
                 have_buf = True
+                data, pages = source.window(src_chunk, n)
                 nonzero = np.zeros(n, bool)
                 for r0, r1 in _runs(keep):
                     r0, r1 = int(r0), int(r1)
-                    view = memoryview(buf)[r0 * page:r1 * page]
-                    if os.preadv(src_fd, [view], src_chunk + r0 * page) != len(view):
-                        raise OSError(5, f"short read of the input at offset {src_chunk:#x}")
+                    source.fill(r0, r1)
                     nonzero[r0:r1] = pages[r0:r1].any(axis=1)
                 why[keep & ~nonzero] = Reason.ZERO
                 keep &= nonzero
@@ -392,7 +434,7 @@ def _write(dump: Vmcore, src_fd: int, out_fd: int, reasons: np.ndarray, level: i
             def emit(a, b):
                 """Append kept pages a..b-1 (PFNs of this chunk)."""
                 if have_buf:
-                    copier.write(memoryview(buf)[(a - pfn0) * page:(b - pfn0) * page])
+                    copier.write(data[(a - pfn0) * page:(b - pfn0) * page])
                 else:
                     copier.copy(p.p_offset + (a - first_pfn) * page, (b - a) * page)
 
@@ -418,12 +460,16 @@ def _write(dump: Vmcore, src_fd: int, out_fd: int, reasons: np.ndarray, level: i
                     seg_start, seg_offset = a, copier.offset
                 emit(a, b)
                 last_kept = b
+            if have_buf:
+                del data, pages
+                source.release()
             bar.add(n * page)
         if seg_start is not None:
             add_segment(seg_start * page, seg_offset, copier.offset - seg_offset)
         if p.p_memsz > p.p_filesz:     # the input's own zero tail stays a zero tail
             add_segment(p.p_paddr + p.p_filesz, 0, 0, p.p_memsz - p.p_filesz)
     bar.close()
+    source.close()
 
     phdrs = note_phdrs + load_phdrs
     assert len(phdrs) <= reserve
