@@ -1,4 +1,6 @@
-"""Real vmcores captured once by the QEMU bed and kept in the cache (never in git).
+"""Real vmcores captured once by the QEMU bed and kept in the cache (never in git), for
+the benchmark (scripts/bench: `vmcore save` on 1 GiB and 4 GiB dumps). The e2e tests use
+tests/bed/keep.py instead: a fresh dump per session, deleted afterwards.
 
 `get_vmcore(name)` returns a `KeptVmcore` (the copied /proc/vmcore, the stage-1 pattern
 record, stage 2's JSON) for one of the `PRESETS`, running one kdump cycle with
