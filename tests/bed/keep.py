@@ -36,6 +36,7 @@ class KeptVmcore:
     result: "qemu.CycleResult"       # the whole cycle (guest vmcore-dmesg output included)
     vmlinux: Optional[Path] = None   # the ELF kernel the guest ran (no debug info)
     uname_release: Optional[str] = None   # `uname -r` in the capture kernel (same kernel)
+    guest_pykexec_dmesg: Optional[dict] = None   # `pykexec vmcore dmesg /proc/vmcore` there
 
 
 def capture_kept_vmcore(arch: str, run_dir: Path, timeout: float = 400) -> KeptVmcore:
@@ -71,6 +72,7 @@ def capture_kept_vmcore(arch: str, run_dir: Path, timeout: float = 400) -> KeptV
     else:
         raise BedError(f"no kept-vmcore cycle for {arch}")
     stage2 = run_dir / "results" / "stage2.json"
-    uname = json.loads(stage2.read_text()).get("uname_release") if stage2.exists() else None
+    s2 = json.loads(stage2.read_text()) if stage2.exists() else {}
     return KeptVmcore(arch, res.kept_vmcore, kernel.release, cfg.cpus, elfclass, res,
-                      Path(kernel.vmlinux), uname)
+                      Path(kernel.vmlinux), s2.get("uname_release"),
+                      s2.get("pykexec_vmcore_dmesg"))

@@ -3,8 +3,9 @@
 686, ELF32, the 2006 document's load). Both kernels use the lockless ring buffer (prb).
 
 The reference is Debian's vmcore-dmesg (kexec-tools) run on the host on the same file,
-compared byte for byte; also the guest's own vmcore-dmesg run on /proc/vmcore, so the
-kept copy is the dump the capture kernel saw. drgn (PyPI) opens the same x86_64 dump
+compared byte for byte; also the guest's own vmcore-dmesg and pykexec run on /proc/vmcore
+in the capture kernel, so the kept copy is the dump the capture kernel saw and pykexec
+reads /proc/vmcore itself. drgn (PyPI) opens the same x86_64 dump
 without debug info: kallsyms for symbols, its own page-table walk for memory.
 """
 
@@ -52,6 +53,10 @@ def test_dmesg_is_vmcore_dmesg_byte_for_byte(kept):
     # and the guest's vmcore-dmesg on /proc/vmcore (kept as text in stage2.json)
     assert kept.result.vmcore_dmesg_exit == 0
     assert ours.stdout.decode("utf-8", "replace") == kept.result.vmcore_dmesg
+    # and pykexec itself on /proc/vmcore in the capture kernel (32-bit Python for i386)
+    guest = kept.guest_pykexec_dmesg
+    assert guest["exit"] == 0 and guest["stderr"] == "", guest["stderr"]
+    assert guest["stdout"] == kept.result.vmcore_dmesg
 
 
 def test_dmesg_json_records(kept):

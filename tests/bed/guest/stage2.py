@@ -4,8 +4,8 @@ Usage: stage2.py RESULTS_DIR. Reads /proc/vmcore's ELF header, program headers a
 checks the pattern recorded by stage 1 (and the shifted-PFN negative control), saves
 /proc/cmdline, dmesg and Debian's `vmcore-dmesg /proc/vmcore`, and writes everything to
 RESULTS_DIR/stage2.json. With "keep_vmcore" in RESULTS_DIR/config.json, /proc/vmcore is
-also copied to RESULTS_DIR/vmcore in bounded chunks (tests/bed/keep.py). Exit 0 when the
-JSON was written.
+also copied to RESULTS_DIR/vmcore in bounded chunks (tests/bed/keep.py), after running
+`pykexec vmcore dmesg /proc/vmcore`. Exit 0 when the JSON was written.
 """
 
 import json
@@ -76,6 +76,10 @@ def main(results):
         with open(os.path.join(results, "config.json")) as f:
             wanted = json.load(f).get("keep_vmcore")
         if wanted:
+            # pykexec's own reader on /proc/vmcore itself (procfs mmap, or pread where the
+            # mapping does not fit, as in a 32-bit guest), next to vmcore-dmesg below
+            out["pykexec_vmcore_dmesg"] = run([sys.executable, "-m", "pykexec", "vmcore",
+                                               "dmesg", VMCORE])
             t1 = time.monotonic()
             out["kept_vmcore_bytes"] = keep_vmcore(results)
             out["times"]["keep_vmcore"] = round(time.monotonic() - t1, 3)
