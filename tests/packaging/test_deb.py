@@ -8,27 +8,14 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import require, require_root
-from tests.packaging.build import REPO, build_deb
 
 pytestmark = pytest.mark.packaging
-
-BUILD_TOOLS = ("dpkg-buildpackage", "dh", "dh_python3", "lintian", "git")
-
-
-@pytest.fixture(scope="session")
-def deb_build(tmp_path_factory):
-    missing = [t for t in BUILD_TOOLS if shutil.which(t, path="/usr/sbin:/usr/bin") is None]
-    require(not missing, f"Debian packaging tools missing: {missing} (scripts/setup-host)")
-    require((REPO / ".git").exists(), "needs a git checkout")
-    return build_deb(tmp_path_factory.mktemp("deb-build"))
-
 
 def _contents(deb: Path) -> dict:
     out = subprocess.run(["dpkg-deb", "-c", str(deb)], capture_output=True, text=True, check=True).stdout

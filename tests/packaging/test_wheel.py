@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
-import sys
 import tarfile
 import zipfile
 from pathlib import Path
@@ -19,35 +17,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require
-from tests.packaging.build import REPO, build_python
+from tests.packaging.build import REPO
 
 pytestmark = pytest.mark.packaging
 
 EXAMPLES = REPO / "examples"
 TOOLS = ("gcc", "cc", "c99", "ld", "ld.bfd", "as", "nm", "objcopy", "x86_64-linux-gnu-gcc",
          "i686-linux-gnu-gcc")
-
-
-@pytest.fixture(scope="session")
-def dists(tmp_path_factory):
-    require(subprocess.run([sys.executable, "-c", "import build"]).returncode == 0,
-            "python -m build is not installed (pip install -e '.[test]')")
-    require(shutil.which("git") is not None and (REPO / ".git").exists(), "needs a git checkout")
-    return build_python(tmp_path_factory.mktemp("python-build"))
-
-
-@pytest.fixture(scope="session")
-def installed(dists, tmp_path_factory):
-    """A fresh virtualenv with the wheel (and its dependencies from the index) installed."""
-    venv = tmp_path_factory.mktemp("wheel-venv") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    # without the test run's PYTHONPATH: pip would take the checkout's egg-info for an
-    # installed pykexec and skip the wheel
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
-                           str(dists.wheel)], capture_output=True, text=True, env=env)
-    assert proc.returncode == 0, proc.stderr
-    return venv
 
 
 def test_build_prints_no_deprecation_warning(dists):
