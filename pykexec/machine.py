@@ -409,7 +409,8 @@ def parse_kcore_loads(data: bytes, path: str = "/proc/kcore") -> Tuple[KcoreLoad
         raise fail(f"program headers end at {end:#x}, past the {len(data):#x} bytes read")
     loads = []
     for i in range(ehdr.e_phnum):
-        ph = s.Phdr.parse(data[ehdr.e_phoff + i * s.phdr_size:])
+        at = ehdr.e_phoff + i * s.phdr_size
+        ph = s.Phdr.parse(data[at:at + s.phdr_size])
         if ph.p_type == PT_LOAD:
             loads.append(KcoreLoad(ph.p_vaddr, ph.p_memsz))
     return tuple(loads)

@@ -43,6 +43,7 @@ CRASH_ALIGN = 16 * MiB                     # the kernel's crashkernel alignment 
 CRASH_NOTE_BYTES = 368                     # sizeof(note_buf_t) on x86_64 6.1
 VMCOREINFO_NOTE_SIZE = 0x1024              # printed in hex by the kernel: "1024"
 PERCPU_UNIT = 0x40000
+KCORE_RANGES_MAX = 500                     # RAM ranges whose kcore PT_LOADs fit the 64 KiB head
 CRASH_NOTES_IN_UNIT = 0x1A018
 
 
@@ -351,11 +352,16 @@ def kcore_header_bytes(layout: Layout) -> bytes:
         kcore.Load(KERNEL_TEXT_BASE + GiB, 0, 0x3F000000),                  # modules
         kcore.Load(layout.vmalloc_base, 0, 32 << 40),                       # vmalloc
     ]
-    for r in layout.system_ram():
+    ram = layout.system_ram()
+    if len(ram) > KCORE_RANGES_MAX:
+        # Too many ranges for the 64 KiB a loader reads: one direct-map and one vmemmap
+        # PT_LOAD spanning all RAM (the loaders only use the lowest direct-map vaddr).
+        ram = [MemRange(ram[0].start, ram[-1].end, RAM)]
+    for r in ram:
         start = _align_down(r.start, 4096)
         end = _align_up(r.end + 1, 4096)
         loads.append(kcore.Load(layout.page_offset + start, start, end - start))
-    for r in layout.system_ram():
+    for r in ram:
         pages = (r.end + 1 - r.start) // 4096
         first = layout.vmemmap_base + (r.start // 4096) * 64
         loads.append(kcore.Load(_align_down(first, 4096), 0, _align_up(pages * 64, 4096)))
@@ -452,6 +458,12 @@ PRESETS: Dict[str, MachineSpec] = {
     "no_kaslr_4cpu": MachineSpec(
         name="no_kaslr_4cpu", ram=2 * GiB, ram_ranges=5, cpus=4, crash_size=192 * MiB,
         kaslr=False, seed=3, notes="No KASLR: kernel at 16 MiB, page_offset_base 0xffff888000000000."),
+    "ranges_2k": MachineSpec(
+        name="ranges_2k", ram=64 * GiB, ram_ranges=2000, cpus=4, crash_size=256 * MiB, seed=20,
+        notes="2,000 System RAM ranges (scripts/bench: memory and time linear in the ranges)."),
+    "ranges_10k": MachineSpec(
+        name="ranges_10k", ram=64 * GiB, ram_ranges=10000, cpus=4, crash_size=256 * MiB, seed=21,
+        notes="10,000 System RAM ranges (scripts/bench: memory and time linear in the ranges)."),
 }
 
 
