@@ -28,6 +28,7 @@ What is read, and which kexec-tools rule it follows (see docs and crashmem.py):
 
 from __future__ import annotations
 
+import bisect
 import errno as errno_mod
 import json
 import os
@@ -35,7 +36,7 @@ import re
 import struct
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Dict, Iterator, NamedTuple, Optional, Tuple
+from typing import Dict, Iterator, NamedTuple, Optional, Sequence, Tuple
 
 from pykexec import crashmem
 from pykexec.crashmem import I386_PAGE_OFFSET, BackupArea
@@ -44,6 +45,7 @@ from pykexec.structs.elf import ELF_MAGIC, ET_CORE, PT_LOAD, elf_structs
 
 KCORE_HEADERS_SIZE = 64 * 1024  # kexec-tools parses only this much of /proc/kcore
 MAX_NOTE_BYTES = 1024  # crash_notes size assumed when crash_notes_size is missing
+MAX_NOTE_SIZE = 1 << 20  # no crash_notes or vmcoreinfo buffer comes near 1 MiB
 REALMODE_IVT_END = 0x400  # the real-mode interrupt table is never given out
 MAX_MEMORY_RANGES = 2048  # kexec-tools' memory map capacity
 X86_64_PAGE_OFFSET = 0xFFFF888000000000  # direct map base without KASLR
@@ -106,7 +108,9 @@ def parse_iomem(text: str, path: str = "/proc/iomem") -> Iomem:
     """Parse /proc/iomem text; malformed lines raise MachineError naming `path:line`.
 
     Each nesting level is two more spaces of indentation. Ends are inclusive in the
-    file and become half-open ranges here.
+    file and become half-open ranges here. The kernel's resource tree guarantees that
+    siblings are sorted and disjoint and that a child lies inside its parent
+    (`check_iomem_nesting`); a file that breaks this is damaged and refused.
     """
     stack = []  # [(depth, name, range, line, children-list)]
     top = []
@@ -119,6 +123,7 @@ def parse_iomem(text: str, path: str = "/proc/iomem") -> Iomem:
 
     nonzero = False
     count = 0
+    damage = None
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -136,6 +141,8 @@ def parse_iomem(text: str, path: str = "/proc/iomem") -> Iomem:
         if depth > parent_depth + 1:
             raise MachineError(f"{path}:{lineno}: indented {depth} levels under a line of "
                                f"level {parent_depth}", path, lineno)
+        if len(first_s) > 16 or len(last_s) > 16:
+            raise MachineError(f"{path}:{lineno}: address above 64 bits", path, lineno)
         first, last = int(first_s, 16), int(last_s, 16)
         if last < first:
             raise MachineError(f"{path}:{lineno}: end {last:#x} is below start {first:#x}",
@@ -144,12 +151,63 @@ def parse_iomem(text: str, path: str = "/proc/iomem") -> Iomem:
             raise MachineError(f"{path}:{lineno}: address above 64 bits", path, lineno)
         nonzero = nonzero or last != 0
         count += 1
-        stack.append((depth, name, Range.from_inclusive(first, last), lineno, []))
+        rng = Range.from_inclusive(first, last)
+        siblings = stack[-1][4] if stack else top
+        if damage is None:
+            try:
+                check_iomem_nesting(path, lineno, stack[-1][2:4] if stack else None,
+                                    (siblings[-1].range, siblings[-1].line)
+                                    if siblings else None, rng)
+            except MachineError as e:
+                damage = e  # reported after the all-zero test (non-root readers)
+        stack.append((depth, name, rng, lineno, []))
     close_to(0)
     if count and not nonzero:
         raise MachineError(f"{path}: every address is zero (the kernel shows /proc/iomem "
                            f"addresses only to root)", path)
+    if damage is not None:
+        raise damage
     return Iomem(tuple(top))
+
+
+def check_iomem_nesting(path: str, lineno: int, parent, previous, rng: Range) -> None:
+    """Refuse an iomem line that breaks the resource tree's order (the kernel guarantees it).
+
+    `parent` is (range, line) of the enclosing line or None; `previous` is (range, line)
+    of the sibling just before, or None. Overlapping or unsorted ranges would
+    give overlapping core-header PT_LOADs and a wrong backup area, so they are damage.
+    """
+    if parent is not None and not parent[0].contains(rng):
+        raise MachineError(f"{path}:{lineno}: {rng.to_iomem()} is not inside its parent "
+                           f"{parent[0].to_iomem()} (line {parent[1]})", path, lineno)
+    if previous is not None:
+        prev_range, prev_line = previous
+        if rng.start < prev_range.end:
+            how = "overlaps" if rng.start >= prev_range.start else "is below"
+            raise MachineError(f"{path}:{lineno}: {rng.to_iomem()} {how} "
+                               f"{prev_range.to_iomem()} (line {prev_line}): ranges must be "
+                               f"sorted and disjoint", path, lineno)
+
+
+def ram_ranges_of(iomem: "Iomem") -> Tuple[Range, ...]:
+    """Top-level "System RAM" ranges of a checked iomem tree, sorted (and disjoint)."""
+    return tuple(n.range for n in iomem.top if "System RAM" in n.name)
+
+
+class RamIndex(NamedTuple):
+    """Sorted, disjoint RAM ranges with their starts, for O(log n) containment tests."""
+
+    ranges: Tuple[Range, ...]
+    starts: Tuple[int, ...]
+
+    @classmethod
+    def of(cls, ranges: Sequence[Range]) -> "RamIndex":
+        return cls(tuple(ranges), tuple(r.start for r in ranges))
+
+    def holds(self, what: Range) -> bool:
+        """True when `what` lies inside one of the ranges."""
+        i = bisect.bisect_right(self.starts, what.start) - 1
+        return i >= 0 and self.ranges[i].contains(what)
 
 
 # ---------------------------------------------------------------------------------------
@@ -416,16 +474,30 @@ def parse_kcore_loads(data: bytes, path: str = "/proc/kcore") -> Tuple[KcoreLoad
     return tuple(loads)
 
 
-def parse_cpu_list(text: str) -> Tuple[int, ...]:
-    """A sysfs CPU list such as "0-3,5" as sorted CPU numbers."""
+MAX_CPUS = 8192  # the x86 kernel's largest NR_CPUS (MAXSMP): no CPU number reaches it
+_CPU_LIST = re.compile(r"[0-9]+(?:-[0-9]+)?(?:,[0-9]+(?:-[0-9]+)?)*")
+
+
+def parse_cpu_list(text: str, limit: int = MAX_CPUS) -> Tuple[int, ...]:
+    """A sysfs CPU list such as "0-3,5" as sorted CPU numbers; "" is no CPU.
+
+    Strict, as the kernel prints it (bitmap_print_to_pagebuf): decimal numbers and
+    ascending ranges joined by commas. Every number must be below `limit` (checked before
+    a range is expanded, so a damaged "0-4294967295" costs nothing).
+    """
+    body = text.strip()
+    if not body:
+        return ()
+    if not _CPU_LIST.fullmatch(body):
+        raise ValueError(f"not a CPU list such as 0-3,5")
     cpus = set()
-    for part in text.strip().split(","):
-        if not part:
-            continue
+    for part in body.split(","):
         lo, _, hi = part.partition("-")
-        lo_i, hi_i = int(lo), int(hi) if hi else int(lo)
+        lo_i, hi_i = int(lo), int(hi or lo)
         if hi_i < lo_i:
-            raise ValueError(f"bad CPU range {part!r}")
+            raise ValueError(f"range {part} runs backwards")
+        if hi_i >= limit:
+            raise ValueError(f"CPU {hi_i} is above the kernel's limit of {limit} CPUs")
         cpus.update(range(lo_i, hi_i + 1))
     return tuple(sorted(cpus))
 
@@ -628,8 +700,23 @@ class Machine:
 
     @cached_property
     def crash_regions(self) -> Tuple[Range, ...]:
-        """Every "Crash kernel" line at any depth (crashkernel= high and ,low), file order."""
-        return tuple(n.range for n in self.iomem.find("Crash kernel"))
+        """Every "Crash kernel" line at any depth (crashkernel= high and ,low), file order.
+
+        The kernel reserves them inside System RAM and shows each as a child of its
+        System RAM line; one that is not is damage (a plan there would not boot).
+        """
+        out = []
+        for parent in self.iomem.top:
+            for node in parent.walk():
+                if node.name != "Crash kernel":
+                    continue
+                if node is parent or "System RAM" not in parent.name:
+                    raise MachineError(
+                        f"{self.path('proc/iomem')}:{node.line}: crash region "
+                        f"{node.range.to_iomem()} is not inside a System RAM line",
+                        self.path("proc/iomem"), node.line)
+                out.append(node.range)
+        return tuple(out)
 
     @property
     def crash_region(self) -> Optional[Range]:
@@ -693,14 +780,37 @@ class Machine:
             raise MachineError(f"{self.path('sys/devices')} does not exist; is sysfs mounted?",
                                self.path("sys/devices"))
         out = []
-        for cpu in range(self.nr_cpus_conf):
+        nr_cpus = self.nr_cpus_conf
+        # Only CPU folders that exist are read (kexec-tools tries every number below
+        # nr_cpus and skips the missing ones): linear in the folders, not in nr_cpus.
+        numbers = sorted(int(n[3:]) for n in self._listdir("sys/devices/system/cpu")
+                         if re.fullmatch(r"cpu(0|[1-9][0-9]*)", n))
+        for cpu in numbers:
+            if cpu >= nr_cpus:
+                break
             base = f"sys/devices/system/cpu/cpu{cpu}"
             paddr = self._value(f"{base}/crash_notes", _parse_hex, "a hex address")
             if paddr is None:
                 continue
             size = self._value(f"{base}/crash_notes_size", _parse_decimal, "a decimal size")
-            out.append(CpuNote(cpu, paddr, MAX_NOTE_BYTES if size is None else size))
+            note = CpuNote(cpu, paddr, MAX_NOTE_BYTES if size is None else size)
+            self._check_note(f"{base}/crash_notes", note.paddr, note.size)
+            out.append(note)
         return tuple(out)
+
+    @cached_property
+    def ram_index(self) -> RamIndex:
+        """The top-level System RAM ranges of /proc/iomem, for containment checks."""
+        return RamIndex.of(ram_ranges_of(self.iomem))
+
+    def _check_note(self, rel: str, paddr: int, size: int) -> None:
+        """A note buffer the kernel wrote must be non-empty, bounded and inside System RAM."""
+        if not 0 < size <= MAX_NOTE_SIZE:
+            raise MachineError(f"{self.path(rel)}: note size {size} is not between 1 and "
+                               f"{MAX_NOTE_SIZE}", self.path(rel))
+        if paddr + size > 1 << 64 or not self.ram_index.holds(Range.from_size(paddr, size)):
+            raise MachineError(f"{self.path(rel)}: note at {paddr:#x}+{size:#x} is not inside "
+                               f"System RAM of {self.path('proc/iomem')}", self.path(rel))
 
     @cached_property
     def legacy_crash_notes(self) -> Optional[int]:
@@ -727,7 +837,10 @@ class Machine:
             if len(fields) < 2:
                 raise ValueError(line)
             return VmcoreInfo(_parse_hex(fields[0]), _parse_hex(fields[1]))
-        return self._value("sys/kernel/vmcoreinfo", parse, "'<hex paddr> <hex size>'")
+        info = self._value("sys/kernel/vmcoreinfo", parse, "'<hex paddr> <hex size>'")
+        if info is not None:
+            self._check_note("sys/kernel/vmcoreinfo", info.paddr, info.size)
+        return info
 
     # -- kernel text -----------------------------------------------------------------------
 

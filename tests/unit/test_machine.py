@@ -543,7 +543,7 @@ def test_missing_kernel_code(tmp_path):
 
 
 def test_two_kernel_code_lines(tmp_path):
-    iomem = QEMU_IOMEM + "  180000000-1800fffff : Kernel code\n"
+    iomem = QEMU_IOMEM + "  170000000-1700fffff : Kernel code\n"
     m = make_machine(tmp_path, **{"proc/iomem": iomem})
     with pytest.raises(MachineError, match="has 2 'Kernel code' lines"):
         m.kernel_text
