@@ -400,7 +400,7 @@ def _subcommand(argv: list[str]) -> int:
         """pykexec's own commands."""
 
     @group.command()
-    @click.argument("dest", type=click.Path(file_okay=False))
+    @click.argument("dest")  # checked by take_snapshot: one line, exit 1 like every refusal
     @click.option("--sysroot", default="/", show_default=True, help="machine to read")
     def snapshot(dest, sysroot):
         """Save this machine's loader inputs into DEST (the snapshot format)."""

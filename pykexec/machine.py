@@ -33,6 +33,7 @@ import errno as errno_mod
 import json
 import os
 import re
+import stat
 import struct
 from dataclasses import dataclass
 from functools import cached_property
@@ -506,6 +507,25 @@ def parse_cpu_list(text: str, limit: int = MAX_CPUS) -> Tuple[int, ...]:
 # The machine
 
 
+MAX_MACHINE_FILE = 64 << 20  # far above any /proc or /sys file a loader reads (kallsyms ~15 MiB)
+
+
+def _read_regular(path: str, limit: Optional[int]) -> bytes:
+    """Bytes of a regular file, at most `limit` (else at most MAX_MACHINE_FILE, or EFBIG).
+
+    Opened without blocking so that a FIFO or device planted in a snapshot is refused, not
+    waited on or read forever; /proc and /sys files are regular (their size says 0).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno_mod.EINVAL, "not a regular file", path)
+        data = f.read(MAX_MACHINE_FILE + 1 if limit is None else limit)
+    if limit is None and len(data) > MAX_MACHINE_FILE:
+        raise OSError(errno_mod.EFBIG, f"larger than {MAX_MACHINE_FILE >> 20} MiB", path)
+    return data
+
+
 class _Missing:
     """A file that could not be read: keeps the OSError for the message."""
 
@@ -532,8 +552,13 @@ class Machine:
     @classmethod
     def read(cls, root: str = "/") -> "Machine":
         """The machine under `root` ("/" for the live one, or a snapshot folder)."""
+        if os.fspath(root) == "":
+            raise MachineError("--sysroot: the path is empty (give a machine folder, or / for "
+                               "this machine)", "")
         if not os.path.isdir(root):
-            raise MachineError(f"{root}: not a directory", os.fspath(root))
+            why = "does not exist" if not os.path.lexists(root) else "is not a directory"
+            raise MachineError(f"--sysroot {root}: {why} (a machine folder is expected)",
+                               os.fspath(root))
         return cls(root)
 
     def __repr__(self) -> str:
@@ -551,8 +576,7 @@ class Machine:
         cache = self._files
         if key not in cache:
             try:
-                with open(self.path(rel), "rb") as f:
-                    cache[key] = f.read(limit) if limit is not None else f.read()
+                cache[key] = _read_regular(self.path(rel), limit)
             except OSError as e:
                 cache[key] = _Missing(e)
         return cache[key]

@@ -20,7 +20,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import struct
+import tempfile
 from datetime import datetime, timezone
 from typing import Iterable, List, Optional
 
@@ -44,6 +46,7 @@ PLAIN_FILES = (
     "sys/devices/system/cpu/present",
     "sys/devices/system/cpu/online",
     "sys/kernel/security/lockdown",
+    "proc/sys/kernel/arch",
     "proc/sys/kernel/kexec_load_disabled",
     "proc/sys/kernel/kexec_load_limit_panic",
     "proc/sys/kernel/kexec_load_limit_reboot",
@@ -202,20 +205,109 @@ def _release(root: str) -> str:
     return os.uname().release if os.path.realpath(root) == "/" else ""
 
 
+# e_machine of a kcore ELF header -> `uname -m` of kernels that write it (Debian: i686).
+KCORE_MACHINES = {62: "x86_64", 3: "i686"}
+
+
+def source_machine(root: str) -> str:
+    """`uname -m` of the machine under `root`, from the machine itself, never the host's.
+
+    The rule, first that answers: the running kernel when `root` is this machine's "/";
+    proc/sys/kernel/arch (the kernel's own `uname -m`); the e_machine of the proc/kcore ELF
+    header (EM_X86_64 x86_64, EM_386 i686); "machine" of a snapshot.json (a snapshot of a
+    snapshot); the width of kallsyms addresses (16 hex digits x86_64, 8 i686). Nothing
+    answers: SnapshotError (a guess would plan the wrong architecture).
+    """
+    if os.path.realpath(root) == os.path.realpath(os.sep):
+        return os.uname().machine
+    arch = _read(root, "proc/sys/kernel/arch")
+    if arch is not None and arch.strip():
+        return arch.decode("ascii", "replace").strip()
+    kcore = _read(root, "proc/kcore", limit=20)
+    if kcore is not None and len(kcore) >= 20 and kcore[:4] == b"\x7fELF":
+        e_machine, = struct.unpack_from("<H", kcore, 18)
+        if e_machine in KCORE_MACHINES:
+            return KCORE_MACHINES[e_machine]
+    meta = _read(root, "snapshot.json")
+    if meta is not None:
+        try:
+            value = json.loads(meta).get("machine")
+        except (ValueError, AttributeError):
+            value = None
+        if isinstance(value, str) and value:
+            return value
+    syms = _read(root, "proc/kallsyms", limit=4096)
+    if syms:
+        widths = {len(m.group(1)) for m in re.finditer(rb"^([0-9a-fA-F]+) ", syms, re.M)}
+        if widths == {16}:
+            return "x86_64"
+        if widths == {8}:
+            return "i686"
+    raise SnapshotError(f"cannot tell the architecture of the machine under {root}: no "
+                        f"proc/sys/kernel/arch, no proc/kcore ELF header, no kallsyms "
+                        f"addresses; refusing to guess")
+
+
+def _check_dest(dest: str) -> str:
+    """The absolute destination; refuse an empty path, a file, a non-empty folder."""
+    if not dest:
+        raise SnapshotError("cannot write the snapshot: the destination path is empty")
+    dest = os.path.abspath(dest)
+    if os.path.isdir(dest):
+        if os.listdir(dest):
+            raise SnapshotError(f"cannot write the snapshot: {dest} exists and is not empty")
+    elif os.path.lexists(dest):
+        raise SnapshotError(f"cannot write the snapshot: {dest} exists and is not a folder")
+    parent = os.path.dirname(dest)
+    if not os.path.isdir(parent):
+        raise SnapshotError(f"cannot write the snapshot: {parent} is not a folder")
+    return dest
+
+
 def take_snapshot(dest: str, root: str = "/", source: str = "live", notes: str = "",
                   machine: Optional[str] = None, kernel_release: Optional[str] = None) -> dict:
     """Write a machine snapshot of `root` into `dest` (created; must be empty if it exists).
 
-    Returns the snapshot.json document. `machine` and `kernel_release` default to the
-    running kernel's `uname -m` and the snapshot root's /proc/sys/kernel/osrelease.
+    Returns the snapshot.json document. `machine` defaults to the source's `uname -m`
+    (`source_machine`), `kernel_release` to the root's /proc/sys/kernel/osrelease. The
+    folder is built in a hidden sibling and renamed into place at the end, so a failed
+    snapshot leaves nothing behind and a retry starts clean.
     """
     if source not in ("live", "qemu", "synthetic"):
         raise ValueError(f"source must be live, qemu or synthetic, not {source!r}")
+    if not root:
+        raise SnapshotError("--sysroot: the path is empty (give a machine folder, or / for "
+                            "this machine)")
     root = os.path.abspath(root)
-    if os.path.exists(dest) and os.listdir(dest):
-        raise SnapshotError(f"cannot write the snapshot: {dest} exists and is not empty")
-    os.makedirs(dest, exist_ok=True)
+    if not os.path.isdir(root):
+        why = "does not exist" if not os.path.lexists(root) else "is not a folder"
+        raise SnapshotError(f"--sysroot {root}: {why}")
+    dest = _check_dest(dest)
+    machine = machine or source_machine(root)
+    try:
+        work = tempfile.mkdtemp(dir=os.path.dirname(dest),
+                                prefix=f".{os.path.basename(dest)}.partial-")
+    except OSError as e:
+        raise SnapshotError(f"cannot write the snapshot {dest}: {e.strerror or e}") from None
+    try:
+        os.chmod(work, 0o755)  # mkdtemp's 0700 would hide the snapshot from its readers
+        doc = _fill(work, root, source, notes, machine, kernel_release)
+        if os.path.isdir(dest):
+            os.rmdir(dest)  # empty (checked above): replaced by the finished folder
+        os.rename(work, dest)
+    except OSError as e:
+        shutil.rmtree(work, ignore_errors=True)
+        raise SnapshotError(f"cannot write the snapshot {dest}: "
+                            f"{e.strerror or e}") from None
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return doc
 
+
+def _fill(dest: str, root: str, source: str, notes: str, machine: str,
+          kernel_release: Optional[str]) -> dict:
+    """Copy the machine files of `root` into the (new, empty) folder `dest`."""
     copied = []
     for rel in PLAIN_FILES:
         if _copy(root, dest, rel, required=rel in REQUIRED):
@@ -250,7 +342,7 @@ def take_snapshot(dest: str, root: str = "/", source: str = "live", notes: str =
     doc = {
         "format": SNAPSHOT_FORMAT,
         "source": source,
-        "machine": machine or os.uname().machine,
+        "machine": machine,
         "kernel_release": kernel_release if kernel_release is not None else _release(root),
         "taken": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "notes": notes,
