@@ -90,6 +90,8 @@ def run(argv: list[str], program: str = "pykexec") -> int:
             _err(f"internal error: {err.__class__.__name__}: {err} (run with --debug for details)")
         else:
             _err(message)
+            # a layer may know kexec-tools' status for its fault (machine data: 1 or 255)
+            return getattr(err, "exit_status", EXIT_FAILURE)
         return EXIT_FAILURE
 
 

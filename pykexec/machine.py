@@ -57,13 +57,25 @@ KERNEL_VADDR_ALIGN = 1 << 20
 PAGE_OFFSET_ALIGN = 1 << 30  # KASLR moves the direct map in PUD (1 GiB) steps
 
 
-class MachineError(Exception):
-    """A fact cannot be read from the machine: one line naming the file and the problem."""
+EXIT_CANNOT_PARSE = 1  # kexec-tools dies ("Cannot parse <file>") on a bad machine file
+EXIT_LOAD_FAILED = 255  # kexec-tools' failed load (kcore, kernel text, no such root)
 
-    def __init__(self, message: str, path: Optional[str] = None, line: Optional[int] = None):
+
+class MachineError(Exception):
+    """A fact cannot be read from the machine: one line naming the file and the problem.
+
+    `exit_status` is what kexec-tools exits with for the same fault: 1 for a machine file
+    that is missing where required, unreadable, malformed or damaged (its die() on "Cannot
+    parse", "Cannot open /proc/iomem"), 255 where its load fails instead (kcore, the kernel
+    text mapping; pykexec's --sysroot follows a missing kernel file).
+    """
+
+    def __init__(self, message: str, path: Optional[str] = None, line: Optional[int] = None,
+                 exit_status: int = EXIT_CANNOT_PARSE):
         super().__init__(message)
         self.path = path
         self.line = line
+        self.exit_status = exit_status
 
 
 # ---------------------------------------------------------------------------------------
@@ -479,7 +491,8 @@ def kernel_text_mapping(loads, stext: Optional[int], page_size: int = 4096):
 def parse_kcore_loads(data: bytes, path: str = "/proc/kcore") -> Tuple[KcoreLoad, ...]:
     """PT_LOADs of a kcore ELF header (only the headers need to be in `data`)."""
     def fail(why):
-        return MachineError(f"ELF core (kcore) parse failed: {path}: {why}", path)
+        return MachineError(f"ELF core (kcore) parse failed: {path}: {why}", path,
+                            exit_status=EXIT_LOAD_FAILED)
 
     if len(data) < 16 or data[:4] != ELF_MAGIC:
         raise fail("no ELF magic")
@@ -522,7 +535,7 @@ def parse_cpu_list(text: str, limit: int = MAX_CPUS) -> Tuple[int, ...]:
     if not body:
         return ()
     if not _CPU_LIST.fullmatch(body):
-        raise ValueError(f"not a CPU list such as 0-3,5")
+        raise ValueError("not a CPU list such as 0-3,5")
     cpus = set()
     for part in body.split(","):
         lo, _, hi = part.partition("-")
@@ -530,7 +543,7 @@ def parse_cpu_list(text: str, limit: int = MAX_CPUS) -> Tuple[int, ...]:
         if hi_i < lo_i:
             raise ValueError(f"range {part} runs backwards")
         if hi_i >= limit:
-            raise ValueError(f"CPU {hi_i} is above the kernel's limit of {limit} CPUs")
+            raise ValueError(f"CPU {hi_i} is beyond the kernel's limit (CPUs 0-{limit - 1})")
         cpus.update(range(lo_i, hi_i + 1))
     return tuple(sorted(cpus))
 
@@ -586,11 +599,11 @@ class Machine:
         """The machine under `root` ("/" for the live one, or a snapshot folder)."""
         if os.fspath(root) == "":
             raise MachineError("--sysroot: the path is empty (give a machine folder, or / for "
-                               "this machine)", "")
+                               "this machine)", "", exit_status=EXIT_LOAD_FAILED)
         if not os.path.isdir(root):
             why = "does not exist" if not os.path.lexists(root) else "is not a directory"
             raise MachineError(f"--sysroot {root}: {why} (a machine folder is expected)",
-                               os.fspath(root))
+                               os.fspath(root), exit_status=EXIT_LOAD_FAILED)
         return cls(root)
 
     def __repr__(self) -> str:
@@ -814,15 +827,26 @@ class Machine:
 
     @cached_property
     def possible_cpus(self) -> Tuple[int, ...]:
-        return self._value("sys/devices/system/cpu/possible", parse_cpu_list, "a CPU list") or ()
+        return self._cpu_list("sys/devices/system/cpu/possible")
 
     @cached_property
     def present_cpus(self) -> Tuple[int, ...]:
-        return self._value("sys/devices/system/cpu/present", parse_cpu_list, "a CPU list") or ()
+        return self._cpu_list("sys/devices/system/cpu/present")
 
     @cached_property
     def online_cpus(self) -> Tuple[int, ...]:
-        return self._value("sys/devices/system/cpu/online", parse_cpu_list, "a CPU list") or ()
+        return self._cpu_list("sys/devices/system/cpu/online")
+
+    def _cpu_list(self, rel: str) -> Tuple[int, ...]:
+        """A sysfs CPU list file (parse_cpu_list); () when absent, MachineError when bad."""
+        line = self._first_line(rel)
+        if line is None:
+            return ()
+        try:
+            return parse_cpu_list(line)
+        except ValueError as e:
+            raise MachineError(f"{self.path(rel)}:1: {line.strip()!r}: {e}", self.path(rel),
+                               1) from None
 
     @cached_property
     def cpus(self) -> Tuple[CpuNote, ...]:
@@ -907,7 +931,8 @@ class Machine:
         if len(nodes) != 1:
             raise MachineError(f"Cannot determine kernel physical load addr: "
                                f"{self.path('proc/iomem')} has {len(nodes)} 'Kernel code' "
-                               f"lines, expected exactly one", self.path("proc/iomem"))
+                               f"lines, expected exactly one", self.path("proc/iomem"),
+                               exit_status=EXIT_LOAD_FAILED)
         return nodes[0].range
 
     @cached_property
@@ -917,7 +942,7 @@ class Machine:
         data = self._read(rel, KCORE_HEADERS_SIZE)
         if isinstance(data, _Missing):
             raise MachineError(f"Cannot read {self.path(rel)}: {data.error.strerror}",
-                               self.path(rel))
+                               self.path(rel), exit_status=EXIT_LOAD_FAILED)
         return parse_kcore_loads(data, self.path(rel))
 
     def symbol(self, name: str) -> Optional[int]:
@@ -950,7 +975,8 @@ class Machine:
         found = kernel_text_mapping(loads, stext)
         if found is None:
             raise MachineError(f"Can't find kernel text map area from kcore "
-                               f"({self.path('proc/kcore')})", self.path("proc/kcore"))
+                               f"({self.path('proc/kcore')})", self.path("proc/kcore"),
+                               exit_status=EXIT_LOAD_FAILED)
         vaddr, size = found
         return KernelText(paddr=paddr, vaddr=vaddr, size=size,
                           page_offset=kcore_page_offset(loads), stext=stext or None)

@@ -270,13 +270,13 @@ def test_machine_is_read_only(qemu):
 def test_each_file_is_read_once(tmp_path, monkeypatch):
     m = make_machine(tmp_path)
     opened = []
-    real_open = open
+    real_read = machine_mod._read_regular
 
-    def counting_open(path, *args, **kwargs):
+    def counting_read(path, *args, **kwargs):
         opened.append(os.path.relpath(path, tmp_path))
-        return real_open(path, *args, **kwargs)
+        return real_read(path, *args, **kwargs)
 
-    monkeypatch.setattr(machine_mod, "open", counting_open, raising=False)
+    monkeypatch.setattr(machine_mod, "_read_regular", counting_read)
     for _ in range(2):
         m.memory_map, m.crash_memory_ranges(), m.crash_memory_ranges("i386"), m.cpus
         m.kernel_text, m.vmcoreinfo, m.acpi_rsdp, m.symbol("_text"), m.symbol("_end")
@@ -285,8 +285,13 @@ def test_each_file_is_read_once(tmp_path, monkeypatch):
 
 
 def test_read_root_must_be_a_directory(tmp_path):
-    with pytest.raises(MachineError, match="not a directory"):
+    with pytest.raises(MachineError, match="--sysroot .*/nope: does not exist"):
         Machine.read(str(tmp_path / "nope"))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(MachineError, match="--sysroot .*/file: is not a directory"):
+        Machine.read(str(tmp_path / "file"))
+    with pytest.raises(MachineError, match="--sysroot: the path is empty"):
+        Machine.read("")
 
 
 def test_live_root_arch():
