@@ -1172,16 +1172,41 @@ class Machine:
                                self.path("snapshot.json"))
         return info
 
+    def _kcore_arch(self) -> Optional[str]:
+        """"x86_64" or "i386" from the kcore ELF header's e_machine; None if unknown."""
+        try:
+            head = self._bytes("proc/kcore", 20)
+        except MachineError:
+            return None
+        if not head or len(head) < 20 or head[:4] != ELF_MAGIC:
+            return None
+        return KCORE_ARCHES.get(struct.unpack_from("<H", head, 18)[0])
+
     @cached_property
     def machine_arch(self) -> Optional[str]:
         """`uname -m` of the machine: snapshot.json's "machine", os.uname() for root "/",
         else None (a folder that does not say)."""
         info = self.snapshot_info
         if info and info.get("machine"):
-            return str(info["machine"])
+            recorded = str(info["machine"])
+            kernel = self._kcore_arch()
+            if kernel is not None and crashmem.lowmem_limit_for(recorded) is None \
+                    and recorded != kernel:
+                raise MachineError(
+                    f"{self.path('snapshot.json')}: machine {recorded!r} but "
+                    f"{self.path('proc/kcore')} is an {kernel} kernel's (a snapshot taken "
+                    f"with the host's architecture?)", self.path("snapshot.json"))
+            if kernel == "x86_64" and crashmem.lowmem_limit_for(recorded) is not None:
+                raise MachineError(
+                    f"{self.path('snapshot.json')}: machine {recorded!r} but "
+                    f"{self.path('proc/kcore')} is an x86_64 kernel's", self.path("snapshot.json"))
+            return recorded
         if self.root == os.path.abspath(os.sep):
             return os.uname().machine
         return None
+
+
+KCORE_ARCHES = {62: "x86_64", 3: "i386"}  # e_machine of a kcore ELF header
 
 
 def _parse_decimal(text: str) -> int:

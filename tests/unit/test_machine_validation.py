@@ -261,3 +261,24 @@ def test_edd_problem_leaves_everything_out(tmp_path, files, problem):
 def test_edd_unscannable_signature_is_skipped(tmp_path):
     edd = make_machine(tmp_path, **edd_disk("80", sig="none\n")).edd
     assert edd.problem is None and edd.mbr_signatures == () and len(edd.entries) == 1
+
+
+# -- the recorded architecture ------------------------------------------------------------------
+
+@pytest.mark.parametrize("recorded,e_machine,error", [
+    ("x86_64", 62, None),
+    ("i686", 3, None),
+    ("x86_64", 3, "machine 'x86_64' but .*proc/kcore is an i386 kernel's"),
+    ("i686", 62, "machine 'i686' but .*proc/kcore is an x86_64 kernel's"),
+])
+def test_recorded_machine_must_match_the_kcore(tmp_path, recorded, e_machine, error):
+    import json
+    kcore = bytearray(qemu_files()["proc/kcore"])
+    struct.pack_into("<H", kcore, 18, e_machine)
+    m = make_machine(tmp_path, **{"proc/kcore": bytes(kcore),
+                                  "snapshot.json": json.dumps({"format": 1, "machine": recorded})})
+    if error is None:
+        assert m.machine_arch == recorded
+    else:
+        with pytest.raises(MachineError, match=error):
+            m.machine_arch
