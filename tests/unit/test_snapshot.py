@@ -181,14 +181,11 @@ def test_filter_kallsyms_skips_modules():
 
 
 def test_machine_comes_from_the_source_not_the_host(fake_root, tmp_path):
-    # An i386 kcore (ELF32, EM_386) says i686 whatever the host runs.
-    kcore = bytearray(fake_kcore())
-    kcore[4] = 1
-    struct.pack_into("<H", kcore, 18, 3)
-    put(fake_root, "proc/kcore", bytes(kcore[:20]))
-    os.remove(os.path.join(fake_root, "proc/kcore"))
+    # The kernel's own arch file wins over the (x86_64) kcore and whatever the host runs.
     put(fake_root, "proc/sys/kernel/arch", "i686\n")
-    assert take_snapshot(str(tmp_path / "a"), root=fake_root)["machine"] == "i686"
+    doc = take_snapshot(str(tmp_path / "a"), root=fake_root)
+    assert doc["machine"] == "i686"
+    assert read(str(tmp_path / "a"), "proc/sys/kernel/arch") == b"i686\n"
 
 
 @pytest.mark.parametrize("kcore_machine,expected", [(62, "x86_64"), (3, "i686")])
@@ -230,3 +227,24 @@ def test_bad_destination_is_one_line(fake_root, tmp_path, dest, pattern):
     with pytest.raises(SnapshotError, match=pattern) as e:
         take_snapshot(dest, root=fake_root)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("dest,sysroot,fragment", [
+    ("FILE", None, "exists and is not a folder"),
+    ("", None, "destination path is empty"),
+    ("/proc/xyz", None, "/proc/xyz"),
+    ("NEW", "", "--sysroot: the path is empty"),
+    ("NEW", "FILE", "is not a folder"),
+])
+def test_snapshot_command_refusals_exit_1_with_one_line(fake_root, tmp_path, capsys, dest,
+                                                        sysroot, fragment):
+    from pykexec.cli import main
+    put(str(tmp_path), "file", "x")
+    subst = {"FILE": str(tmp_path / "file"), "NEW": str(tmp_path / "new")}
+    argv = ["snapshot", subst.get(dest, dest),
+            "--sysroot", fake_root if sysroot is None else subst.get(sysroot, sysroot)]
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 1 and len(err.splitlines()) == 1 and fragment in err, err
+    assert not os.path.exists(tmp_path / "new")
