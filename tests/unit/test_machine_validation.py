@@ -282,3 +282,43 @@ def test_recorded_machine_must_match_the_kcore(tmp_path, recorded, e_machine, er
     else:
         with pytest.raises(MachineError, match=error):
             m.machine_arch
+
+
+# -- properties ---------------------------------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@st.composite
+def disjoint_ranges(draw):
+    """Sorted, disjoint, non-empty inclusive ranges (maybe touching), as iomem prints them."""
+    cuts = sorted(draw(st.sets(st.integers(0, (1 << 40) - 1), min_size=2, max_size=40)))
+    pairs = list(zip(cuts[::2], cuts[1::2]))
+    return [(a, b) for a, b in pairs if a <= b]
+
+
+@settings(max_examples=200, deadline=None)
+@given(disjoint_ranges(), st.randoms())
+def test_iomem_sorted_disjoint_accepted_any_other_order_refused(ranges, rnd):
+    def render(rs):
+        return "".join(f"{a:08x}-{b:08x} : R{i}\n" for i, (a, b) in enumerate(rs))
+    tree = parse_iomem(render(ranges), "IOMEM")
+    assert [(n.range.start, n.range.last) for n in tree.top] == ranges
+    shuffled = list(ranges)
+    rnd.shuffle(shuffled)
+    if shuffled != ranges:
+        with pytest.raises(MachineError, match="sorted and disjoint"):
+            parse_iomem(render(shuffled), "IOMEM")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 9000), st.integers(0, 40)), min_size=1, max_size=20))
+def test_cpu_lists_bounded_and_exact(parts):
+    text = ",".join(f"{lo}-{lo + n}" if n else f"{lo}" for lo, n in parts)
+    expected = sorted({c for lo, n in parts for c in range(lo, lo + n + 1)})
+    if expected[-1] >= 8192:
+        with pytest.raises(ValueError, match="beyond the kernel's limit"):
+            parse_cpu_list(text)
+    else:
+        assert parse_cpu_list(text) == tuple(expected)
