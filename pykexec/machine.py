@@ -555,7 +555,7 @@ def parse_cpu_list(text: str, limit: int = MAX_CPUS) -> Tuple[int, ...]:
 MAX_MACHINE_FILE = 64 << 20  # far above any /proc or /sys file a loader reads (kallsyms ~15 MiB)
 
 
-def _read_regular(path: str, limit: Optional[int]) -> bytes:
+def read_machine_file(path: str, limit: Optional[int]) -> bytes:
     """Bytes of a regular file, at most `limit` (else at most MAX_MACHINE_FILE, or EFBIG).
 
     Opened without blocking so that a FIFO or device planted in a snapshot is refused, not
@@ -621,7 +621,7 @@ class Machine:
         cache = self._files
         if key not in cache:
             try:
-                cache[key] = _read_regular(self.path(rel), limit)
+                cache[key] = read_machine_file(self.path(rel), limit)
             except OSError as e:
                 cache[key] = _Missing(e)
         return cache[key]

@@ -26,6 +26,8 @@ import tempfile
 from datetime import datetime, timezone
 from typing import Iterable, List, Optional
 
+from pykexec.machine import read_machine_file
+
 SNAPSHOT_FORMAT = 1
 KCORE_READ = 64 * 1024
 PAGE = 4096
@@ -69,20 +71,14 @@ class SnapshotError(RuntimeError):
 
 
 def _read(root: str, rel: str, required: bool = False, limit: Optional[int] = None) -> Optional[bytes]:
-    """Bytes of root/rel (None if absent and not required); read to EOF (proc files say size 0)."""
+    """Bytes of root/rel (None if absent and not required), at most `limit`.
+
+    Regular files only, at most 64 MiB (pykexec.machine's reader): a FIFO or device in a
+    source folder is refused, never waited on or read forever.
+    """
     path = os.path.join(root, rel)
     try:
-        with open(path, "rb", buffering=0) as f:
-            if limit is not None:
-                chunks, n = [], 0
-                while n < limit:
-                    b = f.read(limit - n)
-                    if not b:
-                        break
-                    chunks.append(b)
-                    n += len(b)
-                return b"".join(chunks)
-            return f.readall()
+        return read_machine_file(path, limit)
     except FileNotFoundError:
         if required:
             raise SnapshotError(f"cannot read /{rel}: missing (under root {root})") from None

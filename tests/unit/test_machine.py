@@ -270,13 +270,13 @@ def test_machine_is_read_only(qemu):
 def test_each_file_is_read_once(tmp_path, monkeypatch):
     m = make_machine(tmp_path)
     opened = []
-    real_read = machine_mod._read_regular
+    real_read = machine_mod.read_machine_file
 
     def counting_read(path, *args, **kwargs):
         opened.append(os.path.relpath(path, tmp_path))
         return real_read(path, *args, **kwargs)
 
-    monkeypatch.setattr(machine_mod, "_read_regular", counting_read)
+    monkeypatch.setattr(machine_mod, "read_machine_file", counting_read)
     for _ in range(2):
         m.memory_map, m.crash_memory_ranges(), m.crash_memory_ranges("i386"), m.cpus
         m.kernel_text, m.vmcoreinfo, m.acpi_rsdp, m.symbol("_text"), m.symbol("_end")

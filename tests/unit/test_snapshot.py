@@ -248,3 +248,11 @@ def test_snapshot_command_refusals_exit_1_with_one_line(fake_root, tmp_path, cap
     err = capsys.readouterr().err.strip()
     assert e.value.code == 1 and len(err.splitlines()) == 1 and fragment in err, err
     assert not os.path.exists(tmp_path / "new")
+
+
+def test_a_fifo_in_the_source_is_refused_without_waiting(fake_root, tmp_path):
+    os.remove(os.path.join(fake_root, "sys/kernel/vmcoreinfo"))
+    os.mkfifo(os.path.join(fake_root, "sys/kernel/vmcoreinfo"))
+    with pytest.raises(SnapshotError, match="/sys/kernel/vmcoreinfo: not a regular file"):
+        take_snapshot(str(tmp_path / "snap"), root=fake_root)
+    assert sorted(os.listdir(tmp_path)) == ["root"]
