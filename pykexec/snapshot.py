@@ -208,22 +208,25 @@ KCORE_MACHINES = {62: "x86_64", 3: "i686"}
 def source_machine(root: str) -> str:
     """`uname -m` of the machine under `root`, from the machine itself, never the host's.
 
-    The rule, first that answers: the running kernel when `root` is this machine's "/";
-    proc/sys/kernel/arch (the kernel's own `uname -m`); the e_machine of the proc/kcore ELF
-    header (EM_X86_64 x86_64, EM_386 i686); "machine" of a snapshot.json (a snapshot of a
-    snapshot); the width of kallsyms addresses (16 hex digits x86_64, 8 i686). Nothing
-    answers: SnapshotError (a guess would plan the wrong architecture).
+    The rule: the running kernel when `root` is this machine's "/". Otherwise the evidence
+    in the source, in this order: proc/sys/kernel/arch (the kernel's own `uname -m`), the
+    e_machine of the proc/kcore ELF header (EM_X86_64 x86_64, EM_386 i686), "machine" of a
+    snapshot.json (a snapshot of a snapshot), and only when none of these exists the width
+    of kallsyms addresses (16 hex digits x86_64, 8 i686). The first answers, but sources
+    that name different architectures (x86_64 against i386..i686) are refused, as is a
+    source with no evidence: a guess would plan the wrong architecture.
     """
     if os.path.realpath(root) == os.path.realpath(os.sep):
         return os.uname().machine
+    found = []  # (what said it, uname -m)
     arch = _read(root, "proc/sys/kernel/arch")
     if arch is not None and arch.strip():
-        return arch.decode("ascii", "replace").strip()
+        found.append(("proc/sys/kernel/arch", arch.decode("ascii", "replace").strip()))
     kcore = _read(root, "proc/kcore", limit=20)
     if kcore is not None and len(kcore) >= 20 and kcore[:4] == b"\x7fELF":
         e_machine, = struct.unpack_from("<H", kcore, 18)
         if e_machine in KCORE_MACHINES:
-            return KCORE_MACHINES[e_machine]
+            found.append(("proc/kcore's ELF header", KCORE_MACHINES[e_machine]))
     meta = _read(root, "snapshot.json")
     if meta is not None:
         try:
@@ -231,17 +234,26 @@ def source_machine(root: str) -> str:
         except (ValueError, AttributeError):
             value = None
         if isinstance(value, str) and value:
-            return value
-    syms = _read(root, "proc/kallsyms", limit=4096)
-    if syms:
-        widths = {len(m.group(1)) for m in re.finditer(rb"^([0-9a-fA-F]+) ", syms, re.M)}
-        if widths == {16}:
-            return "x86_64"
-        if widths == {8}:
-            return "i686"
-    raise SnapshotError(f"cannot tell the architecture of the machine under {root}: no "
-                        f"proc/sys/kernel/arch, no proc/kcore ELF header, no kallsyms "
-                        f"addresses; refusing to guess")
+            found.append(("snapshot.json", value))
+    if not found:
+        syms = _read(root, "proc/kallsyms", limit=4096)
+        widths = {len(m.group(1)) for m in re.finditer(rb"^([0-9a-fA-F]+) ", syms or b"", re.M)}
+        if widths in ({16}, {8}):
+            found.append(("proc/kallsyms", "x86_64" if widths == {16} else "i686"))
+    if not found:
+        raise SnapshotError(f"cannot tell the architecture of the machine under {root}: no "
+                            f"proc/sys/kernel/arch, no proc/kcore ELF header, no kallsyms "
+                            f"addresses; refusing to guess")
+    families = {_family(m) for _, m in found}
+    if len(families) > 1:
+        said = ", ".join(f"{where} says {m}" for where, m in found)
+        raise SnapshotError(f"cannot tell the architecture of the machine under {root}: {said}")
+    return found[0][1]
+
+
+def _family(machine: str) -> str:
+    """i386..i686 are one architecture for a loader; anything else is itself."""
+    return "i386" if re.fullmatch(r"i[3-6]86", machine) else machine
 
 
 def _check_dest(dest: str) -> str:

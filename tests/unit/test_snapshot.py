@@ -181,8 +181,11 @@ def test_filter_kallsyms_skips_modules():
 
 
 def test_machine_comes_from_the_source_not_the_host(fake_root, tmp_path):
-    # The kernel's own arch file wins over the (x86_64) kcore and whatever the host runs.
+    # An i386 source (its arch file and its kcore's EM_386) whatever the host runs.
     put(fake_root, "proc/sys/kernel/arch", "i686\n")
+    kcore = bytearray(fake_kcore())
+    struct.pack_into("<H", kcore, 18, 3)
+    put(fake_root, "proc/kcore", bytes(kcore))
     doc = take_snapshot(str(tmp_path / "a"), root=fake_root)
     assert doc["machine"] == "i686"
     assert read(str(tmp_path / "a"), "proc/sys/kernel/arch") == b"i686\n"
@@ -256,3 +259,30 @@ def test_a_fifo_in_the_source_is_refused_without_waiting(fake_root, tmp_path):
     with pytest.raises(SnapshotError, match="/sys/kernel/vmcoreinfo: not a regular file"):
         take_snapshot(str(tmp_path / "snap"), root=fake_root)
     assert sorted(os.listdir(tmp_path)) == ["root"]
+
+
+@pytest.mark.parametrize("arch_file,kcore_machine,recorded,expected", [
+    (None, 62, None, "x86_64"),
+    (None, 3, None, "i686"),
+    ("i686\n", 3, "i586", "i686"),                    # one family: the arch file answers
+    (None, None, "i686", "i686"),                     # a snapshot of a snapshot
+    (None, 62, "i686", "snapshot.json says i686"),    # contradiction: refused (fuzz M1)
+    ("i686\n", 62, None, "proc/kcore's ELF header says x86_64"),
+])
+def test_source_machine_rule(tmp_path, arch_file, kcore_machine, recorded, expected):
+    from pykexec.snapshot import source_machine
+    root = str(tmp_path / "root")
+    os.makedirs(root)
+    if arch_file:
+        put(root, "proc/sys/kernel/arch", arch_file)
+    if kcore_machine:
+        head = bytearray(fake_kcore())
+        struct.pack_into("<H", head, 18, kcore_machine)
+        put(root, "proc/kcore", bytes(head))
+    if recorded:
+        put(root, "snapshot.json", json.dumps({"format": 1, "machine": recorded}))
+    if " says " in expected:
+        with pytest.raises(SnapshotError, match=expected):
+            source_machine(root)
+    else:
+        assert source_machine(root) == expected
