@@ -90,6 +90,8 @@ def run(argv: list[str], program: str = "pykexec") -> int:
             _err(f"internal error: {err.__class__.__name__}: {err} (run with --debug for details)")
         else:
             _err(message)
+            # a layer may know kexec-tools' status for its fault (machine data: 1 or 255)
+            return getattr(err, "exit_status", EXIT_FAILURE)
         return EXIT_FAILURE
 
 
@@ -400,7 +402,7 @@ def _subcommand(argv: list[str]) -> int:
         """pykexec's own commands."""
 
     @group.command()
-    @click.argument("dest", type=click.Path(file_okay=False))
+    @click.argument("dest")  # checked by take_snapshot: one line, exit 1 like every refusal
     @click.option("--sysroot", default="/", show_default=True, help="machine to read")
     def snapshot(dest, sysroot):
         """Save this machine's loader inputs into DEST (the snapshot format)."""

@@ -28,21 +28,25 @@ What is read, and which kexec-tools rule it follows (see docs and crashmem.py):
 
 from __future__ import annotations
 
+import bisect
 import errno as errno_mod
 import os
 import re
+import stat
 import struct
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Dict, Iterator, NamedTuple, Optional, Tuple
+from typing import Dict, Iterator, NamedTuple, Optional, Sequence, Tuple
 
 from pykexec import crashmem
 from pykexec.crashmem import I386_PAGE_OFFSET, BackupArea
 from pykexec.ranges import MemoryRegion, MemType, Range, align_down, align_up
+from pykexec.structs import bootparams as bp
 from pykexec.structs.elf import ELF_MAGIC, ET_CORE, PT_LOAD, elf_structs
 
 KCORE_HEADERS_SIZE = 64 * 1024  # kexec-tools parses only this much of /proc/kcore
 MAX_NOTE_BYTES = 1024  # crash_notes size assumed when crash_notes_size is missing
+MAX_NOTE_SIZE = 1 << 20  # no crash_notes or vmcoreinfo buffer comes near 1 MiB
 REALMODE_IVT_END = 0x400  # the real-mode interrupt table is never given out
 MAX_MEMORY_RANGES = 2048  # kexec-tools' memory map capacity
 X86_64_PAGE_OFFSET = 0xFFFF888000000000  # direct map base without KASLR
@@ -52,13 +56,25 @@ KERNEL_VADDR_ALIGN = 1 << 20
 PAGE_OFFSET_ALIGN = 1 << 30  # KASLR moves the direct map in PUD (1 GiB) steps
 
 
-class MachineError(Exception):
-    """A fact cannot be read from the machine: one line naming the file and the problem."""
+EXIT_CANNOT_PARSE = 1  # kexec-tools dies ("Cannot parse <file>") on a bad machine file
+EXIT_LOAD_FAILED = 255  # kexec-tools' failed load (kcore, kernel text, no such root)
 
-    def __init__(self, message: str, path: Optional[str] = None, line: Optional[int] = None):
+
+class MachineError(Exception):
+    """A fact cannot be read from the machine: one line naming the file and the problem.
+
+    `exit_status` is what kexec-tools exits with for the same fault: 1 for a machine file
+    that is missing where required, unreadable, malformed or damaged (its die() on "Cannot
+    parse", "Cannot open /proc/iomem"), 255 where its load fails instead (kcore, the kernel
+    text mapping; pykexec's --sysroot follows a missing kernel file).
+    """
+
+    def __init__(self, message: str, path: Optional[str] = None, line: Optional[int] = None,
+                 exit_status: int = EXIT_CANNOT_PARSE):
         super().__init__(message)
         self.path = path
         self.line = line
+        self.exit_status = exit_status
 
 
 # ---------------------------------------------------------------------------------------
@@ -105,7 +121,9 @@ def parse_iomem(text: str, path: str = "/proc/iomem") -> Iomem:
     """Parse /proc/iomem text; malformed lines raise MachineError naming `path:line`.
 
     Each nesting level is two more spaces of indentation. Ends are inclusive in the
-    file and become half-open ranges here.
+    file and become half-open ranges here. The kernel's resource tree guarantees that
+    siblings are sorted and disjoint and that a child lies inside its parent
+    (`check_iomem_nesting`); a file that breaks this is damaged and refused.
     """
     stack = []  # [(depth, name, range, line, children-list)]
     top = []
@@ -118,6 +136,7 @@ def parse_iomem(text: str, path: str = "/proc/iomem") -> Iomem:
 
     nonzero = False
     count = 0
+    damage = None
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -135,6 +154,8 @@ def parse_iomem(text: str, path: str = "/proc/iomem") -> Iomem:
         if depth > parent_depth + 1:
             raise MachineError(f"{path}:{lineno}: indented {depth} levels under a line of "
                                f"level {parent_depth}", path, lineno)
+        if len(first_s) > 16 or len(last_s) > 16:
+            raise MachineError(f"{path}:{lineno}: address above 64 bits", path, lineno)
         first, last = int(first_s, 16), int(last_s, 16)
         if last < first:
             raise MachineError(f"{path}:{lineno}: end {last:#x} is below start {first:#x}",
@@ -143,12 +164,63 @@ def parse_iomem(text: str, path: str = "/proc/iomem") -> Iomem:
             raise MachineError(f"{path}:{lineno}: address above 64 bits", path, lineno)
         nonzero = nonzero or last != 0
         count += 1
-        stack.append((depth, name, Range.from_inclusive(first, last), lineno, []))
+        rng = Range.from_inclusive(first, last)
+        siblings = stack[-1][4] if stack else top
+        if damage is None:
+            try:
+                check_iomem_nesting(path, lineno, stack[-1][2:4] if stack else None,
+                                    (siblings[-1].range, siblings[-1].line)
+                                    if siblings else None, rng)
+            except MachineError as e:
+                damage = e  # reported after the all-zero test (non-root readers)
+        stack.append((depth, name, rng, lineno, []))
     close_to(0)
     if count and not nonzero:
         raise MachineError(f"{path}: every address is zero (the kernel shows /proc/iomem "
                            f"addresses only to root)", path)
+    if damage is not None:
+        raise damage
     return Iomem(tuple(top))
+
+
+def check_iomem_nesting(path: str, lineno: int, parent, previous, rng: Range) -> None:
+    """Refuse an iomem line that breaks the resource tree's order (the kernel guarantees it).
+
+    `parent` is (range, line) of the enclosing line or None; `previous` is (range, line)
+    of the sibling just before, or None. Overlapping or unsorted ranges would
+    give overlapping core-header PT_LOADs and a wrong backup area, so they are damage.
+    """
+    if parent is not None and not parent[0].contains(rng):
+        raise MachineError(f"{path}:{lineno}: {rng.to_iomem()} is not inside its parent "
+                           f"{parent[0].to_iomem()} (line {parent[1]})", path, lineno)
+    if previous is not None:
+        prev_range, prev_line = previous
+        if rng.start < prev_range.end:
+            how = "overlaps" if rng.start >= prev_range.start else "is below"
+            raise MachineError(f"{path}:{lineno}: {rng.to_iomem()} {how} "
+                               f"{prev_range.to_iomem()} (line {prev_line}): ranges must be "
+                               f"sorted and disjoint", path, lineno)
+
+
+def ram_ranges_of(iomem: "Iomem") -> Tuple[Range, ...]:
+    """Top-level "System RAM" ranges of a checked iomem tree, sorted (and disjoint)."""
+    return tuple(n.range for n in iomem.top if "System RAM" in n.name)
+
+
+class RamIndex(NamedTuple):
+    """Sorted, disjoint RAM ranges with their starts, for O(log n) containment tests."""
+
+    ranges: Tuple[Range, ...]
+    starts: Tuple[int, ...]
+
+    @classmethod
+    def of(cls, ranges: Sequence[Range]) -> "RamIndex":
+        return cls(tuple(ranges), tuple(r.start for r in ranges))
+
+    def holds(self, what: Range) -> bool:
+        """True when `what` lies inside one of the ranges."""
+        i = bisect.bisect_right(self.starts, what.start) - 1
+        return i >= 0 and self.ranges[i].contains(what)
 
 
 # ---------------------------------------------------------------------------------------
@@ -344,6 +416,37 @@ class EfiFacts:
         return None
 
 
+@dataclass(frozen=True)
+class EddFacts:
+    """BIOS Enhanced Disk Drive data from sys/firmware/edd, as boot_params carries it.
+
+    `entries` are `structs.bootparams.EddInfo` field dicts (at most EDD_MAX_ENTRIES),
+    `mbr_signatures` the disks' MBR signatures (at most EDD_MBR_SIG_MAX). `problem` says why
+    everything was left out (kexec-tools zeroes all EDD data on any unreadable entry).
+    """
+
+    entries: Tuple[Dict, ...] = ()
+    mbr_signatures: Tuple[int, ...] = ()
+    problem: Optional[str] = None
+
+
+_EDD_EXTENSIONS = (  # extensions file lines (drivers/firmware/edd.c) -> interface_support bits
+    ("Fixed disk access", 1 << 0),
+    ("Device locking and ejecting", 1 << 1),
+    ("Enhanced Disk Drive support", 1 << 2),
+    ("64-bit extensions", 1 << 3),
+)
+
+
+def _scan_unsigned(text: str, prefix: str, base: int, bits: int) -> int:
+    """scanf "<prefix>%<h|hh><u|x>": blanks, the literal prefix, digits; kept to `bits` bits."""
+    digits = "[0-9a-fA-F]+" if base == 16 else "[0-9]+"
+    m = re.match(r"\s*" + re.escape(prefix) + "(" + digits + ")", text)
+    if not m:
+        raise ValueError(f"expected {prefix}{'hex' if base == 16 else 'decimal'} number")
+    return int(m.group(1), base) & ((1 << bits) - 1)
+
+
 # ---------------------------------------------------------------------------------------
 # Pure helpers for the kernel text mapping
 
@@ -387,7 +490,8 @@ def kernel_text_mapping(loads, stext: Optional[int], page_size: int = 4096):
 def parse_kcore_loads(data: bytes, path: str = "/proc/kcore") -> Tuple[KcoreLoad, ...]:
     """PT_LOADs of a kcore ELF header (only the headers need to be in `data`)."""
     def fail(why):
-        return MachineError(f"ELF core (kcore) parse failed: {path}: {why}", path)
+        return MachineError(f"ELF core (kcore) parse failed: {path}: {why}", path,
+                            exit_status=EXIT_LOAD_FAILED)
 
     if len(data) < 16 or data[:4] != ELF_MAGIC:
         raise fail("no ELF magic")
@@ -408,28 +512,62 @@ def parse_kcore_loads(data: bytes, path: str = "/proc/kcore") -> Tuple[KcoreLoad
         raise fail(f"program headers end at {end:#x}, past the {len(data):#x} bytes read")
     loads = []
     for i in range(ehdr.e_phnum):
-        ph = s.Phdr.parse(data[ehdr.e_phoff + i * s.phdr_size:])
+        at = ehdr.e_phoff + i * s.phdr_size
+        ph = s.Phdr.parse(data[at:at + s.phdr_size])
         if ph.p_type == PT_LOAD:
             loads.append(KcoreLoad(ph.p_vaddr, ph.p_memsz))
     return tuple(loads)
 
 
-def parse_cpu_list(text: str) -> Tuple[int, ...]:
-    """A sysfs CPU list such as "0-3,5" as sorted CPU numbers."""
+MAX_CPUS = 8192  # the x86 kernel's largest NR_CPUS (MAXSMP): no CPU number reaches it
+_CPU_LIST = re.compile(r"[0-9]+(?:-[0-9]+)?(?:,[0-9]+(?:-[0-9]+)?)*")
+
+
+def parse_cpu_list(text: str, limit: int = MAX_CPUS) -> Tuple[int, ...]:
+    """A sysfs CPU list such as "0-3,5" as sorted CPU numbers; "" is no CPU.
+
+    Strict, as the kernel prints it (bitmap_print_to_pagebuf): decimal numbers and
+    ascending ranges joined by commas. Every number must be below `limit` (checked before
+    a range is expanded, so a damaged "0-4294967295" costs nothing).
+    """
+    body = text.strip()
+    if not body:
+        return ()
+    if not _CPU_LIST.fullmatch(body):
+        raise ValueError("not a CPU list such as 0-3,5")
     cpus = set()
-    for part in text.strip().split(","):
-        if not part:
-            continue
+    for part in body.split(","):
         lo, _, hi = part.partition("-")
-        lo_i, hi_i = int(lo), int(hi) if hi else int(lo)
+        lo_i, hi_i = int(lo), int(hi or lo)
         if hi_i < lo_i:
-            raise ValueError(f"bad CPU range {part!r}")
+            raise ValueError(f"range {part} runs backwards")
+        if hi_i >= limit:
+            raise ValueError(f"CPU {hi_i} is beyond the kernel's limit (CPUs 0-{limit - 1})")
         cpus.update(range(lo_i, hi_i + 1))
     return tuple(sorted(cpus))
 
 
 # ---------------------------------------------------------------------------------------
 # The machine
+
+
+MAX_MACHINE_FILE = 64 << 20  # far above any /proc or /sys file a loader reads (kallsyms ~15 MiB)
+
+
+def read_machine_file(path: str, limit: Optional[int]) -> bytes:
+    """Bytes of a regular file, at most `limit` (else at most MAX_MACHINE_FILE, or EFBIG).
+
+    Opened without blocking so that a FIFO or device planted in a snapshot is refused, not
+    waited on or read forever; /proc and /sys files are regular (their size says 0).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno_mod.EINVAL, "not a regular file", path)
+        data = f.read(MAX_MACHINE_FILE + 1 if limit is None else limit)
+    if limit is None and len(data) > MAX_MACHINE_FILE:
+        raise OSError(errno_mod.EFBIG, f"larger than {MAX_MACHINE_FILE >> 20} MiB", path)
+    return data
 
 
 class _Missing:
@@ -458,8 +596,13 @@ class Machine:
     @classmethod
     def read(cls, root: str = "/") -> "Machine":
         """The machine under `root` ("/" for the live one, or a snapshot folder)."""
+        if os.fspath(root) == "":
+            raise MachineError("--sysroot: the path is empty (give a machine folder, or / for "
+                               "this machine)", "", exit_status=EXIT_LOAD_FAILED)
         if not os.path.isdir(root):
-            raise MachineError(f"{root}: not a directory", os.fspath(root))
+            why = "does not exist" if not os.path.lexists(root) else "is not a directory"
+            raise MachineError(f"--sysroot {root}: {why} (a machine folder is expected)",
+                               os.fspath(root), exit_status=EXIT_LOAD_FAILED)
         return cls(root)
 
     def __repr__(self) -> str:
@@ -477,8 +620,7 @@ class Machine:
         cache = self._files
         if key not in cache:
             try:
-                with open(self.path(rel), "rb") as f:
-                    cache[key] = f.read(limit) if limit is not None else f.read()
+                cache[key] = read_machine_file(self.path(rel), limit)
             except OSError as e:
                 cache[key] = _Missing(e)
         return cache[key]
@@ -626,8 +768,23 @@ class Machine:
 
     @cached_property
     def crash_regions(self) -> Tuple[Range, ...]:
-        """Every "Crash kernel" line at any depth (crashkernel= high and ,low), file order."""
-        return tuple(n.range for n in self.iomem.find("Crash kernel"))
+        """Every "Crash kernel" line at any depth (crashkernel= high and ,low), file order.
+
+        The kernel reserves them inside System RAM and shows each as a child of its
+        System RAM line; one that is not is damage (a plan there would not boot).
+        """
+        out = []
+        for parent in self.iomem.top:
+            for node in parent.walk():
+                if node.name != "Crash kernel":
+                    continue
+                if node is parent or "System RAM" not in parent.name:
+                    raise MachineError(
+                        f"{self.path('proc/iomem')}:{node.line}: crash region "
+                        f"{node.range.to_iomem()} is not inside a System RAM line",
+                        self.path("proc/iomem"), node.line)
+                out.append(node.range)
+        return tuple(out)
 
     @property
     def crash_region(self) -> Optional[Range]:
@@ -669,15 +826,26 @@ class Machine:
 
     @cached_property
     def possible_cpus(self) -> Tuple[int, ...]:
-        return self._value("sys/devices/system/cpu/possible", parse_cpu_list, "a CPU list") or ()
+        return self._cpu_list("sys/devices/system/cpu/possible")
 
     @cached_property
     def present_cpus(self) -> Tuple[int, ...]:
-        return self._value("sys/devices/system/cpu/present", parse_cpu_list, "a CPU list") or ()
+        return self._cpu_list("sys/devices/system/cpu/present")
 
     @cached_property
     def online_cpus(self) -> Tuple[int, ...]:
-        return self._value("sys/devices/system/cpu/online", parse_cpu_list, "a CPU list") or ()
+        return self._cpu_list("sys/devices/system/cpu/online")
+
+    def _cpu_list(self, rel: str) -> Tuple[int, ...]:
+        """A sysfs CPU list file (parse_cpu_list); () when absent, MachineError when bad."""
+        line = self._first_line(rel)
+        if line is None:
+            return ()
+        try:
+            return parse_cpu_list(line)
+        except ValueError as e:
+            raise MachineError(f"{self.path(rel)}:1: {line.strip()!r}: {e}", self.path(rel),
+                               1) from None
 
     @cached_property
     def cpus(self) -> Tuple[CpuNote, ...]:
@@ -691,14 +859,37 @@ class Machine:
             raise MachineError(f"{self.path('sys/devices')} does not exist; is sysfs mounted?",
                                self.path("sys/devices"))
         out = []
-        for cpu in range(self.nr_cpus_conf):
+        nr_cpus = self.nr_cpus_conf
+        # Only CPU folders that exist are read (kexec-tools tries every number below
+        # nr_cpus and skips the missing ones): linear in the folders, not in nr_cpus.
+        numbers = sorted(int(n[3:]) for n in self._listdir("sys/devices/system/cpu")
+                         if re.fullmatch(r"cpu(0|[1-9][0-9]*)", n))
+        for cpu in numbers:
+            if cpu >= nr_cpus:
+                break
             base = f"sys/devices/system/cpu/cpu{cpu}"
             paddr = self._value(f"{base}/crash_notes", _parse_hex, "a hex address")
             if paddr is None:
                 continue
             size = self._value(f"{base}/crash_notes_size", _parse_decimal, "a decimal size")
-            out.append(CpuNote(cpu, paddr, MAX_NOTE_BYTES if size is None else size))
+            note = CpuNote(cpu, paddr, MAX_NOTE_BYTES if size is None else size)
+            self._check_note(f"{base}/crash_notes", note.paddr, note.size)
+            out.append(note)
         return tuple(out)
+
+    @cached_property
+    def ram_index(self) -> RamIndex:
+        """The top-level System RAM ranges of /proc/iomem, for containment checks."""
+        return RamIndex.of(ram_ranges_of(self.iomem))
+
+    def _check_note(self, rel: str, paddr: int, size: int) -> None:
+        """A note buffer the kernel wrote must be non-empty, bounded and inside System RAM."""
+        if not 0 < size <= MAX_NOTE_SIZE:
+            raise MachineError(f"{self.path(rel)}: note size {size} is not between 1 and "
+                               f"{MAX_NOTE_SIZE}", self.path(rel))
+        if paddr + size > 1 << 64 or not self.ram_index.holds(Range.from_size(paddr, size)):
+            raise MachineError(f"{self.path(rel)}: note at {paddr:#x}+{size:#x} is not inside "
+                               f"System RAM of {self.path('proc/iomem')}", self.path(rel))
 
     @cached_property
     def legacy_crash_notes(self) -> Optional[int]:
@@ -725,7 +916,10 @@ class Machine:
             if len(fields) < 2:
                 raise ValueError(line)
             return VmcoreInfo(_parse_hex(fields[0]), _parse_hex(fields[1]))
-        return self._value("sys/kernel/vmcoreinfo", parse, "'<hex paddr> <hex size>'")
+        info = self._value("sys/kernel/vmcoreinfo", parse, "'<hex paddr> <hex size>'")
+        if info is not None:
+            self._check_note("sys/kernel/vmcoreinfo", info.paddr, info.size)
+        return info
 
     # -- kernel text -----------------------------------------------------------------------
 
@@ -736,7 +930,8 @@ class Machine:
         if len(nodes) != 1:
             raise MachineError(f"Cannot determine kernel physical load addr: "
                                f"{self.path('proc/iomem')} has {len(nodes)} 'Kernel code' "
-                               f"lines, expected exactly one", self.path("proc/iomem"))
+                               f"lines, expected exactly one", self.path("proc/iomem"),
+                               exit_status=EXIT_LOAD_FAILED)
         return nodes[0].range
 
     @cached_property
@@ -746,7 +941,7 @@ class Machine:
         data = self._read(rel, KCORE_HEADERS_SIZE)
         if isinstance(data, _Missing):
             raise MachineError(f"Cannot read {self.path(rel)}: {data.error.strerror}",
-                               self.path(rel))
+                               self.path(rel), exit_status=EXIT_LOAD_FAILED)
         return parse_kcore_loads(data, self.path(rel))
 
     def symbol(self, name: str) -> Optional[int]:
@@ -779,7 +974,8 @@ class Machine:
         found = kernel_text_mapping(loads, stext)
         if found is None:
             raise MachineError(f"Can't find kernel text map area from kcore "
-                               f"({self.path('proc/kcore')})", self.path("proc/kcore"))
+                               f"({self.path('proc/kcore')})", self.path("proc/kcore"),
+                               exit_status=EXIT_LOAD_FAILED)
         vaddr, size = found
         return KernelText(paddr=paddr, vaddr=vaddr, size=size,
                           page_offset=kcore_page_offset(loads), stext=stext or None)
@@ -822,6 +1018,82 @@ class Machine:
                         runtime=hexval("runtime"), config_table=hexval("config_table"),
                         runtime_map_dir=self._isdir(f"{base}/runtime-map"),
                         runtime_map=tuple(sorted(entries, key=lambda e: e.index)))
+
+    @cached_property
+    def edd(self) -> Optional[EddFacts]:
+        """sys/firmware/edd as kexec-tools passes it on, or None when the folder is absent.
+
+        Each int13_devNN folder (NN the BIOS drive number, hex) gives an entry: version;
+        when it is not 0 also the legacy geometry, the extensions lines as flag bits and
+        raw_data (the first 74 bytes, which must hold the length its first u16 says); and
+        its mbr_signature when present. Folders are taken in directory (readdir) order, as
+        kexec-tools takes them, so both give the same order on the same folder (sysfs lists
+        them in its own hash order, not by drive number). Any unreadable entry, or more
+        entries than boot_params holds (no kernel makes that many; kexec-tools would write
+        past the table), leaves all EDD data out, as kexec-tools' error path does.
+        """
+        base = "sys/firmware/edd"
+        if not self._isdir(base):
+            return None
+        names = [n for n in self._listdir(base) if n.startswith("int13_dev")]
+        try:
+            devices = [(_scan_unsigned(n, "int13_dev", 16, 8), n) for n in names]
+            if len(devices) > bp.EDD_MAX_ENTRIES:
+                raise ValueError(f"{len(devices)} int13_dev entries, more than the "
+                                 f"{bp.EDD_MAX_ENTRIES} boot_params holds")
+            entries, sigs = [], []
+            for device, name in devices:
+                entry, sig = self._edd_entry(f"{base}/{name}", device)
+                entries.append(entry)
+                if sig is not None:
+                    sigs.append(sig)
+            if len(sigs) > bp.EDD_MBR_SIG_MAX:
+                raise ValueError(f"{len(sigs)} MBR signatures, more than {bp.EDD_MBR_SIG_MAX}")
+        except (ValueError, MachineError) as e:
+            return EddFacts(problem=f"{self.path(base)}: {e}; EDD data left out")
+        return EddFacts(tuple(entries), tuple(sigs))
+
+    def _edd_entry(self, rel: str, device: int):
+        """(EddInfo dict, MBR signature or None) of one int13_devNN folder."""
+        def scan(name, prefix, base, bits):
+            text = self._text(f"{rel}/{name}")
+            if text is None:
+                raise ValueError(f"{name} is missing")
+            try:
+                return _scan_unsigned(text, prefix, base, bits)
+            except ValueError as e:
+                raise ValueError(f"{name}: {e}") from None
+
+        sig_text = self._text(f"{rel}/mbr_signature")
+        sig = None
+        if sig_text is not None:
+            try:
+                sig = _scan_unsigned(sig_text, "0x", 16, 32)
+            except ValueError:
+                sig = None  # kexec-tools skips a signature it cannot scan
+        entry = dict(device=device, version=scan("version", "0x", 16, 8), interface_support=0,
+                     legacy_max_cylinder=0, legacy_max_head=0, legacy_sectors_per_track=0,
+                     params=bytes(bp.EDD_DEVICE_PARAM_SIZE))
+        if entry["version"]:
+            entry["legacy_max_cylinder"] = scan("legacy_max_cylinder", "", 10, 16)
+            entry["legacy_max_head"] = scan("legacy_max_head", "", 10, 8)
+            entry["legacy_sectors_per_track"] = scan("legacy_sectors_per_track", "", 10, 8)
+            lines = self._text(f"{rel}/extensions")
+            if lines is None:
+                raise ValueError("extensions is missing")
+            for line in lines.splitlines():
+                for text, bit in _EDD_EXTENSIONS:
+                    if line.startswith(text):
+                        entry["interface_support"] |= bit
+                        break
+            raw = self._bytes(f"{rel}/raw_data", bp.EDD_DEVICE_PARAM_SIZE)
+            if raw is None:
+                raise ValueError("raw_data is missing")
+            length = struct.unpack_from("<H", raw.ljust(2, b"\0"))[0]
+            if len(raw) < length:
+                raise ValueError(f"raw_data says {length} bytes but has {len(raw)}")
+            entry["params"] = raw.ljust(bp.EDD_DEVICE_PARAM_SIZE, b"\0")
+        return entry, sig
 
     @cached_property
     def acpi_rsdp(self) -> Optional[int]:
@@ -900,16 +1172,41 @@ class Machine:
                                self.path("snapshot.json"))
         return info
 
+    def _kcore_arch(self) -> Optional[str]:
+        """"x86_64" or "i386" from the kcore ELF header's e_machine; None if unknown."""
+        try:
+            head = self._bytes("proc/kcore", 20)
+        except MachineError:
+            return None
+        if not head or len(head) < 20 or head[:4] != ELF_MAGIC:
+            return None
+        return KCORE_ARCHES.get(struct.unpack_from("<H", head, 18)[0])
+
     @cached_property
     def machine_arch(self) -> Optional[str]:
         """`uname -m` of the machine: snapshot.json's "machine", os.uname() for root "/",
         else None (a folder that does not say)."""
         info = self.snapshot_info
         if info and info.get("machine"):
-            return str(info["machine"])
+            recorded = str(info["machine"])
+            kernel = self._kcore_arch()
+            if kernel is not None and crashmem.lowmem_limit_for(recorded) is None \
+                    and recorded != kernel:
+                raise MachineError(
+                    f"{self.path('snapshot.json')}: machine {recorded!r} but "
+                    f"{self.path('proc/kcore')} is an {kernel} kernel's (a snapshot taken "
+                    f"with the host's architecture?)", self.path("snapshot.json"))
+            if kernel == "x86_64" and crashmem.lowmem_limit_for(recorded) is not None:
+                raise MachineError(
+                    f"{self.path('snapshot.json')}: machine {recorded!r} but "
+                    f"{self.path('proc/kcore')} is an x86_64 kernel's", self.path("snapshot.json"))
+            return recorded
         if self.root == os.path.abspath(os.sep):
             return os.uname().machine
         return None
+
+
+KCORE_ARCHES = {62: "x86_64", 3: "i386"}  # e_machine of a kcore ELF header
 
 
 def _parse_decimal(text: str) -> int:

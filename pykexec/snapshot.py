@@ -20,9 +20,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import struct
+import tempfile
 from datetime import datetime, timezone
 from typing import Iterable, List, Optional
+
+from pykexec.machine import read_machine_file
 
 SNAPSHOT_FORMAT = 1
 KCORE_READ = 64 * 1024
@@ -44,6 +48,7 @@ PLAIN_FILES = (
     "sys/devices/system/cpu/present",
     "sys/devices/system/cpu/online",
     "sys/kernel/security/lockdown",
+    "proc/sys/kernel/arch",
     "proc/sys/kernel/kexec_load_disabled",
     "proc/sys/kernel/kexec_load_limit_panic",
     "proc/sys/kernel/kexec_load_limit_reboot",
@@ -66,20 +71,14 @@ class SnapshotError(RuntimeError):
 
 
 def _read(root: str, rel: str, required: bool = False, limit: Optional[int] = None) -> Optional[bytes]:
-    """Bytes of root/rel (None if absent and not required); read to EOF (proc files say size 0)."""
+    """Bytes of root/rel (None if absent and not required), at most `limit`.
+
+    Regular files only, at most 64 MiB (pykexec.machine's reader): a FIFO or device in a
+    source folder is refused, never waited on or read forever.
+    """
     path = os.path.join(root, rel)
     try:
-        with open(path, "rb", buffering=0) as f:
-            if limit is not None:
-                chunks, n = [], 0
-                while n < limit:
-                    b = f.read(limit - n)
-                    if not b:
-                        break
-                    chunks.append(b)
-                    n += len(b)
-                return b"".join(chunks)
-            return f.readall()
+        return read_machine_file(path, limit)
     except FileNotFoundError:
         if required:
             raise SnapshotError(f"cannot read /{rel}: missing (under root {root})") from None
@@ -202,20 +201,121 @@ def _release(root: str) -> str:
     return os.uname().release if os.path.realpath(root) == "/" else ""
 
 
+# e_machine of a kcore ELF header -> `uname -m` of kernels that write it (Debian: i686).
+KCORE_MACHINES = {62: "x86_64", 3: "i686"}
+
+
+def source_machine(root: str) -> str:
+    """`uname -m` of the machine under `root`, from the machine itself, never the host's.
+
+    The rule: the running kernel when `root` is this machine's "/". Otherwise the evidence
+    in the source, in this order: proc/sys/kernel/arch (the kernel's own `uname -m`), the
+    e_machine of the proc/kcore ELF header (EM_X86_64 x86_64, EM_386 i686), "machine" of a
+    snapshot.json (a snapshot of a snapshot), and only when none of these exists the width
+    of kallsyms addresses (16 hex digits x86_64, 8 i686). The first answers, but sources
+    that name different architectures (x86_64 against i386..i686) are refused, as is a
+    source with no evidence: a guess would plan the wrong architecture.
+    """
+    if os.path.realpath(root) == os.path.realpath(os.sep):
+        return os.uname().machine
+    found = []  # (what said it, uname -m)
+    arch = _read(root, "proc/sys/kernel/arch")
+    if arch is not None and arch.strip():
+        found.append(("proc/sys/kernel/arch", arch.decode("ascii", "replace").strip()))
+    kcore = _read(root, "proc/kcore", limit=20)
+    if kcore is not None and len(kcore) >= 20 and kcore[:4] == b"\x7fELF":
+        e_machine, = struct.unpack_from("<H", kcore, 18)
+        if e_machine in KCORE_MACHINES:
+            found.append(("proc/kcore's ELF header", KCORE_MACHINES[e_machine]))
+    meta = _read(root, "snapshot.json")
+    if meta is not None:
+        try:
+            value = json.loads(meta).get("machine")
+        except (ValueError, AttributeError):
+            value = None
+        if isinstance(value, str) and value:
+            found.append(("snapshot.json", value))
+    if not found:
+        syms = _read(root, "proc/kallsyms", limit=4096)
+        widths = {len(m.group(1)) for m in re.finditer(rb"^([0-9a-fA-F]+) ", syms or b"", re.M)}
+        if widths in ({16}, {8}):
+            found.append(("proc/kallsyms", "x86_64" if widths == {16} else "i686"))
+    if not found:
+        raise SnapshotError(f"cannot tell the architecture of the machine under {root}: no "
+                            f"proc/sys/kernel/arch, no proc/kcore ELF header, no kallsyms "
+                            f"addresses; refusing to guess")
+    families = {_family(m) for _, m in found}
+    if len(families) > 1:
+        said = ", ".join(f"{where} says {m}" for where, m in found)
+        raise SnapshotError(f"cannot tell the architecture of the machine under {root}: {said}")
+    return found[0][1]
+
+
+def _family(machine: str) -> str:
+    """i386..i686 are one architecture for a loader; anything else is itself."""
+    return "i386" if re.fullmatch(r"i[3-6]86", machine) else machine
+
+
+def _check_dest(dest: str) -> str:
+    """The absolute destination; refuse an empty path, a file, a non-empty folder."""
+    if not dest:
+        raise SnapshotError("cannot write the snapshot: the destination path is empty")
+    dest = os.path.abspath(dest)
+    if os.path.isdir(dest):
+        if os.listdir(dest):
+            raise SnapshotError(f"cannot write the snapshot: {dest} exists and is not empty")
+    elif os.path.lexists(dest):
+        raise SnapshotError(f"cannot write the snapshot: {dest} exists and is not a folder")
+    parent = os.path.dirname(dest)
+    if not os.path.isdir(parent):
+        raise SnapshotError(f"cannot write the snapshot: {parent} is not a folder")
+    return dest
+
+
 def take_snapshot(dest: str, root: str = "/", source: str = "live", notes: str = "",
                   machine: Optional[str] = None, kernel_release: Optional[str] = None) -> dict:
     """Write a machine snapshot of `root` into `dest` (created; must be empty if it exists).
 
-    Returns the snapshot.json document. `machine` and `kernel_release` default to the
-    running kernel's `uname -m` and the snapshot root's /proc/sys/kernel/osrelease.
+    Returns the snapshot.json document. `machine` defaults to the source's `uname -m`
+    (`source_machine`), `kernel_release` to the root's /proc/sys/kernel/osrelease. The
+    folder is built in a hidden sibling and renamed into place at the end, so a failed
+    snapshot leaves nothing behind and a retry starts clean.
     """
     if source not in ("live", "qemu", "synthetic"):
         raise ValueError(f"source must be live, qemu or synthetic, not {source!r}")
+    if not root:
+        raise SnapshotError("--sysroot: the path is empty (give a machine folder, or / for "
+                            "this machine)")
     root = os.path.abspath(root)
-    if os.path.exists(dest) and os.listdir(dest):
-        raise SnapshotError(f"cannot write the snapshot: {dest} exists and is not empty")
-    os.makedirs(dest, exist_ok=True)
+    if not os.path.isdir(root):
+        why = "does not exist" if not os.path.lexists(root) else "is not a folder"
+        raise SnapshotError(f"--sysroot {root}: {why}")
+    dest = _check_dest(dest)
+    machine = machine or source_machine(root)
+    try:
+        work = tempfile.mkdtemp(dir=os.path.dirname(dest),
+                                prefix=f".{os.path.basename(dest)}.partial-")
+    except OSError as e:
+        raise SnapshotError(f"cannot write the snapshot {dest}: {e.strerror or e}") from None
+    try:
+        os.chmod(work, 0o755)  # mkdtemp's 0700 would hide the snapshot from its readers
+        doc = _fill(work, root, source, notes, machine, kernel_release)
+        if os.path.isdir(dest):
+            os.rmdir(dest)  # empty (checked above): replaced by the finished folder
+        os.rename(work, dest)
+    except OSError as e:
+        shutil.rmtree(work, ignore_errors=True)
+        raise SnapshotError(f"cannot write the snapshot {dest}: "
+                            f"{e.strerror or e}") from None
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return doc
 
+
+def _fill(dest: str, root: str, source: str, notes: str, machine: str,
+          kernel_release: Optional[str]) -> dict:
+    """Copy the machine files of `root` into the (new, empty) folder `dest`."""
     copied = []
     for rel in PLAIN_FILES:
         if _copy(root, dest, rel, required=rel in REQUIRED):
@@ -250,7 +350,7 @@ def take_snapshot(dest: str, root: str = "/", source: str = "live", notes: str =
     doc = {
         "format": SNAPSHOT_FORMAT,
         "source": source,
-        "machine": machine or os.uname().machine,
+        "machine": machine,
         "kernel_release": kernel_release if kernel_release is not None else _release(root),
         "taken": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "notes": notes,

@@ -86,6 +86,24 @@ SETUP_HEADER_SIZE = SetupHeader.sizeof()  # 0x7b: up to and including kernel_inf
 
 E820Entry = Struct("addr" / Int64ul, "size" / Int64ul, "type" / Int32ul)
 
+# BIOS Enhanced Disk Drive data (the kernel's struct edd_info, include/uapi/linux/edd.h).
+EDD_MAX_ENTRIES = 6          # EDDMAXNR: eddbuf slots
+EDD_MBR_SIG_MAX = 16         # edd_mbr_sig_buffer slots
+EDD_DEVICE_PARAM_SIZE = 74   # the int13 ah=48h result buffer (raw_data)
+EDD_EXT_FIXED_DISK_ACCESS = 1 << 0   # interface_support bits (int13 ah=41h cx)
+EDD_EXT_DEVICE_LOCKING_AND_EJECTING = 1 << 1
+EDD_EXT_ENHANCED_DISK_DRIVE_SUPPORT = 1 << 2
+EDD_EXT_64BIT_EXTENSIONS = 1 << 3
+EddInfo = Struct(
+    "device" / Int8ul,                   # BIOS drive number (0x80 = first hard disk)
+    "version" / Int8ul,                  # EDD version (int13 ah=41h ah), 0: no EDD
+    "interface_support" / Int16ul,       # EDD_EXT_* bits
+    "legacy_max_cylinder" / Int16ul,     # int13 ah=08h geometry
+    "legacy_max_head" / Int8ul,
+    "legacy_sectors_per_track" / Int8ul,
+    "params" / Bytes(EDD_DEVICE_PARAM_SIZE),
+)
+
 BootParams = Struct(
     "screen_info" / Bytes(0x40),                 # 0x000
     "apm_bios_info" / Bytes(0x14),               # 0x040
@@ -116,10 +134,10 @@ BootParams = Struct(
     Padding(1),                                  # 0x1f0
     "hdr" / SetupHeader,                         # 0x1f1
     Padding(0x290 - 0x1F1 - SETUP_HEADER_SIZE),  # 0x26c
-    "edd_mbr_sig_buffer" / Array(16, Int32ul),   # 0x290
+    "edd_mbr_sig_buffer" / Array(EDD_MBR_SIG_MAX, Int32ul),  # 0x290
     "e820_table" / Array(E820_MAX_ENTRIES_ZEROPAGE, E820Entry),  # 0x2d0
     Padding(0x30),                               # 0xcd0
-    "eddbuf" / Bytes(0x1EC),                     # 0xd00
+    "eddbuf" / Array(EDD_MAX_ENTRIES, EddInfo),  # 0xd00
     Padding(BOOT_PARAMS_SIZE - 0xEEC),           # 0xeec
 )
 
@@ -128,3 +146,4 @@ SetupData = Struct("next" / Int64ul, "type" / Int32ul, "len" / Int32ul, "data" /
 
 assert BootParams.sizeof() == BOOT_PARAMS_SIZE
 assert E820Entry.sizeof() == 20
+assert EddInfo.sizeof() == 82

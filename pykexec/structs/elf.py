@@ -93,7 +93,10 @@ def parse_core_header(data: bytes):
     end = ehdr.e_phoff + ehdr.e_phnum * ehdr.e_phentsize
     if ehdr.e_phentsize != s.phdr_size or end > len(data):
         raise ValueError("program headers do not fit the buffer")
-    phdrs = [s.Phdr.parse(data[ehdr.e_phoff + i * s.phdr_size:]) for i in range(ehdr.e_phnum)]
+    # Each header is parsed from its own slice: slicing to the end of the buffer would copy
+    # the rest of it per header (memory and time quadratic in the number of ranges).
+    offsets = range(ehdr.e_phoff, end, s.phdr_size)
+    phdrs = [s.Phdr.parse(data[at:at + s.phdr_size]) for at in offsets]
     return ehdr, phdrs
 
 

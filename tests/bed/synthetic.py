@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import random
+import struct
 import sys
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -43,6 +44,7 @@ CRASH_ALIGN = 16 * MiB                     # the kernel's crashkernel alignment 
 CRASH_NOTE_BYTES = 368                     # sizeof(note_buf_t) on x86_64 6.1
 VMCOREINFO_NOTE_SIZE = 0x1024              # printed in hex by the kernel: "1024"
 PERCPU_UNIT = 0x40000
+KCORE_RANGES_MAX = 500                     # RAM ranges whose kcore PT_LOADs fit the 64 KiB head
 CRASH_NOTES_IN_UNIT = 0x1A018
 
 
@@ -58,6 +60,8 @@ class MachineSpec:
     crash_size: int = 256 * MiB        # the crashkernel= region (above 4 GiB if crash_high)
     crash_high: bool = False           # crashkernel=X,high
     crash_low_size: int = 0            # crashkernel=Y,low (only with crash_high)
+    crash_at: Optional[int] = None     # crashkernel=X@crash_at (low RAM; kernel placed above it)
+    edd_disks: int = 0                 # /sys/firmware/edd/int13_dev80.. entries (BIOS disks)
     acpi: bool = False                 # ACPI Tables range below 4 GiB
     nvs_ranges: int = 0                # ACPI Non-volatile Storage ranges below 4 GiB
     pmem_size: int = 0                 # a Persistent Memory range above RAM
@@ -144,6 +148,8 @@ def _subtract(spans: List[Tuple[int, int]], cut: Tuple[int, int]) -> List[Tuple[
 def _crashkernel_arg(spec: MachineSpec) -> str:
     def size(n):
         return f"{n // GiB}G" if n % GiB == 0 else f"{n // MiB}M"
+    if spec.crash_at is not None:
+        return f"crashkernel={size(spec.crash_size)}@{spec.crash_at // MiB}M"
     if spec.crash_high:
         arg = f"crashkernel={size(spec.crash_size)},high"
         if spec.crash_low_size:
@@ -191,7 +197,11 @@ def machine_layout(spec: MachineSpec) -> Layout:
     # --- crash regions, taken top-down as memblock does.
     crash: List[MemRange] = []
     low_crash_size = spec.crash_low_size if spec.crash_high else spec.crash_size
-    if low_crash_size:
+    if spec.crash_at is not None:
+        if spec.crash_high or not low_main.start <= spec.crash_at < low_main.end - spec.crash_size:
+            raise ValueError("crash_at must put the crash region inside low RAM (without ,high)")
+        crash.append(MemRange(spec.crash_at, spec.crash_at + spec.crash_size - 1, "Crash kernel"))
+    elif low_crash_size:
         end = _align_down(low_main.end + 1 - 0x1FE0000, CRASH_ALIGN)
         crash.append(MemRange(end - low_crash_size, end - 1, "Crash kernel"))
     if spec.crash_high:
@@ -200,15 +210,19 @@ def machine_layout(spec: MachineSpec) -> Layout:
 
     # --- kernel image (physical and virtual KASLR are independent), then the per-CPU areas.
     image_size = 0x1E00000
-    low_limit = min([c.start for c in crash if c.end < FOUR_GIB] + [low_main.end + 1, GiB])
+    # The kernel sits at 16 MiB or above, and above a crash region placed low with @.
+    kernel_floor = max([DEFAULT_KERNEL_PADDR] + [_align_up(c.end + 1, 2 * MiB) for c in crash
+                                                 if c.start < DEFAULT_KERNEL_PADDR])
+    low_limit = min([c.start for c in crash if kernel_floor <= c.start and c.end < FOUR_GIB]
+                    + [low_main.end + 1, GiB])
     percpu_size = _align_up(spec.cpus * PERCPU_UNIT, 2 * MiB)
     if spec.kaslr:
-        slots = (low_limit - 64 * MiB - percpu_size - image_size - DEFAULT_KERNEL_PADDR) // (2 * MiB)
-        kernel_paddr = DEFAULT_KERNEL_PADDR + 2 * MiB * rng.randrange(max(slots, 1))
+        slots = (low_limit - 64 * MiB - percpu_size - image_size - kernel_floor) // (2 * MiB)
+        kernel_paddr = kernel_floor + 2 * MiB * rng.randrange(max(slots, 1))
         kernel_vaddr = KERNEL_TEXT_BASE + 2 * MiB * rng.randrange(8, (GiB - image_size) // (2 * MiB))
         page_offset = DIRECT_MAP_BASE + GiB * rng.randrange(0, 1 << 12)
     else:
-        kernel_paddr, kernel_vaddr, page_offset = DEFAULT_KERNEL_PADDR, DEFAULT_KERNEL_VADDR, DIRECT_MAP_BASE
+        kernel_paddr, kernel_vaddr, page_offset = kernel_floor, DEFAULT_KERNEL_VADDR, DIRECT_MAP_BASE
     vmalloc_base = page_offset + (64 << 40) + GiB * rng.randrange(0, 1 << 10)
     vmemmap_base = vmalloc_base + (32 << 40) + GiB * rng.randrange(0, 1 << 10)
     image = [
@@ -351,11 +365,16 @@ def kcore_header_bytes(layout: Layout) -> bytes:
         kcore.Load(KERNEL_TEXT_BASE + GiB, 0, 0x3F000000),                  # modules
         kcore.Load(layout.vmalloc_base, 0, 32 << 40),                       # vmalloc
     ]
-    for r in layout.system_ram():
+    ram = layout.system_ram()
+    if len(ram) > KCORE_RANGES_MAX:
+        # Too many ranges for the 64 KiB a loader reads: one direct-map and one vmemmap
+        # PT_LOAD spanning all RAM (the loaders only use the lowest direct-map vaddr).
+        ram = [MemRange(ram[0].start, ram[-1].end, RAM)]
+    for r in ram:
         start = _align_down(r.start, 4096)
         end = _align_up(r.end + 1, 4096)
         loads.append(kcore.Load(layout.page_offset + start, start, end - start))
-    for r in layout.system_ram():
+    for r in ram:
         pages = (r.end + 1 - r.start) // 4096
         first = layout.vmemmap_base + (r.start // 4096) * 64
         loads.append(kcore.Load(_align_down(first, 4096), 0, _align_up(pages * 64, 4096)))
@@ -363,6 +382,35 @@ def kcore_header_bytes(layout: Layout) -> bytes:
     if len(head) > 64 * KiB:      # loaders read only the first 64 KiB of /proc/kcore
         raise ValueError(f"kcore head of {len(head)} bytes exceeds 64 KiB: too many RAM ranges")
     return head
+
+
+def edd_files(spec: MachineSpec) -> Dict[str, bytes]:
+    """/sys/firmware/edd as drivers/firmware/edd.c shows BIOS disks 0x80, 0x81, ...
+
+    Each disk is 2 TiB-ish with its own MBR signature; the third (0x82) answered no EDD
+    (version 0x0: only the version and signature files mean anything). raw_data holds the
+    EDD 1.x part of the int13 ah=48h buffer: as many bytes as its first u16 says.
+    """
+    rng = random.Random(spec.seed * 7919 + 1)
+    files: Dict[str, bytes] = {}
+    for i in range(spec.edd_disks):
+        base = f"sys/firmware/edd/int13_dev{0x80 + i:02x}"
+        sectors = (1 << 32) + rng.randrange(1 << 30)
+        files[f"{base}/mbr_signature"] = f"0x{rng.randrange(1 << 32):08x}\n".encode()
+        if i == 2:
+            files[f"{base}/version"] = b"0x0\n"
+            continue
+        raw = struct.pack("<HHIIIQH", 0x1A, 0x0002, 16383, 16, 63, sectors, 512)
+        files[f"{base}/raw_data"] = raw
+        files[f"{base}/version"] = b"0x30\n" if i == 0 else b"0x21\n"
+        files[f"{base}/extensions"] = (b"Fixed disk access\nEnhanced Disk Drive support\n"
+                                       + (b"64-bit extensions\n" if i == 0 else b""))
+        files[f"{base}/legacy_max_cylinder"] = f"{1023 - i}\n".encode()
+        files[f"{base}/legacy_max_head"] = f"{254 - i}\n".encode()
+        files[f"{base}/legacy_sectors_per_track"] = b"63\n"
+        files[f"{base}/sectors"] = f"{sectors}\n".encode()
+        files[f"{base}/info_flags"] = b"DMA boundary error transparent\n"
+    return files
 
 
 def snapshot_files(layout: Layout) -> Dict[str, bytes]:
@@ -398,12 +446,16 @@ def snapshot_files(layout: Layout) -> Dict[str, bytes]:
     cpu_list = f"0-{spec.cpus - 1}\n" if spec.cpus > 1 else "0\n"
     for key in ("possible", "present", "online"):
         text(f"sys/devices/system/cpu/{key}", cpu_list)
+    files.update(edd_files(spec))
     for cpu, addr in enumerate(layout.crash_notes):
         text(f"sys/devices/system/cpu/cpu{cpu}/online", "1\n")
         if addr is not None:
             text(f"sys/devices/system/cpu/cpu{cpu}/crash_notes", f"{addr:x}\n")
             text(f"sys/devices/system/cpu/cpu{cpu}/crash_notes_size", f"{CRASH_NOTE_BYTES}\n")
     return files
+
+
+_NEWER_SPEC_FIELDS = {"crash_at": None, "edd_disks": 0}
 
 
 def make_machine(dest: str, spec: MachineSpec) -> Layout:
@@ -424,7 +476,9 @@ def make_machine(dest: str, spec: MachineSpec) -> Layout:
         "notes": (f"{spec.name}: {spec.ram // MiB} MiB RAM in {spec.ram_ranges} ranges, "
                   f"{spec.cpus} CPUs ({len(spec.cpus_without_notes)} without crash_notes), "
                   f"{_crashkernel_arg(spec)}. {spec.notes}").strip(),
-        "spec": {k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.__dict__.items()},
+        # Fields at their defaults that older snapshots did not have are left out.
+        "spec": {k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.__dict__.items()
+                 if not (k in _NEWER_SPEC_FIELDS and v == _NEWER_SPEC_FIELDS[k])},
     }
     with open(os.path.join(dest, "snapshot.json"), "w") as f:
         json.dump(meta, f, indent=1)
@@ -452,16 +506,35 @@ PRESETS: Dict[str, MachineSpec] = {
     "no_kaslr_4cpu": MachineSpec(
         name="no_kaslr_4cpu", ram=2 * GiB, ram_ranges=5, cpus=4, crash_size=192 * MiB,
         kaslr=False, seed=3, notes="No KASLR: kernel at 16 MiB, page_offset_base 0xffff888000000000."),
+    "crash_at_1m": MachineSpec(
+        name="crash_at_1m", ram=1 * GiB, ram_ranges=2, cpus=2, crash_size=128 * MiB,
+        crash_at=1 * MiB, seed=11,
+        notes="crashkernel=128M@1M: the capture e820's RAM holds 1 MiB (ext_mem_k, alt_mem_k)."),
+    "edd_bios_disks": MachineSpec(
+        name="edd_bios_disks", ram=2 * GiB, ram_ranges=3, cpus=2, crash_size=256 * MiB,
+        edd_disks=3, seed=12,
+        notes="Three BIOS disks in /sys/firmware/edd (EDD 3.0, EDD 2.1, no EDD), each with an "
+              "MBR signature: boot_params eddbuf and edd_mbr_sig_buffer."),
+}
+
+# Machines too big for every test that walks PRESETS: scripts/bench --ranges uses them.
+BENCH_PRESETS: Dict[str, MachineSpec] = {
+    "ranges_2k": MachineSpec(
+        name="ranges_2k", ram=64 * GiB, ram_ranges=2000, cpus=4, crash_size=256 * MiB, seed=20,
+        notes="2,000 System RAM ranges (scripts/bench: memory and time linear in the ranges)."),
+    "ranges_10k": MachineSpec(
+        name="ranges_10k", ram=64 * GiB, ram_ranges=10000, cpus=4, crash_size=256 * MiB, seed=21,
+        notes="10,000 System RAM ranges (scripts/bench: memory and time linear in the ranges)."),
 }
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tests.bed.synthetic",
                                  description="write a synthetic machine snapshot")
-    ap.add_argument("name", choices=sorted(PRESETS))
+    ap.add_argument("name", choices=sorted({**PRESETS, **BENCH_PRESETS}))
     ap.add_argument("dest")
     ns = ap.parse_args(argv)
-    layout = make_machine(ns.dest, PRESETS[ns.name])
+    layout = make_machine(ns.dest, {**PRESETS, **BENCH_PRESETS}[ns.name])
     print(f"{ns.dest}: {len(layout.firmware)} firmware ranges, {len(layout.system_ram())} System RAM "
           f"ranges, crash {', '.join(f'{c.start:#x}-{c.end:#x}' for c in layout.crash_regions)}")
     return 0

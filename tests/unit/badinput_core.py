@@ -77,14 +77,14 @@ def case_no_crashkernel(w):
     return ["-p", w["kernel"]], "iomem"
 
 
-@bad(255)
+@bad(1)  # kexec-tools dies (exit 1) on a machine file it cannot parse (oracle-checked)
 def case_malformed_iomem(w):
     path = os.path.join(w["machine"], "proc/iomem")
     rewrite(w, "proc/iomem", open(path).read() + "zzzz-yyyy : System RAM\n")
     return ["-p", w["kernel"]], "iomem"
 
 
-@bad(255)
+@bad(1)  # kexec-tools dies (exit 1) on a machine file it cannot parse (oracle-checked)
 def case_unreadable_crash_notes(w):
     path = os.path.join(w["machine"], "sys/devices/system/cpu/cpu0/crash_notes")
     os.remove(path)
@@ -92,13 +92,13 @@ def case_unreadable_crash_notes(w):
     return ["-p", w["kernel"]], "crash_notes"
 
 
-@bad(255)
+@bad(1)  # kexec-tools dies (exit 1) on a machine file it cannot parse (oracle-checked)
 def case_malformed_crash_notes(w):
     rewrite(w, "sys/devices/system/cpu/cpu0/crash_notes", "not-an-address\n")
     return ["-p", w["kernel"]], "crash_notes"
 
 
-@bad(255)
+@bad(1)  # kexec-tools dies (exit 1) on a machine file it cannot parse (oracle-checked)
 def case_malformed_vmcoreinfo(w):
     rewrite(w, "sys/kernel/vmcoreinfo", "nonsense\n")
     return ["-p", w["kernel"]], "vmcoreinfo"

@@ -270,13 +270,13 @@ def test_machine_is_read_only(qemu):
 def test_each_file_is_read_once(tmp_path, monkeypatch):
     m = make_machine(tmp_path)
     opened = []
-    real_open = open
+    real_read = machine_mod.read_machine_file
 
-    def counting_open(path, *args, **kwargs):
+    def counting_read(path, *args, **kwargs):
         opened.append(os.path.relpath(path, tmp_path))
-        return real_open(path, *args, **kwargs)
+        return real_read(path, *args, **kwargs)
 
-    monkeypatch.setattr(machine_mod, "open", counting_open, raising=False)
+    monkeypatch.setattr(machine_mod, "read_machine_file", counting_read)
     for _ in range(2):
         m.memory_map, m.crash_memory_ranges(), m.crash_memory_ranges("i386"), m.cpus
         m.kernel_text, m.vmcoreinfo, m.acpi_rsdp, m.symbol("_text"), m.symbol("_end")
@@ -285,8 +285,13 @@ def test_each_file_is_read_once(tmp_path, monkeypatch):
 
 
 def test_read_root_must_be_a_directory(tmp_path):
-    with pytest.raises(MachineError, match="not a directory"):
+    with pytest.raises(MachineError, match="--sysroot .*/nope: does not exist"):
         Machine.read(str(tmp_path / "nope"))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(MachineError, match="--sysroot .*/file: is not a directory"):
+        Machine.read(str(tmp_path / "file"))
+    with pytest.raises(MachineError, match="--sysroot: the path is empty"):
+        Machine.read("")
 
 
 def test_live_root_arch():
@@ -463,7 +468,7 @@ def test_cpus_without_sysfs_is_an_error(tmp_path):
     ("sys/devices/system/cpu/cpu0/crash_notes_size", "0x10\n", r"crash_notes_size:1: expected a decimal"),
     ("sys/kernel/vmcoreinfo", "3f6b4000\n", r"vmcoreinfo:1: expected"),
     ("sys/kernel/vmcoreinfo", "zz 10\n", r"vmcoreinfo:1: expected"),
-    ("sys/devices/system/cpu/possible", "0-x\n", r"possible:1: expected a CPU list"),
+    ("sys/devices/system/cpu/possible", "0-x\n", r"possible:1: '0-x': not a CPU list"),
     ("sys/kernel/kexec_crash_loaded", "2\n", r"kexec_crash_loaded:1: expected 0 or 1"),
     ("sys/kernel/security/lockdown", "none integrity\n", r"lockdown:1: no \[mode\]"),
     ("snapshot.json", "{not json", r"snapshot.json: not JSON"),
@@ -543,7 +548,7 @@ def test_missing_kernel_code(tmp_path):
 
 
 def test_two_kernel_code_lines(tmp_path):
-    iomem = QEMU_IOMEM + "  180000000-1800fffff : Kernel code\n"
+    iomem = QEMU_IOMEM + "  170000000-1700fffff : Kernel code\n"
     m = make_machine(tmp_path, **{"proc/iomem": iomem})
     with pytest.raises(MachineError, match="has 2 'Kernel code' lines"):
         m.kernel_text

@@ -95,7 +95,7 @@ def test_copies_listed_files_byte_exact(fake_root, tmp_path):
     assert meta == doc
     assert meta["format"] == 1 and meta["source"] == "qemu" and meta["notes"] == "fake machine"
     assert meta["kernel_release"] == "6.1.0-56-amd64"
-    assert meta["machine"] == os.uname().machine
+    assert meta["machine"] == "x86_64"   # from the fake kcore's EM_X86_64, not the host
     assert "T" in meta["taken"]
 
 
@@ -178,3 +178,111 @@ def test_refuses_non_empty_destination(fake_root, tmp_path):
 
 def test_filter_kallsyms_skips_modules():
     assert filter_kallsyms(b"ffffffffc0000000 t _text\t[virtio]\n") == b""
+
+
+def test_machine_comes_from_the_source_not_the_host(fake_root, tmp_path):
+    # An i386 source (its arch file and its kcore's EM_386) whatever the host runs.
+    put(fake_root, "proc/sys/kernel/arch", "i686\n")
+    kcore = bytearray(fake_kcore())
+    struct.pack_into("<H", kcore, 18, 3)
+    put(fake_root, "proc/kcore", bytes(kcore))
+    doc = take_snapshot(str(tmp_path / "a"), root=fake_root)
+    assert doc["machine"] == "i686"
+    assert read(str(tmp_path / "a"), "proc/sys/kernel/arch") == b"i686\n"
+
+
+@pytest.mark.parametrize("kcore_machine,expected", [(62, "x86_64"), (3, "i686")])
+def test_machine_from_kcore_e_machine(tmp_path, kcore_machine, expected):
+    from pykexec.snapshot import source_machine
+    root = str(tmp_path / "root")
+    head = bytearray(fake_kcore())
+    struct.pack_into("<H", head, 18, kcore_machine)
+    put(root, "proc/kcore", bytes(head))
+    assert source_machine(root) == expected
+
+
+def test_machine_unknown_is_refused_and_leaves_nothing(fake_root, tmp_path):
+    os.remove(os.path.join(fake_root, "proc/kcore"))
+    put(fake_root, "proc/kallsyms", b"")
+    with pytest.raises(SnapshotError, match="cannot tell the architecture"):
+        take_snapshot(str(tmp_path / "snap"), root=fake_root)
+    assert os.listdir(tmp_path) == ["root"]
+
+
+def test_failed_snapshot_leaves_no_partial_folder(fake_root, tmp_path):
+    put(fake_root, "proc/kcore", b"garbage" * 10)   # fails after the plain files are copied
+    with pytest.raises(SnapshotError):
+        take_snapshot(str(tmp_path / "snap"), root=fake_root)
+    assert sorted(os.listdir(tmp_path)) == ["root"]
+    put(fake_root, "proc/kcore", fake_kcore())
+    take_snapshot(str(tmp_path / "snap"), root=fake_root)     # the retry works
+    assert os.path.exists(tmp_path / "snap" / "snapshot.json")
+
+
+@pytest.mark.parametrize("dest,pattern", [
+    ("", "destination path is empty"), ("FILE", "exists and is not a folder"),
+    ("/proc/xyz", "/proc/xyz"),
+])
+def test_bad_destination_is_one_line(fake_root, tmp_path, dest, pattern):
+    if dest == "FILE":
+        dest = str(tmp_path / "file")
+        put(str(tmp_path), "file", "x")
+    with pytest.raises(SnapshotError, match=pattern) as e:
+        take_snapshot(dest, root=fake_root)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("dest,sysroot,fragment", [
+    ("FILE", None, "exists and is not a folder"),
+    ("", None, "destination path is empty"),
+    ("/proc/xyz", None, "/proc/xyz"),
+    ("NEW", "", "--sysroot: the path is empty"),
+    ("NEW", "FILE", "is not a folder"),
+])
+def test_snapshot_command_refusals_exit_1_with_one_line(fake_root, tmp_path, capsys, dest,
+                                                        sysroot, fragment):
+    from pykexec.cli import main
+    put(str(tmp_path), "file", "x")
+    subst = {"FILE": str(tmp_path / "file"), "NEW": str(tmp_path / "new")}
+    argv = ["snapshot", subst.get(dest, dest),
+            "--sysroot", fake_root if sysroot is None else subst.get(sysroot, sysroot)]
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 1 and len(err.splitlines()) == 1 and fragment in err, err
+    assert not os.path.exists(tmp_path / "new")
+
+
+def test_a_fifo_in_the_source_is_refused_without_waiting(fake_root, tmp_path):
+    os.remove(os.path.join(fake_root, "sys/kernel/vmcoreinfo"))
+    os.mkfifo(os.path.join(fake_root, "sys/kernel/vmcoreinfo"))
+    with pytest.raises(SnapshotError, match="/sys/kernel/vmcoreinfo: not a regular file"):
+        take_snapshot(str(tmp_path / "snap"), root=fake_root)
+    assert sorted(os.listdir(tmp_path)) == ["root"]
+
+
+@pytest.mark.parametrize("arch_file,kcore_machine,recorded,expected", [
+    (None, 62, None, "x86_64"),
+    (None, 3, None, "i686"),
+    ("i686\n", 3, "i586", "i686"),                    # one family: the arch file answers
+    (None, None, "i686", "i686"),                     # a snapshot of a snapshot
+    (None, 62, "i686", "snapshot.json says i686"),    # contradiction: refused (fuzz M1)
+    ("i686\n", 62, None, "proc/kcore's ELF header says x86_64"),
+])
+def test_source_machine_rule(tmp_path, arch_file, kcore_machine, recorded, expected):
+    from pykexec.snapshot import source_machine
+    root = str(tmp_path / "root")
+    os.makedirs(root)
+    if arch_file:
+        put(root, "proc/sys/kernel/arch", arch_file)
+    if kcore_machine:
+        head = bytearray(fake_kcore())
+        struct.pack_into("<H", head, 18, kcore_machine)
+        put(root, "proc/kcore", bytes(head))
+    if recorded:
+        put(root, "snapshot.json", json.dumps({"format": 1, "machine": recorded}))
+    if " says " in expected:
+        with pytest.raises(SnapshotError, match=expected):
+            source_machine(root)
+    else:
+        assert source_machine(root) == expected

@@ -73,7 +73,8 @@ class X86CrashLoad:
         return build_zero_page(ZeroPageInputs(
             header_bytes=header_bytes, cmdline_addr=cmdline_addr, cmdline_offset=cmdline_offset,
             e820=self.crash.e820, initrd=initrd, setup_data_head=setup_data,
-            acpi_rsdp=machine.acpi_rsdp or 0, running_boot_params=machine.boot_params))
+            acpi_rsdp=machine.acpi_rsdp or 0, running_boot_params=machine.boot_params,
+            edd=machine.edd))
 
     def finish_segments(self, entry: int, boot_params_addr: int, cmdline_addr: int
                         ) -> Tuple[Tuple[Segment, ...], dict]:

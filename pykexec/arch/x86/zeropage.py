@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Optional, Sequence, Tuple
 
 from pykexec.structs import bootparams as bp
+
+if TYPE_CHECKING:
+    from pykexec.machine import EddFacts
 
 LOADER_TYPE_KEXEC = 0xD0   # kexec's registered boot loader id (0x0D) in the high nibble
 CL_MAGIC = 0xA33F
@@ -34,6 +37,7 @@ class ZeroPageInputs:
     setup_data_head: int = 0
     acpi_rsdp: int = 0
     running_boot_params: Optional[bytes] = None
+    edd: Optional["EddFacts"] = None  # Machine.edd: BIOS disk data for the new kernel
 
 
 def split_e820(entries: Sequence[E820Entry]) -> Tuple[Sequence[E820Entry], Sequence[E820Entry]]:
@@ -82,13 +86,17 @@ def build_zero_page(inputs: ZeroPageInputs) -> bytes:
     table += [dict(addr=0, size=0, type=0)] * (bp.E820_MAX_ENTRIES_ZEROPAGE - len(table))
     params.e820_table = table
     params.e820_entries = len(in_page)
-    # The legacy memory-size fields describe the RAM that holds 1 MiB, if any.
+    # The legacy memory-size fields describe the RAM that runs past 1 MiB, if any. As in
+    # kexec-tools they are counted from the range's *inclusive* end (one KiB less than the
+    # exclusive end gives when that is KiB-aligned), and a range ending at 1 MiB is skipped.
     ext_mem_k = alt_mem_k = 0
     for addr, size, typ in inputs.e820:
-        if typ == bp.E820_RAM and addr <= 0x100000 < addr + size:
-            mem_k = ((addr + size) >> 10) - 1024
+        last = addr + size - 1
+        if typ == bp.E820_RAM and addr <= 0x100000 < last:
+            mem_k = (last >> 10) - 1024
             ext_mem_k, alt_mem_k = min(mem_k, 0xFC00), min(mem_k, 0xFFFFFFFF)
     params.alt_mem_k = alt_mem_k
+    _fill_edd(params, inputs.edd)
 
     out = bytearray(bp.BootParams.build(params))
     struct.pack_into("<H", out, 0x02, ext_mem_k)
@@ -98,3 +106,19 @@ def build_zero_page(inputs: ZeroPageInputs) -> bytes:
 
 def setup_data_item(next_addr: int, typ: int, payload: bytes) -> bytes:
     return bp.SetupDataHeader.build(dict(next=next_addr, type=typ, len=len(payload))) + payload
+
+
+_NO_EDD = dict(device=0, version=0, interface_support=0, legacy_max_cylinder=0,
+               legacy_max_head=0, legacy_sectors_per_track=0,
+               params=bytes(bp.EDD_DEVICE_PARAM_SIZE))
+
+
+def _fill_edd(params, edd: Optional["EddFacts"]) -> None:
+    """eddbuf, edd_mbr_sig_buffer and their counts from the machine's EDD data (kexec-tools
+    passes what /sys/firmware/edd says; the counts stay 0 when there is none)."""
+    entries = list(edd.entries) if edd is not None else []
+    sigs = list(edd.mbr_signatures) if edd is not None else []
+    params.eddbuf = entries + [_NO_EDD] * (bp.EDD_MAX_ENTRIES - len(entries))
+    params.eddbuf_entries = len(entries)
+    params.edd_mbr_sig_buffer = sigs + [0] * (bp.EDD_MBR_SIG_MAX - len(sigs))
+    params.edd_mbr_sig_buf_entries = len(sigs)

@@ -80,7 +80,8 @@ class NormalLoad:
         page = build_zero_page(ZeroPageInputs(
             header_bytes=header_bytes, cmdline_addr=cmdline_addr, cmdline_offset=cmdline_offset,
             e820=self.e820, initrd=initrd, setup_data_head=setup_data,
-            acpi_rsdp=machine.acpi_rsdp or 0, running_boot_params=machine.boot_params))
+            acpi_rsdp=machine.acpi_rsdp or 0, running_boot_params=machine.boot_params,
+            edd=machine.edd))
         if self.efi is not None and self.efi_memmap is not None:
             page = patch_efi_info(page, self.efi, self.efi_memmap)
         return page
