@@ -7,6 +7,7 @@ NT_PRSTATUS count and the VMCOREINFO key=value pairs.
 
 from __future__ import annotations
 
+import io
 import struct
 from typing import BinaryIO, Dict, List
 
@@ -47,8 +48,18 @@ def parse_vmcoreinfo(text: str) -> Dict[str, str]:
     return info
 
 
+HEADERS_READ = 1 << 20     # the ELF header and program headers of any vmcore fit
+
+
 def describe_core(f: BinaryIO) -> dict:
-    elf = ELFFile(f)
+    try:
+        elf = ELFFile(f)
+    except OSError:
+        # /proc/vmcore's size comes from the PT_LOADs; a bogus one (kexec-tools' arm64
+        # kernel-text header with page_offset 0) overflows it and seeking to the end fails.
+        # The headers are at the start: read them from there.
+        f.seek(0)
+        elf = ELFFile(io.BytesIO(f.read(HEADERS_READ)))
     h = elf.header
     phdrs = []
     notes = []
