@@ -178,3 +178,17 @@ def test_core_description_when_the_size_overflowed(core):
     assert vmcore.describe_core(wrapped) == expected
     allowed = [(0, wrapped.headers_end)] + [(p["offset"], p["offset"] + p["filesz"]) for p in notes]
     assert all(any(a <= s and e <= b for a, b in allowed) for s, e in wrapped.reads), wrapped.reads
+
+
+def test_offsets_past_2_63_are_unreadable(core):
+    """A PT_LOAD whose offset overflowed (after a bogus one) cannot be read: counted apart."""
+    path, records = core
+    with open(path, "rb") as f:
+        phdrs = vmcore.describe_core(f)["phdrs"]
+    high = [dict(p) for p in phdrs]
+    for p in high:
+        if p["type"] == "PT_LOAD" and p["paddr"] == 0x1000 * PAGE:
+            p["offset"] += 1 << 63
+    with open(path, "rb") as f:
+        s = pattern.check_pattern(f.fileno(), high, TAG, records)
+    assert (s["checked"], s["matched"], s["unreadable"], s["missing"]) == (12, 12, 12, 0)
