@@ -24,7 +24,6 @@ Debian's `makedumpfile -d 31` and `--dump-dmesg` on the dump it wrote.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import gzip
 import hashlib
@@ -32,7 +31,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass

@@ -209,15 +209,21 @@ class Fdt:
         return None if v is None else decode_cells(v, count)
 
     def set(self, path: str, prop: str, value: Value) -> None:
-        """Set (add or replace; a replaced property keeps its place) `prop` of node `path`."""
-        self.node(path).properties[prop] = encode(value)
+        """Set `prop` of node `path`: a replaced property keeps its place, a new one goes
+        first, as libfdt's fdt_setprop puts it (so our edits order a tree as kexec-tools')."""
+        node = self.node(path)
+        if prop in node.properties:
+            node.properties[prop] = encode(value)
+        else:
+            node.properties = {prop: encode(value), **node.properties}
 
     def delete(self, path: str, prop: str) -> bool:
         """Remove `prop` from node `path`; whether it was there."""
         return self.node(path).properties.pop(prop, None) is not None
 
     def add_node(self, path: str) -> Node:
-        """The node at `path`, created (as the last child of its parent) if missing."""
+        """The node at `path`, created if missing: as the first child of its parent, where
+        libfdt's fdt_add_subnode puts it."""
         parts = _split(path)
         if not parts:
             return self.root
@@ -226,7 +232,7 @@ class Fdt:
         if existing is not None:
             return existing
         new = Node(parts[-1])
-        parent.children.append(new)
+        parent.children.insert(0, new)
         return new
 
     def delete_node(self, path: str) -> bool:
