@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from tests.bed import i386guest
+from tests.bed import i386guest, oracle
 from tests.bed import initramfs as generic_initramfs
 from tests.bed import qemu as generic_qemu
 from tests.bed.kernels import (BedError, Kernel, cache_lock, cache_root, package_version,
@@ -66,6 +66,7 @@ NEEDED_ROOTS = ("sbin/kexec", "sbin/vmcore-dmesg", "usr/bin/makedumpfile", "usr/
 # virtio and virtio_ring are built in (CONFIG_VIRTIO=y); QEMU virt's 9p device is virtio-pci.
 MODULES = tuple((n, d) for n, d in generic_initramfs.MODULES if n not in ("virtio", "virtio_ring"))
 
+CROSS_CC = "aarch64-linux-gnu-gcc"      # builds the recording shim for the guests
 GUEST_PYTHON = "/usr/bin/python3.11"
 KEXEC = ["/sbin/kexec"]
 CAPTURE_APPEND = "console=ttyAMA0 nr_cpus=1 reset_devices panic=1"
@@ -376,13 +377,15 @@ def take_arm64_snapshot(machine: Arm64Machine, dest: Path, timeout: float = 600)
              f"{_FIRMWARE[machine.firmware]}, Debian kernel {kernel.release}, KASLR on; "
              f"{machine.memory_mib} MiB, {machine.cpus} CPU(s), {machine.crashkernel}. "
              f"Exercises {machine.exercises}. sys/firmware/fdt is the machine's "
-             f"/sys/firmware/fdt; kexec-tools/ holds Debian's kexec-tools:arm64 `kexec -p -d` "
-             f"of the bed's kernel and initramfs in this guest.")
+             f"/sys/firmware/fdt; oracle/ holds Debian's kexec-tools:arm64 `kexec -d -p` of the "
+             f"bed's kernel and initramfs in this guest: kexec-p-d.json a real load, shim/ the "
+             f"same under the recording shim (every segment's bytes, getrandom fixed).")
     cfg = cycle_config(loader_argv=None, memory_mib=machine.memory_mib, cpus=machine.cpus,
                        cmdline_extra=machine.crashkernel, take_snapshot=True,
                        snapshot_notes=notes, name=f"snap-{machine.name}", kernel=kernel,
                        firmware=machine.firmware, timeout=timeout,
-                       guest_config={"record_kexec_argv": kexec_argv(kernel, initrd, debug=True)})
+                       guest_config={"record_kexec_argv": kexec_argv(kernel, initrd, debug=True),
+                                     "record_shim": guest_path(oracle.shim_library(cc=CROSS_CC))})
     res, _ = run_arm64_cycle(cfg)
     if res.snapshot is None:
         raise BedError(f"{machine.name}: no snapshot taken\n{res.describe()}")
@@ -391,7 +394,22 @@ def take_arm64_snapshot(machine: Arm64Machine, dest: Path, timeout: float = 600)
     if dest.exists():
         shutil.rmtree(dest)
     shutil.copytree(res.snapshot, dest)
+    trim_shim_record(dest / "oracle" / "shim")
     return res
+
+
+SEGMENT_KEEP = 1 << 20
+
+
+def trim_shim_record(folder: Path) -> None:
+    """Replace the recorded segments over SEGMENT_KEEP bytes (the kernel, the initrd: not
+    for the repository) by their SHA-256 in `<file>.sha256`; the DTB, purgatory and core
+    header stay."""
+    for blob in sorted(folder.glob("c*-seg*.bin")):
+        if blob.stat().st_size > SEGMENT_KEEP:
+            digest = hashlib.sha256(blob.read_bytes()).hexdigest()
+            blob.with_name(blob.name + ".sha256").write_text(f"{digest}  {blob.name}\n")
+            blob.unlink()
 
 
 def take_arm64_snapshots_main(argv: Sequence[str]) -> int:

@@ -5,7 +5,10 @@ pattern, panic), and for a snapshot two more records in its folder:
   gives it (pykexec.snapshot does not copy it yet);
 - oracle/kexec-p-d.json: Debian's kexec-tools:arm64 run on this machine with the argv of
   config.json's `record_kexec_argv` (a `kexec -p -d ...`): exit status, stdout, stderr (the
-  segments), then unloaded again.
+  segments), then unloaded again;
+- oracle/shim/: the same command under the recording shim (tests/bed/shim, built for
+  aarch64; config.json's `record_shim`), which loads nothing but keeps every segment's
+  bytes (the DTB kexec-tools passes among them) and fixes getrandom's bytes.
 """
 
 import json
@@ -20,12 +23,21 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "guest"))
 import stage1  # noqa: E402
 
 
-def record_machine(results, snapshot, kexec_argv):
+def record_machine(results, snapshot, kexec_argv, shim=None):
     fdt = os.path.join(snapshot, "sys", "firmware", "fdt")
     os.makedirs(os.path.dirname(fdt), exist_ok=True)
     shutil.copyfile("/sys/firmware/fdt", fdt)
     if not kexec_argv:
         return
+    if shim:
+        out = os.path.join(snapshot, "oracle", "shim")
+        os.makedirs(out)
+        env = dict(os.environ, LD_PRELOAD=shim, PYKEXEC_SHIM_OUT=out)
+        proc = subprocess.run(kexec_argv, capture_output=True, timeout=300, env=env)
+        with open(os.path.join(out, "kexec.json"), "w") as f:
+            json.dump({"argv": kexec_argv, "exit": proc.returncode,
+                       "stderr": proc.stderr.decode("utf-8", "replace")}, f, indent=1)
+            f.write("\n")
     proc = subprocess.run(kexec_argv, capture_output=True, timeout=300)
     record = {"argv": kexec_argv, "exit": proc.returncode,
               "stdout": proc.stdout.decode("utf-8", "replace"),
@@ -45,7 +57,7 @@ def main(results):
     snapshot = os.path.join(results, "snapshot")
     if rc == 0 and cfg.get("take_snapshot") and os.path.isdir(snapshot):
         try:
-            record_machine(results, snapshot, cfg.get("record_kexec_argv"))
+            record_machine(results, snapshot, cfg.get("record_kexec_argv"), cfg.get("record_shim"))
         except Exception as e:
             with open(os.path.join(results, "stage1-arm64-error.txt"), "w") as f:
                 f.write(f"{type(e).__name__}: {e}\n")
