@@ -180,11 +180,13 @@ def cache_dir() -> Path:
     return Path(bed) / "shim"
 
 
-def shim_library(m32: bool = False) -> Path:
-    """Build (once per source version) and return the path of the LD_PRELOAD library."""
+def shim_library(m32: bool = False, cc: str = "gcc") -> Path:
+    """Build (once per source version) and return the path of the LD_PRELOAD library;
+    `cc` another architecture's compiler (aarch64-linux-gnu-gcc for the arm64 guests)."""
     source = SHIM_SOURCE.read_bytes()
     flags = ["-m32"] if m32 else []
-    key = hashlib.sha256(source + repr(flags).encode()).hexdigest()[:16]
+    key = hashlib.sha256(source + repr(flags).encode()
+                         + (cc.encode() if cc != "gcc" else b"")).hexdigest()[:16]
     out = cache_dir() / key / ("kexec_shim32.so" if m32 else "kexec_shim.so")
     if out.exists():
         return out
@@ -192,7 +194,7 @@ def shim_library(m32: bool = False) -> Path:
     fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".so.tmp")
     os.close(fd)
     try:
-        subprocess.run(["gcc", *flags, "-shared", "-fPIC", "-O2", "-Wall", "-o", tmp,
+        subprocess.run([cc, *flags, "-shared", "-fPIC", "-O2", "-Wall", "-o", tmp,
                         str(SHIM_SOURCE), "-ldl"], check=True, capture_output=True, text=True)
         os.replace(tmp, out)   # atomic: concurrent builders never see a half-written library
     except subprocess.CalledProcessError as e:

@@ -32,7 +32,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from tests.bed.initramfs import GUEST_DIR, get_initramfs
 from tests.bed.kernels import BedError, Kernel, cache_root, get_kernel
@@ -84,6 +84,10 @@ class CycleConfig:
     qemu_extra: Sequence[str] = ()
     qemu: Optional[str] = None              # QEMU binary; default QEMU (another arch's guests)
     initramfs: Optional[Path] = None        # default: get_initramfs(kernel)
+    # Another architecture's QEMU command line: called as qemu_argv(cfg, kernel, initrd,
+    # results) is; default qemu_argv (x86 PC).
+    argv_builder: Optional[Callable[..., List[str]]] = None
+    guest_config: Dict[str, object] = field(default_factory=dict)  # more keys for config.json
     # A fixed crash region (crashkernel=256M@16M) is not reserved when KASLR happened to
     # put the first kernel there (about 1 boot in 3 with 1 GiB): boot again, up to this
     # many times in all. Only such boots are retried, nothing else.
@@ -380,13 +384,14 @@ def _boot_once(cfg: CycleConfig, kernel: Kernel, initrd: Path, run_dir: Path,
         "pattern_mib": cfg.pattern_mib,
         "require_crash_region": "crashkernel=" in cfg.cmdline_extra,
         "keep_vmcore": cfg.keep_vmcore,
+        **cfg.guest_config,
     }, indent=1))
     (results / "config.sh").write_text(_config_sh({
         "BED_PYTHON": sys.executable, "BED_GUEST": str(GUEST_DIR),
         # the repository, so pykexec imports in the guest even if not installed there
         "BED_PYTHONPATH": str(REPO_ROOT),
         "BED_TMP_KEEP": " ".join(tmp_keep)}))
-    argv = qemu_argv(cfg, kernel, initrd, results)
+    argv = (cfg.argv_builder or qemu_argv)(cfg, kernel, initrd, results)
     (run_dir / "qemu-argv.txt").write_text(shlex.join(argv) + "\n")
     res = CycleResult(config=cfg, run_dir=run_dir, serial_log=run_dir / "serial.log",
                       qemu_argv=argv)

@@ -139,3 +139,56 @@ def test_translate_needs_the_whole_page():
 def test_pages_differ_by_index():
     assert pattern.page_bytes(TAG, 1) != pattern.page_bytes(TAG, 2)
     assert len(pattern.page_bytes(TAG, 7)) == PAGE
+
+
+class OverflowedVmcore:
+    """/proc/vmcore as kexec-tools' arm64 header leaves it: the size overflowed (seeking to
+    the end fails), and reading old memory beyond the program headers is forbidden."""
+
+    def __init__(self, path, headers_end):
+        self.f, self.headers_end, self.reads = open(path, "rb"), headers_end, []
+
+    def seek(self, offset, whence=0):
+        if whence == os.SEEK_END:
+            raise OSError(22, "Invalid argument")
+        return self.f.seek(offset, whence)
+
+    def tell(self):
+        return self.f.tell()
+
+    def read(self, n=-1):
+        start = self.f.tell()
+        data = self.f.read(n)
+        self.reads.append((start, start + len(data)))
+        return data
+
+    def fileno(self):
+        return self.f.fileno()
+
+
+def test_core_description_when_the_size_overflowed(core):
+    path, _ = core
+    with open(path, "rb") as f:
+        expected = vmcore.describe_core(f)
+    head = open(path, "rb").read(64)
+    phoff, = struct.unpack_from("<Q", head, 32)
+    phentsize, phnum = struct.unpack_from("<HH", head, 54)
+    notes = [p for p in expected["phdrs"] if p["type"] == "PT_NOTE"]
+    wrapped = OverflowedVmcore(path, phoff + phnum * phentsize)
+    assert vmcore.describe_core(wrapped) == expected
+    allowed = [(0, wrapped.headers_end)] + [(p["offset"], p["offset"] + p["filesz"]) for p in notes]
+    assert all(any(a <= s and e <= b for a, b in allowed) for s, e in wrapped.reads), wrapped.reads
+
+
+def test_offsets_past_2_63_are_unreadable(core):
+    """A PT_LOAD whose offset overflowed (after a bogus one) cannot be read: counted apart."""
+    path, records = core
+    with open(path, "rb") as f:
+        phdrs = vmcore.describe_core(f)["phdrs"]
+    high = [dict(p) for p in phdrs]
+    for p in high:
+        if p["type"] == "PT_LOAD" and p["paddr"] == 0x1000 * PAGE:
+            p["offset"] += 1 << 63
+    with open(path, "rb") as f:
+        s = pattern.check_pattern(f.fileno(), high, TAG, records)
+    assert (s["checked"], s["matched"], s["unreadable"], s["missing"]) == (12, 12, 12, 0)

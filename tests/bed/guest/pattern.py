@@ -126,11 +126,12 @@ def check_pattern(fd: int, phdrs: Iterable[dict], tag: bytes,
     """Compare every recorded page with its copy in the core file open as `fd`.
 
     Returns counts: recorded, checked (pages found in a PT_LOAD), matched, mismatched,
-    missing (no PFN recorded, or PFN not covered by any PT_LOAD), and up to 5 examples.
+    missing (no PFN recorded, or PFN not covered by any PT_LOAD), unreadable (covered, but
+    the core file cannot be read at that offset), and up to 5 examples.
     """
     ranges = load_ranges(phdrs)
     stats = {"recorded": len(records), "checked": 0, "matched": 0, "mismatched": 0,
-             "missing": 0, "shift": shift, "examples": []}
+             "missing": 0, "unreadable": 0, "shift": shift, "examples": []}
     t0 = time.monotonic()
     for index, pfn in sorted(records, key=lambda r: r[1]):
         if pfn == 0:
@@ -140,7 +141,12 @@ def check_pattern(fd: int, phdrs: Iterable[dict], tag: bytes,
         if off is None:
             stats["missing"] += 1
             continue
-        data = os.pread(fd, PAGE, off)
+        try:
+            data = os.pread(fd, PAGE, off)
+        except (OverflowError, OSError):
+            # an offset past 2**63: /proc/vmcore's offsets overflowed (a bogus PT_LOAD before)
+            stats["unreadable"] += 1
+            continue
         stats["checked"] += 1
         if data == page_bytes(tag, index):
             stats["matched"] += 1

@@ -59,6 +59,7 @@ def main(results):
         out["vmcore_size"] = os.stat(VMCORE).st_size
         with open(VMCORE, "rb") as f:
             core = vmcore.describe_core(f)
+            out.update(core)      # kept even if the pattern check fails
             out["times"]["headers"] = round(time.monotonic() - t0, 3)
             rec_path = os.path.join(results, "pattern.txt")
             if os.path.exists(rec_path):
@@ -68,7 +69,6 @@ def main(results):
                     f.fileno(), core["phdrs"], tag, records, shift=1)
             else:
                 out["errors"].append("no pattern.txt from stage 1")
-        out.update(core)
     except Exception:
         out["errors"].append(traceback.format_exc())
     out["times"]["checks"] = round(time.monotonic() - t0, 3)

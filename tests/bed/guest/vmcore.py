@@ -7,10 +7,12 @@ NT_PRSTATUS count and the VMCOREINFO key=value pairs.
 
 from __future__ import annotations
 
+import io
 import struct
 from typing import BinaryIO, Dict, List
 
 from elftools.elf.elffile import ELFFile
+from elftools.elf.structs import ELFStructs
 
 NT_PRSTATUS = 1
 
@@ -47,8 +49,28 @@ def parse_vmcoreinfo(text: str) -> Dict[str, str]:
     return info
 
 
+def _headers_only(f: BinaryIO) -> ELFFile:
+    """An ELFFile of just the ELF header and program headers at the start of `f`.
+
+    /proc/vmcore's size is the end of its last PT_LOAD; a bogus one (kexec-tools' arm64
+    kernel-text header with page_offset 0) overflows it, so the seek to the end that
+    ELFFile makes fails. Nothing past the program headers may be read to get round it:
+    the bytes there are old memory, and a bogus range may be no memory at all.
+    """
+    f.seek(0)
+    ident = f.read(16)
+    structs = ELFStructs(little_endian=ident[5] == 1, elfclass=64 if ident[4] == 2 else 32)
+    structs.create_basic_structs()
+    ehdr = structs.Elf_Ehdr.parse(ident + f.read(structs.Elf_Ehdr.sizeof() - 16))
+    f.seek(0)
+    return ELFFile(io.BytesIO(f.read(ehdr.e_phoff + ehdr.e_phnum * ehdr.e_phentsize)))
+
+
 def describe_core(f: BinaryIO) -> dict:
-    elf = ELFFile(f)
+    try:
+        elf = ELFFile(f)
+    except OSError:
+        elf = _headers_only(f)
     h = elf.header
     phdrs = []
     notes = []

@@ -1,0 +1,349 @@
+"""Flattened device tree (FDT, "DTB"): read, edit and write, declared with construct.
+
+The format is the devicetree specification's (v0.4, chapter 5), all big endian:
+
+    header (40 bytes)          magic 0xd00dfeed, sizes and offsets of the three blocks
+    memory reservation map     (address, size) u64 pairs ending with (0, 0), 8-byte aligned
+    structure block            u32 tokens: BEGIN_NODE name, PROP len nameoff value,
+                               END_NODE, NOP, END; names and values padded to 4 bytes
+    strings block              the property names, NUL-terminated, shared by offset
+
+`Fdt.parse` gives a tree of `Node`s (properties in file order, as bytes); the editing API
+works on paths ("/chosen", "/memory@40000000"); `Fdt.pack` writes version 17 with the
+blocks in dtc's order and alignment and the strings block built as dtc builds it (a name
+reuses any earlier NUL-terminated occurrence, also as a suffix), so a tree read from
+dtc's output packs back to the same bytes. Why our own code: PyPI's `fdt` is unmaintained
+since 2022 and `pylibfdt` needs swig to build; the format is small enough for a
+declaration like the project's other layouts.
+"""
+
+from __future__ import annotations
+
+import io
+
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+
+from construct import (Aligned, Bytes, Const, CString, ConstructError, GreedyRange, Int32ub,
+                       Int64ub, Pass, Struct, Switch, this)
+
+FDT_MAGIC = 0xD00DFEED
+FDT_VERSION = 17
+FDT_LAST_COMP_VERSION = 16
+FDT_BEGIN_NODE = 1
+FDT_END_NODE = 2
+FDT_PROP = 3
+FDT_NOP = 4
+FDT_END = 9
+
+FdtHeader = Struct(
+    "magic" / Const(FDT_MAGIC, Int32ub),
+    "totalsize" / Int32ub,
+    "off_dt_struct" / Int32ub,
+    "off_dt_strings" / Int32ub,
+    "off_mem_rsvmap" / Int32ub,
+    "version" / Int32ub,
+    "last_comp_version" / Int32ub,
+    "boot_cpuid_phys" / Int32ub,        # version >= 2
+    "size_dt_strings" / Int32ub,        # version >= 3
+    "size_dt_struct" / Int32ub,         # version >= 17
+)
+HEADER_SIZE = FdtHeader.sizeof()
+ReserveEntry = Struct("address" / Int64ub, "size" / Int64ub)
+
+# One token of the structure block with its payload; every token starts 4-byte aligned.
+Token = Struct(
+    "token" / Int32ub,
+    "body" / Switch(this.token, {
+        FDT_BEGIN_NODE: Struct("name" / Aligned(4, CString("utf8"))),
+        FDT_PROP: Struct("len" / Int32ub, "nameoff" / Int32ub,
+                         "value" / Aligned(4, Bytes(this.len))),
+    }, default=Pass),
+)
+
+RSVMAP_ALIGN = 8
+STRUCT_ALIGN = 4
+
+Value = Union[bytes, str, int, Sequence[int]]
+
+
+class FdtError(ValueError):
+    """A device tree that cannot be read, or an edit that cannot be made (one line)."""
+
+
+@dataclass
+class Node:
+    name: str                                            # "" for the root, "cpu@0"
+    properties: Dict[str, bytes] = field(default_factory=dict)
+    children: List["Node"] = field(default_factory=list)
+
+    def child(self, name: str) -> Optional["Node"]:
+        """The child called `name`; without a unit address, the one child whose name
+        before "@" is `name` (libfdt's rule)."""
+        for c in self.children:
+            if c.name == name:
+                return c
+        if "@" not in name:
+            found = [c for c in self.children if c.name.split("@", 1)[0] == name]
+            if len(found) == 1:
+                return found[0]
+        return None
+
+    def walk(self, path: str = "") -> Iterator[Tuple[str, "Node"]]:
+        """(path, node) for this node and every descendant, depth first, in file order."""
+        here = path or "/"
+        yield here, self
+        for c in self.children:
+            yield from c.walk(f"{path}/{c.name}")
+
+
+def encode(value: Value) -> bytes:
+    """A property value: bytes as is, a str NUL-terminated, ints as 32-bit cells."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode() + b"\0"
+    if isinstance(value, int):
+        value = [value]
+    return b"".join(Int32ub.build(v) for v in value)
+
+
+def cells(values: Iterable[int], count: int) -> bytes:
+    """Numbers of `count` 32-bit cells each (an address or size with #address-cells = 2)."""
+    out = b""
+    for v in values:
+        if v < 0 or v >> (32 * count):
+            raise FdtError(f"{v:#x} does not fit in {count} cell(s)")
+        out += v.to_bytes(4 * count, "big")
+    return out
+
+
+def decode_cells(data: bytes, count: int) -> List[int]:
+    """The numbers of a property made of `count`-cell values."""
+    size = 4 * count
+    if count <= 0 or len(data) % size:
+        raise FdtError(f"{len(data)} bytes are not a whole number of {count}-cell values")
+    return [int.from_bytes(data[i:i + size], "big") for i in range(0, len(data), size)]
+
+
+def _split(path: str) -> List[str]:
+    if not path.startswith("/"):
+        raise FdtError(f"node path {path!r} does not start with /")
+    return [p for p in path.split("/") if p]
+
+
+@dataclass
+class Fdt:
+    root: Node = field(default_factory=lambda: Node(""))
+    reserved: List[Tuple[int, int]] = field(default_factory=list)   # /memreserve/ entries
+    boot_cpuid_phys: int = 0
+
+    # --- reading --------------------------------------------------------------------------
+
+    @classmethod
+    def parse(cls, data: bytes, name: str = "device tree") -> "Fdt":
+        """Read a DTB (version 16 or later; `name` names it in errors)."""
+        try:
+            head = FdtHeader.parse(data)
+        except ConstructError:
+            raise FdtError(f"{name}: not a flattened device tree (no 0xd00dfeed header)") from None
+        if head.last_comp_version > FDT_VERSION or head.version < FDT_LAST_COMP_VERSION:
+            raise FdtError(f"{name}: device tree version {head.version} (compatible with "
+                           f"{head.last_comp_version}) is not supported")
+        if head.totalsize > len(data):
+            raise FdtError(f"{name}: header says {head.totalsize} bytes, the file has {len(data)}")
+        struct_size = head.size_dt_struct if head.version >= 17 else head.totalsize - head.off_dt_struct
+        for what, off, size in (("structure block", head.off_dt_struct, struct_size),
+                                ("strings block", head.off_dt_strings, head.size_dt_strings)):
+            if off < HEADER_SIZE or off + size > head.totalsize:
+                raise FdtError(f"{name}: {what} {off:#x}+{size:#x} lies outside the "
+                               f"{head.totalsize:#x} bytes of the tree")
+        fdt = cls(boot_cpuid_phys=head.boot_cpuid_phys)
+        off = head.off_mem_rsvmap
+        while True:
+            if off + ReserveEntry.sizeof() > head.totalsize:
+                raise FdtError(f"{name}: the memory reservation map has no end entry")
+            entry = ReserveEntry.parse(data[off:off + ReserveEntry.sizeof()])
+            off += ReserveEntry.sizeof()
+            if entry.address == 0 and entry.size == 0:
+                break
+            fdt.reserved.append((entry.address, entry.size))
+        strings = data[head.off_dt_strings:head.off_dt_strings + head.size_dt_strings]
+        block = data[head.off_dt_struct:head.off_dt_struct + struct_size]
+        fdt.root = _read_structure(block, strings, name)
+        return fdt
+
+    # --- editing --------------------------------------------------------------------------
+
+    def node(self, path: str) -> Node:
+        """The node at `path`; FdtError if there is none."""
+        n = self.root
+        for part in _split(path):
+            nxt = n.child(part)
+            if nxt is None:
+                raise FdtError(f"device tree has no node {path}")
+            n = nxt
+        return n
+
+    def find(self, path: str) -> Optional[Node]:
+        try:
+            return self.node(path)
+        except FdtError:
+            return None
+
+    def get(self, path: str, prop: str) -> Optional[bytes]:
+        """The value of property `prop` of node `path`, None if absent (node or property)."""
+        n = self.find(path)
+        return None if n is None else n.properties.get(prop)
+
+    def get_string(self, path: str, prop: str) -> Optional[str]:
+        v = self.get(path, prop)
+        if v is None:
+            return None
+        if not v.endswith(b"\0"):
+            raise FdtError(f"{path}:{prop} is not a NUL-terminated string")
+        return v[:-1].decode("utf-8", "replace")
+
+    def get_cells(self, path: str, prop: str, count: int = 1) -> Optional[List[int]]:
+        v = self.get(path, prop)
+        return None if v is None else decode_cells(v, count)
+
+    def set(self, path: str, prop: str, value: Value) -> None:
+        """Set `prop` of node `path`: a replaced property keeps its place, a new one goes
+        first, as libfdt's fdt_setprop puts it (so our edits order a tree as kexec-tools')."""
+        node = self.node(path)
+        if prop in node.properties:
+            node.properties[prop] = encode(value)
+        else:
+            node.properties = {prop: encode(value), **node.properties}
+
+    def delete(self, path: str, prop: str) -> bool:
+        """Remove `prop` from node `path`; whether it was there."""
+        return self.node(path).properties.pop(prop, None) is not None
+
+    def add_node(self, path: str) -> Node:
+        """The node at `path`, created if missing: as the first child of its parent, where
+        libfdt's fdt_add_subnode puts it."""
+        parts = _split(path)
+        if not parts:
+            return self.root
+        parent = self.node("/" + "/".join(parts[:-1]))
+        existing = next((c for c in parent.children if c.name == parts[-1]), None)
+        if existing is not None:
+            return existing
+        new = Node(parts[-1])
+        parent.children.insert(0, new)
+        return new
+
+    def delete_node(self, path: str) -> bool:
+        parts = _split(path)
+        if not parts:
+            raise FdtError("cannot delete the root node")
+        parent = self.find("/" + "/".join(parts[:-1]))
+        target = parent.child(parts[-1]) if parent else None
+        if target is None:
+            return False
+        parent.children.remove(target)
+        return True
+
+    def root_cells(self) -> Tuple[int, int]:
+        """The root's (#address-cells, #size-cells), with the specification's defaults (2, 1)."""
+        a = self.get_cells("/", "#address-cells")
+        s = self.get_cells("/", "#size-cells")
+        return (a[0] if a else 2, s[0] if s else 1)
+
+    # --- writing --------------------------------------------------------------------------
+
+    def pack(self, pad: int = 0) -> bytes:
+        """The DTB: version 17, blocks in dtc's order, `pad` free bytes at the end."""
+        strings = bytearray()
+        offsets: Dict[str, int] = {}
+
+        def nameoff(prop: str) -> int:
+            if prop not in offsets:
+                key = prop.encode() + b"\0"
+                at = bytes(strings).find(key)
+                if at < 0:
+                    at = len(strings)
+                    strings.extend(key)
+                offsets[prop] = at
+            return offsets[prop]
+
+        tokens = []
+
+        def emit(n: Node) -> None:
+            tokens.append(dict(token=FDT_BEGIN_NODE, body=dict(name=n.name)))
+            for prop, value in n.properties.items():
+                tokens.append(dict(token=FDT_PROP, body=dict(len=len(value), nameoff=nameoff(prop),
+                                                            value=value)))
+            for c in n.children:
+                emit(c)
+            tokens.append(dict(token=FDT_END_NODE, body=None))
+
+        emit(self.root)
+        tokens.append(dict(token=FDT_END, body=None))
+        structure = GreedyRange(Token).build(tokens)
+        rsvmap = b"".join(ReserveEntry.build(dict(address=a, size=s))
+                          for a, s in [*self.reserved, (0, 0)])
+        off_rsvmap = _align(HEADER_SIZE, RSVMAP_ALIGN)
+        off_struct = _align(off_rsvmap + len(rsvmap), STRUCT_ALIGN)
+        off_strings = off_struct + len(structure)
+        total = off_strings + len(strings) + pad
+        header = FdtHeader.build(dict(
+            totalsize=total, off_dt_struct=off_struct, off_dt_strings=off_strings,
+            off_mem_rsvmap=off_rsvmap, version=FDT_VERSION,
+            last_comp_version=FDT_LAST_COMP_VERSION, boot_cpuid_phys=self.boot_cpuid_phys,
+            size_dt_strings=len(strings), size_dt_struct=len(structure)))
+        out = bytearray(total)
+        out[:HEADER_SIZE] = header
+        out[off_rsvmap:off_rsvmap + len(rsvmap)] = rsvmap
+        out[off_struct:off_strings] = structure
+        out[off_strings:off_strings + len(strings)] = strings
+        return bytes(out)
+
+
+def _align(value: int, to: int) -> int:
+    return -(-value // to) * to
+
+
+def _read_structure(block: bytes, strings: bytes, name: str) -> Node:
+    """The node tree of a structure block (NOPs skipped; one root; ends with FDT_END)."""
+    stack: List[Node] = []
+    root: Optional[Node] = None
+    stream = io.BytesIO(block)
+    while True:
+        start = stream.tell()
+        if start + 4 > len(block):
+            raise FdtError(f"{name}: the structure block ends without FDT_END")
+        try:
+            tok = Token.parse_stream(stream)
+        except (ConstructError, UnicodeDecodeError):
+            raise FdtError(f"{name}: bad token at structure offset {start:#x}") from None
+        if tok.token == FDT_BEGIN_NODE:
+            node = Node(tok.body.name)
+            if stack:
+                stack[-1].children.append(node)
+            elif root is None:
+                root = node
+            else:
+                raise FdtError(f"{name}: a second root node at structure offset {start:#x}")
+            stack.append(node)
+        elif tok.token == FDT_PROP:
+            if not stack:
+                raise FdtError(f"{name}: a property outside any node at structure offset {start:#x}")
+            end = strings.find(b"\0", tok.body.nameoff)
+            if tok.body.nameoff >= len(strings) or end < 0:
+                raise FdtError(f"{name}: property name offset {tok.body.nameoff:#x} lies outside "
+                               f"the strings block")
+            stack[-1].properties[strings[tok.body.nameoff:end].decode("utf-8", "replace")] = \
+                bytes(tok.body.value)
+        elif tok.token == FDT_END_NODE:
+            if not stack:
+                raise FdtError(f"{name}: FDT_END_NODE without a node at structure offset {start:#x}")
+            stack.pop()
+        elif tok.token == FDT_END:
+            if stack or root is None:
+                raise FdtError(f"{name}: FDT_END inside an open node")
+            return root
+        elif tok.token != FDT_NOP:
+            raise FdtError(f"{name}: unknown token {tok.token:#x} at structure offset {start:#x}")

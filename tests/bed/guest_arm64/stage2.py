@@ -1,0 +1,51 @@
+"""arm64 stage 2: the generic checks (tests/bed/guest/stage2.py: vmcore headers and
+notes, the pattern page by page, Debian's vmcore-dmesg), then Debian's makedumpfile:arm64:
+`makedumpfile -d 31 /proc/vmcore DUMP` and `makedumpfile --dump-dmesg DUMP DMESG`, written
+to RESULTS_DIR/makedumpfile.json (the dump itself is deleted: only its size is kept).
+"""
+
+import json
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "guest"))
+
+import stage2  # noqa: E402
+
+MAKEDUMPFILE = "/usr/bin/makedumpfile"
+
+
+def dump_checks(results):
+    dump = os.path.join(results, "dump.d31")
+    log = os.path.join(results, "dump-dmesg.txt")
+    out = {}
+    made = stage2.run([MAKEDUMPFILE, "-d", "31", "/proc/vmcore", dump], timeout=600)
+    out["dump_exit"], out["dump_stderr"] = made["exit"], made["stdout"] + made["stderr"]
+    if os.path.exists(dump):
+        out["dump_size"] = os.path.getsize(dump)
+        shown = stage2.run([MAKEDUMPFILE, "--dump-dmesg", dump, log], timeout=300)
+        out["dmesg_exit"], out["dmesg_stderr"] = shown["exit"], shown["stdout"] + shown["stderr"]
+        if os.path.exists(log):
+            with open(log, errors="replace") as f:
+                out["dmesg"] = f.read()
+            os.unlink(log)
+        os.unlink(dump)
+    return out
+
+
+def main(results):
+    rc = stage2.main(results)
+    try:
+        out = dump_checks(results)
+    except Exception as e:
+        out = {"error": f"{type(e).__name__}: {e}"}
+    with open(os.path.join(results, "makedumpfile.json"), "w") as f:
+        json.dump(out, f, indent=1)
+    print(f"BED: makedumpfile -d 31 exit {out.get('dump_exit')}, --dump-dmesg exit "
+          f"{out.get('dmesg_exit')}", flush=True)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

@@ -1,0 +1,158 @@
+"""pykexec.arch.arm64.image: the arm64 Image header, Image.gz and EFI zboot.
+
+On Debian's real arm64 kernel (the bed's download, tests/bed/arm64guest.py; `file` as an
+oracle for its flags) and on synthetic files built here with struct at the offsets of
+Documentation/arch/arm64/booting.rst and the kernel's zboot-header.S.
+"""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import struct
+import subprocess
+
+import pytest
+
+from pykexec.arch.arm64.image import ImageError, gunzip_image, kind, parse_image, parse_zboot
+from tests.conftest import require
+
+
+@pytest.fixture(scope="module")
+def debian_image() -> bytes:
+    from tests.bed import arm64guest
+    from tests.bed.kernels import BedError
+    try:
+        kernel = arm64guest.cached_kernel()
+    except BedError as e:
+        require(False, f"Debian's arm64 kernel is not available: {e}")
+    return kernel.bzimage.read_bytes(), kernel.bzimage
+
+
+def image_header(text_offset=0, image_size=0x2010000, flags=0xA, pe_offset=0, code0=0x14000000):
+    """64 bytes: code0, code1, text_offset, image_size, flags, res2-4, "ARM\\x64", res5."""
+    return struct.pack("<IIQQQQQQ4sI", code0, 0, text_offset, image_size, flags, 0, 0, 0,
+                       b"ARM\x64", pe_offset)
+
+
+def pe_header(machine=0xAA64, cert=(0, 0)):
+    """PE signature, COFF header and a PE32+ optional header with 16 data directories."""
+    opt = bytearray(112 + 16 * 8)
+    struct.pack_into("<H", opt, 0, 0x20B)
+    struct.pack_into("<I", opt, 108, 16)
+    struct.pack_into("<II", opt, 112 + 4 * 8, *cert)
+    return b"PE\0\0" + struct.pack("<HHIIIHH", machine, 1, 0, 0, 0, len(opt), 0x206) + bytes(opt)
+
+
+def efi_image(body_size=0x4000, cert_size=0, machine=0xAA64, image_size=0x10000):
+    head = bytearray(image_header(image_size=image_size, pe_offset=0x40, code0=0x5A4D | 0x91 << 24))
+    pe = pe_header(machine, (0x40 + len(pe_header()) + body_size, cert_size) if cert_size else (0, 0))
+    return bytes(head) + pe + bytes(body_size) + b"\x30" * cert_size
+
+
+# --- Debian's Image ----------------------------------------------------------------------------
+
+def test_debian_image(debian_image):
+    data, path = debian_image
+    img = parse_image(data, str(path))
+    assert kind(data) == "image" and data[:2] == b"MZ"
+    assert img.text_offset == 0 and not img.legacy
+    assert img.image_size >= img.file_size and img.image_size % 0x10000 == 0
+    assert (img.big_endian, img.page_size, img.place_anywhere) == (False, 4096, True)
+    require(shutil.which("file"), "file(1) is missing")
+    described = subprocess.run(["file", "-b", str(path)], capture_output=True, text=True).stdout
+    assert "ARM64 boot executable Image, little-endian, 4K pages" in described
+    # signed: the certificate table (Authenticode) is the file's tail
+    assert img.pe.machine == 0xAA64 and img.signed
+    assert img.pe.certificate_offset + img.pe.certificate_size == len(data)
+    assert img.unsigned_size == img.pe.certificate_offset
+    assert data[img.pe.certificate_offset + 4:img.pe.certificate_offset + 8] == \
+        b"\x00\x02\x02\x00"   # WIN_CERTIFICATE: revision 0x0200, type PKCS_SIGNED_DATA
+
+
+def test_debian_image_gz(debian_image):
+    data, _ = debian_image
+    packed = gzip.compress(data, compresslevel=1)
+    assert kind(packed) == "gzip"
+    assert gunzip_image(packed) == data
+    with pytest.raises(ImageError, match="more than 1048576 bytes"):
+        gunzip_image(packed, "Image.gz", limit=1 << 20)
+
+
+# --- synthetic Images --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("field,page", [(0, None), (1, 4096), (2, 16384), (3, 65536)])
+def test_page_size_field(field, page):
+    img = parse_image(image_header(flags=field << 1) + bytes(64))
+    assert img.page_size == page and not img.place_anywhere and not img.big_endian
+
+
+def test_flags_and_legacy():
+    img = parse_image(image_header(flags=0b1001) + bytes(64))
+    assert img.big_endian and img.place_anywhere and img.pe is None and not img.signed
+    old = parse_image(image_header(text_offset=0x80000, image_size=0, flags=0))
+    assert old.legacy and old.effective_text_offset == 0x80000 and old.unsigned_size == 64
+    new = parse_image(image_header(text_offset=0x200000) + bytes(64))
+    assert new.effective_text_offset == 0x200000
+
+
+def test_signed_pe_image():
+    data = efi_image(cert_size=0x100)
+    img = parse_image(data)
+    assert img.signed and img.unsigned_size == len(data) - 0x100
+    unsigned = parse_image(efi_image())
+    assert unsigned.pe is not None and not unsigned.signed and unsigned.unsigned_size == len(efi_image())
+
+
+def test_bad_images():
+    cases = {
+        bytes(64): "no ARM\\\\x64 magic",
+        image_header()[:40]: "no ARM\\\\x64 magic",
+        efi_image(machine=0x8664): "PE machine 0x8664 is not arm64",
+        efi_image(cert_size=0x100)[:-1]: "runs past the end",
+        image_header(image_size=0x80) + bytes(0x100): "smaller than the file",
+        image_header(pe_offset=0x40, code0=0x5A4D) + b"XX\0\0": "no PE header at 0x40",
+    }
+    for data, message in cases.items():
+        with pytest.raises(ImageError, match=message) as e:
+            parse_image(data, "Image")
+        assert str(e.value).startswith("Image: ") and "\n" not in str(e.value)
+    assert kind(bytes(64)) is None
+
+
+# --- EFI zboot ---------------------------------------------------------------------------------
+
+def zboot_file(payload: bytes, compress_type: bytes):
+    """MZ, "zimg", payload offset and size, 8 reserved bytes, compression name at 0x18,
+    the PE magic at 0x38 and the PE header's offset at 0x3c; the payload at 0x1000."""
+    head = bytearray(0x1000)
+    struct.pack_into("<4s4sII8s", head, 0, b"MZ\0\0", b"zimg", 0x1000, len(payload), bytes(8))
+    head[0x18:0x18 + len(compress_type)] = compress_type
+    struct.pack_into("<4sI", head, 0x38, b"\xcd\x23\x82\x81", 0x40)
+    head[0x40:0x40 + len(pe_header())] = pe_header()
+    return bytes(head) + payload + struct.pack("<I", 0)   # the size word zboot appends
+
+
+@pytest.mark.parametrize("compress_type", [b"gzip", b"zstd22", b"lzma"])
+def test_zboot_header(compress_type):
+    inner = image_header() + bytes(0x800)
+    payload = gzip.compress(inner) if compress_type == b"gzip" else b"\x28\xb5\x2f\xfd" + bytes(20)
+    data = zboot_file(payload, compress_type)
+    assert kind(data) == "zboot"
+    z = parse_zboot(data, "vmlinuz.efi")
+    assert (z.payload_offset, z.payload_size) == (0x1000, len(payload))
+    assert z.compress_type == compress_type.decode()
+    assert z.payload(data) == payload and z.pe.machine == 0xAA64
+    if compress_type == b"gzip":
+        assert parse_image(gunzip_image(z.payload(data))).image_size == 0x2010000
+
+
+def test_bad_zboot():
+    data = bytearray(zboot_file(b"x" * 16, b"gzip"))
+    struct.pack_into("<I", data, 12, 0x10000)
+    with pytest.raises(ImageError, match="zboot payload 0x1000\\+0x10000 lies outside"):
+        parse_zboot(bytes(data), "vmlinuz.efi")
+    with pytest.raises(ImageError, match="no MZ \\+ zimg header"):
+        parse_zboot(image_header(), "Image")
+    with pytest.raises(ImageError, match="bad gzip data"):
+        gunzip_image(b"\x1f\x8b" + bytes(30))
