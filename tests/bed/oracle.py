@@ -180,6 +180,29 @@ def cache_dir() -> Path:
     return Path(bed) / "shim"
 
 
+def _m32_asm_include(m32: bool, where: Path) -> list:
+    """-I for the kernel's <asm/...> headers in a -m32 build.
+
+    Debian's gcc-multilib meta package links /usr/include/asm to the amd64 copy (x86's asm
+    headers serve both widths), but it conflicts with the cross compilers the arm64 bed
+    needs, and linux-libc-dev:i386 must match the amd64 version exactly, which the i386
+    archive does not always carry. So the bed makes that one link itself, privately.
+    """
+    if not m32 or os.path.isdir("/usr/include/asm"):
+        return []
+    multiarch = subprocess.run(["gcc", "-print-multiarch"], capture_output=True,
+                               text=True).stdout.strip() or "x86_64-linux-gnu"
+    include = where / "m32-include"
+    include.mkdir(exist_ok=True)
+    link = include / "asm"
+    if not link.exists():
+        try:
+            os.symlink(f"/usr/include/{multiarch}/asm", link)
+        except FileExistsError:
+            pass                 # a concurrent builder made it
+    return ["-I", str(include)]
+
+
 def shim_library(m32: bool = False, cc: str = "gcc") -> Path:
     """Build (once per source version) and return the path of the LD_PRELOAD library;
     `cc` another architecture's compiler (aarch64-linux-gnu-gcc for the arm64 guests)."""
@@ -194,8 +217,9 @@ def shim_library(m32: bool = False, cc: str = "gcc") -> Path:
     fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".so.tmp")
     os.close(fd)
     try:
-        subprocess.run([cc, *flags, "-shared", "-fPIC", "-O2", "-Wall", "-o", tmp,
-                        str(SHIM_SOURCE), "-ldl"], check=True, capture_output=True, text=True)
+        subprocess.run([cc, *flags, *_m32_asm_include(m32, out.parent), "-shared", "-fPIC", "-O2",
+                        "-Wall", "-o", tmp, str(SHIM_SOURCE), "-ldl"],
+                       check=True, capture_output=True, text=True)
         os.replace(tmp, out)   # atomic: concurrent builders never see a half-written library
     except subprocess.CalledProcessError as e:
         raise RuntimeError(f"building {SHIM_SOURCE} failed:\n{e.stderr}") from None
