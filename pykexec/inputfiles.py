@@ -50,6 +50,13 @@ def open_input(path: Optional[str], what: str, open_status: int = 1) -> int:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError as err:
+        try:   # a socket cannot be opened at all: say what it is, as for the others
+            mode = os.stat(path).st_mode
+        except OSError:
+            mode = stat.S_IFREG
+        if not stat.S_ISREG(mode):
+            raise InputFileError(f"{path}: Cannot read the {what}: {_kind(mode)}, not a "
+                                 "regular file") from None
         error = InputFileError(f"{path}: cannot open the {what}: {err.strerror}")
         error.exit_status = open_status
         raise error from None
@@ -134,8 +141,12 @@ def decompress_bounded(data: bytes, kind: str, path: str, what: str, limit: int,
     except InputFileError:
         raise
     except (OSError, EOFError, lzma.LZMAError, ValueError) as err:
-        raise InputFileError(f"{path}: Cannot read the {what}: damaged {kind} data "
-                             f"({err})") from None
+        # kexec-tools then reads the file raw and no format knows it: "Cannot determine
+        # the file type" (exit 255)
+        error = InputFileError(f"{path}: cannot determine the file type of the {what}: damaged "
+                               f"{kind} data ({err})")
+        error.exit_status = 255
+        raise error from None
     return bytes(out)
 
 

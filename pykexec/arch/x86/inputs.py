@@ -30,10 +30,13 @@ class LoadInputs:
 
 def input_limit(request, machine) -> Tuple[int, str]:
     """How many bytes an input file may have: what its destination can hold at most (the
-    crash region for -p, all RAM otherwise)."""
+    crash region for -p, clamped by --mem-min/--mem-max; all RAM otherwise)."""
     region = machine.crash_region if request.crash else None
     if region is not None:
-        return region.size, f"the crash region {region}"
+        start = max(region.start, request.mem_min)
+        end = region.end if request.mem_max is None else min(region.end, request.mem_max + 1)
+        if end > start:
+            return end - start, f"the crash region's window {start:#x}-{end - 1:#x}"
     return sum(r.size for r in machine.ram), "RAM"
 
 
