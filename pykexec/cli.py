@@ -306,11 +306,11 @@ def _dry_run(request, machine, plan, file_args) -> int:
     if file_args is not None:
         out = sys.stderr if request.json else sys.stdout   # stdout stays the plan's JSON
         first = "first" if request.syscall_mode == "auto" else "would load with"
-        print(f"{first}: {file_args.describe()}", file=out)
         refusal = file_args.kernel_refusal()
         if refusal is not None and request.syscall_mode == "file":
             _err(f"{refusal}; syscall kexec_file_load not available.")
             return EXIT_FALLBACK
+        print(f"{first}: {file_args.describe()}", file=out)
         if refusal is not None:
             print(f"which would fail: {refusal}", file=out)
         if request.syscall_mode == "file":
