@@ -239,3 +239,35 @@ def test_dry_run_says_kexec_file_load_would_refuse_an_elf_kernel(tmp_path):
         assert run(["-s"] + base) == 253
     assert "vmlinux: kexec_file_load would refuse it with ENOEXEC" in err.getvalue()
     assert "would load" not in out.getvalue()
+
+
+def test_a_huge_bss_before_a_shared_page_costs_no_memory(tmp_path):
+    """PT_LOAD 1 has 256 bytes of file and 1 GiB of bss; PT_LOAD 2 starts in its last page.
+    The chunks must not pad that gap with zeros (1 GiB) to share the page."""
+    import tracemalloc
+    from pykexec.arch.x86.elfimage import LoadSegment, image_chunks
+    data = bytes(0x1000) + b"\x11" * 0x100 + b"\x22" * 0x100
+    gib = 1 << 30
+    loads = [LoadSegment(0x1000000, gib - 0x800, 0x100, 0x1000),
+             LoadSegment(0x1000000 + gib - 0x800, 0x100, 0x100, 0x1100)]
+    tracemalloc.start()
+    try:
+        chunks = image_chunks(data, loads, "vmlinux")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+    assert [(c.start, c.memsz) for c in chunks] == [(0x1000000, gib - 0x1000),
+                                                     (0x1000000 + gib - 0x1000, 0x1000)]
+    assert chunks[0].data == b"\x11" * 0x100
+    assert chunks[1].data == bytes(0x800) + b"\x22" * 0x100
+
+
+def test_pt_loads_sharing_a_page_with_file_bytes_in_it_are_merged():
+    from pykexec.arch.x86.elfimage import LoadSegment, image_chunks
+    data = bytes(0x1000) + b"\x11" * 0x800 + b"\x22" * 0x100
+    loads = [LoadSegment(0x1000000, 0x800, 0x800, 0x1000),
+             LoadSegment(0x1000800, 0x100, 0x100, 0x1800)]
+    [chunk] = image_chunks(data, loads, "vmlinux")
+    assert (chunk.start, chunk.memsz) == (0x1000000, 0x1000)
+    assert chunk.data == b"\x11" * 0x800 + b"\x22" * 0x100

@@ -75,8 +75,13 @@ def check_entry(entry: int, loads: List[LoadSegment], path: str) -> None:
 
 
 def image_chunks(data: bytes, loads: List[LoadSegment], path: str) -> List[ImageChunk]:
-    """The checked PT_LOADs as page-aligned chunks, in address order; PT_LOADs that share
-    a page are merged (kexec segments are whole pages and must not overlap)."""
+    """The checked PT_LOADs as page-aligned chunks, in address order (kexec segments are
+    whole pages and must not overlap).
+
+    Two PT_LOADs that share a page share it in one chunk. When the first one's file bytes
+    end before that page (its tail is bss), the page starts a new chunk and the first one
+    ends below it, so no chunk ever pads a bss gap with zeros: memory stays linear in the
+    file, whatever p_memsz says."""
     chunks: List[ImageChunk] = []
     for seg in loads:
         paddr, memsz = seg.paddr, seg.memsz
@@ -84,9 +89,16 @@ def image_chunks(data: bytes, loads: List[LoadSegment], path: str) -> List[Image
         start, end = align_down(paddr, PAGE_SIZE), align_up(paddr + memsz, PAGE_SIZE)
         if chunks and start < chunks[-1].start + chunks[-1].memsz:
             prev = chunks.pop()
-            merged = prev.data + bytes(paddr - prev.start - len(prev.data)) + body
-            chunks.append(ImageChunk(prev.start, max(prev.start + prev.memsz, end) - prev.start,
-                                     merged))
+            if prev.start + len(prev.data) <= start:
+                # prev's file bytes end below the shared page: cut prev there (its bss
+                # is zero either way) and let the shared page begin this chunk
+                if start > prev.start:
+                    chunks.append(ImageChunk(prev.start, start - prev.start, prev.data))
+                chunks.append(ImageChunk(start, end - start, bytes(paddr - start) + body))
+            else:   # prev's file bytes reach into the shared page: the gap is under a page
+                merged = prev.data + bytes(paddr - prev.start - len(prev.data)) + body
+                chunks.append(ImageChunk(prev.start,
+                                         max(prev.start + prev.memsz, end) - prev.start, merged))
         else:
             chunks.append(ImageChunk(start, end - start, bytes(paddr - start) + body))
     return chunks
