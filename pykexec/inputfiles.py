@@ -19,7 +19,7 @@ import os
 import stat
 from typing import Optional
 
-from pykexec.errors import FatalLoadError, LoadError
+from pykexec.errors import FatalLoadError
 
 GZIP_MAGIC = b"\x1f\x8b"
 XZ_MAGIC = b"\xfd7zXZ\x00"
@@ -66,7 +66,7 @@ def open_input(path: Optional[str], what: str, open_status: int = 1) -> int:
             raise InputFileError(f"{path}: Cannot read the {what}: {_kind(st.st_mode)}, "
                                  "not a regular file")
         if st.st_size == 0:
-            raise InputFileError(f"{path}: Cannot read the {what}: the file is empty")
+            raise InputFileError(f"{path}: Cannot read the {what}: the file is empty (size 0)")
         # Reads of a regular file never block; clear the flag for whoever reads next.
         os.set_blocking(fd, True)
         return fd
@@ -157,13 +157,3 @@ def read_kernel(path: Optional[str], limit: int, limit_what: str) -> bytes:
     kind = compression_of(data[:6])
     return data if kind is None else decompress_bounded(data, kind, path, "kernel", limit,
                                                         limit_what)
-
-
-def read_file(path: str, what: str) -> bytes:
-    """Kept for callers outside the loaders: `read_input` without a size limit of its own
-    (the file must still be a regular, non-empty file)."""
-    return read_input(path, what, 1 << 62, "memory")
-
-
-__all__ = ["InputFileError", "LoadError", "open_input", "read_input", "read_fd", "read_kernel",
-           "compression_of", "decompress_bounded", "read_file"]
