@@ -90,9 +90,8 @@ def run(argv: list[str], program: str = "pykexec") -> int:
             _err(f"internal error: {err.__class__.__name__}: {err} (run with --debug for details)")
         else:
             _err(message)
-            # a layer may know kexec-tools' status for its fault (machine data: 1 or 255)
-            return getattr(err, "exit_status", EXIT_FAILURE)
-        return EXIT_FAILURE
+        # a layer may know kexec-tools' status for its fault (1 or 255)
+        return getattr(err, "exit_status", EXIT_FAILURE)
 
 
 def _check_fatal(request) -> None:
@@ -172,7 +171,7 @@ def _act(request) -> int:
     if request.do_load and request.syscall_mode in ("file", "auto"):
         from pykexec.arch.x86 import cmdline_for
         from pykexec.fileload import file_load
-        file_args = file_load(request, cmdline_for(request, machine))
+        file_args = file_load(request, cmdline_for(request, machine), machine)
     plan = None
     if request.do_load and (request.syscall_mode == "load" or request.dry_run):
         # Plan before any unload, so that a bad kernel or initrd under `-up` leaves the
@@ -183,7 +182,7 @@ def _act(request) -> int:
         result = _unload(request, backend)
     if request.do_load and result == 0:
         if request.dry_run:
-            _dry_run(request, machine, plan, file_args)
+            result = _dry_run(request, machine, plan, file_args)
         else:
             result = _load(request, machine, backend, plan, file_args)
     if result != 0:
@@ -308,7 +307,13 @@ def _dry_run(request, machine, plan, file_args) -> int:
     if file_args is not None:
         out = sys.stderr if request.json else sys.stdout   # stdout stays the plan's JSON
         first = "first" if request.syscall_mode == "auto" else "would load with"
+        refusal = file_args.kernel_refusal()
+        if refusal is not None and request.syscall_mode == "file":
+            _err(f"{refusal}; syscall kexec_file_load not available.")
+            return EXIT_FALLBACK
         print(f"{first}: {file_args.describe()}", file=out)
+        if refusal is not None:
+            print(f"which would fail: {refusal}", file=out)
         if request.syscall_mode == "file":
             if request.save_plan:
                 from pykexec.plan import save_plan

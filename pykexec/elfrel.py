@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
+from construct import ConstructError
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 from elftools.elf.enums import ENUM_RELOC_TYPE_i386, ENUM_RELOC_TYPE_x64
@@ -216,8 +217,14 @@ class RelocatableObject:
         try:
             elf = ELFFile(io.BytesIO(data))
             return cls._parse(elf, entry_symbol)
-        except ELFError as exc:
-            raise ElfRelError(f"not a loadable relocatable ELF object: {exc}") from None
+        except ElfRelError:
+            raise
+        except (ELFError, ConstructError, OverflowError, ValueError, struct.error, EOFError,
+                IndexError, KeyError) as exc:
+            # pyelftools parses headers lazily and raises whatever its decoding meets on
+            # damaged input (an sh_offset past 2**63 is an OverflowError): one error type here
+            raise ElfRelError(f"not a loadable relocatable ELF object: {type(exc).__name__}: "
+                              f"{exc}") from None
 
     @classmethod
     def _parse(cls, elf: ELFFile, entry_symbol: Optional[str]) -> "RelocatableObject":

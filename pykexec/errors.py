@@ -24,7 +24,19 @@ def _user_error_types():
 
 
 class LoadError(ValueError):
-    """A request that cannot be planned on this machine; the message says why."""
+    """A request that cannot be planned on this machine; the message says why.
+
+    `exit_status` is what kexec-tools exits with for the same fault: 255 (a loader's -1,
+    "Cannot load") unless a subclass or the raiser says otherwise."""
+
+    exit_status = 255
+
+
+class FatalLoadError(LoadError):
+    """A fault kexec-tools meets in a die() (unreadable input, no hole, command line
+    overflow): exit 1."""
+
+    exit_status = 1
 
 
 def describe(err: BaseException) -> Optional[str]:

@@ -14,13 +14,14 @@ import os
 from dataclasses import dataclass
 from typing import Iterator, Optional, Tuple
 
+from pykexec.cmdline import as_bytes, from_bytes, printable
 from pykexec.errors import LoadError
-from pykexec.inputfiles import read_file
+from pykexec.inputfiles import (compression_of, decompress_bounded, open_input, read_fd,
+                                read_kernel)
 from pykexec.plan import Plan, Segment
 from pykexec.syscall import KEXEC_FILE_NO_INITRAMFS, KEXEC_FILE_ON_CRASH, KEXEC_FILE_UNLOAD
 
-GZIP_MAGIC = b"\x1f\x8b"
-XZ_MAGIC = b"\xfd7zXZ\x00"
+NO_LIMIT = (1 << 62, "memory")
 
 
 @dataclass(frozen=True)
@@ -29,29 +30,41 @@ class FileLoad:
     initrd_path: Optional[str]
     cmdline: bytes            # with the terminating NUL
     flags: int
+    limit: Tuple[int, str] = NO_LIMIT   # bytes an input may have, and what bounds it
 
     @property
     def crash(self) -> bool:
         return bool(self.flags & KEXEC_FILE_ON_CRASH)
 
     def describe(self) -> str:
-        text = self.cmdline[:-1].decode(errors="replace")
+        text = printable(from_bytes(self.cmdline[:-1]))
         return (f"kexec_file_load(kernel={self.kernel_path}, initrd={self.initrd_path or '-'}, "
                 f"cmdline={text!r} ({len(self.cmdline)} bytes with the NUL), "
                 f"flags={self.flags:#x})")
+
+    def kernel_refusal(self) -> Optional[str]:
+        """Why the running x86_64 kernel's kexec_file_load would refuse this kernel file
+        (ENOEXEC), or None: it takes only a bzImage with a 64-bit entry."""
+        from pykexec.arch.x86_64 import bzimage64
+        kernel = read_kernel(self.kernel_path, *self.limit)
+        why = bzimage64.probe(kernel)
+        if why is None:
+            return None
+        return (f"{self.kernel_path}: kexec_file_load would refuse it with ENOEXEC: the kernel "
+                f"loads only a bzImage with a 64-bit entry ({why})")
 
     @contextlib.contextmanager
     def open(self) -> Iterator[Tuple[int, int]]:
         """(kernel_fd, initrd_fd) for the call; initrd_fd is -1 without an initrd."""
         fds = []
         try:
-            kernel_fd = _open(self.kernel_path, "kernel")
+            kernel_fd = open_input(self.kernel_path, "kernel", open_status=255)
             fds.append(kernel_fd)
-            kernel_fd = _decompressed(kernel_fd)
+            kernel_fd = _decompressed(kernel_fd, self.kernel_path, self.limit)
             fds.append(kernel_fd)
             initrd_fd = -1
-            if self.initrd_path:
-                initrd_fd = _open(self.initrd_path, "initrd")
+            if self.initrd_path is not None:
+                initrd_fd = open_input(self.initrd_path, "initrd", open_status=255)
                 fds.append(initrd_fd)
             yield kernel_fd, initrd_fd
         finally:
@@ -60,37 +73,28 @@ class FileLoad:
 
     def plan(self) -> Plan:
         """The call as a plan (no addresses: the kernel chooses them), for --dry-run/--save-plan."""
-        segs = [Segment(mem=None, memsz=os.path.getsize(self.kernel_path),
-                        data=read_file(self.kernel_path, "kernel"), kind="kernel",
-                        source=self.kernel_path)]
-        if self.initrd_path:
-            segs.append(Segment(mem=None, memsz=os.path.getsize(self.initrd_path),
-                                data=read_file(self.initrd_path, "initrd"), kind="initrd",
-                                source=self.initrd_path))
+        segs = []
+        for path, what in ((self.kernel_path, "kernel"), (self.initrd_path, "initrd")):
+            if path is None:
+                continue
+            fd = open_input(path, what, open_status=255)
+            try:
+                data = read_fd(fd, path, what, *self.limit)
+            finally:
+                os.close(fd)
+            segs.append(Segment(mem=None, memsz=len(data), data=data, kind=what, source=path))
         return Plan(arch=os.uname().machine, syscall="kexec_file_load", flags=self.flags,
-                    entry=None, cmdline=self.cmdline[:-1].decode(errors="replace"),
+                    entry=None, cmdline=from_bytes(self.cmdline[:-1]),
                     segments=segs, notes={"cmdline_len": len(self.cmdline)})
 
 
-def _open(path: str, what: str) -> int:
-    try:
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as err:
-        raise LoadError(f"{path}: cannot open the {what}: {err.strerror}") from None
-
-
-def _decompressed(fd: int) -> int:
-    head = os.pread(fd, 6, 0)
-    if head[:2] == GZIP_MAGIC:
-        import gzip
-        opener = gzip.open
-    elif head == XZ_MAGIC:
-        import lzma
-        opener = lzma.open
-    else:
+def _decompressed(fd: int, path: str, limit: Tuple[int, str]) -> int:
+    """`fd`, or a memfd with its decompressed bytes for a gzip or xz kernel (as kexec-tools
+    passes a compressed kernel to kexec_file_load), bounded by `limit`."""
+    kind = compression_of(os.pread(fd, 6, 0))
+    if kind is None:
         return fd
-    with opener(os.fdopen(os.dup(fd), "rb")) as src:
-        data = src.read()
+    data = decompress_bounded(read_fd(fd, path, "kernel", *limit), kind, path, "kernel", *limit)
     out = os.memfd_create("kernel", os.MFD_CLOEXEC | getattr(os, "MFD_ALLOW_SEALING", 2))
     view = memoryview(data)
     while view:
@@ -98,14 +102,21 @@ def _decompressed(fd: int) -> int:
     return out
 
 
-def file_load(request, user_cmdline: str) -> FileLoad:
-    """The kexec_file_load call for a load request; `user_cmdline` from --reuse-cmdline/--append."""
+def file_load(request, user_cmdline: str, machine=None) -> FileLoad:
+    """The kexec_file_load call for a load request; `user_cmdline` from --reuse-cmdline/--append.
+
+    The files are checked now through the one input reader (regular, non-empty files), so
+    a FIFO or a device never reaches the open that the call needs."""
     if request.kernel is None:
         raise LoadError("No kernel specified")
     flags = request.kexec_file_flags & ~KEXEC_FILE_UNLOAD
-    if not request.initrd:
+    if request.initrd is None:
         flags |= KEXEC_FILE_NO_INITRAMFS
     for path, what in ((request.kernel, "kernel"), (request.initrd, "initrd")):
-        if path and not os.access(path, os.R_OK):
-            _open(path, what)   # raises the one-line reason
-    return FileLoad(request.kernel, request.initrd, user_cmdline.encode() + b"\0", flags)
+        if path is not None:
+            os.close(open_input(path, what, open_status=255))
+    limit = NO_LIMIT
+    if machine is not None:
+        from pykexec.arch.x86.inputs import input_limit
+        limit = input_limit(request, machine)
+    return FileLoad(request.kernel, request.initrd, as_bytes(user_cmdline) + b"\0", flags, limit)

@@ -26,6 +26,15 @@ CRASH_FREE_PAGES_NEEDED = 2
 class LayoutError(ValueError):
     """A placement the kernel would refuse, or no room; the message says which buffer."""
 
+    exit_status = 255
+
+
+class NoRoomError(LayoutError):
+    """No hole for a buffer, or its fixed address is taken: kexec-tools dies (locate_hole
+    failed, Invalid memory segment), exit 1."""
+
+    exit_status = 1
+
 
 @dataclass
 class _Slot:
@@ -55,22 +64,23 @@ class Layout:
         return free_pieces(inside, self._used())
 
     def find(self, memsz: int, kind: str, align: int = PAGE_SIZE, low: int = 0,
-             high: int = ADDR_LIMIT, top_down: bool = True) -> int:
+             high: int = ADDR_LIMIT, top_down: bool = True, source: str = "") -> int:
         """Where `memsz` bytes would go, without reserving them."""
         memsz = align_up(max(memsz, 1), PAGE_SIZE)
         align = max(align, PAGE_SIZE)
         try:
             return find_hole(self.free(), memsz, align, low, high, top_down)
         except NoHoleError:
-            raise LayoutError(
-                f"no room for the {kind} ({memsz:#x} bytes, aligned to {align:#x}) in "
+            what = f"{kind} ({source})" if source else kind
+            raise NoRoomError(
+                f"no room for the {what}: {memsz:#x} bytes, aligned to {align:#x}, in "
                 f"{self.window} between {max(low, self.window.start):#x} and "
                 f"{min(high, self.window.end):#x}") from None
 
     def place(self, memsz: int, kind: str, source: str = "", align: int = PAGE_SIZE,
               low: int = 0, high: int = ADDR_LIMIT, top_down: bool = True) -> int:
         """Reserve `memsz` bytes (rounded up to a page) and return the address."""
-        mem = self.find(memsz, kind, align, low, high, top_down)
+        mem = self.find(memsz, kind, align, low, high, top_down, source)
         self._slots[mem] = _Slot(mem, align_up(max(memsz, 1), PAGE_SIZE), kind, source)
         return mem
 
@@ -84,7 +94,7 @@ class Layout:
         if mem % PAGE_SIZE:
             raise LayoutError(f"{kind} at {mem:#x} is not page aligned")
         if not self.fits_at(mem, memsz):
-            raise LayoutError(f"{kind} must go at {Range.from_size(mem, memsz)} but that is not "
+            raise NoRoomError(f"{source or kind} must go at {Range.from_size(mem, memsz)} but that is not "
                               f"free RAM inside {self.window}")
         self._slots[mem] = _Slot(mem, memsz, kind, source)
         return mem
@@ -92,8 +102,8 @@ class Layout:
     def fill(self, mem: int, data: bytes) -> None:
         slot = self._slots[mem]
         if len(data) > slot.memsz:
-            raise LayoutError(f"{slot.kind} grew to {len(data):#x} bytes, more than the "
-                              f"{slot.memsz:#x} reserved")
+            raise LayoutError(f"{slot.source or slot.kind}: the {slot.kind} grew to "
+                              f"{len(data):#x} bytes, more than the {slot.memsz:#x} reserved")
         slot.data = bytes(data)
 
     def add(self, data: bytes, kind: str, source: str = "", memsz: Optional[int] = None,

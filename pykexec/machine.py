@@ -1119,7 +1119,9 @@ class Machine:
     @cached_property
     def cmdline(self) -> str:
         """The running kernel's command line (without the trailing newline)."""
-        return self._required_text("proc/cmdline").rstrip("\n")
+        # Bytes as the kernel has them (pykexec.cmdline's one encoding rule), not U+FFFD.
+        self._required_text("proc/cmdline")   # the one-line error when it is missing
+        return os.fsdecode(self._bytes("proc/cmdline")).rstrip("\n")
 
     @cached_property
     def kexec_loaded(self) -> Optional[bool]:

@@ -63,7 +63,8 @@ def _read_cstring(plan: Plan, addr: int, limit: int = 4096) -> Optional[str]:
     if seg is None:
         return None
     raw = seg.read(addr, min(limit, seg.end - addr))
-    return raw.split(b"\0", 1)[0].decode("latin-1")
+    from pykexec.cmdline import from_bytes   # the command lines' one encoding rule
+    return from_bytes(raw.split(b"\0", 1)[0])
 
 
 def read_cmdline(plan: Plan) -> Optional[str]:

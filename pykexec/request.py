@@ -252,17 +252,29 @@ def replace(request: Request, **changes) -> Request:
     return Request(**values)
 
 
+ADDRESS_MAX = (1 << 64) - 1   # an unsigned long on x86_64: every address option fits it
+
+
 def _number(opt: str, value: str) -> int:
-    """strtoul(value, 0): 0x hex, leading 0 octal, else decimal; trailing junk is an error."""
+    """strtoul(value, 0): 0x hex, leading 0 octal, else decimal; trailing junk is an error.
+
+    Unlike strtoul, a negative value (which strtoul wraps around) or one past 64 bits
+    (which it saturates) is refused too: both would be an address nobody meant."""
     text = value.strip()
     try:
-        if text.lower().startswith("0x"):
-            return int(text[2:], 16)
-        if len(text) > 1 and text.startswith("0"):
-            return int(text[1:], 8)
-        return int(text, 10)
+        digits = text.lstrip("+")
+        if digits.lower().startswith("0x"):
+            number = int(digits[2:], 16)
+        elif len(digits) > 1 and digits.startswith("0"):
+            number = int(digits[1:], 8)
+        else:
+            number = int(text, 10)
     except ValueError:
         raise UsageError(f"Bad option value in --{opt}={value}") from None
+    if not 0 <= number <= ADDRESS_MAX:
+        raise UsageError(f"Bad option value in --{opt}={value}: an address from 0 to "
+                         f"{ADDRESS_MAX:#x}")
+    return number
 
 
 def _serial_base(value: str) -> int:

@@ -481,14 +481,15 @@ def plan_report(plan: Plan, machine=None, facts: Optional[Dict[str, Any]] = None
                 f"{human_size(e['size']):>9}  {e['type_name']}{mark}")
     if f["cmdline"] is not None:
         add("")
-        add(f"command line ({len(f['cmdline'])} bytes):")
-        add(f"  {f['cmdline']}")
+        from pykexec.cmdline import byte_length, printable
+        add(f"command line ({byte_length(f['cmdline'])} bytes):")
+        add(f"  {printable(f['cmdline'])}")
         for p in f["cmdline_parameters"]:
             if p["added_by_loader"]:
                 extra = ""
                 if p["name"] == "elfcorehdr" and f["elfcorehdr_parameter"] is not None:
                     extra = f" = {f['elfcorehdr_parameter']:#x}"
-                add(f"  + {p['text']:<28} added by the loader: {p['meaning'] or 'loader parameter'}{extra}")
+                add(f"  + {printable(p['text']):<28} added by the loader: {p['meaning'] or 'loader parameter'}{extra}")
     if f["setup_data"]:
         add("")
         add("setup_data chain (from boot_params):")

@@ -48,7 +48,7 @@ def case_old_protocol(w):
     return ["-p", put(w, "old-bz", bzimage_bytes(FakeKernel(protocol=0x0209)))], "old-bz"
 
 
-@bad(255)
+@bad(1)
 def case_kernel_larger_than_region(w):
     return ["-p", put(w, "huge-bz", bzimage_bytes(FakeKernel(init_size=0x20000000)))], "kernel"
 
@@ -58,7 +58,7 @@ def case_missing_initrd(w):
     return ["-p", w["kernel"], "--initrd", str(w["dir"] / "no-initrd")], "no-initrd"
 
 
-@bad(255)
+@bad(1)
 def case_initrd_is_directory(w):
     os.mkdir(w["dir"] / "initrd.d")
     return ["-p", w["kernel"], f"--initrd={w['dir'] / 'initrd.d'}"], "initrd.d"

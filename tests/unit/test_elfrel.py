@@ -490,3 +490,22 @@ def test_misaligned_base(tmp_path):
     ro = RelocatableObject.from_bytes(assemble(tmp_path, X86_64_ALL))
     with pytest.raises(ElfRelError, match="not aligned"):
         ro.layout(0x100020)
+
+
+def test_a_section_offset_past_any_file_is_an_elfrel_error():
+    """Fuzz finding F1 (findings/images.md): a compressed section whose sh_offset is 2**63
+    made pyelftools raise OverflowError through from_bytes."""
+    import struct as _struct
+    from pykexec.elfrel import ElfRelError, RelocatableObject
+    from pykexec.purgatory import purgatory_object
+    good = purgatory_object("x86_64")
+    shoff, = _struct.unpack_from("<Q", good, 0x28)
+    shentsize, shnum = _struct.unpack_from("<HH", good, 0x3A)
+    for index in range(1, shnum):
+        data = bytearray(good)
+        sh = shoff + index * shentsize
+        flags, = _struct.unpack_from("<Q", data, sh + 8)
+        _struct.pack_into("<Q", data, sh + 8, flags | 0x800)        # SHF_COMPRESSED
+        _struct.pack_into("<Q", data, sh + 0x18, 1 << 63)          # sh_offset
+        with pytest.raises(ElfRelError, match="not a loadable relocatable ELF object"):
+            RelocatableObject.from_bytes(bytes(data))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from typing import Callable
 
+from pykexec.arch.x86 import with_entry_override
 from pykexec.arch.x86.inputs import choose_format, read_inputs
 from pykexec.machine import Machine
 from pykexec.plan import Plan
@@ -33,4 +34,5 @@ def formats():
 def plan_load(request: Request, machine: Machine,
               random_bytes: Callable[[int], bytes] = os.urandom) -> Plan:
     inputs = read_inputs(request, machine, random_bytes)
-    return choose_format(inputs, formats(), NAME).load(inputs)
+    plan = choose_format(inputs, formats(), NAME).load(inputs)
+    return with_entry_override(plan, request, machine, 32)

@@ -19,7 +19,7 @@ from typing import Optional
 
 from pykexec.arch.i386.crashload import CrashLoad
 from pykexec.arch.x86.bzimage import BzImage, ImageError
-from pykexec.arch.x86.crash import check_cmdline
+from pykexec.cmdline import as_bytes, byte_length, check_final, check_user_part
 from pykexec.errors import LoadError
 from pykexec.plan import Plan
 from pykexec.ranges import align_up
@@ -48,7 +48,7 @@ def probe(data: bytes) -> Optional[str]:
 
 def load(inputs) -> Plan:
     request = inputs.request
-    image = BzImage.parse(inputs.kernel)
+    image = BzImage.parse(inputs.kernel).validate(inputs.kernel_path)
     header = image.header
     if request.real_mode:
         raise LoadError(f"{inputs.kernel_path}: a capture kernel cannot be entered in real mode "
@@ -57,13 +57,16 @@ def load(inputs) -> Plan:
         raise LoadError(f"{inputs.kernel_path}: this bzImage is not relocatable (boot protocol "
                         f"{image.protocol >> 8}.{image.protocol & 0xff}, relocatable_kernel "
                         "unset), so it cannot run in the crash region")
+    # Before 2.06 the header has no cmdline_size; the limit was 255 bytes.
+    cmdline_size = header.cmdline_size if image.protocol >= 0x0206 else 255
     if image.protocol >= 0x0206:
-        check_cmdline(inputs.cmdline, header.cmdline_size, inputs.kernel_path)
+        check_user_part(inputs.cmdline, cmdline_size, inputs.kernel_path)
     load = CrashLoad(inputs, NAME)
     cmdline = load.place_crash_segments()
+    check_final(cmdline, cmdline_size, inputs.kernel_path, inputs.cmdline)
     load.place_purgatory()
     setup_size = max(image.setup_size, 4096)  # the command line follows the setup area
-    setup_len = setup_size + len(cmdline) + 1 + PURGATORY_CMDLINE_SPARE
+    setup_len = setup_size + byte_length(cmdline) + 1 + PURGATORY_CMDLINE_SPARE
     setup_addr = load.layout.place(setup_len, "boot_params",
                                    "zero page from the bzImage's setup header, then the command line",
                                    align=16, low=SETUP_MIN_ADDR)
@@ -80,5 +83,5 @@ def load(inputs) -> Plan:
     cmdline_addr = setup_addr + setup_size
     zero_page = load.zero_page(image.header_bytes, cmdline_addr, setup_size, initrd, setup_data)
     load.layout.fill(setup_addr, zero_page + bytes(setup_size - len(zero_page))
-                     + cmdline.encode() + bytes(1 + PURGATORY_CMDLINE_SPARE))
+                     + as_bytes(cmdline) + bytes(1 + PURGATORY_CMDLINE_SPARE))
     return load.finish(eip=kernel_addr, boot_params_addr=setup_addr, cmdline_addr=cmdline_addr)

@@ -29,9 +29,9 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from pykexec.arch.i386.crashload import CrashLoad
-from pykexec.arch.x86.crash import check_cmdline
-from pykexec.arch.x86.elfimage import image_chunks, vmlinux_setup_header
-from pykexec.cmdline import COMMAND_LINE_MAX
+from pykexec.arch.x86.elfimage import (check_entry, checked_loads, first_misfit, image_chunks,
+                                       vmlinux_setup_header)
+from pykexec.cmdline import COMMAND_LINE_MAX, as_bytes, check_final, check_user_part
 from pykexec.errors import LoadError
 from pykexec.plan import Plan
 from pykexec.structs.elf import ELFCLASS32, EM_386
@@ -73,9 +73,9 @@ def param_header() -> bytes:
 
 def _place_image(load: CrashLoad, chunks, path: str) -> None:
     layout = load.layout
-    misplaced = [(s, m) for s, m, _ in chunks if not layout.fits_at(s, m)]
-    if misplaced:
-        start, memsz = misplaced[0]
+    misfit = first_misfit(layout, chunks)
+    if misfit is not None:
+        start, memsz = misfit.start, misfit.memsz
         raise LoadError(
             f"{path} is linked to run at {chunks[0][0]:#x}-{chunks[-1][0] + chunks[-1][1] - 1:#x} "
             f"(its PT_LOAD at {start:#x}+{memsz:#x} is not free RAM inside the crash region "
@@ -96,7 +96,9 @@ def load(inputs) -> Plan:
                         "map; load a Linux vmlinux with --args-linux")
     elf = ELFFile(BytesIO(inputs.kernel))
     entry = elf["e_entry"]
-    chunks = image_chunks(elf, path)
+    loads = checked_loads(elf, path, len(inputs.kernel), 32)
+    check_entry(entry, loads, path)
+    chunks = image_chunks(inputs.kernel, loads, path)
     load = CrashLoad(inputs, NAME)
     _place_image(load, chunks, path)
     if mode == "none":
@@ -109,7 +111,7 @@ def load(inputs) -> Plan:
         if not load.window.start <= entry < load.window.end:
             raise LoadError(f"{path}: entry {entry:#x} is outside the crash region {load.window}")
         return load.plan(load.layout.finish(), entry, args="none")
-    check_cmdline(inputs.cmdline, COMMAND_LINE_MAX, path)
+    check_user_part(inputs.cmdline, COMMAND_LINE_MAX, path)
     load.place_purgatory(low=0, top_down=False)
     # The parameter block is placed before the crash segments (kexec-tools' order), but
     # its size depends on the command line they extend: reserve for the longest one.
@@ -118,10 +120,11 @@ def load(inputs) -> Plan:
                                    "zero page for --args-linux, then the command line",
                                    align=16, top_down=False)
     cmdline = load.place_crash_segments()
+    check_final(cmdline, COMMAND_LINE_MAX, path, inputs.cmdline)
     initrd, setup_data = load.place_initrd_and_setup_data(INITRD_MIN_ADDR, LOWMEM_MAX)
     cmdline_addr = param_addr + PARAM_CMDLINE_OFFSET
     zero_page = load.zero_page(param_header(), cmdline_addr, PARAM_CMDLINE_OFFSET, initrd,
                                setup_data)
-    load.layout.fill(param_addr, zero_page + cmdline.encode() + bytes(1 + PARAM_CMDLINE_SPARE))
+    load.layout.fill(param_addr, zero_page + as_bytes(cmdline) + bytes(1 + PARAM_CMDLINE_SPARE))
     return load.finish(eip=entry, boot_params_addr=param_addr, cmdline_addr=cmdline_addr,
                        args="linux")

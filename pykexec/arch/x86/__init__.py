@@ -10,3 +10,22 @@ def cmdline_for(request, machine) -> str:
     """The user's part of the new command line: --reuse-cmdline's text, then --append's."""
     reuse = reused_cmdline(machine.cmdline, request.crash) if request.reuse_cmdline else None
     return compose(reuse, request.append)
+
+
+def with_entry_override(plan, request, machine, address_bits: int):
+    """--entry replaces the plan's entry just before the syscall (as in kexec-tools); a
+    crash load's entry must lie in the crash region (else the kernel's EADDRNOTAVAIL) and
+    every entry within the architecture's addresses."""
+    from dataclasses import replace
+
+    from pykexec.errors import LoadError
+    entry = request.entry
+    if not entry:
+        return plan
+    if entry >> address_bits:
+        raise LoadError(f"--entry={entry:#x} is not a {address_bits}-bit address")
+    region = machine.crash_region if request.crash else None
+    if region is not None and not region.start <= entry < region.end:
+        raise LoadError(f"--entry={entry:#x} is outside the crash region {region}: the kernel "
+                        "refuses a capture kernel's entry there (EADDRNOTAVAIL)")
+    return replace(plan, entry=entry)

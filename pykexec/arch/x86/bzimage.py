@@ -6,12 +6,17 @@ Only reading and checking live here; building the zero page is `zeropage`'s job.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from pykexec.structs import bootparams as bp
+
+PAGE_SIZE = 0x1000
 
 
 class ImageError(ValueError):
     """The file is not a kernel this loader can use; the message says why."""
+
+    exit_status = 255   # kexec-tools' loaders return -1: "Cannot load"
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,19 @@ class BzImage:
     @property
     def protocol(self) -> int:
         return self.header.version
+
+    def validate(self, path: str) -> "BzImage":
+        """Every header field a plan uses, checked against the file and the boot protocol
+        (HEADER_RULES); ImageError naming `path`, the field and its value otherwise."""
+        for rule in HEADER_RULES:
+            if self.protocol < rule.since:
+                continue
+            value = getattr(self.header, rule.field)
+            if not rule.ok(self, value):
+                raise ImageError(f"{path}: setup header {rule.field}={value:#x} (boot protocol "
+                                 f"{self.protocol >> 8}.{self.protocol & 0xff}, file "
+                                 f"{len(self.data):#x} bytes): {rule.problem(self, value)}")
+        return self
 
     @property
     def setup_size(self) -> int:
@@ -67,6 +85,47 @@ class BzImage:
     def init_size(self) -> int:
         """Memory the kernel needs from its load address while it decompresses and starts."""
         return self.header.init_size if self.protocol >= 0x020A else 4 * len(self.payload)
+
+
+def _is_power_of_two(value: int) -> bool:
+    return value > 0 and value & (value - 1) == 0
+
+
+@dataclass(frozen=True)
+class HeaderRule:
+    """A setup-header field the loaders rely on, from the protocol version that defines it:
+    `ok(image, value)` says whether the value can be used, `problem` why not."""
+
+    field: str
+    since: int
+    ok: Callable[["BzImage", int], bool]
+    problem: Callable[["BzImage", int], str]
+
+
+# The kernel's own rules (Documentation/arch/x86/boot.rst) for what the loaders read.
+HEADER_RULES = (
+    # The build tool writes setup + syssize paragraphs; a signature may follow, but a
+    # file that ends before that is a truncated kernel (or a damaged setup_sects).
+    HeaderRule("syssize", 0x0204,
+               lambda im, v: v > 0 and im.setup_size + v * 16 <= len(im.data),
+               lambda im, v: f"the setup code ({im.setup_size:#x} bytes, setup_sects="
+                             f"{im.header.setup_sects}) and the {v * 16:#x}-byte protected-mode "
+                             "part it announces run past the end of the file: a truncated or "
+                             "damaged kernel"),
+    # startup_32/64 round their load address up to kernel_alignment (mask arithmetic):
+    # 0 or a non-power of two would start the kernel at a wrong address.
+    HeaderRule("kernel_alignment", 0x0205, lambda im, v: _is_power_of_two(v),
+               lambda im, v: "must be a power of two (the kernel aligns its load address "
+                             "with it)"),
+    # A relocatable kernel's preferred address, and a fixed one's only address.
+    HeaderRule("pref_address", 0x020A, lambda im, v: v % PAGE_SIZE == 0 and v < 1 << 52,
+               lambda im, v: "not a page-aligned physical address"),
+    # The memory the kernel needs from its load address while it decompresses: at least
+    # the protected-mode part the loader copies there.
+    HeaderRule("init_size", 0x020A, lambda im, v: v >= len(im.payload),
+               lambda im, v: f"smaller than the {len(im.payload):#x}-byte protected-mode part "
+                             "that has to fit there"),
+)
 
 
 def probe_bzimage64(data: bytes) -> bool:

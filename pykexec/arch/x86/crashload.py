@@ -17,7 +17,7 @@ from pykexec.arch.x86.purgatory_setup import (PurgatoryKind, PurgatoryOptions, f
                                               registers_for_kernel)
 from pykexec.arch.x86.setupdata import place_setup_data
 from pykexec.arch.x86.zeropage import ZeroPageInputs, build_zero_page
-from pykexec.cmdline import COMMAND_LINE_MAX
+from pykexec.cmdline import COMMAND_LINE_MAX, byte_length, check_final
 from pykexec.errors import LoadError
 from pykexec.layout import Layout
 from pykexec.plan import Plan, Segment
@@ -50,9 +50,8 @@ class X86CrashLoad:
         # pykexec passes no EFI runtime data to a capture kernel, so it always names the RSDP.
         self.crash = place_crash_segments(self.layout, machine, self.arch, elfclass, e_machine,
                                           kernel_text, self.inputs.cmdline, machine.acpi_rsdp)
-        if len(self.crash.cmdline) > COMMAND_LINE_MAX:
-            raise LoadError(f"the capture command line would be {len(self.crash.cmdline)} "
-                            f"characters (at most {COMMAND_LINE_MAX})")
+        check_final(self.crash.cmdline, COMMAND_LINE_MAX, self.inputs.kernel_path,
+                    self.inputs.cmdline)
         return self.crash.cmdline
 
     def place_initrd_and_setup_data(self, initrd_min: int, initrd_max: Optional[int] = None
@@ -87,7 +86,7 @@ class X86CrashLoad:
             backup_src_start=crash.backup_src.start, backup_src_size=crash.backup_src.size,
             skip_checks=request.skip_checks, console_serial=request.console_serial,
             serial_base=request.serial_base, serial_baud=request.serial_baud,
-            cmdline_end=cmdline_addr + len(crash.cmdline)))
+            cmdline_end=cmdline_addr + byte_length(crash.cmdline)))
 
     def plan(self, segments, entry: int, symbols=None, **notes) -> Plan:
         request, crash = self.inputs.request, self.crash

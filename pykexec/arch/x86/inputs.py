@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 from pykexec.arch.x86 import cmdline_for
 from pykexec.errors import LoadError
-from pykexec.inputfiles import read_file
+from pykexec.inputfiles import read_input, read_kernel
 
 
 @dataclass(frozen=True)
@@ -28,9 +28,26 @@ class LoadInputs:
     random_bytes: Callable[[int], bytes] = os.urandom
 
 
+def input_limit(request, machine) -> Tuple[int, str]:
+    """How many bytes an input file may have: what its destination can hold at most (the
+    crash region for -p, clamped by --mem-min/--mem-max; all RAM otherwise)."""
+    region = machine.crash_region if request.crash else None
+    if region is not None:
+        start = max(region.start, request.mem_min)
+        end = region.end if request.mem_max is None else min(region.end, request.mem_max + 1)
+        if end > start:
+            return end - start, f"the crash region's window {start:#x}-{end - 1:#x}"
+    return sum(r.size for r in machine.ram), "RAM"
+
+
 def read_inputs(request, machine, random_bytes: Callable[[int], bytes] = os.urandom) -> LoadInputs:
-    kernel = read_file(request.kernel, "kernel")
-    initrd = read_file(request.initrd, "initrd") if request.initrd else None
+    """The kernel (decompressed if it is a gzip or xz file, as kexec_load's reader does in
+    kexec-tools) and the initrd, through the one input reader (pykexec.inputfiles)."""
+    limit, limit_what = input_limit(request, machine)
+    kernel = read_kernel(request.kernel, limit, limit_what)
+    initrd = None
+    if request.initrd is not None:   # `--initrd=` names a file too: '' (refused, as kexec)
+        initrd = read_input(request.initrd, "initrd", limit, limit_what)
     return LoadInputs(request, machine, request.kernel, kernel, request.initrd, initrd,
                       cmdline_for(request, machine), random_bytes)
 

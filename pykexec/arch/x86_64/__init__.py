@@ -8,9 +8,9 @@ plan. Formats are probed in kexec-tools' order, ELF before bzImage.
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from typing import Callable
 
+from pykexec.arch.x86 import with_entry_override
 from pykexec.arch.x86.inputs import choose_format, read_inputs
 from pykexec.machine import Machine
 from pykexec.plan import Plan
@@ -28,5 +28,4 @@ def plan_load(request: Request, machine: Machine,
               random_bytes: Callable[[int], bytes] = os.urandom) -> Plan:
     inputs = read_inputs(request, machine, random_bytes)
     plan = choose_format(inputs, formats(), NAME).load(inputs)
-    # --entry replaces the entry point just before the syscall, as in kexec-tools.
-    return replace(plan, entry=request.entry) if request.entry else plan
+    return with_entry_override(plan, request, machine, 64)

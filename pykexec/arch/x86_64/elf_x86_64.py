@@ -17,10 +17,10 @@ from typing import Optional
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
-from pykexec.arch.x86.crash import check_cmdline
-from pykexec.arch.x86.elfimage import image_chunks, vmlinux_setup_header
+from pykexec.arch.x86.elfimage import (check_entry, checked_loads, first_misfit, image_chunks,
+                                       vmlinux_setup_header)
 from pykexec.arch.x86_64.normalload import open_load
-from pykexec.cmdline import COMMAND_LINE_MAX
+from pykexec.cmdline import COMMAND_LINE_MAX, as_bytes, byte_length, check_final, check_user_part
 from pykexec.errors import LoadError
 from pykexec.plan import Plan
 from pykexec.structs import bootparams as bp
@@ -75,34 +75,38 @@ def load(inputs) -> Plan:
         raise LoadError(f"{inputs.kernel_path}: pykexec boots an ELF Linux kernel with "
                         "--args-linux (boot parameters) or --args-none; ELF boot notes "
                         "(--args-elf, kexec-tools' default) give Linux no memory map")
-    elf = ELFFile(BytesIO(inputs.kernel))
-    chunks, align = image_chunks(elf, inputs.kernel_path), _kernel_alignment(elf)
-    check_cmdline(inputs.cmdline, COMMAND_LINE_MAX, inputs.kernel_path)
+    elf, chunks = _checked_image(inputs)
+    align = _kernel_alignment(elf)
+    check_user_part(inputs.cmdline, COMMAND_LINE_MAX, inputs.kernel_path)
     load = open_load(inputs, NAME)
     layout = load.layout
     # The link address wins when it is free (as kexec-tools requires); else move the image.
-    at_link_address = all(layout.fits_at(c.start, c.memsz) for c in chunks)
-    if at_link_address:
+    misfit = first_misfit(layout, chunks)
+    if misfit is None:
         _place_image(layout, chunks, 0, inputs.kernel_path)
     cmdline = load.place_leading_segments()
-    param_len = PARAM_CMDLINE_OFFSET + len(cmdline) + 1 + PARAM_CMDLINE_SPARE
+    check_final(cmdline, COMMAND_LINE_MAX, inputs.kernel_path, inputs.cmdline)
+    param_len = PARAM_CMDLINE_OFFSET + byte_length(cmdline) + 1 + PARAM_CMDLINE_SPARE
     param_addr = layout.place(param_len, "param_block",
                               "zero page for --args-linux, then the command line", align=16)
     delta = 0
-    if not at_link_address:
+    if misfit is not None:
         link_start = chunks[0].start
         span = chunks[-1].start + chunks[-1].memsz - link_start
-        delta = layout.find(span, "kernel", align=align) - link_start
-        where = "outside the free crash region" if request.crash else "not free RAM in the window"
+        delta = layout.find(span, "kernel", align=align, source=inputs.kernel_path) - link_start
+        where = (f"the free crash region {layout.window}" if request.crash
+                 else f"free RAM in the window {layout.window}")
         load.warnings.append(
-            f"{inputs.kernel_path} is linked at {link_start:#x}, {where}; "
-            f"loading it at {link_start + delta:#x} (x86_64 kernels relocate themselves physically)")
+            f"{inputs.kernel_path} is linked at {link_start:#x}-{link_start + span - 1:#x}, but "
+            f"its part at {misfit.start:#x}-{misfit.start + misfit.memsz - 1:#x} is not inside "
+            f"{where}; loading the whole image at {link_start + delta:#x} (x86_64 kernels "
+            "relocate themselves physically)")
         _place_image(layout, chunks, delta, inputs.kernel_path)
     initrd, setup_data = load.place_initrd_and_setup_data(INITRD_MIN_ADDR)
     cmdline_addr = param_addr + PARAM_CMDLINE_OFFSET
     zero_page = load.zero_page(_param_header(), cmdline_addr, PARAM_CMDLINE_OFFSET, initrd,
                                setup_data)
-    layout.fill(param_addr, zero_page + cmdline.encode() + bytes(1 + PARAM_CMDLINE_SPARE))
+    layout.fill(param_addr, zero_page + as_bytes(cmdline) + bytes(1 + PARAM_CMDLINE_SPARE))
     return load.finish(rip=elf["e_entry"] + delta, boot_params_addr=param_addr,
                        cmdline_addr=cmdline_addr, kernel_relocated_by=delta)
 
@@ -112,8 +116,7 @@ def _load_args_none(inputs) -> Plan:
     if inputs.initrd is not None or inputs.cmdline:
         raise LoadError("--args-none passes nothing to the kernel: no --initrd, --append or "
                         "--reuse-cmdline with it")
-    elf = ELFFile(BytesIO(inputs.kernel))
-    chunks = image_chunks(elf, inputs.kernel_path)
+    elf, chunks = _checked_image(inputs)
     load = open_load(inputs, NAME)
     _place_image(load.layout, chunks, 0, inputs.kernel_path)
     return load.finish_without_purgatory(entry=elf["e_entry"], args="none")
@@ -124,3 +127,11 @@ def _place_image(layout, chunks, delta: int, path: str) -> None:
         where = f"{path} PT_LOAD" + (f" linked at {c.start:#x}" if delta else "")
         layout.place_at(c.start + delta, c.memsz, "elf_load", where)
         layout.fill(c.start + delta, c.data)
+
+
+def _checked_image(inputs):
+    """The ELF file and its PT_LOADs as chunks, after the ELF validation layer."""
+    elf = ELFFile(BytesIO(inputs.kernel))
+    loads = checked_loads(elf, inputs.kernel_path, len(inputs.kernel), 64)
+    check_entry(elf["e_entry"], loads, inputs.kernel_path)
+    return elf, image_chunks(inputs.kernel, loads, inputs.kernel_path)

@@ -19,7 +19,7 @@ from pykexec.arch.x86.setupdata import place_setup_data
 from pykexec.arch.x86.zeropage import ZeroPageInputs, build_zero_page
 from pykexec.arch.x86.purgatory_setup import (X86_64, PurgatoryOptions, finish_purgatory,
                                               place_purgatory, registers_for_kernel)
-from pykexec.cmdline import COMMAND_LINE_MAX
+from pykexec.cmdline import COMMAND_LINE_MAX, byte_length
 from pykexec.errors import LoadError
 from pykexec.layout import Layout
 from pykexec.plan import Plan
@@ -50,8 +50,8 @@ class NormalLoad:
         self.purgatory = None
         self.efi = efi_boot_data(machine, _xloadflags(inputs.kernel), request.noefi)
         self.efi_memmap: Optional[int] = None
-        if len(self.cmdline) > COMMAND_LINE_MAX:
-            raise LoadError(f"the command line is {len(self.cmdline)} characters "
+        if byte_length(self.cmdline) > COMMAND_LINE_MAX:
+            raise LoadError(f"the command line is {byte_length(self.cmdline)} bytes "
                             f"(at most {COMMAND_LINE_MAX})")
 
     def place_leading_segments(self, with_purgatory: bool = True) -> str:
@@ -99,7 +99,7 @@ class NormalLoad:
                                              PurgatoryOptions(
             panic_kernel=False, skip_checks=request.skip_checks,
             console_serial=request.console_serial, serial_base=request.serial_base,
-            serial_baud=request.serial_baud, cmdline_end=cmdline_addr + len(self.cmdline)))
+            serial_baud=request.serial_baud, cmdline_end=cmdline_addr + byte_length(self.cmdline)))
         return Plan(
             arch="x86_64", syscall="kexec_load", flags=request.kexec_flags | KEXEC_ARCH_X86_64,
             entry=self.purgatory.entry, cmdline=self.cmdline, segments=segments,
