@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import struct
 from collections import Counter
 from typing import Dict, List, Optional, Tuple
@@ -155,20 +156,39 @@ def detect(path: str, head: bytes) -> str:
 
 
 def _read(path: str, limit: int = READ_LIMIT) -> bytes:
+    """At most `limit` bytes of the regular file `path` (never blocks on a FIFO)."""
     try:
-        with open(path, "rb") as f:
-            return f.read(limit)
-    except IsADirectoryError:
-        return b""
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
         raise InspectError(f"{path}: {e.strerror or e}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise InspectError(f"{path}: not a regular file ({_kind_of(mode)}); inspect "
+                               "reads files and plan folders only")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return f.read(limit)
+    except OSError as e:
+        raise InspectError(f"{path}: {e.strerror or e}") from None
+    finally:
+        os.close(fd)
+
+
+def _kind_of(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a file"
 
 
 def inspect_path(path: str) -> str:
     """The explanation of the file or plan folder at `path` (text)."""
-    if not os.path.exists(path):
-        raise InspectError(f"{path}: no such file or directory")
-    head = b"" if os.path.isdir(path) else _read(path, 4096)
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        raise InspectError(f"{path}: {(e.strerror or str(e)).lower()}") from None
+    head = b"" if stat.S_ISDIR(mode) else _read(path, 4096)
     kind = detect(path, head)
     try:
         if kind == "plan":
@@ -176,7 +196,9 @@ def inspect_path(path: str) -> str:
             from pykexec.show import plan_report
             try:
                 plan = load_plan(path)
-            except (PlanFormatError, ValueError, KeyError, TypeError) as e:
+            except PlanFormatError as e:
+                raise InspectError(f"bad plan folder: {e}") from None
+            except ValueError as e:     # the Plan or Segment refused a value
                 raise InspectError(f"{path}: bad plan folder: {e}") from None
             return f"{path}: plan folder\n" + plan_report(plan)
         if kind == "core":
