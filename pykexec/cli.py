@@ -271,18 +271,14 @@ def _act(request) -> int:
             # -a: kexec_file_load needs no plan (and under lockdown /proc/kcore cannot be
             # read to make one); the error matters only if it falls back.
             plan_error = err
-    if plan_error is not None and request.do_unload:
-        raise Failure(f"{_describe(plan_error)}; not unloading: kexec_load could not be used "
-                      "if kexec_file_load fails, and the loaded kernel would be gone (use -s "
-                      "to unload and load with kexec_file_load only)")
 
-    if request.do_load and result == 0 and request.dry_run:
-        if request.do_unload:
-            result = _unload(request, backend)
-        if result == 0:
-            _dry_run(request, machine, plan, file_args)
+    # `-up`: no separate unload before the load (kexec-tools makes one). A load replaces
+    # the loaded image of its kind by itself, so a successful load ends the same way, and
+    # a refused one keeps the old image wherever the kernel keeps it (docs/differences.md).
+    if request.do_load and request.dry_run:
+        _dry_run(request, machine, plan, file_args)
     elif request.do_load:
-        result = _unload_and_load(request, machine, backend, plan, plan_error, file_args)
+        result = _load(request, machine, backend, plan, plan_error, file_args)
     elif request.do_unload:
         result = _unload(request, backend)
     if result != 0:
@@ -381,9 +377,9 @@ def _check_window(request, machine) -> None:
         raise Failure(f"{which}={value:#x} leaves nothing of {where} {region}", EXIT_FATAL)
 
 
-def _unload_and_load(request, machine, backend, plan, plan_error, file_args) -> int:
-    """-u (if asked), then the load. Everything that can fail before the kernel is asked
-    (the plan, --save-plan, opening the kernel and initrd) is done before the unload."""
+def _load(request, machine, backend, plan, plan_error, file_args) -> int:
+    """The load. Everything that can fail before the kernel is asked (the plan,
+    --save-plan, opening the kernel and initrd) is done before the first syscall."""
     import contextlib
     from pykexec import syscall
     with contextlib.ExitStack() as stack:
@@ -393,10 +389,6 @@ def _unload_and_load(request, machine, backend, plan, plan_error, file_args) -> 
             _save(file_args.plan() if request.syscall_mode == "file" else plan,
                   request.save_plan)
             saved = True
-        if request.do_unload:
-            result = _unload(request, backend)
-            if result != 0:
-                return result
         if fds is not None:
             if request.debug:
                 _err("calling " + file_args.describe())
