@@ -98,7 +98,10 @@ def _strtol(text: bytes) -> int | None:
 
 
 def run(argv: list[str], program: str = "pykexec") -> int:
-    """Run a kexec-style command line in-process; returns the exit status."""
+    """Run a command line in-process (`pykexec ARGV`, or `kexec ARGV` with program="kexec",
+    which has no subcommands); returns the exit status."""
+    if program == "pykexec" and argv and argv[0] in SUBCOMMANDS:
+        return _subcommand(list(argv))
     _PROGRAM[0] = program
     _RUN["debug"] = False
     try:
@@ -635,10 +638,7 @@ def _subcommand(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in SUBCOMMANDS:
-        _exit(_subcommand(argv))
-    _exit(run(argv))
+    _exit(run(list(sys.argv[1:] if argv is None else argv)))
 
 
 def kexec_main(argv: list[str] | None = None) -> None:

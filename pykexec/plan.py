@@ -190,7 +190,7 @@ def _write_plan_files(plan: Plan, folder: str) -> None:
         f.write("\n")
 
 
-def read_regular(path: str, limit: int, what: str = "file") -> bytes:
+def read_regular(path: str, limit: int, what: str = "a file may have") -> bytes:
     """The bytes of the regular file `path` (at most `limit`), or PlanFormatError.
 
     Opened without following a final symlink and without blocking (a FIFO would wait for
@@ -206,7 +206,7 @@ def read_regular(path: str, limit: int, what: str = "file") -> bytes:
         if not stat.S_ISREG(info.st_mode):
             raise PlanFormatError(f"{path}: not a regular file ({_file_type(info.st_mode)})")
         if info.st_size > limit:
-            raise PlanFormatError(f"{path}: {info.st_size} bytes, more than a {what} can be "
+            raise PlanFormatError(f"{path}: {info.st_size} bytes, more than {what} "
                                   f"({limit})")
         chunks = []
         left = info.st_size
@@ -256,7 +256,7 @@ def load_plan(folder: str) -> Plan:
     link out of it) and is read only up to the size plan.json gives it.
     """
     path = os.path.join(folder, PLAN_JSON)
-    text = read_regular(path, 64 << 20, "plan.json")
+    text = read_regular(path, 64 << 20, "a plan.json may have")
     try:
         doc = json.loads(text)
     except (ValueError, RecursionError) as err:
@@ -295,7 +295,9 @@ def load_plan(folder: str) -> Plan:
         if mem is not None and mem + memsz > 1 << 64:
             raise PlanFormatError(f"{where}: {mem:#x} + {memsz:#x} runs past 64 bits")
         seg_path = os.path.join(folder, name)
-        data = read_regular(seg_path, min(bufsz, SEGMENT_FILE_MAX), "segment")
+        data = read_regular(seg_path, min(bufsz, SEGMENT_FILE_MAX),
+                            f"plan.json gives it (bufsz)" if bufsz <= SEGMENT_FILE_MAX
+                            else "a segment may have")
         if len(data) != bufsz:
             raise PlanFormatError(f"{seg_path}: {len(data)} bytes, plan.json says {bufsz}")
         if hashlib.sha256(data).hexdigest() != digest:
