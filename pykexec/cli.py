@@ -551,6 +551,21 @@ def install_wrapper(dest: str, force: bool = False, python: str | None = None,
     return done
 
 
+def _pipe_safe(command):
+    """click turns a closed stdout into its own exit 1; stop as the kexec command line does."""
+    import functools
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            result = command(*args, **kwargs)
+            sys.stdout.flush()
+            return result
+        except BrokenPipeError:
+            sys.exit(_stdout_gone())
+    return wrapper
+
+
 def _subcommand(argv: list[str]) -> int:
     import click
 
@@ -561,6 +576,7 @@ def _subcommand(argv: list[str]) -> int:
     @group.command()
     @click.argument("dest", type=click.Path())
     @click.option("--sysroot", default="/", show_default=True, help="machine to read")
+    @_pipe_safe
     def snapshot(dest, sysroot):
         """Save this machine's loader inputs into DEST (the snapshot format)."""
         from pykexec.snapcheck import snapshot_problems
@@ -582,6 +598,7 @@ def _subcommand(argv: list[str]) -> int:
 
     @group.command(name="inspect")
     @click.argument("path", type=click.Path())
+    @_pipe_safe
     def inspect_(path):
         """Explain a bzImage, vmlinux, purgatory object, elfcorehdr, vmcore or plan folder."""
         from pykexec.inspect import main as inspect_main
@@ -594,6 +611,7 @@ def _subcommand(argv: list[str]) -> int:
                   help="replace another program at PATH (kept as PATH.kexec-tools)")
     @click.option("--python", default=None, help="interpreter for the wrapper [this one]")
     @click.argument("path", default="/usr/local/sbin/kexec")
+    @_pipe_safe
     def install(as_kexec, force, python, path):
         """Make pykexec answer as kexec at PATH (init scripts call /sbin/kexec)."""
         try:
