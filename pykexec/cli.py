@@ -581,6 +581,9 @@ def _subcommand(argv: list[str]) -> int:
         """Save this machine's loader inputs into DEST (the snapshot format)."""
         from pykexec.snapcheck import snapshot_problems
         from pykexec.snapshot import SnapshotError, take_snapshot
+        if not dest:
+            _err("snapshot: the folder name is empty")
+            sys.exit(EXIT_USAGE)
         if os.path.lexists(dest) and not os.path.isdir(dest):
             _err(f"snapshot: {dest}: exists and is not a folder")
             sys.exit(EXIT_USAGE)
@@ -592,6 +595,10 @@ def _subcommand(argv: list[str]) -> int:
             take_snapshot(dest, root=sysroot)
         except SnapshotError as err:
             _err(f"snapshot: {err}")
+            sys.exit(EXIT_USAGE)
+        except OSError as err:       # the folder cannot be made or written
+            from pykexec.errors import describe
+            _err(f"snapshot: {describe(err)}")
             sys.exit(EXIT_USAGE)
         for warning in warnings:
             _err(f"snapshot: warning: {warning}")

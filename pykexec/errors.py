@@ -39,6 +39,7 @@ def describe(err: BaseException) -> Optional[str]:
         what = err.strerror or str(err) or err.__class__.__name__
         names = [n for n in (err.filename, err.filename2) if n is not None]
         names = [n.decode(errors="replace") if isinstance(n, bytes) else str(n) for n in names]
+        names = [n if n else "'' (an empty name)" for n in names]
         return _one_line(f"{' -> '.join(names)}: {what}" if names else what)
     # A KeyError subclass would quote its message; take the message itself.
     text = err.args[0] if len(err.args) == 1 and isinstance(err.args[0], str) else str(err)

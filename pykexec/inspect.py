@@ -217,7 +217,8 @@ def inspect_path(path: str) -> str:
         return explain_object(data, path)
     except InspectError:
         raise
-    except (ValueError, struct.error, IndexError, KeyError) as e:
+    except (ValueError, struct.error, IndexError, KeyError, OverflowError) as e:
+        # pyelftools follows offsets in a damaged file as far as they point
         raise InspectError(f"{path}: cannot parse as {kind}: {e}") from None
     except Exception as e:  # pyelftools and construct raise their own types
         name = e.__class__.__name__
@@ -539,7 +540,7 @@ def main(path: str, out=None, err=None) -> int:
     try:
         text = inspect_path(path)
     except InspectError as e:
-        err.write(f"pykexec inspect: {e}\n")
+        err.write(f"pykexec inspect: {' '.join(str(e).split())}\n")
         return 1
     out.write(text)
     return 0

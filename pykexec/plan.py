@@ -283,7 +283,7 @@ def load_plan(folder: str) -> Plan:
         if os.path.basename(name) != name or name in ("", ".", "..") or "\0" in name:
             raise PlanFormatError(f"{where}: file {name!r:.60} is not a name inside the plan "
                                   "folder (refused, not read)")
-        mem = _field(where, s, "mem", int, optional=True)
+        mem = _field(where, s, "mem", int, optional=syscall == "kexec_file_load")
         memsz = _field(where, s, "memsz", int)
         bufsz = _field(where, s, "bufsz", int)
         digest = _field(where, s, "sha256", str)

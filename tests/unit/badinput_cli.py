@@ -333,3 +333,29 @@ def case_snapshot_into_a_file(w):
 @bad(1, **ONCE)
 def case_snapshot_without_destination(w):
     return ["snapshot"], "DEST"
+
+
+@bad(1, **ONCE)
+def case_snapshot_empty_name(w):
+    return ["snapshot", "", "--sysroot", w["machine"]], "empty"
+
+
+@bad(1, **ONCE)
+def case_snapshot_under_proc(w):
+    return ["snapshot", "/proc/no-such-dir/snap", "--sysroot", w["machine"]], "/proc/no-such-dir"
+
+
+@bad(1, **ONCE)
+def case_inspect_object_with_a_wild_string_table(w):
+    """A relocatable object whose section-name table lies at 2**63 (pyelftools seeks there)."""
+    import struct
+    ehdr = struct.pack("<4sBBBBB7xHHIQQQIHHHHHH", b"\x7fELF", 2, 1, 1, 0, 0, 1, 62, 1,
+                       0, 0, 64, 0, 64, 0, 0, 64, 2, 1)
+    null = bytes(64)
+    strtab = struct.pack("<IIQQQQIIQQ", 1, 3, 0, 0, 1 << 63, 16, 0, 0, 1, 0)
+    return ["inspect", put(w, "wild.o", ehdr + null + strtab)], "wild.o"
+
+
+@bad(1, **ONCE)
+def case_inspect_plan_kexec_load_segment_without_address(w):
+    return ["inspect", str(_plan_folder(w, segments={"mem": None}))], "'mem'"
