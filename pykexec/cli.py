@@ -127,9 +127,12 @@ def _report(err: BaseException) -> int:
     if message is None:
         _err(f"internal error: {err.__class__.__name__}: {' '.join(str(err).split())} "
              "(run with --debug for details)")
-    else:
-        _err(message)
-    return EXIT_FAILURE
+        return EXIT_FAILURE
+    _err(message)
+    # A layer may say which kexec-tools status its refusal matches (e.g. 1 for "no room",
+    # kexec-tools' locate_hole die()); otherwise a failed load: 255.
+    status = getattr(err, "exit_status", EXIT_FAILURE)
+    return status if isinstance(status, int) and 0 <= status <= 255 else EXIT_FAILURE
 
 
 _PIPE = {"closed": False}
@@ -399,6 +402,8 @@ def _load(request, machine, backend, plan, plan_error, file_args) -> int:
                 backend.kexec_file_load(fds[0], fds[1], file_args.cmdline, file_args.flags)
                 if request.save_plan and not saved:
                     _save_after_load(file_args.plan(), request.save_plan)
+                if plan_error is not None and request.debug:
+                    _err(f"(no kexec_load plan: {_describe(plan_error)})")
                 return 0
             except syscall.KexecError as err:
                 if err.errno not in syscall.FILE_LOAD_FALLBACK_ERRNOS:
@@ -663,10 +668,18 @@ def _subcommand(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    _exit(run(list(sys.argv[1:] if argv is None else argv)))
+    try:
+        code = run(list(sys.argv[1:] if argv is None else argv))
+    except BrokenPipeError:       # stderr's reader went away while an error was written
+        code = _stdout_gone()
+    _exit(code)
 
 
 def kexec_main(argv: list[str] | None = None) -> None:
     """The `kexec` console script: kexec's argv only (no subcommands)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    _exit(run(argv, program="kexec"))
+    try:
+        code = run(argv, program="kexec")
+    except BrokenPipeError:
+        code = _stdout_gone()
+    _exit(code)

@@ -203,3 +203,40 @@ def test_load_plan_reads_a_segment_only_up_to_its_bufsz(tmp_path):
     from pykexec.plan import PlanFormatError
     with pytest.raises(PlanFormatError, match="segment-00.bin: 1073741824 bytes"):
         load_plan(str(folder))
+
+
+# --- option values --------------------------------------------------------------------------
+
+ULONG_MAX = (1 << 64) - 1
+
+
+@pytest.mark.parametrize("text,value", [
+    ("0x1000", 0x1000), ("4096", 4096), ("010", 8), ("0", 0), ("", 0), (" 0x10", 0x10),
+    ("\t7", 7), ("+5", 5), ("-1", ULONG_MAX), ("-0x10", ULONG_MAX - 0xF),
+    ("0x1ffffffffffffffff", ULONG_MAX), ("99999999999999999999999", ULONG_MAX),
+    ("-99999999999999999999999", ULONG_MAX), ("0XfF", 0xFF),
+    ("12q", None), ("0x", None), ("08", None), ("5 ", None), ("+", None), ("-", None),
+    ("  ", None), ("0x1g", None), ("- 5", None), ("1e3", None),
+])
+def test_mem_min_is_read_as_strtoul(text, value):
+    """C strtoul(text, &end, 0) with kexec-tools' check that nothing is left after it."""
+    from pykexec.request import UsageError, parse_args
+    if value is None:
+        with pytest.raises(UsageError, match="--mem-min"):
+            parse_args(["-p", "K", f"--mem-min={text}"])
+    else:
+        assert parse_args(["-p", "K", f"--mem-min={text}"]).mem_min == value
+        assert parse_args(["-p", "K", f"--mem-max={text}"]).mem_max == value
+
+
+def test_a_layer_may_give_its_refusal_kexec_tools_status(kernel, monkeypatch, capsys):
+    from pykexec.errors import LoadError
+
+    class NoRoom(LoadError):
+        exit_status = 1
+
+    def no_room(request, machine):
+        raise NoRoom("bzImage: no room for the kernel in [0x2f000000, 0x3f000000)")
+    monkeypatch.setattr(cli, "_plan", no_room)
+    assert run(["-c", "-p", kernel, "--sysroot", SNAPSHOT, "--dry-run"]) == 1
+    assert "no room" in capsys.readouterr().err
