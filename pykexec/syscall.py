@@ -452,6 +452,10 @@ class Faults:
         return getattr(self.inner, name)
 
 
+class FaultSpecError(ValueError):
+    """PYKEXEC_SYSCALL_FAULTS cannot be read (one line)."""
+
+
 def parse_faults(text: str) -> dict[str, object]:
     """"kexec_file_load=ENOSYS,kexec_load=EPERM" -> {"kexec_file_load": 38, ...}."""
     out: dict[str, object] = {}
@@ -460,7 +464,7 @@ def parse_faults(text: str) -> dict[str, object]:
         code = getattr(errno, value.strip().upper(), None) if not value.strip().isdigit() \
             else int(value)
         if not name or not isinstance(code, int):
-            raise ValueError(f"PYKEXEC_SYSCALL_FAULTS: cannot read {item!r} "
+            raise FaultSpecError(f"PYKEXEC_SYSCALL_FAULTS: cannot read {item!r} "
                              "(want NAME=ERRNO, e.g. kexec_file_load=ENOSYS)")
         out[name.strip()] = code
     return out

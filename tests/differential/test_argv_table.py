@@ -141,6 +141,7 @@ ROWS = [
     r("-p", "K", "--mem-min=0x1000 "),
     r("-p", "K", "--mem-min=08"),
     r("-p", "K", "--mem-max=+"),
+    r("-s", "-p", "K", "--mem-min=-1"),       # kexec_file_load has no window: ignored
     # --noefi / --reuse-video-type after --append: kexec-tools 2.0.25 loses the appended
     # text (its x86 option pass starts the command line again); pykexec keeps it
     r("-s", "-l", "K", "--append=hello", "--noefi",
