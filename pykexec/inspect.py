@@ -30,6 +30,8 @@ from pykexec.structs.elf import (ELF_MAGIC, ET_CORE, ET_DYN, ET_EXEC, ET_REL, NT
                                  PT_LOAD, PT_NOTE, iter_notes, parse_core_header)
 
 READ_LIMIT = 64 << 20          # whole files up to this size; vmcores are read by pieces
+VMLINUX_NOTES_LIMIT = 1 << 20  # a vmlinux's notes (build id, Xen) are a few hundred bytes
+CORE_NOTES_LIMIT = 64 << 20    # per-CPU NT_PRSTATUS + VMCOREINFO: ~32 MiB at 8192 CPUs
 NT_PRPSINFO = 3
 NT_TASKSTRUCT = 4
 NT_AUXV = 6
@@ -329,6 +331,9 @@ def explain_vmlinux(data, path: str = "vmlinux") -> str:
     for s in elf.iter_segments():
         if s["p_type"] != "PT_NOTE":
             continue
+        if s["p_filesz"] > VMLINUX_NOTES_LIMIT:
+            out.append(f"  PT_NOTE of {s['p_filesz']:#x} bytes: more than a kernel has, not read")
+            continue
         for note in s.iter_notes():
             name = note["n_name"]
             raw = note.get("n_descdata", b"")
@@ -422,6 +427,10 @@ def explain_core(path: str) -> str:
                 ehdr, phdrs = parse_core_header(head)
             notes = [p for p in phdrs if p.p_type == PT_NOTE]
             in_file = bool(notes) and all(p.p_offset + p.p_filesz <= size for p in notes)
+            note_bytes = sum(p.p_filesz for p in notes)
+            if in_file and note_bytes > CORE_NOTES_LIMIT:
+                raise InspectError(f"{path}: PT_NOTEs of {note_bytes:#x} bytes, more than a "
+                                   f"kernel writes ({CORE_NOTES_LIMIT:#x}): not read")
             note_data = [(p, _read_at(f, p.p_offset, p.p_filesz)) for p in notes] if in_file else []
     except OSError as e:
         raise InspectError(f"{path}: {e.strerror or e}") from None

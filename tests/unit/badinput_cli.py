@@ -359,3 +359,22 @@ def case_inspect_object_with_a_wild_string_table(w):
 @bad(1, **ONCE)
 def case_inspect_plan_kexec_load_segment_without_address(w):
     return ["inspect", str(_plan_folder(w, segments={"mem": None}))], "'mem'"
+
+
+def _sparse_elf(w, name, e_type, p_type):
+    """A 3 GiB sparse ELF file whose one program header covers it all (zeros)."""
+    import struct
+    size = 3 << 30
+    ehdr = struct.pack("<4sBBBBB7xHHIQQQIHHHHHH", b"\x7fELF", 2, 1, 1, 0, 0, e_type, 62, 1,
+                       0x1000000, 64, 0, 0, 64, 56, 1, 0, 0, 0)
+    phdr = struct.pack("<IIQQQQQQ", p_type, 4, 0x1000, 0, 0, size - 0x1000, size - 0x1000, 4)
+    path = w["dir"] / name
+    with open(path, "wb") as f:
+        f.write(ehdr + phdr)
+        f.truncate(size)
+    return str(path)
+
+
+@bad(1, **ONCE)
+def case_inspect_core_with_a_3gib_note(w):
+    return ["inspect", _sparse_elf(w, "vmcore-huge-note", 4, 4)], "vmcore-huge-note"
