@@ -409,7 +409,7 @@ def _load(request, machine, backend, plan, plan_error, file_args) -> int:
                 if err.errno not in syscall.FILE_LOAD_FALLBACK_ERRNOS:
                     raise Failure(_after_failed_load(str(err), request, backend)) from None
                 if request.syscall_mode == "file":
-                    _err(str(err))
+                    _err(_after_failed_load(str(err), request, backend))
                     _err("syscall kexec_file_load not available.")
                     return EXIT_FALLBACK
                 if request.debug:
