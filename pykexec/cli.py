@@ -268,8 +268,8 @@ def _act(request) -> int:
     if request.do_load and request.syscall_mode != "file":
         # Plan before any unload or load, so that a bad kernel or initrd, or a bad
         # --mem-min/--mem-max, leaves the loaded capture kernel in place.
-        _check_window(request, machine)
         try:
+            _check_window(request, machine)
             plan = _plan(request, machine)
         except Exception as err:  # noqa: BLE001 - re-raised below unless kexec_file_load may do
             if request.syscall_mode == "load" or request.dry_run:

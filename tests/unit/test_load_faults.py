@@ -214,3 +214,14 @@ def test_full_disk_under_save_plan(world, capsys, tiny_disk, mode):
         assert "the kernel is loaded" in line
     else:
         assert world["rec"].calls == [] and world["rec"].state[True] == 1
+
+
+def test_auto_mode_needs_the_kexec_load_plan_only_if_it_falls_back(world, capsys):
+    """kexec_file_load has no --mem-min window: -a loads with it, as kexec-tools HEAD; the
+    window's refusal (exit 1) comes only when it would fall back to kexec_load."""
+    code = world["kexec"](["-p", world["kernel"], "--mem-min=-1"])
+    assert code == 0 and loads(world["rec"]) == [("kexec_file_load", "load")]
+    code = world["kexec"](["-p", world["kernel"], "--mem-min=-1"],
+                          {"kexec_file_load": errno.ENOSYS})
+    assert code == 1 and "--mem-min=0xffffffffffffffff" in one_line(capsys)
+    assert loads(world["rec"]) == [("kexec_file_load", "load")]     # nothing more
