@@ -152,7 +152,15 @@ def save_plan(plan: Plan, folder: str) -> None:
         _write_plan_files(plan, tmp)
         if old is not None:
             trash = tmp + ".old"
-            os.rename(old, trash)
+            try:
+                os.rename(old, trash)
+            except OSError as err:
+                if err.errno not in (errno.EBUSY, errno.EINVAL):
+                    raise
+                # the folder cannot move (a mount point, the current directory): replace
+                # exactly the files an older plan left, then move the new ones in
+                _replace_files(old, tmp)
+                return
             os.rename(tmp, folder)
             shutil.rmtree(trash, ignore_errors=True)
         else:
@@ -162,6 +170,16 @@ def save_plan(plan: Plan, folder: str) -> None:
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
         raise PlanSaveError(err.errno, err.strerror, folder) from None
+
+
+def _replace_files(folder: str, new: str) -> None:
+    for name in os.listdir(folder):
+        if _owned(name):
+            os.remove(os.path.join(folder, name))
+    names = sorted(os.listdir(new), key=lambda n: n == PLAN_JSON)   # plan.json last
+    for name in names:
+        os.rename(os.path.join(new, name), os.path.join(folder, name))
+    os.rmdir(new)
 
 
 def _umask() -> int:

@@ -240,3 +240,15 @@ def test_a_layer_may_give_its_refusal_kexec_tools_status(kernel, monkeypatch, ca
     monkeypatch.setattr(cli, "_plan", no_room)
     assert run(["-c", "-p", kernel, "--sysroot", SNAPSHOT, "--dry-run"]) == 1
     assert "no room" in capsys.readouterr().err
+
+
+def test_save_plan_into_the_current_folder_replaces_the_older_plan(tmp_path, monkeypatch):
+    """The current directory cannot be renamed: the older plan's own files are replaced."""
+    work = tmp_path / "here"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    save_plan(_plan(4), ".")
+    save_plan(_plan(1), ".")
+    assert sorted(os.listdir(work)) == ["plan.json", "segment-00.bin"]
+    assert len(load_plan(".").segments) == 1
+    assert sorted(os.listdir(tmp_path)) == ["here"]
