@@ -49,7 +49,9 @@ class Failure(Exception):
 
 
 def _err(message: str) -> None:
-    sys.stderr.write(f"{_PROGRAM[0]}: {message}\n")
+    """The one line on stderr (control characters in names and values escaped)."""
+    from pykexec.errors import one_line
+    sys.stderr.write(f"{_PROGRAM[0]}: {one_line(message)}\n")
 
 
 STATUS_READ = 2   # kexec-tools reads the flag with fgets into a 3-byte buffer
@@ -125,7 +127,7 @@ def _report(err: BaseException) -> int:
     from pykexec.errors import describe
     message = describe(err)
     if message is None:
-        _err(f"internal error: {err.__class__.__name__}: {' '.join(str(err).split())} "
+        _err(f"internal error: {err.__class__.__name__}: {err} "
              "(run with --debug for details)")
         return EXIT_FAILURE
     _err(message)
@@ -657,7 +659,7 @@ def _subcommand(argv: list[str]) -> int:
         # click prints usage and several lines, and exits 2; pykexec gives one line and
         # the status of its other usage errors (1)
         command = f" {argv[0]}" if argv else ""
-        _err(f"{argv[0] if argv else 'pykexec'}: {' '.join(err.format_message().split())} "
+        _err(f"{argv[0] if argv else 'pykexec'}: {err.format_message()} "
              f"(see pykexec{command} --help)")
         return EXIT_USAGE
     except Exception as err:  # noqa: BLE001 - one line, as for the kexec command line

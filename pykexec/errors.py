@@ -25,8 +25,20 @@ def is_user_error(err: BaseException) -> bool:
                for cls in type(err).__mro__)
 
 
+# Control characters shown escaped, so that a message is one line whatever a file name or
+# a value holds (a kernel path with a newline, an ESC sequence in a machine file).
+_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
+_ESCAPES.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t", 0x2028: "\\u2028",
+                 0x2029: "\\u2029", 0x85: "\\x85"})
+
+
+def one_line(text: str) -> str:
+    """`text` as one line: outer blanks dropped, control characters escaped."""
+    return text.strip().translate(_ESCAPES)
+
+
 def _one_line(text: str) -> str:
-    return " ".join(text.split())
+    return one_line(text)
 
 
 def describe(err: BaseException) -> Optional[str]:

@@ -549,7 +549,8 @@ def main(path: str, out=None, err=None) -> int:
     try:
         text = inspect_path(path)
     except InspectError as e:
-        err.write(f"pykexec inspect: {' '.join(str(e).split())}\n")
+        from pykexec.errors import one_line
+        err.write(f"pykexec inspect: {one_line(str(e))}\n")
         return 1
     out.write(text)
     return 0

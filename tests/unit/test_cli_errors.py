@@ -115,7 +115,7 @@ def test_a_missing_gcc_is_a_refusal_not_an_internal_error(kernel, monkeypatch, c
     monkeypatch.setattr(cli, "_plan", no_gcc)
     assert run(["-c", "-p", kernel, "--sysroot", SNAPSHOT, "--dry-run"]) == 255
     err = capsys.readouterr().err
-    assert err == "pykexec: cannot build the purgatory: gcc not found (install gcc)\n"
+    assert err == "pykexec: cannot build the purgatory: gcc not found\\n(install gcc)\n"
 
 
 def test_a_bug_is_one_line_and_debug_shows_it(kernel, monkeypatch, capsys):
@@ -125,7 +125,7 @@ def test_a_bug_is_one_line_and_debug_shows_it(kernel, monkeypatch, capsys):
     argv = ["-c", "-p", kernel, "--sysroot", SNAPSHOT, "--dry-run"]
     assert run(argv) == 255
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "internal error: ValueError: bad range [1, 0)" in err
+    assert err.count("\n") == 1 and "internal error: ValueError: bad range\\n[1, 0)" in err
     with pytest.raises(ValueError):
         run(argv + ["-d"])
 
@@ -252,3 +252,17 @@ def test_save_plan_into_the_current_folder_replaces_the_older_plan(tmp_path, mon
     assert sorted(os.listdir(work)) == ["plan.json", "segment-00.bin"]
     assert len(load_plan(".").segments) == 1
     assert sorted(os.listdir(tmp_path)) == ["here"]
+
+
+@pytest.mark.parametrize("name", ["no\nsuch", "tab\there", "esc\x1b[31m", "cr\rhere", "ls\u2028x"])
+def test_a_name_with_control_characters_stays_one_line(tmp_path, capsys, name):
+    """The one line escapes what would break it or the terminal, wherever the name sits."""
+    missing = str(tmp_path / name)
+    assert run(["-c", "-p", missing, "--sysroot", SNAPSHOT, "--dry-run"]) == 255
+    assert run(["inspect", missing]) == 1
+    assert run(["-c", "-p", missing, "--sysroot", missing, "--dry-run"]) == 255
+    lines = capsys.readouterr().err.split("\n")
+    assert len(lines) == 4 and lines[3] == ""
+    shown = name.encode("unicode_escape").decode()
+    for line in lines[:3]:
+        assert shown in line and not any(c in line for c in "\r\t\x1b\u2028"), line
