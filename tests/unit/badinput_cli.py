@@ -378,3 +378,13 @@ def _sparse_elf(w, name, e_type, p_type):
 @bad(1, **ONCE)
 def case_inspect_core_with_a_3gib_note(w):
     return ["inspect", _sparse_elf(w, "vmcore-huge-note", 4, 4)], "vmcore-huge-note"
+
+
+@bad(255)
+def case_svg_into_a_full_device(w):
+    return ["-c", "-p", w["kernel"], "--svg=/dev/full"], "/dev/full: No space left on device"
+
+
+@bad(255)
+def case_kernel_name_with_a_newline(w):
+    return ["-c", "-p", str(w["dir"] / "no\nsuch")], "no\\nsuch"
