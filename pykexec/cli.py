@@ -107,7 +107,8 @@ def run(argv: list[str], program: str = "pykexec") -> int:
     _PROGRAM[0] = program
     _RUN["debug"] = False
     try:
-        return _run(argv, program)
+        with _stdout_named():
+            return _run(argv, program)
     except BrokenPipeError:
         return _stdout_gone()
     except KeyboardInterrupt:
@@ -135,6 +136,43 @@ def _report(err: BaseException) -> int:
     # kexec-tools' locate_hole die()); otherwise a failed load: 255.
     status = getattr(err, "exit_status", EXIT_FAILURE)
     return status if isinstance(status, int) and 0 <= status <= 255 else EXIT_FAILURE
+
+
+class _NamedOutput:
+    """sys.stdout, whose write errors (a full disk: `> /dev/full`) name it; a closed pipe
+    stays a BrokenPipeError."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def _named(self, call, *args):
+        try:
+            return call(*args)
+        except BrokenPipeError:
+            raise
+        except OSError as err:
+            if err.filename is None:
+                raise OSError(err.errno, err.strerror, "standard output") from None
+            raise
+
+    def write(self, text):
+        return self._named(self._stream.write, text)
+
+    def flush(self):
+        return self._named(self._stream.flush)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+class _stdout_named:
+    def __enter__(self):
+        self.saved = sys.stdout
+        sys.stdout = _NamedOutput(self.saved)
+
+    def __exit__(self, *exc):
+        sys.stdout = self.saved
+        return False
 
 
 _PIPE = {"closed": False}
@@ -639,8 +677,9 @@ def _subcommand(argv: list[str]) -> int:
 
     _PROGRAM[0] = "pykexec"
     try:
-        code = group.main(argv, prog_name="pykexec", standalone_mode=False)
-        sys.stdout.flush()
+        with _stdout_named():
+            code = group.main(argv, prog_name="pykexec", standalone_mode=False)
+            sys.stdout.flush()
     except SystemExit as done:
         code = done.code
         try:

@@ -266,3 +266,18 @@ def test_a_name_with_control_characters_stays_one_line(tmp_path, capsys, name):
     shown = name.encode("unicode_escape").decode()
     for line in lines[:3]:
         assert shown in line and not any(c in line for c in "\r\t\x1b\u2028"), line
+
+
+class _FullDisk(io.StringIO):
+    def write(self, text):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_standard_output_is_named(kernel, monkeypatch, capsys):
+    """`pykexec ... > /dev/full`: the one line says which file could not be written."""
+    monkeypatch.setattr(sys, "stdout", _FullDisk())
+    code = run(["-c", "-p", kernel, "--sysroot", SNAPSHOT, "--dry-run"])
+    code_inspect = run(["inspect", kernel])
+    err = capsys.readouterr().err
+    assert (code, code_inspect) == (255, 255)
+    assert err == "pykexec: standard output: No space left on device\n" * 2
