@@ -16,6 +16,8 @@ works on a read-only root.
 
 Exit statuses follow kexec-tools: 0 success, 1 usage errors and fatal refusals (and `-S`
 when loaded), 253 kexec_file_load missing with -s, 255 a failed load, unload or exec.
+When the reader of stdout goes away (`pykexec --dry-run ... | head`), pykexec stops quietly
+and dies of SIGPIPE as a C tool does (a shell shows 141); `run()` in-process returns 141.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ EXIT_USAGE = 1
 EXIT_FATAL = 1          # kexec-tools' die()
 EXIT_FALLBACK = 253     # -s and kexec_file_load is not usable
 EXIT_FAILURE = 255
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
+EXIT_PIPE = 141         # 128 + SIGPIPE: stdout's reader went away
 
 SUBCOMMANDS = ("snapshot", "inspect", "install", "vmcore")
 # sysroots that are this machine: only these may be loaded, not planned only.
@@ -45,28 +49,169 @@ class Failure(Exception):
 
 
 def _err(message: str) -> None:
-    sys.stderr.write(f"{_PROGRAM[0]}: {message}\n")
+    """The one line on stderr (control characters in names and values escaped)."""
+    from pykexec.errors import one_line
+    sys.stderr.write(f"{_PROGRAM[0]}: {one_line(message)}\n")
 
 
-def _read_flag(path: str) -> int | None:
+STATUS_READ = 2   # kexec-tools reads the flag with fgets into a 3-byte buffer
+
+
+def loaded_status(path: str) -> int:
+    """`-S`: the exit status kexec-tools gives for the flag file at `path`.
+
+    kexec-tools reads at most two bytes of the first line and takes strtol(.., 10) of them:
+    the number is the exit status (modulo 256, as the shell sees it); an unreadable or
+    empty file, or one without digits at its start, gives -1 (255). Never blocks: a FIFO
+    is opened without waiting for a writer and reads as empty.
+    """
     try:
-        with open(path) as f:
-            return int(f.read(3).strip() or "x")
-    except (OSError, ValueError):
-        return None
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return EXIT_FAILURE
+    try:
+        line = b""
+        while len(line) < STATUS_READ and not line.endswith(b"\n"):
+            chunk = os.read(fd, 1)
+            if not chunk:
+                break
+            line += chunk
+    except OSError:          # a directory (EISDIR), EAGAIN from an empty FIFO
+        line = b""
+    finally:
+        os.close(fd)
+    value = _strtol(line)
+    return EXIT_FAILURE if value is None else value & 0xFF
+
+
+def _strtol(text: bytes) -> int | None:
+    """C strtol(text, &end, 10) in the C locale; None when no digit was taken."""
+    i = 0
+    while i < len(text) and text[i] in b" \t\n\v\f\r":
+        i += 1
+    sign = 1
+    if i < len(text) and text[i] in b"+-":
+        sign = -1 if text[i] == ord("-") else 1
+        i += 1
+    start = i
+    while i < len(text) and 0x30 <= text[i] <= 0x39:
+        i += 1
+    return sign * int(text[start:i]) if i > start else None
 
 
 def run(argv: list[str], program: str = "pykexec") -> int:
+    """Run a command line in-process (`pykexec ARGV`, or `kexec ARGV` with program="kexec",
+    which has no subcommands); returns the exit status."""
+    if program == "pykexec" and argv and argv[0] in SUBCOMMANDS:
+        return _subcommand(list(argv))
+    _PROGRAM[0] = program
+    _RUN["debug"] = False
+    try:
+        with _stdout_named():
+            return _run(argv, program)
+    except BrokenPipeError:
+        return _stdout_gone()
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return EXIT_INTERRUPTED
+    except Failure as err:
+        _err(str(err))
+        return err.code
+    except Exception as err:  # noqa: BLE001 - the one place that turns errors into a line
+        if _RUN["debug"]:
+            raise
+        return _report(err)
+
+
+def _report(err: BaseException) -> int:
+    """One line for an error that reached the top; the exit status kexec-tools gives."""
+    from pykexec.errors import describe
+    message = describe(err)
+    if message is None:
+        _err(f"internal error: {err.__class__.__name__}: {err} "
+             "(run with --debug for details)")
+        return EXIT_FAILURE
+    _err(message)
+    # A layer may say which kexec-tools status its refusal matches (e.g. 1 for "no room",
+    # kexec-tools' locate_hole die()); otherwise a failed load: 255.
+    status = getattr(err, "exit_status", EXIT_FAILURE)
+    return status if isinstance(status, int) and 0 <= status <= 255 else EXIT_FAILURE
+
+
+class _NamedOutput:
+    """sys.stdout, whose write errors (a full disk: `> /dev/full`) name it; a closed pipe
+    stays a BrokenPipeError."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def _named(self, call, *args):
+        try:
+            return call(*args)
+        except BrokenPipeError:
+            raise
+        except OSError as err:
+            if err.filename is None:
+                raise OSError(err.errno, err.strerror, "standard output") from None
+            raise
+
+    def write(self, text):
+        return self._named(self._stream.write, text)
+
+    def flush(self):
+        return self._named(self._stream.flush)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+class _stdout_named:
+    def __enter__(self):
+        self.saved = sys.stdout
+        sys.stdout = _NamedOutput(self.saved)
+
+    def __exit__(self, *exc):
+        sys.stdout = self.saved
+        return False
+
+
+_PIPE = {"closed": False}
+_RUN = {"debug": False}
+
+
+def _stdout_gone() -> int:
+    """stdout's reader has gone: say nothing more (nobody reads it) and stop."""
+    _PIPE["closed"] = True
+    return EXIT_PIPE
+
+
+def _exit(code: int) -> None:
+    """Leave the process with `code`; after a closed pipe, die of SIGPIPE as C tools do."""
+    if _PIPE["closed"]:
+        import signal
+        try:
+            # Python would flush stdout again at exit and print "Exception ignored".
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGPIPE)
+    sys.exit(code)
+
+
+def _run(argv: list[str], program: str) -> int:
     from pykexec.request import UsageError, parse_args, usage_text
 
-    _PROGRAM[0] = program
     try:
         request = parse_args(argv)
     except UsageError as err:
         _err(f"{err} (see {program} --help)")
         return err.code
+    _RUN["debug"] = request.debug
     if request.show_help:
         sys.stdout.write(usage_text(program))
+        sys.stdout.flush()
         return 0
     if request.show_version:
         from pykexec import __version__
@@ -74,24 +219,11 @@ def run(argv: list[str], program: str = "pykexec") -> int:
             print(f"kexec-tools 2.0.27 (pykexec {__version__})")
         else:
             print(f"pykexec {__version__} (kexec-tools 2.0.27 compatible)")
+        sys.stdout.flush()
         return 0
-    debug = request.debug
-    try:
-        return _act(request)
-    except Failure as err:
-        _err(str(err))
-        return err.code
-    except Exception as err:  # noqa: BLE001 - the one place that turns errors into a line
-        from pykexec.errors import describe
-        message = describe(err)
-        if message is None or debug:
-            if debug:
-                raise
-            _err(f"internal error: {err.__class__.__name__}: {err} (run with --debug for details)")
-        else:
-            _err(message)
-        # a layer may know kexec-tools' status for its fault (1 or 255)
-        return getattr(err, "exit_status", EXIT_FAILURE)
+    code = _act(request)
+    sys.stdout.flush()    # a closed pipe shows here, inside the handler, not at exit
+    return code
 
 
 def _check_fatal(request) -> None:
@@ -139,8 +271,7 @@ def _act(request) -> int:
         return 0
     if request.do_status:
         name = "kexec_crash_loaded" if request.crash else "kexec_loaded"
-        value = _read_flag(os.path.join(sysroot, "sys/kernel", name))
-        return 255 if value is None else value
+        return loaded_status(os.path.join(sysroot, "sys/kernel", name))
     _check_fatal(request)
     from pykexec import syscall
     backend = syscall.backend()
@@ -173,18 +304,29 @@ def _act(request) -> int:
         from pykexec.fileload import file_load
         file_args = file_load(request, cmdline_for(request, machine), machine)
     plan = None
-    if request.do_load and (request.syscall_mode == "load" or request.dry_run):
-        # Plan before any unload, so that a bad kernel or initrd under `-up` leaves the
-        # loaded capture kernel in place instead of none.
-        plan = _plan(request, machine)
+    plan_error = None
+    if request.do_load and request.syscall_mode != "file":
+        # Plan before any unload or load, so that a bad kernel or initrd, or a bad
+        # --mem-min/--mem-max, leaves the loaded capture kernel in place.
+        try:
+            _check_window(request, machine)
+            plan = _plan(request, machine)
+        except Exception as err:  # noqa: BLE001 - re-raised below unless kexec_file_load may do
+            if request.syscall_mode == "load" or request.dry_run:
+                raise
+            # -a: kexec_file_load needs no plan (and under lockdown /proc/kcore cannot be
+            # read to make one); the error matters only if it falls back.
+            plan_error = err
 
-    if request.do_unload:
+    # `-up`: no separate unload before the load (kexec-tools makes one). A load replaces
+    # the loaded image of its kind by itself, so a successful load ends the same way, and
+    # a refused one keeps the old image wherever the kernel keeps it (docs/differences.md).
+    if request.do_load and request.dry_run:
+        result = _dry_run(request, machine, plan, file_args)
+    elif request.do_load:
+        result = _load(request, machine, backend, plan, plan_error, file_args)
+    elif request.do_unload:
         result = _unload(request, backend)
-    if request.do_load and result == 0:
-        if request.dry_run:
-            result = _dry_run(request, machine, plan, file_args)
-        else:
-            result = _load(request, machine, backend, plan, file_args)
     if result != 0:
         return result
     if request.do_exec or request.do_shutdown:
@@ -258,36 +400,97 @@ def _unload(request, backend) -> int:
     return 0
 
 
-def _load(request, machine, backend, plan, file_args) -> int:
+def _describe(err: BaseException) -> str:
+    from pykexec.errors import describe
+    return describe(err) or f"internal error: {err.__class__.__name__}: {err}"
+
+
+def _check_window(request, machine) -> None:
+    """--mem-min/--mem-max that leave no memory: kexec-tools finds no hole and dies (1)."""
+    lo, hi = request.mem_min, request.mem_max
+    if hi is not None and lo > hi:
+        raise Failure(f"--mem-min={lo:#x} is above --mem-max={hi:#x}: no memory is left "
+                      "between them", EXIT_FATAL)
+    if request.crash:
+        region, where = machine.crash_region, "the crash region"
+    else:
+        ram = machine.ram
+        region = type(ram[0])(min(r.start for r in ram), max(r.end for r in ram)) if ram else None
+        where = "System RAM"
+    if region is not None and (lo >= region.end or (hi is not None and hi < region.start)):
+        which = "--mem-min" if lo >= region.end else "--mem-max"
+        value = lo if lo >= region.end else hi
+        raise Failure(f"{which}={value:#x} leaves nothing of {where} {region}", EXIT_FATAL)
+
+
+def _load(request, machine, backend, plan, plan_error, file_args) -> int:
+    """The load. Everything that can fail before the kernel is asked (the plan,
+    --save-plan, opening the kernel and initrd) is done before the first syscall."""
+    import contextlib
     from pykexec import syscall
-    if file_args is not None:
-        if request.debug:
-            _err("calling " + file_args.describe())
-        try:
-            with file_args.open() as (kernel_fd, initrd_fd):
-                backend.kexec_file_load(kernel_fd, initrd_fd, file_args.cmdline, file_args.flags)
-            if request.save_plan:
-                from pykexec.plan import save_plan
-                save_plan(file_args.plan(), request.save_plan)
-            return 0
-        except syscall.KexecError as err:
-            if err.errno not in syscall.FILE_LOAD_FALLBACK_ERRNOS:
-                raise Failure(str(err)) from None
-            if request.syscall_mode == "file":
-                _err(str(err))
-                _err("syscall kexec_file_load not available.")
-                return EXIT_FALLBACK
+    with contextlib.ExitStack() as stack:
+        fds = stack.enter_context(file_args.open()) if file_args is not None else None
+        saved = False
+        if request.save_plan and request.syscall_mode != "auto":
+            _save(file_args.plan() if request.syscall_mode == "file" else plan,
+                  request.save_plan)
+            saved = True
+        if fds is not None:
             if request.debug:
-                _err(f"{err}; falling back to kexec_load")
-    if plan is None:
-        plan = _plan(request, machine)
-    _save_and_show(request, machine, plan)
+                _err("calling " + file_args.describe())
+            try:
+                backend.kexec_file_load(fds[0], fds[1], file_args.cmdline, file_args.flags)
+                if request.save_plan and not saved:
+                    _save_after_load(file_args.plan(), request.save_plan)
+                if plan_error is not None and request.debug:
+                    _err(f"(no kexec_load plan: {_describe(plan_error)})")
+                return 0
+            except syscall.KexecError as err:
+                if err.errno not in syscall.FILE_LOAD_FALLBACK_ERRNOS:
+                    raise Failure(_after_failed_load(str(err), request, backend)) from None
+                if request.syscall_mode == "file":
+                    _err(_after_failed_load(str(err), request, backend))
+                    _err("syscall kexec_file_load not available.")
+                    return EXIT_FALLBACK
+                if request.debug:
+                    _err(f"{err}; falling back to kexec_load")
+        if plan_error is not None:
+            raise plan_error
+        if request.svg:
+            from pykexec.svg import write_svg
+            write_svg(plan, machine, request.svg)
+        if request.debug:
+            from pykexec.show import print_plan
+            print_plan(plan, as_json=request.json, out=sys.stderr, machine=machine)
+        try:
+            backend.kexec_load(plan.entry, [(s.data, s.mem, s.memsz) for s in plan.segments],
+                               plan.flags)
+        except syscall.KexecError as err:
+            raise Failure(_after_failed_load(str(err), request, backend)) from None
+        if request.save_plan and not saved:
+            _save_after_load(plan, request.save_plan)
+        return 0
+
+
+def _after_failed_load(message: str, request, backend) -> str:
+    """A failed crash load may have cost the loaded capture kernel: the kernel frees it
+    before it reads a new one (kernel/kexec.c, kexec_file.c). Say so when it happened."""
+    if request.crash and backend.loaded(True) == 0:
+        return f"{message}; no capture kernel is loaded now"
+    return message
+
+
+def _save(plan, folder: str) -> None:
+    from pykexec.plan import save_plan
+    save_plan(plan, folder)
+
+
+def _save_after_load(plan, folder: str) -> None:
     try:
-        backend.kexec_load(plan.entry, [(s.data, s.mem, s.memsz) for s in plan.segments],
-                           plan.flags)
-    except syscall.KexecError as err:
-        raise Failure(str(err)) from None
-    return 0
+        _save(plan, folder)
+    except Exception as err:  # noqa: BLE001 - the load itself succeeded
+        raise Failure(f"{_describe(err)} (the kernel is loaded; only --save-plan failed)") \
+            from None
 
 
 def _save_and_show(request, machine, plan) -> None:
@@ -399,6 +602,21 @@ def install_wrapper(dest: str, force: bool = False, python: str | None = None,
     return done
 
 
+def _pipe_safe(command):
+    """click turns a closed stdout into its own exit 1; stop as the kexec command line does."""
+    import functools
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            result = command(*args, **kwargs)
+            sys.stdout.flush()
+            return result
+        except BrokenPipeError:
+            sys.exit(_stdout_gone())
+    return wrapper
+
+
 def _subcommand(argv: list[str]) -> int:
     import click
 
@@ -409,10 +627,17 @@ def _subcommand(argv: list[str]) -> int:
     @group.command()
     @click.argument("dest")  # checked by take_snapshot: one line, exit 1 like every refusal
     @click.option("--sysroot", default="/", show_default=True, help="machine to read")
+    @_pipe_safe
     def snapshot(dest, sysroot):
         """Save this machine's loader inputs into DEST (the snapshot format)."""
         from pykexec.snapcheck import snapshot_problems
         from pykexec.snapshot import SnapshotError, take_snapshot
+        if not dest:
+            _err("snapshot: the folder name is empty")
+            sys.exit(EXIT_USAGE)
+        if os.path.lexists(dest) and not os.path.isdir(dest):
+            _err(f"snapshot: {dest}: exists and is not a folder")
+            sys.exit(EXIT_USAGE)
         fatal, warnings = snapshot_problems(sysroot)
         if fatal:
             _err(f"snapshot: {fatal}")
@@ -422,11 +647,16 @@ def _subcommand(argv: list[str]) -> int:
         except SnapshotError as err:
             _err(f"snapshot: {err}")
             sys.exit(EXIT_USAGE)
+        except OSError as err:       # the folder cannot be made or written
+            from pykexec.errors import describe
+            _err(f"snapshot: {describe(err)}")
+            sys.exit(EXIT_USAGE)
         for warning in warnings:
             _err(f"snapshot: warning: {warning}")
 
     @group.command(name="inspect")
     @click.argument("path", type=click.Path())
+    @_pipe_safe
     def inspect_(path):
         """Explain a bzImage, vmlinux, purgatory object, elfcorehdr, vmcore or plan folder."""
         from pykexec.inspect import main as inspect_main
@@ -439,6 +669,7 @@ def _subcommand(argv: list[str]) -> int:
                   help="replace another program at PATH (kept as PATH.kexec-tools)")
     @click.option("--python", default=None, help="interpreter for the wrapper [this one]")
     @click.argument("path", default="/usr/local/sbin/kexec")
+    @_pipe_safe
     def install(as_kexec, force, python, path):
         """Make pykexec answer as kexec at PATH (init scripts call /sbin/kexec)."""
         try:
@@ -452,17 +683,52 @@ def _subcommand(argv: list[str]) -> int:
 
     from pykexec.vmcore.command import vmcore
     group.add_command(vmcore)
-    return group.main(argv, prog_name="pykexec", standalone_mode=True)
+    _PROGRAM[0] = "pykexec"
+    try:
+        with _stdout_named():
+            code = group.main(argv, prog_name="pykexec", standalone_mode=False)
+            sys.stdout.flush()
+    except SystemExit as done:
+        code = done.code
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            return _stdout_gone()
+    except BrokenPipeError:
+        return _stdout_gone()
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return EXIT_INTERRUPTED
+    except click.exceptions.Abort:
+        _err("interrupted")
+        return EXIT_INTERRUPTED
+    except click.ClickException as err:
+        # click prints usage and several lines, and exits 2; pykexec gives one line and
+        # the status of its other usage errors (1)
+        command = f" {argv[0]}" if argv else ""
+        _err(f"{argv[0] if argv else 'pykexec'}: {err.format_message()} "
+             f"(see pykexec{command} --help)")
+        return EXIT_USAGE
+    except Exception as err:  # noqa: BLE001 - one line, as for the kexec command line
+        return _report(err)
+    if code is None:
+        return 0
+    return code if isinstance(code, int) else EXIT_FAILURE
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in SUBCOMMANDS:
-        sys.exit(_subcommand(argv))
-    sys.exit(run(argv))
+    try:
+        code = run(list(sys.argv[1:] if argv is None else argv))
+    except BrokenPipeError:       # stderr's reader went away while an error was written
+        code = _stdout_gone()
+    _exit(code)
 
 
 def kexec_main(argv: list[str] | None = None) -> None:
     """The `kexec` console script: kexec's argv only (no subcommands)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    sys.exit(run(argv, program="kexec"))
+    try:
+        code = run(argv, program="kexec")
+    except BrokenPipeError:
+        code = _stdout_gone()
+    _exit(code)

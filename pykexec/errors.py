@@ -1,26 +1,16 @@
 """Turning an error into the one line a user sees.
 
 Each layer raises its own error type whose message already names the file and the
-problem; this module only knows which types carry such a message. Anything else is a bug
-in pykexec and is reported as an internal error (with a traceback under --debug).
+problem. Rather than keeping a list of those types (a list that silently missed new ones:
+a missing gcc came out as an "internal error"), every exception class defined inside the
+pykexec package counts as a user-facing refusal, and so does an OSError (it names its
+file). Python's own exception types raised anywhere else (ValueError, KeyError, ...) are
+bugs in pykexec and are reported as an internal error (with a traceback under --debug).
 """
 
 from __future__ import annotations
 
 from typing import Optional
-
-
-def _user_error_types():
-    from pykexec.arch.x86.bzimage import ImageError
-    from pykexec.crashmem import CrashMemoryError
-    from pykexec.elfcore import ElfCoreError
-    from pykexec.elfrel import ElfRelError
-    from pykexec.layout import LayoutError
-    from pykexec.machine import MachineError
-    from pykexec.plan import PlanFormatError
-    from pykexec.ranges import NoHoleError
-    return (ImageError, CrashMemoryError, ElfCoreError, ElfRelError, LayoutError, MachineError,
-            PlanFormatError, NoHoleError, LoadError)
 
 
 class LoadError(ValueError):
@@ -39,10 +29,42 @@ class FatalLoadError(LoadError):
     exit_status = 1
 
 
+def is_user_error(err: BaseException) -> bool:
+    """Whether `err` carries a message meant for the user (not a bug)."""
+    if isinstance(err, OSError):
+        return True
+    return any(cls.__module__ == "pykexec" or cls.__module__.startswith("pykexec.")
+               for cls in type(err).__mro__)
+
+
+# Control characters shown escaped, so that a message is one line whatever a file name or
+# a value holds (a kernel path with a newline, an ESC sequence in a machine file).
+_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
+_ESCAPES.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t", 0x2028: "\\u2028",
+                 0x2029: "\\u2029", 0x85: "\\x85"})
+
+
+def one_line(text: str) -> str:
+    """`text` as one line: outer blanks dropped, control characters escaped."""
+    return text.strip().translate(_ESCAPES)
+
+
+def _one_line(text: str) -> str:
+    return one_line(text)
+
+
 def describe(err: BaseException) -> Optional[str]:
     """One line for a user-facing error, or None for a bug."""
-    if isinstance(err, OSError) and err.filename:
-        return f"{err.filename}: {err.strerror or err}"
-    if isinstance(err, _user_error_types()):
-        return str(err)
-    return None
+    if isinstance(err, MemoryError):
+        return "out of memory (an input is larger than this machine can hold)"
+    if not is_user_error(err):
+        return None
+    if isinstance(err, OSError):
+        what = err.strerror or str(err) or err.__class__.__name__
+        names = [n for n in (err.filename, err.filename2) if n is not None]
+        names = [n.decode(errors="replace") if isinstance(n, bytes) else str(n) for n in names]
+        names = [n if n else "'' (an empty name)" for n in names]
+        return _one_line(f"{' -> '.join(names)}: {what}" if names else what)
+    # A KeyError subclass would quote its message; take the message itself.
+    text = err.args[0] if len(err.args) == 1 and isinstance(err.args[0], str) else str(err)
+    return _one_line(text) or err.__class__.__name__

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import struct
 from collections import Counter
 from typing import Dict, List, Optional, Tuple
@@ -29,6 +30,8 @@ from pykexec.structs.elf import (ELF_MAGIC, ET_CORE, ET_DYN, ET_EXEC, ET_REL, NT
                                  PT_LOAD, PT_NOTE, iter_notes, parse_core_header)
 
 READ_LIMIT = 64 << 20          # whole files up to this size; vmcores are read by pieces
+VMLINUX_NOTES_LIMIT = 1 << 20  # a vmlinux's notes (build id, Xen) are a few hundred bytes
+CORE_NOTES_LIMIT = 64 << 20    # per-CPU NT_PRSTATUS + VMCOREINFO: ~32 MiB at 8192 CPUs
 NT_PRPSINFO = 3
 NT_TASKSTRUCT = 4
 NT_AUXV = 6
@@ -148,20 +151,39 @@ def detect(path: str, head: bytes) -> str:
 
 
 def _read(path: str, limit: int = READ_LIMIT) -> bytes:
+    """At most `limit` bytes of the regular file `path` (never blocks on a FIFO)."""
     try:
-        with open(path, "rb") as f:
-            return f.read(limit)
-    except IsADirectoryError:
-        return b""
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
         raise InspectError(f"{path}: {e.strerror or e}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise InspectError(f"{path}: not a regular file ({_kind_of(mode)}); inspect "
+                               "reads files and plan folders only")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return f.read(limit)
+    except OSError as e:
+        raise InspectError(f"{path}: {e.strerror or e}") from None
+    finally:
+        os.close(fd)
+
+
+def _kind_of(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a file"
 
 
 def inspect_path(path: str) -> str:
     """The explanation of the file or plan folder at `path` (text)."""
-    if not os.path.exists(path):
-        raise InspectError(f"{path}: no such file or directory")
-    head = b"" if os.path.isdir(path) else _read(path, 4096)
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        raise InspectError(f"{path}: {(e.strerror or str(e)).lower()}") from None
+    head = b"" if stat.S_ISDIR(mode) else _read(path, 4096)
     kind = detect(path, head)
     try:
         if kind == "plan":
@@ -169,7 +191,9 @@ def inspect_path(path: str) -> str:
             from pykexec.show import plan_report
             try:
                 plan = load_plan(path)
-            except (PlanFormatError, ValueError, KeyError, TypeError) as e:
+            except PlanFormatError as e:
+                raise InspectError(f"bad plan folder: {e}") from None
+            except ValueError as e:     # the Plan or Segment refused a value
                 raise InspectError(f"{path}: bad plan folder: {e}") from None
             return f"{path}: plan folder\n" + plan_report(plan)
         if kind == "core":
@@ -188,7 +212,8 @@ def inspect_path(path: str) -> str:
         return explain_object(data, path)
     except InspectError:
         raise
-    except (ValueError, struct.error, IndexError, KeyError) as e:
+    except (ValueError, struct.error, IndexError, KeyError, OverflowError) as e:
+        # pyelftools follows offsets in a damaged file as far as they point
         raise InspectError(f"{path}: cannot parse as {kind}: {e}") from None
     except Exception as e:  # pyelftools and construct raise their own types
         name = e.__class__.__name__
@@ -299,6 +324,9 @@ def explain_vmlinux(data, path: str = "vmlinux") -> str:
     for s in elf.iter_segments():
         if s["p_type"] != "PT_NOTE":
             continue
+        if s["p_filesz"] > VMLINUX_NOTES_LIMIT:
+            out.append(f"  PT_NOTE of {s['p_filesz']:#x} bytes: more than a kernel has, not read")
+            continue
         for note in s.iter_notes():
             name = note["n_name"]
             raw = note.get("n_descdata", b"")
@@ -392,6 +420,10 @@ def explain_core(path: str) -> str:
                 ehdr, phdrs = parse_core_header(head)
             notes = [p for p in phdrs if p.p_type == PT_NOTE]
             in_file = bool(notes) and all(p.p_offset + p.p_filesz <= size for p in notes)
+            note_bytes = sum(p.p_filesz for p in notes)
+            if in_file and note_bytes > CORE_NOTES_LIMIT:
+                raise InspectError(f"{path}: PT_NOTEs of {note_bytes:#x} bytes, more than a "
+                                   f"kernel writes ({CORE_NOTES_LIMIT:#x}): not read")
             note_data = [(p, _read_at(f, p.p_offset, p.p_filesz)) for p in notes] if in_file else []
     except OSError as e:
         raise InspectError(f"{path}: {e.strerror or e}") from None
@@ -501,7 +533,8 @@ def main(path: str, out=None, err=None) -> int:
     try:
         text = inspect_path(path)
     except InspectError as e:
-        err.write(f"pykexec inspect: {e}\n")
+        from pykexec.errors import one_line
+        err.write(f"pykexec inspect: {one_line(str(e))}\n")
         return 1
     out.write(text)
     return 0

@@ -277,6 +277,34 @@ def _number(opt: str, value: str) -> int:
     return number
 
 
+ULONG_MAX = (1 << 64) - 1
+
+
+def _strtoul(opt: str, value: str) -> int:
+    """What kexec-tools' strtoul(value, &end, 0) gives for --mem-min/--mem-max: leading
+    blanks and a sign are taken, a negative value wraps (-1 is ULONG_MAX), a value beyond
+    64 bits is ULONG_MAX, an empty value is 0; anything left over is a usage error."""
+    text = value.lstrip(" \t\n\v\f\r")
+    sign = 1
+    if text[:1] in ("+", "-"):
+        sign = -1 if text[0] == "-" else 1
+        text = text[1:]
+    if text[:2].lower() == "0x" and text[2:3] and text[2:3] in "0123456789abcdefABCDEF":
+        base, digits = 16, text[2:]
+    elif text[:1] == "0":
+        base, digits = 8, text
+    else:
+        base, digits = 10, text
+    allowed = "0123456789abcdef"[:base]
+    n = 0
+    while n < len(digits) and digits[n].lower() in allowed:
+        n += 1
+    if n < len(digits) or (n == 0 and value):   # no digits: strtoul ends at the start
+        raise UsageError(f"Bad option value in --{opt}={value}")
+    number = int(digits[:n], base) if n else 0
+    return ULONG_MAX if number > ULONG_MAX else (sign * number) & ULONG_MAX
+
+
 def _serial_base(value: str) -> int:
     named = {"ttys0": 0x3F8, "ttys1": 0x2F8}
     if value.lower() in named:
@@ -385,7 +413,9 @@ def parse_args(argv: list[str]) -> Request:
             r = replace(r, syscall_mode="load")
         elif name == "kexec-syscall-auto":
             r = replace(r, syscall_mode="auto")
-        elif name in ("mem-min", "mem-max", "entry"):
+        elif name in ("mem-min", "mem-max"):
+            r = replace(r, **{name.replace("-", "_"): _strtoul(name, value)})
+        elif name == "entry":
             number = _number(name, value)
             r = replace(r, **{name.replace("-", "_"): number})
         elif name in ("command-line", "append"):

@@ -506,8 +506,10 @@ def plan_report(plan: Plan, machine=None, facts: Optional[Dict[str, Any]] = None
             head += f", entry {pg['entry']:#x} ({_where(pg['entry_in'])})"
         add(head)
         if pg["registers"]:
+            block = (f"at {pg['register_block']:#x}" if pg["register_block"] is not None
+                     else "found by its contents; no segment is labelled purgatory")
             add(f"  registers loaded before jumping to the kernel "
-                f"({pg['register_width']}-bit block at {pg['register_block']:#x}):")
+                f"({pg['register_width']}-bit block {block}):")
             zero = [r["name"] for r in pg["registers"] if not r["value"]]
             for r in pg["registers"]:
                 if r["value"]:

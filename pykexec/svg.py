@@ -392,8 +392,13 @@ def render_svg(plan: Plan, machine=None) -> str:
 def write_svg(plan: Plan, machine, path: str) -> None:
     """Write `render_svg(plan, machine)` to `path`."""
     text = render_svg(plan, machine)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as err:     # a failed write or close names no file: name it
+        if err.filename is None:
+            raise OSError(err.errno, err.strerror, path) from None
+        raise
 
 
 def _title(svg: _Svg, plan: Plan, facts) -> None:

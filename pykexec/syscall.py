@@ -40,6 +40,14 @@ CAP_SYS_BOOT = 22
 FILE_LOAD_FALLBACK_ERRNOS = (errno.ENOSYS, errno.EINVAL, errno.ENOEXEC, errno.ENOTSUP)
 # ... and after which a failed kexec_file_load unload is retried with kexec_load
 FILE_UNLOAD_FALLBACK_ERRNOS = (errno.ENOSYS,)
+# Errnos a crash load can only get before the kernel touches the loaded crash image: the
+# checks of kexec_load_check() (permission and load limits, IMA/LSM, lockdown for
+# kexec_load), the kexec lock, a missing syscall, a bad user pointer. Every later failure
+# (segment checks, memory, image probe, signature, ...) comes after the kernel has freed
+# the loaded crash image to load the new one into the same reserved memory (kernel/kexec.c
+# do_kexec_load, kernel/kexec_file.c kexec_file_load: "Free any current crash dump kernel
+# before we corrupt it"), so no loader can keep the old capture kernel then.
+CRASH_IMAGE_KEPT_ERRNOS = (errno.EPERM, errno.EACCES, errno.EBUSY, errno.ENOSYS, errno.EFAULT)
 # What a kernel that checks signatures answers when it does not like one.
 SIGNATURE_ERRNOS = (errno.EKEYREJECTED, errno.ENOKEY, errno.EBADMSG, errno.ENODATA,
                     errno.ELIBBAD, errno.ENOPKG, errno.EMSGSIZE, errno.EKEYEXPIRED,
@@ -376,6 +384,12 @@ class Recorder:
     def loaded(self, crash: bool) -> int | None:
         return self.state[crash]
 
+    def failed_load(self, crash: bool, err: int) -> None:
+        """A load the kernel refused with `err`: as the kernel, drop the loaded crash
+        image when the refusal comes after the kernel freed it (CRASH_IMAGE_KEPT_ERRNOS)."""
+        if crash and err not in CRASH_IMAGE_KEPT_ERRNOS:
+            self.state[True] = 0
+
     def sync(self) -> None:
         self.calls.append(("sync",))
 
@@ -406,7 +420,8 @@ class Faults:
                        for k, v in faults.items()}
         self.failed: list[tuple[str, int]] = []
 
-    def _fault(self, name: str, call: str, crash: bool | None = None) -> None:
+    def _fault(self, name: str, call: str, crash: bool | None = None,
+               load: bool = False) -> None:
         spec = self.faults.get(name)
         if isinstance(spec, list):
             err = spec.pop(0) if spec else None
@@ -414,14 +429,19 @@ class Faults:
             err = spec
         if err:
             self.failed.append((name, err))
+            failed_load = getattr(self.inner, "failed_load", None)
+            if load and failed_load is not None:
+                failed_load(bool(crash), err)
             raise KexecError(explain_errno(err, call, crash=crash), err)
 
     def kexec_load(self, entry, segments, flags) -> None:
-        self._fault("kexec_load", "kexec_load", bool(flags & KEXEC_ON_CRASH))
+        self._fault("kexec_load", "kexec_load", bool(flags & KEXEC_ON_CRASH),
+                    load=bool(segments))
         self.inner.kexec_load(entry, segments, flags)
 
     def kexec_file_load(self, kernel_fd, initrd_fd, cmdline, flags) -> None:
-        self._fault("kexec_file_load", "kexec_file_load", bool(flags & KEXEC_FILE_ON_CRASH))
+        self._fault("kexec_file_load", "kexec_file_load", bool(flags & KEXEC_FILE_ON_CRASH),
+                    load=not flags & KEXEC_FILE_UNLOAD)
         self.inner.kexec_file_load(kernel_fd, initrd_fd, cmdline, flags)
 
     def reboot_kexec(self) -> None:
@@ -432,6 +452,10 @@ class Faults:
         return getattr(self.inner, name)
 
 
+class FaultSpecError(ValueError):
+    """PYKEXEC_SYSCALL_FAULTS cannot be read (one line)."""
+
+
 def parse_faults(text: str) -> dict[str, object]:
     """"kexec_file_load=ENOSYS,kexec_load=EPERM" -> {"kexec_file_load": 38, ...}."""
     out: dict[str, object] = {}
@@ -440,7 +464,7 @@ def parse_faults(text: str) -> dict[str, object]:
         code = getattr(errno, value.strip().upper(), None) if not value.strip().isdigit() \
             else int(value)
         if not name or not isinstance(code, int):
-            raise ValueError(f"PYKEXEC_SYSCALL_FAULTS: cannot read {item!r} "
+            raise FaultSpecError(f"PYKEXEC_SYSCALL_FAULTS: cannot read {item!r} "
                              "(want NAME=ERRNO, e.g. kexec_file_load=ENOSYS)")
         out[name.strip()] = code
     return out

@@ -101,8 +101,14 @@ ROWS = [
     r("--unload"),
     r("-pu"),
     r("-p", "-u"),
-    r("-up", "K", f"--append={A}"),
-    r("-u", "-p", "K"),
+    r("-up", "K", f"--append={A}",
+      differs="kexec-tools unloads, then loads; pykexec only loads (the load replaces the "
+              "loaded crash image itself, and a refused one then keeps it where the kernel "
+              "does: docs/differences.md)",
+      mine=(0, (("kexec_load", "load", 0x3E0001, 6),))),
+    r("-u", "-p", "K",
+      differs="no separate unload before the load, as for -up",
+      mine=(0, (("kexec_load", "load", 0x3E0001, 6),))),
     r("-up", differs="kexec-tools unloads, then finds no kernel; pykexec refuses before "
                      "unloading, so the loaded capture kernel stays (docs/differences.md)",
       mine=(255, ())),
@@ -122,6 +128,30 @@ ROWS = [
     r("-u", "--append=x"),
     r("-S", "--initrd=I"),
     r("-p", "K", "--mem-max=12q"),
+    # --mem-min/--mem-max are strtoul(): -1 and values past 64 bits are ULONG_MAX, blanks
+    # before the number are skipped, an empty value is 0; an empty window dies (exit 1)
+    r("-p", "K", "--mem-min=-1"),
+    r("-l", "K", "--mem-min=-1"),
+    r("-p", "K", "--mem-min=0x1ffffffffffffffff"),
+    r("-p", "K", "--mem-min=99999999999999999999999"),
+    r("-p", "K", "--mem-max=0x1000", "--mem-min=0x2000"),
+    r("-p", "K", "--mem-min=0x80000000"),
+    r("-p", "K", "--mem-max=-1"),
+    r("-p", "K", "--mem-min="),
+    r("-p", "K", "--mem-min= 0x1000"),
+    r("-p", "K", "--mem-min=0x1000 "),
+    r("-p", "K", "--mem-min=08"),
+    r("-p", "K", "--mem-max=+"),
+    r("-s", "-p", "K", "--mem-min=-1"),       # kexec_file_load has no window: ignored
+    # --noefi / --reuse-video-type after --append: kexec-tools 2.0.25 loses the appended
+    # text (its x86 option pass starts the command line again); pykexec keeps it
+    r("-s", "-l", "K", "--append=hello", "--noefi",
+      differs="kexec-tools 2.0.25 drops --append text given before --noefi",
+      mine=(0, (("kexec_file_load", "load", 0x4, b"hello\0", "KSHA", None),))),
+    r("-s", "-p", "K", "--append=hello", "--reuse-video-type",
+      differs="kexec-tools 2.0.25 drops --append text given before --reuse-video-type",
+      mine=(0, (("kexec_file_load", "load", 0x6, b"hello\0", "KSHA", None),))),
+    r("-s", "-l", "K", "--noefi", "--append=hello"),
     r("-p", "K", "--entry=zz"),
     r("-p", "K", "--serial=ttyS9"),
     r("-p", "K", "--serial-baud=1000"),

@@ -1,0 +1,83 @@
+"""`-S` (--status): the exit status for every content of /sys/kernel/kexec_crash_loaded.
+
+kexec-tools (kexec.c: kexec_loaded) reads the file with fgets() into a 3-byte buffer (at
+most two bytes, up to a newline) and returns strtol(buffer, 10); no file, an empty one, or
+no digits at the start give -1. The process exits with that int, modulo 256. The table
+below is worked out from that C code by hand; tests/differential/test_status_oracle.py runs
+the same table through Debian's kexec.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from pykexec.cli import run
+
+SNAPSHOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "snapshots", "qemu-x86_64-1g-2cpu")
+
+# (name, file content or a marker, exit status)
+STATUS_TABLE = [
+    ("zero", b"0\n", 0),
+    ("one", b"1\n", 1),
+    ("zero-no-newline", b"0", 0),
+    ("one-no-newline", b"1", 1),
+    ("two", b"2\n", 2),
+    ("twelve", b"12\n", 12),
+    ("three-digits-read-two", b"123\n", 12),
+    ("ninety-nine", b"99", 99),
+    ("minus-one", b"-1\n", 255),
+    ("minus-five", b"-5", 251),
+    ("plus-one", b"+1\n", 1),
+    ("blank-then-one", b" 1\n", 1),
+    ("two-blanks-then-one", b"  1\n", 255),
+    ("newline-first", b"\n1\n", 255),
+    ("one-then-junk", b"1x\n", 1),
+    ("junk", b"x\n", 255),
+    ("sign-only", b"-\n", 255),
+    ("empty", b"", 255),
+    ("not-utf8", b"\xff\xfe1", 255),
+    ("nul-then-one", b"\x001", 255),
+    ("missing", None, 255),
+    ("directory", "dir", 255),
+]
+
+
+def machine_with_flag(tmp_path, content, name="kexec_crash_loaded", whole=False) -> str:
+    """A sysroot whose flag file holds `content` (-S reads nothing else; `whole` copies the
+    full snapshot, for the oracle)."""
+    machine = tmp_path / "machine"
+    if whole:
+        shutil.copytree(SNAPSHOT, machine, symlinks=True)
+    else:
+        (machine / "sys" / "kernel").mkdir(parents=True)
+    flag = machine / "sys" / "kernel" / name
+    if flag.exists() or flag.is_symlink():
+        flag.unlink()
+    if content == "dir":
+        flag.mkdir()
+    elif content is not None:
+        flag.write_bytes(content)
+    return str(machine)
+
+
+@pytest.mark.parametrize("name,content,status", STATUS_TABLE, ids=[t[0] for t in STATUS_TABLE])
+def test_status_exit_for_each_content(tmp_path, capsys, name, content, status):
+    machine = machine_with_flag(tmp_path, content)
+    assert run(["-S", "--sysroot", machine], program="kexec") == status
+    assert capsys.readouterr().err == ""
+
+
+def test_status_l_reads_kexec_loaded(tmp_path):
+    machine = machine_with_flag(tmp_path, b"7\n", "kexec_loaded")
+    assert run(["-S", "-l", "--sysroot", machine]) == 7
+
+
+def test_status_never_blocks_on_a_fifo(tmp_path):
+    """kexec-tools would wait for a writer; pykexec reads a FIFO as an empty file."""
+    machine = machine_with_flag(tmp_path, None)
+    os.mkfifo(os.path.join(machine, "sys/kernel/kexec_crash_loaded"))
+    assert run(["-S", "--sysroot", machine]) == 255
