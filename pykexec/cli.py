@@ -632,12 +632,6 @@ def _subcommand(argv: list[str]) -> int:
         """Save this machine's loader inputs into DEST (the snapshot format)."""
         from pykexec.snapcheck import snapshot_problems
         from pykexec.snapshot import SnapshotError, take_snapshot
-        if not dest:
-            _err("snapshot: the folder name is empty")
-            sys.exit(EXIT_USAGE)
-        if os.path.lexists(dest) and not os.path.isdir(dest):
-            _err(f"snapshot: {dest}: exists and is not a folder")
-            sys.exit(EXIT_USAGE)
         fatal, warnings = snapshot_problems(sysroot)
         if fatal:
             _err(f"snapshot: {fatal}")

@@ -10,9 +10,7 @@ import errno
 import hashlib
 import os
 import re
-import shutil
 import stat
-import tempfile
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping, Optional, Tuple
@@ -130,6 +128,8 @@ def save_plan(plan: Plan, folder: str) -> None:
     disk) leaves the old folder as it was and no half-written one. An existing folder
     holding anything but a plan's files is refused rather than replaced.
     """
+    import shutil  # plan folders only: a load imports this module but writes none
+    import tempfile
     folder = os.path.normpath(folder)
     parent = os.path.dirname(os.path.abspath(folder))
     old = None

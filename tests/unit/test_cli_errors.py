@@ -258,7 +258,8 @@ def test_save_plan_into_the_current_folder_replaces_the_older_plan(tmp_path, mon
 def test_a_name_with_control_characters_stays_one_line(tmp_path, capsys, name):
     """The one line escapes what would break it or the terminal, wherever the name sits."""
     missing = str(tmp_path / name)
-    assert run(["-c", "-p", missing, "--sysroot", SNAPSHOT, "--dry-run"]) == 255
+    # kexec-tools' -c reads the kernel with slurp_file, which dies: exit 1
+    assert run(["-c", "-p", missing, "--sysroot", SNAPSHOT, "--dry-run"]) == 1
     assert run(["inspect", missing]) == 1
     assert run(["-c", "-p", missing, "--sysroot", missing, "--dry-run"]) == 255
     lines = capsys.readouterr().err.split("\n")

@@ -163,10 +163,10 @@ def test_elf_segments_carry_exactly_the_file_bytes_then_zeros(tmp_path):
 # --- address options -----------------------------------------------------------------------
 
 @pytest.mark.parametrize("value", ["-5", "0x1" + "0" * 16, "-0x1", "18446744073709551616"])
-def test_address_options_out_of_range_are_usage_errors(value):
-    for option in ("--entry", "--mem-min", "--mem-max"):
-        with pytest.raises(UsageError, match=f"--{option[2:]}={value}"):
-            parse_args(["-p", "k", f"{option}={value}"])
+def test_entry_out_of_range_is_a_usage_error(value):
+    """--mem-min/--mem-max follow kexec-tools' strtoul instead (test_request.py)."""
+    with pytest.raises(UsageError, match=f"--entry={value}"):
+        parse_args(["-p", "k", f"--entry={value}"])
 
 
 def test_the_largest_address_is_accepted():
