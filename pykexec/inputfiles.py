@@ -111,7 +111,7 @@ def read_input(path: Optional[str], what: str, limit: int, limit_what: str) -> b
 
 def compression_of(head: bytes) -> Optional[str]:
     """"gzip" or "xz" for a whole-file-compressed kernel (kexec-tools 2.0.25's order; zstd,
-    which kexec-tools HEAD adds, is not read: see docs/differences.d/images.md)."""
+    which kexec-tools HEAD adds, is not read: see docs/differences.md)."""
     if head[:2] == GZIP_MAGIC:
         return "gzip"
     if head[:6] == XZ_MAGIC:

@@ -72,7 +72,7 @@ RUNS = [(c, mode) for c in CASES for mode in c.modes]
 
 def test_the_table_is_large():
     """Issue 9 asks for at least 150 hostile cases; a module that fails to register shrinks this."""
-    assert len(CASES) >= 22
+    assert len(CASES) >= 150
 
 
 @pytest.mark.parametrize("case,mode", RUNS, ids=[f"{c.name}-{m}" for c, m in RUNS])
