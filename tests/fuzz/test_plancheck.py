@@ -31,10 +31,12 @@ INITRD = b"FAKEINITRD" * 7000
 def kernels_for(root: str):
     arch = json.load(open(os.path.join(ROOT, root, "snapshot.json"))).get("machine", "x86_64")
     if arch in ("i386", "i686"):
-        return [("bzImage32", bzimage_bytes(I386_BZIMAGE)), ("vmlinux32", vmlinux32_bytes())]
-    found = [("bzImage", bzimage_bytes(FakeKernel()))]
-    if root.endswith("at16m"):    # the only x86_64 machines where a vmlinux linked at 16M fits
-        found.append(("vmlinux64", elf_kernel()))
+        found = [("bzImage32", bzimage_bytes(I386_BZIMAGE))]
+    else:
+        found = [("bzImage", bzimage_bytes(FakeKernel()))]
+    if root.endswith("at16m"):    # the only machines where a vmlinux linked at 16M fits
+        found.append(("vmlinux32", vmlinux32_bytes()) if arch != "x86_64" else
+                     ("vmlinux64", elf_kernel()))
     return found
 
 
