@@ -1,12 +1,12 @@
 """Running pykexec under a time and memory bound, and judging what came out.
 
-`bounded()` guards one example: a SIGALRM timer (an exception derived from BaseException, so
-pykexec's own `except Exception` cannot swallow it), tracemalloc for the measured peak, and
-RLIMIT_AS as the safety net so a runaway allocation ends as MemoryError instead of taking the
-shared machine down. `run_cli()` runs the real command line in-process with the syscalls
-recorded; `judge()` states the property of issue 9: exit 0 and a plan that passes
-tests/bed/plancheck.py, or a non-zero exit with exactly one stderr line, no traceback and no
-"internal error", and nothing loaded.
+`in_child(fn, ...)` runs one example in a forked child: RLIMIT_AS caps its address space and
+SIGALRM with its default action ends it, so even a runaway loop inside one C call (a set of
+four billion CPU numbers) is stopped, and the shared machine is never at risk. Inside, the
+Python memory peak is measured with tracemalloc against a tighter bound. `run_cli()` runs
+the real command line in-process with the syscalls recorded; `judge()` states the property
+of issue 9: exit 0 and a plan that passes tests/bed/plancheck.py, or a non-zero exit with
+exactly one stderr line, no traceback and no "internal error", and nothing loaded.
 """
 
 from __future__ import annotations
@@ -15,8 +15,11 @@ import contextlib
 import errno
 import io
 import os
+import pickle
 import resource
+import select
 import signal
+import traceback
 import tracemalloc
 from dataclasses import dataclass, field
 from typing import List, Optional
@@ -25,16 +28,20 @@ from tests.bed import plancheck
 
 TIME_LIMIT_S = float(os.environ.get("PYKEXEC_FUZZ_TIME_LIMIT", "20"))
 PEAK_LIMIT = int(os.environ.get("PYKEXEC_FUZZ_PEAK_MB", "160")) << 20   # traced Python memory
-AS_HEADROOM = 1536 << 20                                                  # address-space net
+AS_HEADROOM = 1024 << 20                                                  # address-space cap
 # Machines are written per example: RAM-backed scratch space when there is one.
 SCRATCH = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
 
 
-class OverTime(BaseException):
-    """The example ran past TIME_LIMIT_S (BaseException: no `except Exception` may hide it)."""
+class OverTime(AssertionError):
+    pass
 
 
 class OverMemory(AssertionError):
+    pass
+
+
+class ChildFailed(AssertionError):
     pass
 
 
@@ -43,33 +50,60 @@ def _vm_size() -> int:
         return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
 
 
-@contextlib.contextmanager
-def bounded(seconds: float = TIME_LIMIT_S, peak: int = PEAK_LIMIT, what: str = "example"):
-    def on_alarm(signum, frame):
-        raise OverTime(f"{what} ran longer than {seconds} s")
-
-    old_handler = signal.signal(signal.SIGALRM, on_alarm)
-    old_limit = resource.getrlimit(resource.RLIMIT_AS)
-    soft = _vm_size() + AS_HEADROOM
-    if old_limit[1] != resource.RLIM_INFINITY:
-        soft = min(soft, old_limit[1])
-    resource.setrlimit(resource.RLIMIT_AS, (soft, old_limit[1]))
-    tracing = tracemalloc.is_tracing()
-    if not tracing:
-        tracemalloc.start()
-    tracemalloc.reset_peak()
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old_handler)
-        resource.setrlimit(resource.RLIMIT_AS, old_limit)
-        used = tracemalloc.get_traced_memory()[1]
-        if not tracing:
+def in_child(fn, *args, seconds: float = TIME_LIMIT_S, peak: int = PEAK_LIMIT, what: str = "example"):
+    """fn(*args) in a forked child under the bounds; its return value (picklable) or an
+    AssertionError saying what went wrong (the child's traceback included)."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                   # the child: never returns into pytest
+        os.close(read_fd)
+        try:
+            soft = _vm_size() + AS_HEADROOM
+            resource.setrlimit(resource.RLIMIT_AS, (soft, resource.getrlimit(resource.RLIMIT_AS)[1]))
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)
+            signal.setitimer(signal.ITIMER_REAL, seconds)
+            tracemalloc.start()
+            result = ("ok", fn(*args))
+            used = tracemalloc.get_traced_memory()[1]
             tracemalloc.stop()
-    if used > peak:
-        raise OverMemory(f"{what} peaked at {used >> 20} MiB of Python memory (bound {peak >> 20} MiB)")
+            if used > peak:
+                result = ("memory", f"{what} peaked at {used >> 20} MiB of Python memory "
+                                    f"(bound {peak >> 20} MiB)")
+        except MemoryError:
+            result = ("memory", f"{what}: MemoryError at the {AS_HEADROOM >> 20} MiB address-space cap")
+        except BaseException as e:  # noqa: BLE001 - everything goes back to the parent
+            result = ("error", f"{e.__class__.__name__}: {e}\n{traceback.format_exc()}"[-20000:])
+        try:
+            payload = pickle.dumps(result)
+        except Exception as e:  # noqa: BLE001
+            payload = pickle.dumps(("error", f"unpicklable result: {e}"))
+        with os.fdopen(write_fd, "wb") as f:
+            f.write(payload)
+        os._exit(0)
+    os.close(write_fd)
+    chunks = []
+    with os.fdopen(read_fd, "rb") as f:
+        while True:
+            ready, _, _ = select.select([f], [], [], seconds + 30)
+            if not ready:
+                os.kill(pid, signal.SIGKILL)
+                break
+            chunk = os.read(f.fileno(), 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        if sig in (signal.SIGALRM, signal.SIGKILL):
+            raise OverTime(f"{what} ran longer than {seconds} s")
+        raise ChildFailed(f"{what} died of signal {sig}")
+    kind, value = pickle.loads(b"".join(chunks))
+    if kind == "ok":
+        return value
+    if kind == "memory":
+        raise OverMemory(value)
+    raise ChildFailed(value)
 
 
 @dataclass
@@ -82,9 +116,8 @@ class Outcome:
     plan_dir: Optional[str] = None
 
 
-def run_cli(argv: List[str], live_root: Optional[str] = None, plan_dir: Optional[str] = None,
-            seconds: float = TIME_LIMIT_S) -> Outcome:
-    """Run `pykexec argv` in-process with a syscall recorder.
+def run_cli(argv: List[str], live_root: Optional[str] = None, plan_dir: Optional[str] = None) -> Outcome:
+    """Run `pykexec argv` in-process with a syscall recorder (bound it with `in_child`).
 
     `live_root`: pretend this sysroot is the running machine, so a real load (not a dry run)
     reaches the recorder. `plan_dir`: add --save-plan there.
@@ -104,8 +137,7 @@ def run_cli(argv: List[str], live_root: Optional[str] = None, plan_dir: Optional
         cli._LIVE_ROOTS = ("/", "", live_root)
     out, err = io.StringIO(), io.StringIO()
     try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
-                bounded(seconds, what=f"pykexec {' '.join(map(repr, argv))[:300]}"):
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             code = cli.run(argv)
     finally:
         kexec_syscall._backend, kexec_syscall.arch_flag, cli._LIVE_ROOTS = saved

@@ -33,6 +33,12 @@ def _files(d, kernel, initrd):
 
 
 def check_load(machine: fz.MachineCase, kernel: bytes, initrd, opts, mode: str):
+    """One load, judged in a bounded child; returns (exit status, names of the calls made)."""
+    return harness.in_child(_check_load, machine, kernel, initrd, opts, mode,
+                            what=f"pykexec -p ... {opts!r:.200} ({mode})")
+
+
+def _check_load(machine, kernel, initrd, opts, mode):
     with tempfile.TemporaryDirectory(prefix="pykexec-fuzz-", dir=harness.SCRATCH) as d:
         root = machine.write(os.path.join(d, "machine"))
         kpath, ipath = _files(d, kernel, initrd)
@@ -43,7 +49,7 @@ def check_load(machine: fz.MachineCase, kernel: bytes, initrd, opts, mode: str):
         out = harness.run_cli(argv, live_root=root if mode == "load" else None,
                               plan_dir=os.path.join(d, "plan"))
         harness.judge(out, root, kernel, initrd)
-        return out
+        return out.code, [c[0] for c in out.calls]
 
 
 @examples(0.45)
@@ -65,5 +71,5 @@ def test_the_harness_sees_good_plans():
     """The control: a good machine and kernel plan (exit 0) and pass the checker."""
     spec = synthetic.PRESETS["qemu_like_1g"]
     machine = fz.MachineCase(spec, synthetic.machine_layout(spec))
-    out = check_load(machine, bzimage_bytes(FakeKernel()), b"I" * 5000, ["-c"], "load")
-    assert out.code == 0 and [c[0] for c in out.calls] == ["kexec_load"]
+    assert check_load(machine, bzimage_bytes(FakeKernel()), b"I" * 5000, ["-c"], "load") == \
+        (0, ["kexec_load"])
