@@ -144,6 +144,30 @@ def run_cli(argv: List[str], live_root: Optional[str] = None, plan_dir: Optional
     return Outcome(argv, code, out.getvalue(), err.getvalue(), recorder.calls, plan_dir)
 
 
+def run_main(argv: List[str]) -> Outcome:
+    """`pykexec SUBCOMMAND ...` (snapshot, inspect) in-process: click's exit becomes the status."""
+    import pykexec.cli as cli
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            cli.main(list(argv))
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    return Outcome(list(argv), code, out.getvalue(), err.getvalue())
+
+
+def judge_command(outcome: Outcome) -> None:
+    """Any command: exit 0, or non-zero with one stderr line; never a traceback."""
+    lines = [l for l in outcome.err.splitlines() if l.strip()]
+    context = f"argv={outcome.argv!r}\nexit={outcome.code}\nstderr={outcome.err[-3000:]!r}"
+    assert "Traceback" not in outcome.err, context
+    assert not any("internal error" in l for l in lines), context
+    if outcome.code != 0:
+        assert len(lines) == 1, "a refusal must be exactly one stderr line\n" + context
+
+
 def judge(outcome: Outcome, sysroot: str, kernel: Optional[bytes] = None,
           initrd: Optional[bytes] = None, crash: bool = True) -> None:
     """Assert issue 9's property on one run (AssertionError with the reason otherwise)."""
