@@ -1,4 +1,4 @@
-"""Hypothesis profiles for the fuzz tests (loaded by tests/fuzz/conftest.py).
+"""Hypothesis profiles for the fuzz tests (applied by `examples()` in each fuzz test).
 
 - "ci" (default): part of the normal suite; all fuzz tests together take about 2-3 minutes on
   a 2-core machine. Reads the committed corpus (tests/fuzz/corpus) so every failure a long
@@ -27,9 +27,10 @@ settings.register_profile("ci", max_examples=100, **_common,
 settings.register_profile("long", max_examples=max(1, int(5000 * SCALE)), **_common,
                           database=DirectoryBasedExampleDatabase(CORPUS))
 settings.register_profile("dev", max_examples=20, **_common, database=None)
-settings.load_profile(os.environ.get("PYKEXEC_FUZZ_PROFILE", "ci"))
+# Applied per fuzz test (never loaded globally: the other suites keep their own settings).
+PROFILE = settings.get_profile(os.environ.get("PYKEXEC_FUZZ_PROFILE", "ci"))
 
 
-def examples(ci_share: float):
-    """Per-test example count: `ci_share` x the profile's max_examples (at least 5)."""
-    return settings(max_examples=max(5, int(settings().max_examples * ci_share)))
+def examples(share: float):
+    """The fuzz profile for one test, with `share` x its max_examples (at least 5)."""
+    return settings(PROFILE, max_examples=max(5, int(PROFILE.max_examples * share)))
