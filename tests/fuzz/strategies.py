@@ -266,6 +266,9 @@ def machine_mutations(draw, layout: synthetic.Layout) -> Dict[str, Optional[byte
 class Blob(bytes):
     """File contents that print short in a failure report (length, digest, head)."""
 
+    def _repr_pretty_(self, p, cycle):
+        p.text(repr(self))
+
     def __repr__(self):
         import hashlib
         return (f"Blob(len={len(self)}, sha256={hashlib.sha256(self).hexdigest()[:12]}, "
@@ -278,6 +281,13 @@ class MachineCase:
     layout: synthetic.Layout = field(repr=False)
     changes: Dict[str, Optional[bytes]] = field(default_factory=dict)
     machine: str = "x86_64"       # snapshot.json's uname -m: "i686" makes it an i386 machine
+
+    def __repr__(self):
+        changed = {k: (v if v is None or len(v) < 80 else Blob(v)) for k, v in self.changes.items()}
+        return f"MachineCase({self.spec!r}, changes={changed!r}, machine={self.machine!r})"
+
+    def _repr_pretty_(self, p, cycle):   # hypothesis' failure report: without the layout
+        p.text(repr(self))
 
     def write(self, dest: str) -> str:
         synthetic.make_machine(dest, self.spec)
