@@ -186,18 +186,34 @@ def read_machine(root: str) -> MachineFacts:
     def text(rel):
         try:
             with open(os.path.join(root, rel), "rb") as f:
-                return f.read().decode("ascii")
+                return f.read(1 << 22).decode("latin-1")
         except OSError:
             return None
 
-    ram, crash = parse_iomem(text("proc/iomem"))
+    ram, crash = parse_iomem(text("proc/iomem") or "")
     notes = {}
-    for cpu in cpu_list(text("sys/devices/system/cpu/possible") or "0"):
+    # glibc's count of configured CPUs: the possible list, else the cpuN folders
+    possible = (text("sys/devices/system/cpu/possible") or "").strip(" \t\r\n\0")
+    try:
+        cpus = cpu_list(possible) if possible else None
+    except ValueError:
+        cpus = None
+    if cpus is None:
+        folder = os.path.join(root, "sys/devices/system/cpu")
+        names = os.listdir(folder) if os.path.isdir(folder) else []
+        cpus = sorted(int(n[3:]) for n in names if re.fullmatch(r"cpu[0-9]+", n))
+    for cpu in cpus:
         value = text(f"sys/devices/system/cpu/cpu{cpu}/crash_notes")
         if value is not None:
-            notes[cpu] = int(value.strip(), 16)
-    vmcoreinfo = text("sys/kernel/vmcoreinfo")
-    vi = tuple(int(v, 16) for v in vmcoreinfo.split()[:2]) if vmcoreinfo else None
+            try:
+                notes[cpu] = int(value.strip(" \t\r\n\0"), 16)
+            except ValueError:
+                continue
+    vmcoreinfo = (text("sys/kernel/vmcoreinfo") or "").split()
+    try:
+        vi = (int(vmcoreinfo[0], 16), int(vmcoreinfo[1], 16))
+    except (IndexError, ValueError):
+        vi = None
     return MachineFacts(tuple(ram), tuple(crash), notes, vi)
 
 
