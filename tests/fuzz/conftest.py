@@ -26,16 +26,17 @@ def warmed_up():
     from tests.bed.fakekernel import FakeKernel, bzimage_bytes
     from tests.bed.fakekernel32 import I386_BZIMAGE
     from tests.fuzz import harness
-    from tests.fuzz.strategies import MachineCase
+    from tests.fuzz.strategies import BUNDLED, MachineCase
 
     for arch in ("x86_64", "i386"):
         purgatory_object(arch)
     d = tempfile.mkdtemp(prefix="pykexec-fuzz-warm-", dir=harness.SCRATCH)
     try:
         spec = synthetic.PRESETS["qemu_like_1g"]
+        i386 = next(b for b in BUNDLED if "i386" in b)
         for uname, kernel in (("x86_64", FakeKernel()), ("i686", I386_BZIMAGE)):
-            root = MachineCase(spec, synthetic.machine_layout(spec), {}, uname).write(
-                os.path.join(d, uname))
+            root = MachineCase(spec, synthetic.machine_layout(spec), {}, uname,
+                               i386 if uname == "i686" else None).write(os.path.join(d, uname))
             path = os.path.join(d, uname + ".bz")
             with open(path, "wb") as f:
                 f.write(bzimage_bytes(kernel))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import struct
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
@@ -210,10 +211,22 @@ def _iomem_mutation(draw, text: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def snapshot_folder_files(root: str) -> Dict[str, bytes]:
+    """rel path -> bytes of every file of a snapshot folder."""
+    files = {}
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as f:
+                files[os.path.relpath(path, root)] = f.read()
+    return files
+
+
 @st.composite
-def machine_mutations(draw, layout: synthetic.Layout) -> Dict[str, Optional[bytes]]:
-    """Changes to a machine's files: rel path -> new bytes (None: delete the file)."""
-    files = synthetic.snapshot_files(layout)
+def machine_mutations(draw, files: Dict[str, bytes]) -> Dict[str, Optional[bytes]]:
+    """Changes to a machine's files (rel path -> new bytes; None: delete the file)."""
+    nfirmware = len({k.split("/")[3] for k in files if k.startswith("sys/firmware/memmap/")})
+    ncpus = len([k for k in files if k.endswith("/crash_notes")]) or 1
     changes: Dict[str, Optional[bytes]] = {}
     for _ in range(draw(st.integers(0, 3))):
         target = draw(st.sampled_from(["iomem", "cpulist", "crash_notes", "vmcoreinfo", "memmap",
@@ -226,7 +239,7 @@ def machine_mutations(draw, layout: synthetic.Layout) -> Dict[str, Optional[byte
             key = draw(st.sampled_from(["possible", "present", "online"]))
             changes[f"sys/devices/system/cpu/{key}"] = draw(CPU_LIST_HOSTILE).encode("utf-8", "replace")
         elif target == "crash_notes":
-            cpu = draw(st.integers(0, layout.spec.cpus))
+            cpu = draw(st.integers(0, ncpus))
             name = draw(st.sampled_from(["crash_notes", "crash_notes_size"]))
             value = draw(st.one_of(edge_ints().map(lambda v: f"{v:x}\n"),
                                    st.sampled_from(["-1\n", "\n", "0x\n", "zz\n", "368\r\n", "1e9\n",
@@ -237,20 +250,21 @@ def machine_mutations(draw, layout: synthetic.Layout) -> Dict[str, Optional[byte
                 st.tuples(edge_ints(), edge_ints(32)).map(lambda t: f"{t[0]:x} {t[1]:x}\n"),
                 hostile_text())).encode("utf-8", "replace")
         elif target == "memmap":
-            n = draw(st.integers(0, len(layout.firmware)))
+            n = draw(st.integers(0, nfirmware))
             key = draw(st.sampled_from(["start", "end", "type"]))
             value = draw(st.one_of(edge_ints().map(lambda v: f"0x{v:x}\n"),
                                    st.sampled_from(["System RAM\n", "Reserved\n", "-0x1000\n",
                                                     "0xnothex\n", "\n", "System RAM\r\n"])))
             changes[f"sys/firmware/memmap/{n}/{key}"] = value.encode()
         elif target == "kcore":
-            changes["proc/kcore"] = draw(mutate_bytes(files["proc/kcore"][:1024]))
+            changes["proc/kcore"] = draw(mutate_bytes(files.get("proc/kcore", b"")[:1024]))
         elif target == "kallsyms":
             changes["proc/kallsyms"] = draw(st.one_of(
-                mutate_bytes(files["proc/kallsyms"]),
+                mutate_bytes(files.get("proc/kallsyms", b"")),
                 hostile_text().map(lambda t: t.encode("utf-8", "replace"))))
         elif target == "boot_params":
-            changes["sys/kernel/boot_params/data"] = draw(mutate_bytes(files["sys/kernel/boot_params/data"]))
+            changes["sys/kernel/boot_params/data"] = draw(mutate_bytes(
+                files.get("sys/kernel/boot_params/data", bytes(4096))))
         elif target == "cmdline":
             changes["proc/cmdline"] = draw(st.one_of(st.binary(max_size=300),
                                                      st.just(b"a" * 5000 + b"\n")))
@@ -281,17 +295,22 @@ class MachineCase:
     layout: synthetic.Layout = field(repr=False)
     changes: Dict[str, Optional[bytes]] = field(default_factory=dict)
     machine: str = "x86_64"       # snapshot.json's uname -m: "i686" makes it an i386 machine
+    base: Optional[str] = None    # a bundled snapshot folder to start from instead of `spec`
 
     def __repr__(self):
         changed = {k: (v if v is None or len(v) < 80 else Blob(v)) for k, v in self.changes.items()}
-        return f"MachineCase({self.spec!r}, changes={changed!r}, machine={self.machine!r})"
+        origin = f"base={self.base!r}" if self.base else repr(self.spec)
+        return f"MachineCase({origin}, changes={changed!r}, machine={self.machine!r})"
 
     def _repr_pretty_(self, p, cycle):   # hypothesis' failure report: without the layout
         p.text(repr(self))
 
     def write(self, dest: str) -> str:
-        synthetic.make_machine(dest, self.spec)
-        if self.machine != "x86_64":
+        if self.base:
+            shutil.copytree(self.base, dest, symlinks=False)
+        else:
+            synthetic.make_machine(dest, self.spec)
+        if self.machine != "x86_64" and not self.base:
             meta_path = os.path.join(dest, "snapshot.json")
             with open(meta_path) as f:
                 meta = json.load(f)
@@ -310,15 +329,39 @@ class MachineCase:
         return dest
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Real i386 machines come from QEMU guests (a relabelled synthetic machine would have an
+# x86_64 kcore: a machine that cannot exist, which loaders rightly refuse).
+BUNDLED = sorted(os.path.join(ROOT, "tests/snapshots", n) for n in os.listdir(os.path.join(ROOT, "tests/snapshots"))
+                 if os.path.isfile(os.path.join(ROOT, "tests/snapshots", n, "snapshot.json")))
+_BUNDLED_FILES: Dict[str, Dict[str, bytes]] = {}
+
+
+def _bundled(root):
+    if root not in _BUNDLED_FILES:
+        _BUNDLED_FILES[root] = snapshot_folder_files(root)
+    return _BUNDLED_FILES[root]
+
+
 @st.composite
 def machines(draw, mutate: bool = True) -> MachineCase:
-    spec = draw(machine_specs())
-    layout = valid_layout(spec)
-    if layout is None:
-        spec = synthetic.PRESETS["qemu_like_1g"]
-        layout = synthetic.machine_layout(spec)
-    changes = draw(machine_mutations(layout)) if mutate and draw(st.booleans()) else {}
-    return MachineCase(spec, layout, changes, draw(st.sampled_from(["x86_64", "x86_64", "i686"])))
+    """A synthetic x86_64 machine (random spec) or a bundled QEMU snapshot (i386 and x86_64),
+    then, when `mutate`, a few file changes."""
+    spec = synthetic.PRESETS["qemu_like_1g"]
+    if draw(st.integers(0, 2)) == 0:
+        base = draw(st.sampled_from(BUNDLED))
+        files = _bundled(base)
+        meta = json.loads(files["snapshot.json"])
+        layout, uname = None, meta.get("machine", "x86_64")
+    else:
+        base, spec = None, draw(machine_specs())
+        layout = valid_layout(spec)
+        if layout is None:
+            spec = synthetic.PRESETS["qemu_like_1g"]
+            layout = synthetic.machine_layout(spec)
+        files, uname = synthetic.snapshot_files(layout), "x86_64"
+    changes = draw(machine_mutations(files)) if mutate and draw(st.booleans()) else {}
+    return MachineCase(spec, layout, changes, uname, base)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -58,8 +58,8 @@ def test_iomem_garbage_raises_only_machine_error(text):
 
 
 @examples(0.3)
-@given(fz.machines(mutate=False).flatmap(
-    lambda m: st.tuples(st.just(m), fz.machine_mutations(m.layout))))
+@given(fz.machines(mutate=False).filter(lambda m: m.layout is not None).flatmap(
+    lambda m: st.tuples(st.just(m), fz.machine_mutations(synthetic.snapshot_files(m.layout)))))
 def test_mutated_iomem_raises_only_machine_error(case):
     _, changes = case
     text = changes.get("proc/iomem")
