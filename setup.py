@@ -10,13 +10,21 @@ runs pykexec/purgatory.py:build_purgatory for each arch in BUILD_ARCHES:
   is written to ``pykexec/_purgatory/`` in the tree (gitignored).
 
 There is no prebuilt blob: without gcc and binutils the build fails with a clear error.
+
+The wheel is therefore not pure Python: it carries machine code (the x86 purgatory
+objects), so bdist_wheel tags it for the build machine's architecture. The objects are
+freestanding (no libc, not loaded into the Python process: pykexec copies them into the
+kexec segments), so any Linux C library will do: the tag is
+``py3-none-manylinux_2_5_<arch>.manylinux1_<arch>.musllinux_1_1_<arch>``, i.e. any
+Python 3, no ABI, any glibc or musl Linux on that architecture.
 """
 
 import importlib.util
 import sys
+import sysconfig
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Distribution, setup
 from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).resolve().parent
@@ -57,4 +65,37 @@ class build_py_with_purgatory(build_py):
         return outputs
 
 
-setup(cmdclass={"build_py": build_py_with_purgatory})
+def _bdist_wheel_class():
+    try:  # setuptools >= 70.1 (pyproject.toml asks for >= 77)
+        from setuptools.command.bdist_wheel import bdist_wheel
+    except ImportError:  # older setuptools (Debian 12's, for the .deb) with the wheel package
+        try:
+            from wheel.bdist_wheel import bdist_wheel
+        except ImportError:
+            return None
+
+    class bdist_wheel_with_machine_code(bdist_wheel):
+        """A platform wheel: it holds the purgatory objects (x86 machine code)."""
+
+        def get_tag(self):
+            machine = sysconfig.get_platform().split("-", 1)[-1]  # linux-x86_64 -> x86_64
+            if machine == "x86_64" and sys.maxsize <= 2**32:
+                machine = "i686"  # a 32-bit Python on a 64-bit kernel
+            platforms = [f"manylinux_2_5_{machine}", f"manylinux1_{machine}",
+                         f"musllinux_1_1_{machine}"]
+            return "py3", "none", ".".join(platforms)
+
+    return bdist_wheel_with_machine_code
+
+
+class DistributionWithMachineCode(Distribution):
+    """Not pure: installs into platlib, and the wheel's root is platlib, not .data/purelib."""
+
+    def has_ext_modules(self):
+        return True
+
+
+commands = {"build_py": build_py_with_purgatory}
+if _bdist_wheel_class() is not None:
+    commands["bdist_wheel"] = _bdist_wheel_class()
+setup(cmdclass=commands, distclass=DistributionWithMachineCode)

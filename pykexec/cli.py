@@ -4,7 +4,7 @@ kexec's options are an ordered state machine (see pykexec.request), which click'
 declarative options cannot express (`-pu` differs from `-up`, options may follow the
 kernel path, prefixes of long options are accepted, a usage error must exit 1). So the
 kexec-style argv is parsed with the standard library's getopt in `pykexec.request`, and
-click carries pykexec's own subcommands (`snapshot`, `inspect`, `install`), whose names
+click carries pykexec's own subcommands (`snapshot`, `inspect`, `install`, `vmcore`), whose names
 cannot clash with a kernel path because they are only taken as the very first argument.
 
 `main` is `pykexec`, `kexec_main` is the same program answering as `kexec` (installed as
@@ -30,7 +30,7 @@ EXIT_FATAL = 1          # kexec-tools' die()
 EXIT_FALLBACK = 253     # -s and kexec_file_load is not usable
 EXIT_FAILURE = 255
 
-SUBCOMMANDS = ("snapshot", "inspect", "install")
+SUBCOMMANDS = ("snapshot", "inspect", "install", "vmcore")
 # sysroots that are this machine: only these may be loaded, not planned only.
 _LIVE_ROOTS = ("/", "")
 _PROGRAM = ["pykexec"]
@@ -443,6 +443,8 @@ def _subcommand(argv: list[str]) -> int:
             _err(f"{path}: {err.strerror}")
             sys.exit(EXIT_FAILURE)
 
+    from pykexec.vmcore.command import vmcore
+    group.add_command(vmcore)
     return group.main(argv, prog_name="pykexec", standalone_mode=True)
 
 

@@ -34,13 +34,6 @@ NT_TASKSTRUCT = 4
 NT_AUXV = 6
 NOTE_TYPES = {1: "NT_PRSTATUS", 2: "NT_PRFPREG", 3: "NT_PRPSINFO", 4: "NT_TASKSTRUCT",
               6: "NT_AUXV", 0x202: "NT_X86_XSTATE"}
-X86_64_PR_REG = ("r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax",
-                 "rcx", "rdx", "rsi", "rdi", "orig_rax", "rip", "cs", "eflags", "rsp", "ss",
-                 "fs_base", "gs_base", "ds", "es", "fs", "gs")
-I386_PR_REG = ("ebx", "ecx", "edx", "esi", "edi", "ebp", "eax", "ds", "es", "fs", "gs",
-               "orig_eax", "eip", "cs", "eflags", "esp", "ss")
-X86_64_PR_REG_OFFSET = 112     # struct elf_prstatus: siginfo, cursig, sigpend, ..., times
-I386_PR_REG_OFFSET = 72
 MACHINES = {3: "i386 (EM_386)", 62: "x86_64 (EM_X86_64)", 183: "aarch64 (EM_AARCH64)",
             40: "arm (EM_ARM)", 21: "ppc64 (EM_PPC64)", 22: "s390 (EM_S390)"}
 KERNEL_MAP_START = 0xFFFFFFFF80000000
@@ -449,19 +442,10 @@ def explain_elfcorehdr(data: bytes, path: str = "elfcorehdr") -> str:
 
 
 def decode_prstatus(desc: bytes, elfclass: int) -> Tuple[int, Dict[str, int]]:
-    """(pr_pid, registers) of an x86 NT_PRSTATUS descriptor."""
-    if elfclass == 64:
-        names, offset, word = X86_64_PR_REG, X86_64_PR_REG_OFFSET, "Q"
-        pid_off = 32
-    else:
-        names, offset, word = I386_PR_REG, I386_PR_REG_OFFSET, "I"
-        pid_off = 24
-    size = struct.calcsize("<" + word)
-    if len(desc) < offset + len(names) * size:
-        raise ValueError(f"NT_PRSTATUS of {len(desc)} bytes is too short for pr_reg")
-    values = struct.unpack_from(f"<{len(names)}{word}", desc, offset)
-    pid = struct.unpack_from("<I", desc, pid_off)[0]
-    return pid, dict(zip(names, values))
+    """(pr_pid, registers) of an x86 NT_PRSTATUS descriptor (layout: pykexec.vmcore.x86)."""
+    from pykexec.vmcore.x86 import decode_prstatus as decode
+    cpu = decode(desc, elfclass)
+    return cpu.pid, cpu.regs
 
 
 def explain_vmcore(path, head, ehdr, phdrs, note_data, size) -> str:

@@ -29,7 +29,6 @@ What is read, and which kexec-tools rule it follows (see docs and crashmem.py):
 from __future__ import annotations
 
 import errno as errno_mod
-import json
 import os
 import re
 import struct
@@ -890,6 +889,7 @@ class Machine:
         text = self._text("snapshot.json")
         if text is None:
             return None
+        import json  # only snapshot folders have one: a live load does not import json
         try:
             info = json.loads(text)
         except ValueError as e:

@@ -7,7 +7,6 @@ without root and without a syscall, so it can be shown, saved, compared and test
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -101,6 +100,7 @@ class Plan:
 
 def save_plan(plan: Plan, folder: str) -> None:
     """Write `plan` as plan.json + segment-NN.bin into `folder` (created if needed)."""
+    import json  # plan folders only: a load imports this module but writes none
     os.makedirs(folder, exist_ok=True)
     segs = []
     for i, seg in enumerate(plan.segments):
@@ -127,6 +127,7 @@ class PlanFormatError(ValueError):
 
 def load_plan(folder: str) -> Plan:
     """Read a plan folder; checks sizes and digests against plan.json."""
+    import json
     path = os.path.join(folder, "plan.json")
     with open(path) as f:
         doc = json.load(f)

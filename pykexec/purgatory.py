@@ -14,10 +14,6 @@ from __future__ import annotations
 
 import functools
 import os
-import shlex
-import shutil
-import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
@@ -181,12 +177,19 @@ def installed_path(arch: str) -> Path:
     return _PACKAGE_DIR / "_purgatory" / f"{arch}.o"
 
 
+# shlex, shutil, subprocess and tempfile are imported where a build needs them: a load
+# with the installed object (the common case) never builds and need not pay for them.
+
+
 def _tool(env_var: str, default: str) -> Sequence[str]:
+    import shlex
     value = os.environ.get(env_var)
     return shlex.split(value) if value else [default]
 
 
 def _run(argv: Sequence[str], cwd: Path) -> None:
+    import shlex
+    import subprocess
     try:
         proc = subprocess.run(list(argv), cwd=str(cwd), stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
@@ -209,6 +212,8 @@ def build_purgatory(arch: str, output: Path, *, root: Optional[Path] = None) -> 
     objects are combined with ``ld -r -e <entry>`` (``LD``, default ``ld``).  The result
     is checked to have no undefined symbols, then moved into place atomically.
     """
+    import shutil
+    import tempfile
     spec = _spec(arch)
     src = source_dir(arch, root)
     missing = [name for name in spec.sources if not (src / name).is_file()]
@@ -244,6 +249,7 @@ def build_purgatory(arch: str, output: Path, *, root: Optional[Path] = None) -> 
 
 
 def _undefined_symbols(path: Path) -> Tuple[str, ...]:
+    import subprocess
     nm = _tool("NM", "nm")
     try:
         proc = subprocess.run([*nm, "-u", str(path)], stdout=subprocess.PIPE,
@@ -288,6 +294,7 @@ def purgatory_object(arch: str = "x86_64") -> bytes:
     try:
         build_purgatory(spec.arch, obj)
     except PermissionError:
+        import tempfile
         with tempfile.TemporaryDirectory(prefix="pykexec-purgatory-") as tmp:
             return build_purgatory(spec.arch, Path(tmp) / f"{arch}.o").read_bytes()
     return obj.read_bytes()

@@ -28,7 +28,7 @@ _pykexec_kexec()
              done ;;
         -*) COMPREPLY=( $(compgen -W "$shorts" -- "$cur") ) ;;
         *)  if [[ $COMP_CWORD -eq 1 && ${COMP_WORDS[0]##*/} == pykexec ]]; then
-                COMPREPLY=( $(compgen -W "snapshot inspect install" -- "$cur") )
+                COMPREPLY=( $(compgen -W "snapshot inspect install vmcore" -- "$cur") )
             fi
             compopt -o filenames 2>/dev/null; COMPREPLY+=( $(compgen -f -- "$cur") ) ;;
     esac

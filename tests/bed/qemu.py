@@ -88,6 +88,9 @@ class CycleConfig:
     # put the first kernel there (about 1 boot in 3 with 1 GiB): boot again, up to this
     # many times in all. Only such boots are retried, nothing else.
     attempts: int = 6
+    # Stage 2 copies /proc/vmcore into results/vmcore (streamed; ~the guest's RAM in size).
+    # Off by default: only the vmcore tests ask for it (tests/bed/keep.py).
+    keep_vmcore: bool = False
 
 
 @dataclass
@@ -154,6 +157,7 @@ class CycleResult:
     panic_line_found: bool = False
     timings: Timings = field(default_factory=Timings)
     errors: List[str] = field(default_factory=list)
+    kept_vmcore: Optional[Path] = None         # results/vmcore when cfg.keep_vmcore
 
     @property
     def pt_loads(self) -> List[dict]:
@@ -375,6 +379,7 @@ def _boot_once(cfg: CycleConfig, kernel: Kernel, initrd: Path, run_dir: Path,
         "take_snapshot": cfg.take_snapshot, "snapshot_notes": cfg.snapshot_notes,
         "pattern_mib": cfg.pattern_mib,
         "require_crash_region": "crashkernel=" in cfg.cmdline_extra,
+        "keep_vmcore": cfg.keep_vmcore,
     }, indent=1))
     (results / "config.sh").write_text(_config_sh({
         "BED_PYTHON": sys.executable, "BED_GUEST": str(GUEST_DIR),
@@ -463,6 +468,8 @@ def _collect(res: CycleResult, results: Path, marks: Dict[str, float]) -> None:
     res.vmcore_dmesg_exit = vd.get("exit")
     res.panic_line_found = PANIC_LINE in res.vmcore_dmesg
     t.capture_checks = s2.get("times", {}).get("total")
+    if (results / "vmcore").exists():
+        res.kept_vmcore = results / "vmcore"
 
 
 # --- machine snapshots of guests: scripts/take-guest-snapshots ---------------------------

@@ -92,6 +92,9 @@ class RebootConfig:
     extra_files: Dict[str, str] = field(default_factory=dict)  # name in results -> text
     raw_files: Dict[str, bytes] = field(default_factory=dict)  # written as they are (0755)
     firmware: str = "bios"                 # or "uefi" (OVMF, package ovmf)
+    # The guest's root: the host root read-only (default), or a writable overlay on it
+    # (tmpfs upper layer) where the commands may install packages.
+    overlay_root: bool = False
 
 
 @dataclass
@@ -168,7 +171,14 @@ def run_reboot_cycle(cfg: RebootConfig) -> RebootResult:
         (results / name).chmod(0o755)
     tmp_keep = tmp_entries(_guest_paths(cfg, kernel, initrd))
     bind = " ".join(f"{t}={s}" for t, s in cfg.bind_files.items())
+    overlay_module = ""
+    if cfg.overlay_root:
+        module = kernel.modules_dir / "kernel" / "fs" / "overlayfs" / "overlay.ko"
+        if not module.exists():
+            raise BedError(f"{module}: missing (the guest's busybox insmod needs a plain .ko)")
+        overlay_module = str(module)
     (results / "config.sh").write_text(
+        f"BED_OVERLAY_MODULE={shlex.quote(overlay_module)}\n"
         f"BED_TMP_KEEP={shlex.quote(' '.join(tmp_keep))}\n"
         f"BED_WRITABLE={shlex.quote(' '.join(cfg.writable))}\n"
         f"BED_BIND_FILES={shlex.quote(bind)}\n")
