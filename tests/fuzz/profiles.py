@@ -22,7 +22,7 @@ _common = dict(deadline=None, derandomize=False, print_blob=True,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                       HealthCheck.filter_too_much])
 
-settings.register_profile("ci", max_examples=250, **_common,
+settings.register_profile("ci", max_examples=500, **_common,
                           database=ReadOnlyDatabase(DirectoryBasedExampleDatabase(CORPUS)))
 settings.register_profile("long", max_examples=max(1, int(5000 * SCALE)), **_common,
                           database=DirectoryBasedExampleDatabase(CORPUS))
