@@ -429,7 +429,7 @@ def elf_kernels(draw) -> bytes:
     for i in range(nload):
         filesz = draw(st.sampled_from([0, 0x100, 0x1000, 0x3000]))
         memsz = draw(st.one_of(st.just(filesz), st.sampled_from([0, filesz + 0x2000, filesz // 2])))
-        paddr = draw(st.one_of(st.just(at), edge_ints(bits)))
+        paddr = draw(st.one_of(st.just(at & ((1 << bits) - 1)), edge_ints(bits)))
         offset = draw(st.one_of(st.just(body_off + len(body)), edge_ints(bits)))
         phdrs.append((offset, paddr, filesz, memsz))
         body += bytes([0x90 + i]) * filesz
