@@ -333,8 +333,17 @@ class MachineCase:
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Real i386 machines come from QEMU guests (a relabelled synthetic machine would have an
 # x86_64 kcore: a machine that cannot exist, which loaders rightly refuse).
-BUNDLED = sorted(os.path.join(ROOT, "tests/snapshots", n) for n in os.listdir(os.path.join(ROOT, "tests/snapshots"))
-                 if os.path.isfile(os.path.join(ROOT, "tests/snapshots", n, "snapshot.json")))
+def _x86_snapshot(folder: str) -> bool:
+    try:
+        with open(os.path.join(folder, "snapshot.json")) as f:
+            return json.load(f).get("machine", "x86_64") in ("x86_64", "i386", "i686")
+    except OSError:
+        return False
+
+
+BUNDLED = sorted(f for f in (os.path.join(ROOT, "tests/snapshots", n)
+                             for n in os.listdir(os.path.join(ROOT, "tests/snapshots")))
+                 if _x86_snapshot(f))
 _BUNDLED_FILES: Dict[str, Dict[str, bytes]] = {}
 
 
