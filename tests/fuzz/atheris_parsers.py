@@ -1,0 +1,82 @@
+"""A coverage-guided (atheris/libFuzzer) target over pykexec's byte and text parsers.
+
+Run by `scripts/fuzz --atheris SECONDS`, not by pytest. The first input byte picks the parser;
+the rest is its input. Each parser may refuse with its own error type, nothing else: any other
+exception is a crash libFuzzer reports (and saves under the artifact prefix). libFuzzer's own
+-timeout and -rss_limit_mb bound time and memory per input.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import atheris
+
+with atheris.instrument_imports():
+    from pykexec import elfrel, machine
+    from pykexec.arch.x86 import bzimage
+    from pykexec.arch.x86_64 import elf_x86_64
+
+
+def _bzimage(data: bytes):
+    try:
+        image = bzimage.BzImage.parse(data)
+        image.payload, image.protocol, image.init_size, image.relocatable  # noqa: B018
+    except bzimage.ImageError:
+        pass
+
+
+def _elf(data: bytes):
+    elf_x86_64.probe(data)      # a message or None, never an exception
+
+
+def _text(parse, allowed):
+    def go(data: bytes):
+        try:
+            parse(data.decode("latin-1"))
+        except allowed:
+            pass
+    return go
+
+
+def _kcore(data: bytes):
+    try:
+        machine.parse_kcore_loads(data)
+    except machine.MachineError:
+        pass
+
+
+def _object(data: bytes):
+    try:
+        elfrel.RelocatableObject.from_bytes(data).layout(0x3EF5A000)
+    except elfrel.ElfRelError:
+        pass
+
+
+TARGETS = [_bzimage, _elf, _text(machine.parse_iomem, machine.MachineError),
+           _text(machine.parse_cpu_list, (ValueError, machine.MachineError)), _kcore, _object]
+
+
+def one_input(data: bytes) -> None:
+    if data:
+        TARGETS[data[0] % len(TARGETS)](data[1:])
+
+
+def seeds():
+    """One starting input per parser, so libFuzzer begins from valid shapes."""
+    from tests.bed import synthetic
+    from tests.bed.fakekernel import FakeKernel, bzimage_bytes
+    from tests.unit.badinput import elf_kernel
+    from pykexec.purgatory import purgatory_object
+    layout = synthetic.machine_layout(synthetic.PRESETS["qemu_like_1g"])
+    return [bytes([0]) + bzimage_bytes(FakeKernel(payload_size=512)),
+            bytes([1]) + elf_kernel()[:0x1100],
+            bytes([2]) + synthetic.render_iomem(layout).encode(),
+            bytes([3]) + b"0-3,5,7-8\n",
+            bytes([4]) + synthetic.kcore_header_bytes(layout)[:4096],
+            bytes([5]) + purgatory_object("x86_64")]
+
+
+if __name__ == "__main__":
+    atheris.Setup(sys.argv, one_input)
+    atheris.Fuzz()
