@@ -554,6 +554,9 @@ def parse_cpu_list(text: str, limit: int = MAX_CPUS) -> Tuple[int, ...]:
 MAX_MACHINE_FILE = 64 << 20  # far above any /proc or /sys file a loader reads (kallsyms ~15 MiB)
 
 
+READ_CHUNK = 1 << 16
+
+
 def read_machine_file(path: str, limit: Optional[int]) -> bytes:
     """Bytes of a regular file, at most `limit` (else at most MAX_MACHINE_FILE, or EFBIG).
 
@@ -561,10 +564,22 @@ def read_machine_file(path: str, limit: Optional[int]) -> bytes:
     waited on or read forever; /proc and /sys files are regular (their size says 0).
     """
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as f:
+    try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(errno_mod.EINVAL, "not a regular file", path)
-        data = f.read(MAX_MACHINE_FILE + 1 if limit is None else limit)
+        want = MAX_MACHINE_FILE + 1 if limit is None else limit
+        chunks, got = [], 0
+        while got < want:
+            # Small reads: a /proc/sys file answers ENOMEM to a read of KMALLOC_MAX_SIZE
+            # (4 MiB) or more, because the kernel allocates a buffer of the size asked.
+            chunk = os.read(fd, min(want - got, READ_CHUNK))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            got += len(chunk)
+        data = b"".join(chunks)
+    finally:
+        os.close(fd)
     if limit is None and len(data) > MAX_MACHINE_FILE:
         raise OSError(errno_mod.EFBIG, f"larger than {MAX_MACHINE_FILE >> 20} MiB", path)
     return data

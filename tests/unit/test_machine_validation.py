@@ -322,3 +322,36 @@ def test_cpu_lists_bounded_and_exact(parts):
             parse_cpu_list(text)
     else:
         assert parse_cpu_list(text) == tuple(expected)
+
+
+def test_machine_files_are_read_in_reads_a_sysctl_accepts(monkeypatch, tmp_path):
+    """A /proc/sys file answers ENOMEM to one read of KMALLOC_MAX_SIZE (4 MiB) or more: the
+    kernel allocates the buffer asked for. The bed's guests hit this on /proc/sys/kernel/arch."""
+    import errno
+    import os as os_mod
+
+    from pykexec import machine as machine_mod
+
+    real_read = os_mod.read
+
+    def sysctl_read(fd, n):
+        if n >= 4 << 20:
+            raise OSError(errno.ENOMEM, "Cannot allocate memory")
+        return real_read(fd, n)
+
+    path = tmp_path / "arch"
+    path.write_bytes(b"x86_64\n")
+    monkeypatch.setattr(machine_mod.os, "read", sysctl_read)
+    assert machine_mod.read_machine_file(str(path), None) == b"x86_64\n"
+    big = tmp_path / "kallsyms"
+    big.write_bytes(b"a" * (5 << 20))
+    assert len(machine_mod.read_machine_file(str(big), None)) == 5 << 20
+    assert len(machine_mod.read_machine_file(str(big), 100)) == 100
+
+
+def test_a_live_sysctl_file_reads():
+    """The same rule on this machine's kernel (the ENOMEM above is the kernel's, not a model)."""
+    import os as os_mod
+
+    from pykexec.machine import read_machine_file
+    assert read_machine_file("/proc/sys/kernel/arch", None).decode().strip() == os_mod.uname().machine
