@@ -24,11 +24,10 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-import click
 import numpy as np
 
 from pykexec.structs.elf import PT_LOAD, PT_NOTE, elf_structs
-from pykexec.vmcore.dump import DEFAULT_VMCORE, Vmcore
+from pykexec.vmcore.dump import Vmcore
 from pykexec.vmcore.error import VmcoreError
 from pykexec.vmcore.pageclass import (DL_ZERO, MAX_DUMP_LEVEL, Classifier, PageClassError,
                                       PageRules, Reason)
@@ -493,28 +492,6 @@ def _write(dump: Vmcore, src_fd: int, out_fd: int, reasons: np.ndarray, level: i
     result.size = end
     return result
 
-
-
-@click.command(name="save")
-@click.argument("out", type=click.Path())
-@click.argument("path", metavar="[FILE]", default=DEFAULT_VMCORE)
-@click.option("-d", "--dump-level", "level", type=int, default=31, show_default=True,
-              help="pages to leave out, makedumpfile's bits: 1 zero, 2 non-private cache, "
-                   "4 all cache, 8 user data, 16 free")
-@click.option("-v", "--verbose", is_flag=True, help="print what was left out and why")
-@click.option("--debug", is_flag=True, help="tracebacks for errors")
-def command(out, path, level, verbose, debug):
-    """Copy the vmcore FILE to OUT as an ELF vmcore without the pages LEVEL leaves out."""
-    from pykexec.vmcore.command import run_guarded
-
-    def body():
-        try:
-            result = save_vmcore(path, out, level, progress=sys.stderr.isatty())
-        except OSError as e:
-            raise VmcoreError(f"{e.filename or out}: {e.strerror or e}") from None
-        if verbose:
-            report(result, path, out)
-    run_guarded("save", path, debug, body)
 
 
 def report(result: SaveResult, src: str, out: str) -> None:

@@ -131,3 +131,32 @@ def test_missing_file(tmp_path):
     p = run_cli("dmesg", str(tmp_path / "nope"))
     assert p.returncode == 1
     assert p.stderr.decode() == f"pykexec vmcore dmesg: {tmp_path / 'nope'}: No such file or directory\n"
+
+
+NO_NUMPY = """
+import runpy, sys
+class NoNumpy:
+    def find_spec(self, name, path=None, target=None):
+        if name == "numpy" or name.startswith("numpy."):
+            raise ImportError("no numpy in this Python")
+sys.meta_path.insert(0, NoNumpy())
+sys.argv = ["pykexec"] + sys.argv[1:]
+runpy.run_module("pykexec", run_name="__main__")
+"""
+
+
+def test_dmesg_and_info_run_where_python_has_no_numpy(tmp_path):
+    """A capture kernel's Python may lack numpy (the i386 bed's has none): only `save` needs it."""
+    import os
+    import subprocess
+    import sys
+    path = panicking_dump(tmp_path)
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__)))))
+    for args in (["dmesg", str(path)], ["info", str(path)]):
+        p = subprocess.run([sys.executable, "-c", NO_NUMPY, "vmcore", *args], capture_output=True,
+                           env=env, timeout=60)
+        assert p.returncode == 0 and PANIC in p.stdout, p.stderr
+    p = subprocess.run([sys.executable, "-c", NO_NUMPY, "vmcore", "save", str(tmp_path / "out"),
+                        str(path)], capture_output=True, env=env, timeout=60)
+    assert p.returncode == 1 and b"numpy" in p.stderr and len(p.stderr.splitlines()) == 1, p.stderr
