@@ -270,6 +270,11 @@ def _act(request) -> int:
         print(regions[-1].size if regions else 0)
         return 0
     if request.do_status:
+        if sysroot not in _LIVE_ROOTS:
+            # the status is the exit code alone; a --sysroot that is no machine folder is
+            # pykexec's own mistake to name, not an answer
+            from pykexec.machine import Machine
+            Machine.read(sysroot)
         name = "kexec_crash_loaded" if request.crash else "kexec_loaded"
         return loaded_status(os.path.join(sysroot, "sys/kernel", name))
     _check_fatal(request)

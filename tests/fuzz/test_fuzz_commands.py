@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 
-from hypothesis import given, strategies as st
+from hypothesis import example, given, strategies as st
 
 from tests.bed import synthetic
 from tests.bed.fakekernel import FakeKernel, bzimage_bytes
@@ -130,5 +130,6 @@ def _argv(words):
 
 @examples(0.25)
 @given(st.lists(ARGV_WORDS, max_size=8))
+@example(["--status", "--sysroot", "--append=", "--sysroot"])   # -S on a missing --sysroot: silent
 def test_odd_argv(words):
     harness.in_child(_argv, words, what=f"argv {words!r}")
