@@ -565,7 +565,10 @@ def read_machine_file(path: str, limit: Optional[int]) -> bytes:
     """
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno_mod.EISDIR, os.strerror(errno_mod.EISDIR), path)
+        if not stat.S_ISREG(mode):
             raise OSError(errno_mod.EINVAL, "not a regular file", path)
         want = MAX_MACHINE_FILE + 1 if limit is None else limit
         chunks, got = [], 0
