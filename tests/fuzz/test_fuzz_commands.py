@@ -131,5 +131,6 @@ def _argv(words):
 @examples(0.25)
 @given(st.lists(ARGV_WORDS, max_size=8))
 @example(["--status", "--sysroot", "--append=", "--sysroot"])   # -S on a missing --sysroot: silent
+@example(["INITRD", "--entry=0x1000", "", "--no-ifdown", "--reuse-cmdline", "--noefi"])  # jump into nothing
 def test_odd_argv(words):
     harness.in_child(_argv, words, what=f"argv {words!r}")

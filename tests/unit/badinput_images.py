@@ -469,3 +469,9 @@ def case_mem_min_negative(w):
 @bad(255)
 def case_entry_outside_crash_region(w):
     return ["-p", w["kernel"], "--entry=0x1000"], "--entry=0x1000"
+
+
+@bad(255)
+def case_entry_in_no_segment_of_a_normal_load(w):
+    # found by the CI fuzz run: plain `kexec K --entry=0x1000` planned a jump into nothing
+    return [w["kernel"], "--entry=0x1000"], "--entry=0x1000"

@@ -28,4 +28,9 @@ def with_entry_override(plan, request, machine, address_bits: int):
     if region is not None and not region.start <= entry < region.end:
         raise LoadError(f"--entry={entry:#x} is outside the crash region {region}: the kernel "
                         "refuses a capture kernel's entry there (EADDRNOTAVAIL)")
+    if not any(seg.mem <= entry < seg.mem + seg.memsz for seg in plan.segments):
+        # the new kernel would start in memory nothing was loaded into: a plan that cannot
+        # boot (kexec-tools loads it; docs/differences.md)
+        raise LoadError(f"--entry={entry:#x} is in none of the segments loaded "
+                        f"({len(plan.segments)}): nothing would run there")
     return replace(plan, entry=entry)
