@@ -49,10 +49,6 @@ def one_line(text: str) -> str:
     return text.strip().translate(_ESCAPES)
 
 
-def _one_line(text: str) -> str:
-    return one_line(text)
-
-
 def describe(err: BaseException) -> Optional[str]:
     """One line for a user-facing error, or None for a bug."""
     if isinstance(err, MemoryError):
@@ -64,7 +60,7 @@ def describe(err: BaseException) -> Optional[str]:
         names = [n for n in (err.filename, err.filename2) if n is not None]
         names = [n.decode(errors="replace") if isinstance(n, bytes) else str(n) for n in names]
         names = [n if n else "'' (an empty name)" for n in names]
-        return _one_line(f"{' -> '.join(names)}: {what}" if names else what)
+        return one_line(f"{' -> '.join(names)}: {what}" if names else what)
     # A KeyError subclass would quote its message; take the message itself.
     text = err.args[0] if len(err.args) == 1 and isinstance(err.args[0], str) else str(err)
-    return _one_line(text) or err.__class__.__name__
+    return one_line(text) or err.__class__.__name__

@@ -30,10 +30,11 @@ class InputFileError(FatalLoadError):
     """An input file that cannot be used; the message names it. Exit 1 (kexec-tools' die)."""
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular one is, for a refusal's message."""
     for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
                        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISSOCK, "a socket")):
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link")):
         if test(mode):
             return name
     return "not a regular file"
@@ -55,7 +56,7 @@ def open_input(path: Optional[str], what: str, open_status: int = 1) -> int:
         except OSError:
             mode = stat.S_IFREG
         if not stat.S_ISREG(mode):
-            raise InputFileError(f"{path}: Cannot read the {what}: {_kind(mode)}, not a "
+            raise InputFileError(f"{path}: Cannot read the {what}: {file_kind(mode)}, not a "
                                  "regular file") from None
         error = InputFileError(f"{path}: cannot open the {what}: {err.strerror}")
         error.exit_status = open_status
@@ -63,7 +64,7 @@ def open_input(path: Optional[str], what: str, open_status: int = 1) -> int:
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise InputFileError(f"{path}: Cannot read the {what}: {_kind(st.st_mode)}, "
+            raise InputFileError(f"{path}: Cannot read the {what}: {file_kind(st.st_mode)}, "
                                  "not a regular file")
         if st.st_size == 0:
             raise InputFileError(f"{path}: Cannot read the {what}: the file is empty (size 0)")

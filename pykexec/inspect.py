@@ -24,6 +24,7 @@ import struct
 from collections import Counter
 from typing import Dict, List, Optional, Tuple
 
+from pykexec.inputfiles import file_kind
 from pykexec.show import hex_range, human_size
 from pykexec.structs import bootparams as bp
 from pykexec.structs.elf import (ELF_MAGIC, ET_CORE, ET_DYN, ET_EXEC, ET_REL, NT_PRSTATUS,
@@ -159,7 +160,7 @@ def _read(path: str, limit: int = READ_LIMIT) -> bytes:
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            raise InspectError(f"{path}: not a regular file ({_kind_of(mode)}); inspect "
+            raise InspectError(f"{path}: not a regular file ({file_kind(mode)}); inspect "
                                "reads files and plan folders only")
         with os.fdopen(os.dup(fd), "rb") as f:
             return f.read(limit)
@@ -167,14 +168,6 @@ def _read(path: str, limit: int = READ_LIMIT) -> bytes:
         raise InspectError(f"{path}: {e.strerror or e}") from None
     finally:
         os.close(fd)
-
-
-def _kind_of(mode: int) -> str:
-    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
-        if test(mode):
-            return name
-    return "not a file"
 
 
 def inspect_path(path: str) -> str:

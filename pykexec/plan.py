@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping, Optional, Tuple
 
+from pykexec.inputfiles import file_kind
+
 PLAN_FORMAT = 1
 PAGE_SIZE = 4096
 
@@ -222,7 +224,7 @@ def read_regular(path: str, limit: int, what: str = "a file may have") -> bytes:
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise PlanFormatError(f"{path}: not a regular file ({_file_type(info.st_mode)})")
+            raise PlanFormatError(f"{path}: not a regular file ({file_kind(info.st_mode)})")
         if info.st_size > limit:
             raise PlanFormatError(f"{path}: {info.st_size} bytes, more than {what} "
                                   f"({limit})")
@@ -239,15 +241,6 @@ def read_regular(path: str, limit: int, what: str = "a file may have") -> bytes:
         raise PlanFormatError(f"{path}: {err.strerror}") from None
     finally:
         os.close(fd)
-
-
-def _file_type(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link")):
-        if test(mode):
-            return name
-    return "not a file"
 
 
 def _field(where: str, obj: Mapping, key: str, types, optional: bool = False):
