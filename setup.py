@@ -1,7 +1,7 @@
 """Build hook: compile the purgatory from source with gcc as part of building pykexec.
 
 Project metadata lives in pyproject.toml; this file only adds a build_py step that
-runs pykexec/purgatory.py:build_purgatory for each arch in BUILD_ARCHES:
+runs pykexec/purgatory/build.py:build_purgatory for each arch in BUILD_ARCHES:
 
 * regular builds (``pip install .``, wheels): into ``<build_lib>/pykexec/_purgatory/``,
   so the object ships inside the wheel;
@@ -19,7 +19,7 @@ kexec segments), so any Linux C library will do: the tag is
 Python 3, no ABI, any glibc or musl Linux on that architecture.
 """
 
-import importlib.util
+import importlib
 import sys
 import sysconfig
 from pathlib import Path
@@ -31,13 +31,12 @@ HERE = Path(__file__).resolve().parent
 
 
 def _purgatory_builder():
-    # Load pykexec/purgatory.py by path: pykexec's dependencies need not be
-    # installed yet, and the module uses only the standard library.
-    spec = importlib.util.spec_from_file_location("_pykexec_purgatory_build", HERE / "pykexec" / "purgatory.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look the module up while it loads
-    spec.loader.exec_module(module)
-    return module
+    # Import from the source tree: pykexec's dependencies need not be installed yet, and
+    # pykexec.purgatory.build (with pykexec/__init__ and pykexec.errors) uses only the
+    # standard library.
+    if str(HERE) not in sys.path:
+        sys.path.insert(0, str(HERE))
+    return importlib.import_module("pykexec.purgatory.build")
 
 
 class build_py_with_purgatory(build_py):

@@ -25,6 +25,8 @@ from __future__ import annotations
 import os
 import sys
 
+from pykexec.errors import PykexecError
+
 sys.dont_write_bytecode = True   # -e runs while / may already be read-only
 
 EXIT_USAGE = 1
@@ -40,7 +42,7 @@ _LIVE_ROOTS = ("/", "")
 _PROGRAM = ["pykexec"]
 
 
-class Failure(Exception):
+class Failure(PykexecError):
     """A load that cannot go ahead: one line on stderr, exit 255 (or `code`)."""
 
     def __init__(self, message: str, code: int = EXIT_FAILURE):
@@ -278,7 +280,7 @@ def _act(request) -> int:
         name = "kexec_crash_loaded" if request.crash else "kexec_loaded"
         return loaded_status(os.path.join(sysroot, "sys/kernel", name))
     _check_fatal(request)
-    from pykexec import syscall
+    from pykexec.host import syscall
     backend = syscall.backend()
     machine = None
     if request.do_load:
@@ -306,7 +308,7 @@ def _act(request) -> int:
     file_args = None
     if request.do_load and request.syscall_mode in ("file", "auto"):
         from pykexec.arch.x86 import cmdline_for
-        from pykexec.fileload import file_load
+        from pykexec.host.fileload import file_load
         file_args = file_load(request, cmdline_for(request, machine), machine)
     plan = None
     plan_error = None
@@ -363,7 +365,7 @@ def _act(request) -> int:
 
 def _may_boot() -> bool:
     """Root with CAP_SYS_BOOT in its effective set (a container may drop it)."""
-    from pykexec.syscall import has_cap_sys_boot
+    from pykexec.host.syscall import has_cap_sys_boot
     return os.geteuid() == 0 and has_cap_sys_boot() is not False
 
 
@@ -376,7 +378,7 @@ def _plan(request, machine):
 
 
 def _unload(request, backend) -> int:
-    from pykexec import syscall
+    from pykexec.host import syscall
     if request.syscall_mode in ("file", "auto"):
         flags = request.kexec_file_flags | syscall.KEXEC_FILE_UNLOAD
         if request.dry_run:
@@ -432,7 +434,7 @@ def _load(request, machine, backend, plan, plan_error, file_args) -> int:
     """The load. Everything that can fail before the kernel is asked (the plan,
     --save-plan, opening the kernel and initrd) is done before the first syscall."""
     import contextlib
-    from pykexec import syscall
+    from pykexec.host import syscall
     with contextlib.ExitStack() as stack:
         fds = stack.enter_context(file_args.open()) if file_args is not None else None
         saved = False
@@ -462,10 +464,10 @@ def _load(request, machine, backend, plan, plan_error, file_args) -> int:
         if plan_error is not None:
             raise plan_error
         if request.svg:
-            from pykexec.svg import write_svg
+            from pykexec.views.svg import write_svg
             write_svg(plan, machine, request.svg)
         if request.debug:
-            from pykexec.show import print_plan
+            from pykexec.views.show import print_plan
             print_plan(plan, as_json=request.json, out=sys.stderr, machine=machine)
         try:
             backend.kexec_load(plan.entry, [(s.data, s.mem, s.memsz) for s in plan.segments],
@@ -486,7 +488,7 @@ def _after_failed_load(message: str, request, backend) -> str:
 
 
 def _save(plan, folder: str) -> None:
-    from pykexec.plan import save_plan
+    from pykexec.core.plan import save_plan
     save_plan(plan, folder)
 
 
@@ -500,13 +502,13 @@ def _save_after_load(plan, folder: str) -> None:
 
 def _save_and_show(request, machine, plan) -> None:
     if request.save_plan:
-        from pykexec.plan import save_plan
+        from pykexec.core.plan import save_plan
         save_plan(plan, request.save_plan)
     if request.svg:
-        from pykexec.svg import write_svg
+        from pykexec.views.svg import write_svg
         write_svg(plan, machine, request.svg)
     if request.dry_run or request.debug:
-        from pykexec.show import print_plan
+        from pykexec.views.show import print_plan
         print_plan(plan, as_json=request.json, out=sys.stdout if request.dry_run else sys.stderr,
                    machine=machine)
 
@@ -524,7 +526,7 @@ def _dry_run(request, machine, plan, file_args) -> int:
             print(f"which would fail: {refusal}", file=out)
         if request.syscall_mode == "file":
             if request.save_plan:
-                from pykexec.plan import save_plan
+                from pykexec.core.plan import save_plan
                 save_plan(file_args.plan(), request.save_plan)
             return 0
         print("then, if the kernel has no kexec_file_load for it (ENOSYS, EINVAL, ENOEXEC, "
@@ -534,7 +536,7 @@ def _dry_run(request, machine, plan, file_args) -> int:
 
 
 def _jump_back_helper(request, backend) -> None:
-    from pykexec import syscall
+    from pykexec.host import syscall
     if backend.loaded(False):
         raise Failure("There is a kexec kernel loaded: --load-jump-back-helper belongs in the "
                       "kexec'd kernel")
@@ -635,8 +637,8 @@ def _subcommand(argv: list[str]) -> int:
     @_pipe_safe
     def snapshot(dest, sysroot):
         """Save this machine's loader inputs into DEST (the snapshot format)."""
-        from pykexec.snapcheck import snapshot_problems
-        from pykexec.snapshot import SnapshotError, take_snapshot
+        from pykexec.machine.snapcheck import snapshot_problems
+        from pykexec.machine.snapshot import SnapshotError, take_snapshot
         fatal, warnings = snapshot_problems(sysroot)
         if fatal:
             _err(f"snapshot: {fatal}")
@@ -658,7 +660,7 @@ def _subcommand(argv: list[str]) -> int:
     @_pipe_safe
     def inspect_(path):
         """Explain a bzImage, vmlinux, purgatory object, elfcorehdr, vmcore or plan folder."""
-        from pykexec.inspect import main as inspect_main
+        from pykexec.views.inspect import main as inspect_main
         sys.exit(inspect_main(path))
 
     @group.command(name="install")

@@ -1,11 +1,11 @@
-"""Turning an error into the one line a user sees.
+"""pykexec's errors: one root class, and the one line a user sees for each.
 
 Each layer raises its own error type whose message already names the file and the
-problem. Rather than keeping a list of those types (a list that silently missed new ones:
-a missing gcc came out as an "internal error"), every exception class defined inside the
-pykexec package counts as a user-facing refusal, and so does an OSError (it names its
-file). Python's own exception types raised anywhere else (ValueError, KeyError, ...) are
-bugs in pykexec and are reported as an internal error (with a traceback under --debug).
+problem; all of them derive from `PykexecError` (as pyelftools' errors derive from
+`ELFError`), so "is this a refusal meant for the user" is one `isinstance` check and this
+module imports nothing from the layers above it. An OSError names its file and counts as
+a refusal too. Python's own exception types (ValueError, KeyError, ...) raised anywhere
+else are bugs in pykexec and are reported as an internal error (a traceback under --debug).
 """
 
 from __future__ import annotations
@@ -13,7 +13,12 @@ from __future__ import annotations
 from typing import Optional
 
 
-class LoadError(ValueError):
+class PykexecError(Exception):
+    """The root of every error pykexec raises on purpose: its message is the line a user
+    sees (naming the file or option and the problem)."""
+
+
+class LoadError(PykexecError, ValueError):
     """A request that cannot be planned on this machine; the message says why.
 
     `exit_status` is what kexec-tools exits with for the same fault: 255 (a loader's -1,
@@ -31,10 +36,7 @@ class FatalLoadError(LoadError):
 
 def is_user_error(err: BaseException) -> bool:
     """Whether `err` carries a message meant for the user (not a bug)."""
-    if isinstance(err, OSError):
-        return True
-    return any(cls.__module__ == "pykexec" or cls.__module__.startswith("pykexec.")
-               for cls in type(err).__mro__)
+    return isinstance(err, (PykexecError, OSError))
 
 
 # Control characters shown escaped, so that a message is one line whatever a file name or

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import getopt
 
+from pykexec.errors import PykexecError
+
 # kexec_load flags
 KEXEC_ON_CRASH = 0x1
 KEXEC_PRESERVE_CONTEXT = 0x2
@@ -134,7 +136,7 @@ REFUSED = {
 }
 
 
-class UsageError(Exception):
+class UsageError(PykexecError):
     """A command-line mistake: kexec prints usage and exits 1 (`code`)."""
 
     code = 1

@@ -12,7 +12,7 @@
         dump.read_ulong(vaddr) / read_u32 / read_u64 / read_u16
         dump.missing()                  # [(Load, bytes absent)]: PT_LOADs cut by the file's end
 
-Headers are parsed with pykexec.structs.elf (the declarations pykexec also writes core
+Headers are parsed with pykexec.abi.elf (the declarations pykexec also writes core
 headers with). Every problem raises VmcoreError whose message names the file: not ELF,
 a foreign class or byte order, not ET_CORE, program headers or notes past the end of the
 file, a note that lies about its size, a physical address no PT_LOAD holds, or bytes a
@@ -29,7 +29,7 @@ import os
 import struct
 from typing import Iterator, List, NamedTuple, Optional, Tuple
 
-from pykexec.structs.elf import (ELF_MAGIC, ELFCLASS32, ELFCLASS64, ELFDATA2LSB, ET_CORE,
+from pykexec.abi.elf import (ELF_MAGIC, ELFCLASS32, ELFCLASS64, ELFDATA2LSB, ET_CORE,
                                  NT_PRSTATUS, PT_LOAD, PT_NOTE, elf_structs)
 from pykexec.vmcore.arch import Arch, CpuRegisters, arch_for
 from pykexec.vmcore.error import VmcoreError

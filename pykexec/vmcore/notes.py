@@ -2,14 +2,14 @@
 
 A note whose name or descriptor runs past its segment is an error, not silently cut:
 a lying n_descsz would otherwise turn the next note's header into data. The note header
-layout comes from pykexec.structs.elf (declared once).
+layout comes from pykexec.abi.elf (declared once).
 """
 
 from __future__ import annotations
 
 from typing import Iterator, NamedTuple
 
-from pykexec.structs.elf import ELFCLASS64, elf_structs
+from pykexec.abi.elf import ELFCLASS64, elf_structs
 
 NOTE_HEADER = elf_structs(ELFCLASS64).Nhdr   # the same 12 bytes in ELF32 and ELF64
 NOTE_HEADER_SIZE = NOTE_HEADER.sizeof()

@@ -20,6 +20,8 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
+from pykexec.errors import PykexecError
+
 # dump-level bits (makedumpfile -d)
 DL_ZERO, DL_CACHE, DL_CACHE_PRIVATE, DL_USER, DL_FREE = 1, 2, 4, 8, 16
 MAX_DUMP_LEVEL = 31
@@ -37,7 +39,7 @@ class Reason(enum.IntEnum):
     OFFLINE = 7
 
 
-class PageClassError(ValueError):
+class PageClassError(PykexecError, ValueError):
     """VMCOREINFO lacks what a dump level needs; the message says which key."""
 
 

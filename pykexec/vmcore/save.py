@@ -26,7 +26,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from pykexec.structs.elf import PT_LOAD, PT_NOTE, elf_structs
+from pykexec.abi.elf import PT_LOAD, PT_NOTE, elf_structs
 from pykexec.vmcore.dump import Vmcore
 from pykexec.vmcore.error import VmcoreError
 from pykexec.vmcore.pageclass import (DL_ZERO, MAX_DUMP_LEVEL, Classifier, PageClassError,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import struct
 from typing import List, Optional
 
-from pykexec.structs.elf import EM_386, EM_X86_64
+from pykexec.abi.elf import EM_386, EM_X86_64
 from pykexec.vmcore.arch import Arch, CpuRegisters, Level, register, walk_page_tables
 
 # struct elf_prstatus: pr_reg (the saved pt_regs) after siginfo, signal sets, pids and times.

@@ -54,7 +54,7 @@ def capture_kept_vmcore(arch: str, run_dir: Path, timeout: float = 400) -> KeptV
         res = qemu.run_kdump_cycle(cfg)
         elfclass = 64
     elif arch == "i386":
-        from pykexec.purgatory import purgatory_object
+        from pykexec.purgatory.build import purgatory_object
         from tests.bed import i386guest
         purgatory_object("i386")       # built on the host: the guest has no gcc
         kernel = i386guest.get_kernel("686")

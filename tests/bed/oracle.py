@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-from pykexec import planfacts
-from pykexec.plan import Plan, Segment, save_plan
+from pykexec.views import planfacts
+from pykexec.core.plan import Plan, Segment, save_plan
 
 SHIM_SOURCE = Path(__file__).with_name("shim") / "kexec_shim.c"
 DEFAULT_KEXEC = "/usr/sbin/kexec"

@@ -1,6 +1,6 @@
 """An independent checker for kexec_load crash plans: would this plan boot a capture kernel?
 
-It reads a plan as data (a `pykexec.plan.Plan`-shaped object or a saved plan folder,
+It reads a plan as data (a `pykexec.core.plan.Plan`-shaped object or a saved plan folder,
 docs/plan-format.md) and the machine as files (a snapshot folder, docs/snapshot-format.md),
 and decodes everything itself: /proc/iomem, the CPU lists, the ELF core header (construct
 declarations in tests/bed/kcore.py and below), boot_params (tests/bed/bootproto.py) and the

@@ -44,7 +44,7 @@ def _x86_64(memory_mib: int) -> Callable:
         from tests.bed.kernels import get_kernel
         from tests.bed.initramfs import get_initramfs
         from tests.bed.qemu import LOADERS, CycleConfig, loader_argv, run_kdump_cycle
-        from pykexec.purgatory import purgatory_object
+        from pykexec.purgatory.build import purgatory_object
         purgatory_object("x86_64")      # built on the host: the guest's view is read-only
         kernel = get_kernel()
         argv = loader_argv(LOADERS["pykexec"], str(kernel.bzimage), str(get_initramfs(kernel)))
@@ -60,7 +60,7 @@ def _i386(memory_mib: int) -> Callable:
     def capture(run_dir: Path):
         from tests.bed import i386guest
         from tests.bed.qemu import CycleConfig, loader_argv
-        from pykexec.purgatory import purgatory_object
+        from pykexec.purgatory.build import purgatory_object
         purgatory_object("i386")        # built on the host: the guest's view is read-only
         kernel = i386guest.get_kernel("686")
         initrd = i386guest.get_initramfs(kernel, i386guest.get_root())

@@ -28,7 +28,7 @@ from typing import Optional, Tuple
 
 import pytest
 
-from pykexec import syscall
+from pykexec.host import syscall
 from pykexec.cli import run
 from tests.bed import synthetic
 from tests.bed.fakekernel import FakeKernel, make_bzimage, make_initrd

@@ -12,9 +12,9 @@ import pytest
 
 from pykexec.arch import plan_load
 from pykexec.machine import Machine
-from pykexec.planfacts import boot_params_segment
+from pykexec.views.planfacts import boot_params_segment
 from pykexec.request import parse_args
-from pykexec.structs import bootparams as bp
+from pykexec.abi import bootparams as bp
 from tests.bed import synthetic
 from tests.bed.fakekernel import FakeKernel, make_bzimage
 from tests.bed.oracle import run_oracle

@@ -4,7 +4,7 @@ Debian's 32-bit kexec runs on this host (libc6:i386) in the oracle's mount names
 a 32-bit shim (tests/bed/oracle_i386.py), under `setarch i686` as on the guests the
 snapshots come from (tests/snapshots/qemu-i386-*, taken by tests/bed/i386guest.py).
 
-Both plans must agree on everything placement does not decide (pykexec.planfacts): the
+Both plans must agree on everything placement does not decide (pykexec.views.planfacts): the
 ELF core header (class, EM_386, every program header, the backup PT_LOAD pointing at
 each loader's own copy, highmem without virtual addresses), the capture e820 outside the
 crash region, the command line, the kernel bytes, the 32-bit entry (startup_32 with esi
@@ -31,7 +31,7 @@ import pytest
 from pykexec.arch import plan_load
 from pykexec.errors import LoadError
 from pykexec.machine import Machine
-from pykexec.planfacts import boot_params_segment, compare_plans, decode_plan
+from pykexec.views.planfacts import boot_params_segment, compare_plans, decode_plan
 from pykexec.request import parse_args
 from tests.bed.fakekernel import make_bzimage, make_initrd
 from tests.bed.fakekernel32 import I386_BZIMAGE, make_vmlinux32

@@ -235,7 +235,7 @@ def test_runs_are_byte_identical(machines, files, tmp_path):
 
 def test_saved_plan_round_trips(machines, files, tmp_path):
     require_root()
-    from pykexec.plan import load_plan
+    from pykexec.core.plan import load_plan
     snap, _layout = machines["qemu_like_1g"]
     result = run_oracle(snap, crash_argv(files, initrd=True), out_dir=str(tmp_path))
     loaded = load_plan(str(tmp_path))

@@ -1,6 +1,6 @@
 """pykexec's crash plans against Debian's kexec's, on the same machines and files.
 
-Both plans are decoded the same way (pykexec.planfacts) and must agree on everything that
+Both plans are decoded the same way (pykexec.views.planfacts) and must agree on everything that
 does not depend on placement: the ELF core header's program headers (the backup one
 pointing at each loader's own copy), the capture kernel's e820 outside the crash region,
 the command line's parameters, the kernel and initrd bytes. Placement differs on purpose:
@@ -16,9 +16,9 @@ import os
 import pytest
 
 from pykexec.arch import plan_load
-from pykexec.digest import sha256_regions
+from pykexec.core.digest import sha256_regions
 from pykexec.machine import Machine
-from pykexec.planfacts import compare_plans, decode_plan
+from pykexec.views.planfacts import compare_plans, decode_plan
 from pykexec.request import parse_args
 from tests.bed import synthetic
 from tests.bed.fakekernel import FakeKernel, make_bzimage, make_initrd

@@ -14,8 +14,8 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from pykexec.machine import Machine
-from pykexec.show import describe_plan, print_plan
-from pykexec.svg import render_svg
+from pykexec.views.show import describe_plan, print_plan
+from pykexec.views.svg import render_svg
 from tests.bed import synthetic
 from tests.bed.fakekernel import make_bzimage, make_initrd
 from tests.bed.oracle import run_oracle

@@ -252,8 +252,8 @@ PLAN_PARAMS = [p for p in PARAMS if p[0] in PLANNING_LOADERS]
 def test_vmcore_headers_are_the_planned_ones(param, cycles):
     """/proc/vmcore's PT_LOADs are the planned core header's (the kernel only re-offsets them),
     and the capture kernel ran with the planned command line."""
-    from pykexec.plan import load_plan
-    from pykexec.planfacts import decode_plan
+    from pykexec.core.plan import load_plan
+    from pykexec.views.planfacts import decode_plan
     cycle = cycles.get(*param)
     assert cycle.captured, cycle.describe()
     plan = load_plan(str(cycle.run_dir / "results" / "plan"))

@@ -10,7 +10,7 @@ guest's own `--dry-run`. One guest boot per machine shape does both in the first
 
 Nothing is loaded (a dry run), so the guest powers off instead of panicking. On the host
 the same argv runs with `--sysroot <run>/results/snap`, and the two plan folders must
-agree: `pykexec.planfacts.compare_plans` sees no difference at all (not even placement),
+agree: `pykexec.views.planfacts.compare_plans` sees no difference at all (not even placement),
 and every segment is byte-identical except the two things pykexec draws fresh on every
 run: the SETUP_RNG_SEED payload (32 random bytes for the capture kernel's RNG) and, since
 the seed is covered by purgatory's SHA-256, the digest purgatory checks at panic time.
@@ -89,8 +89,8 @@ def masked_segments(plan):
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: s.name)
 def test_snapshot_replayed_on_the_host_plans_what_the_guest_plans(shape, bed, tmp_path):
-    from pykexec.plan import load_plan
-    from pykexec.planfacts import compare_plans
+    from pykexec.core.plan import load_plan
+    from pykexec.views.planfacts import compare_plans
 
     kernel, initrd = bed
     py = shlex.join([sys.executable, "-m", "pykexec"])

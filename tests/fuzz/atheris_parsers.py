@@ -67,7 +67,7 @@ def seeds():
     from tests.bed import synthetic
     from tests.bed.fakekernel import FakeKernel, bzimage_bytes
     from tests.unit.badinput import elf_kernel
-    from pykexec.purgatory import purgatory_object
+    from pykexec.purgatory.build import purgatory_object
     layout = synthetic.machine_layout(synthetic.PRESETS["qemu_like_1g"])
     return [bytes([0]) + bzimage_bytes(FakeKernel(payload_size=512)),
             bytes([1]) + elf_kernel()[:0x1100],

@@ -21,7 +21,7 @@ def warmed_up():
     import shutil
     import tempfile
 
-    from pykexec.purgatory import purgatory_object
+    from pykexec.purgatory.build import purgatory_object
     from tests.bed import synthetic
     from tests.bed.fakekernel import FakeKernel, bzimage_bytes
     from tests.bed.fakekernel32 import I386_BZIMAGE

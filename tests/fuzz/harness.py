@@ -125,7 +125,7 @@ def run_cli(argv: List[str], live_root: Optional[str] = None, plan_dir: Optional
     reaches the recorder. `plan_dir`: add --save-plan there.
     """
     import pykexec.cli as cli
-    import pykexec.syscall as kexec_syscall
+    import pykexec.host.syscall as kexec_syscall
 
     class LiveRecorder(kexec_syscall.Recorder):
         live = True

@@ -94,14 +94,14 @@ def test_kcore_header_garbage_raises_only_machine_error(data):
 
 @functools.lru_cache(maxsize=None)
 def _purgatory(arch):
-    from pykexec.purgatory import purgatory_object
+    from pykexec.purgatory.build import purgatory_object
     return purgatory_object(arch)
 
 
 @examples(0.3)
 @given(arch=st.sampled_from(["x86_64", "i386"]), data=st.data())
 def test_purgatory_object_garbage_raises_only_elfrel_error(arch, data):
-    from pykexec.elfrel import ElfRelError, RelocatableObject
+    from pykexec.purgatory.elfrel import ElfRelError, RelocatableObject
     blob = data.draw(fz.mutate_bytes(_purgatory(arch), 6))
     base = data.draw(st.one_of(st.just(0x3EF5A000), fz.edge_ints()))
 

@@ -16,8 +16,8 @@ import sys
 from tests.packaging.build import REPO
 
 EXAMPLES = REPO / "examples"
-NOT_NEEDED = ("subprocess", "tempfile", "shutil", "shlex", "click", "pykexec.svg",
-              "pykexec.inspect", "pykexec.snapshot", "pykexec.snapcheck", "pykexec.vmcore")
+NOT_NEEDED = ("subprocess", "tempfile", "shutil", "shlex", "click", "pykexec.views.svg",
+              "pykexec.views.inspect", "pykexec.machine.snapshot", "pykexec.machine.snapcheck", "pykexec.vmcore")
 
 PROBE = """
 import atexit, json, runpy, sys
@@ -41,7 +41,7 @@ def test_a_crash_plan_imports_only_what_it_uses(tmp_path):
     modules = imported_by(tmp_path, "-p", str(EXAMPLES / "kernels" / "stand-in-bzImage"),
                           "--append=console=ttyS0", "--sysroot",
                           str(EXAMPLES / "qemu-x86_64-1g-2cpu"), "--dry-run")
-    assert "pykexec.arch.x86_64.crashload" in modules and "pykexec.purgatory" in modules
+    assert "pykexec.arch.x86_64.crashload" in modules and "pykexec.purgatory.build" in modules
     assert not [m for m in NOT_NEEDED if m in modules], sorted(set(NOT_NEEDED) & modules)
 
 
@@ -50,4 +50,4 @@ def test_the_svg_picture_is_imported_only_when_asked(tmp_path):
                           "--append=console=ttyS0", "--sysroot",
                           str(EXAMPLES / "qemu-x86_64-1g-2cpu"), "--dry-run",
                           "--svg", str(tmp_path / "plan.svg"))
-    assert "pykexec.svg" in modules                      # the probe sees what a run imports
+    assert "pykexec.views.svg" in modules                      # the probe sees what a run imports

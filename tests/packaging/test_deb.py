@@ -68,7 +68,7 @@ echo "== installed"
 in_root sh -c 'sha256sum /sbin/kexec /sbin/kexec.kexec-tools; dpkg-divert --list "*kexec*"'
 in_root /sbin/kexec -v
 in_root pykexec -v
-in_root sh -c 'echo "pyc: $(ls /usr/lib/python3/dist-packages/pykexec/__pycache__ | grep -c "cpython.*pyc")"'
+in_root sh -c 'echo "pyc: $(find /usr/lib/python3/dist-packages/pykexec -name "*.cpython-*.pyc" | wc -l)"'
 in_root dpkg -r pykexec-kexec
 echo "== removed"
 in_root sh -c 'sha256sum /sbin/kexec; ls /sbin/kexec.kexec-tools 2>&1; dpkg-divert --list "*kexec*"'

@@ -83,10 +83,10 @@ def test_installed_wheel_works_without_a_compiler(installed, tmp_path):
         assert proc.returncode == 0, (argv, proc.stdout, proc.stderr)
         return proc.stdout
 
-    where = run("python", "-c", "import pykexec.purgatory as p; print(p.__file__)")
+    where = run("python", "-c", "import pykexec.purgatory.build as p; print(p.__file__)")
     assert where.startswith(str(installed)), where
     # bytecode: pip compiled the modules for this interpreter at install time
-    pyc = list((Path(where.strip()).parent / "__pycache__").glob("purgatory.cpython-*.pyc"))
+    pyc = list((Path(where.strip()).parent / "__pycache__").glob("build.cpython-*.pyc"))
     assert pyc, where
     plan = run("pykexec", "-p", str(EXAMPLES / "kernels" / "stand-in-bzImage"),
                "--append=console=ttyS0 irqpoll", "--sysroot", str(EXAMPLES / "qemu-x86_64-1g-2cpu"),

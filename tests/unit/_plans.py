@@ -6,7 +6,7 @@ the way a loader would label them. The constants below restate the addresses tha
 `make_plan` uses, so tests can check the report against numbers they know independently.
 """
 
-from pykexec.plan import Plan, Segment
+from pykexec.core.plan import Plan, Segment
 from tests.unit.test_planfacts import USER_CMDLINE, make_plan
 
 KINDS = ("setup_data", "initrd", "kernel", "boot_params", "purgatory", "elfcorehdr", "backup")

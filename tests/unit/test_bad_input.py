@@ -16,7 +16,7 @@ import shutil
 
 import pytest
 
-import pykexec.syscall as kexec_syscall
+import pykexec.host.syscall as kexec_syscall
 from pykexec.cli import run
 from tests.bed import synthetic
 from tests.bed.fakekernel import FakeKernel, bzimage_bytes, make_initrd

@@ -21,7 +21,7 @@ import pytest
 import pykexec.cli as cli
 from pykexec.cli import run
 from pykexec.errors import describe
-from pykexec.plan import Plan, PlanSaveError, Segment, load_plan, save_plan
+from pykexec.core.plan import Plan, PlanSaveError, Segment, load_plan, save_plan
 from tests.bed.fakekernel import FakeKernel, make_bzimage
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -91,9 +91,9 @@ def test_in_process_a_closed_stdout_returns_141(kernel, monkeypatch, capsys):
 # --- errors at the top ----------------------------------------------------------------------
 
 def test_describe_knows_every_pykexec_error_type():
-    from pykexec.purgatory import PurgatoryBuildError
-    from pykexec.elfrel import SymbolError
-    from pykexec.snapshot import SnapshotError
+    from pykexec.purgatory.build import PurgatoryBuildError
+    from pykexec.purgatory.elfrel import SymbolError
+    from pykexec.machine.snapshot import SnapshotError
     assert describe(PurgatoryBuildError("gcc: not found; install gcc to build purgatory")) == \
         "gcc: not found; install gcc to build purgatory"
     assert describe(SnapshotError("x: cannot write")) == "x: cannot write"
@@ -108,7 +108,7 @@ def test_describe_knows_every_pykexec_error_type():
 
 
 def test_a_missing_gcc_is_a_refusal_not_an_internal_error(kernel, monkeypatch, capsys):
-    from pykexec.purgatory import PurgatoryBuildError
+    from pykexec.purgatory.build import PurgatoryBuildError
 
     def no_gcc(request, machine):
         raise PurgatoryBuildError("cannot build the purgatory: gcc not found\n(install gcc)")
@@ -174,7 +174,7 @@ def test_save_plan_refuses_a_folder_with_other_files(tmp_path):
 
 
 def test_save_plan_that_fails_leaves_the_old_plan_and_no_half_folder(tmp_path, monkeypatch):
-    import pykexec.plan as plan_module
+    import pykexec.core.plan as plan_module
     folder = tmp_path / "plan"
     save_plan(_plan(3), str(folder))
     before = {n: (folder / n).read_bytes() for n in os.listdir(folder)}
@@ -200,7 +200,7 @@ def test_load_plan_reads_a_segment_only_up_to_its_bufsz(tmp_path):
     save_plan(_plan(1), str(folder))
     with open(folder / "segment-00.bin", "ab") as f:
         f.truncate(1 << 30)           # sparse: a 1 GiB segment file for a 16-byte segment
-    from pykexec.plan import PlanFormatError
+    from pykexec.core.plan import PlanFormatError
     with pytest.raises(PlanFormatError, match="segment-00.bin: 1073741824 bytes"):
         load_plan(str(folder))
 

@@ -1,4 +1,4 @@
-"""The elfcorehdr builder (pykexec.elfcore) and the crash memory rules (pykexec.crashmem).
+"""The elfcorehdr builder (pykexec.core.elfcore) and the crash memory rules (pykexec.core.crashmem).
 
 Expected numbers come from kexec-tools-x86.md section 9 (a real Debian kexec run on a QEMU
 guest): crash region 0x2e000000-0x3dffffff, backup 0x1000+0x9ec00 copied to 0x3df61000,
@@ -13,17 +13,17 @@ from elftools.elf.elffile import ELFFile
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pykexec.crashmem import (
+from pykexec.core.crashmem import (
     BackupArea, CrashMemoryError, E820Entry, backup_area, backup_segment_size,
     capture_memory_map, crash_iomem_type, crash_memory_ranges, elfcorehdr_memsz,
     lowmem_limit_for,
 )
-from pykexec.elfcore import (
+from pykexec.core.elfcore import (
     ElfCoreError, ElfLoad, ElfNote, build_core_header, core_class_for, crash_core_header,
     machine_core_header,
 )
-from pykexec.ranges import MemoryRegion, MemType, Range, RangeSet
-from pykexec.structs.elf import (
+from pykexec.core.ranges import MemoryRegion, MemType, Range, RangeSet
+from pykexec.abi.elf import (
     ELFCLASS32, ELFCLASS64, EM_386, EM_X86_64, PT_LOAD, PT_NOTE, parse_core_header,
 )
 from tests.unit.test_machine import make_machine

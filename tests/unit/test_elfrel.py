@@ -1,4 +1,4 @@
-"""pykexec.elfrel: layout and relocation of ET_REL objects.
+"""pykexec.purgatory.elfrel: layout and relocation of ET_REL objects.
 
 The reference is GNU ld: the same object is linked by ld with a linker script that
 puts every allocated section at the address our layout chose, and the section bytes
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from pykexec.elfrel import ElfRelError, LoadedObject, RelocatableObject, RelocationError, SymbolError
+from pykexec.purgatory.elfrel import ElfRelError, LoadedObject, RelocatableObject, RelocationError, SymbolError
 from tests.conftest import require
 
 HAVE_BINUTILS = all(shutil.which(tool) for tool in ("as", "ld"))
@@ -359,7 +359,7 @@ def test_i386_limited_to_4gib(tmp_path):
 
 @pytest.fixture(scope="module")
 def purgatory_bytes():
-    from pykexec.purgatory import PurgatoryBuildError, purgatory_object
+    from pykexec.purgatory.build import PurgatoryBuildError, purgatory_object
     require(shutil.which("gcc") and HAVE_BINUTILS, "needs gcc and binutils to build the purgatory")
     try:
         return purgatory_object("x86_64")
@@ -496,8 +496,8 @@ def test_a_section_offset_past_any_file_is_an_elfrel_error():
     """Fuzz finding F1 (findings/images.md): a compressed section whose sh_offset is 2**63
     made pyelftools raise OverflowError through from_bytes."""
     import struct as _struct
-    from pykexec.elfrel import ElfRelError, RelocatableObject
-    from pykexec.purgatory import purgatory_object
+    from pykexec.purgatory.elfrel import ElfRelError, RelocatableObject
+    from pykexec.purgatory.build import purgatory_object
     good = purgatory_object("x86_64")
     shoff, = _struct.unpack_from("<Q", good, 0x28)
     shentsize, shnum = _struct.unpack_from("<HH", good, 0x3A)

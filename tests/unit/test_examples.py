@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from pykexec import planfacts
-from pykexec.plan import load_plan
+from pykexec.views import planfacts
+from pykexec.core.plan import load_plan
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -185,7 +185,7 @@ def test_the_stand_in_kernels_are_what_their_generator_writes(tmp_path):
 
 def test_vmcore_example_is_consistent():
     """The saved head of /proc/vmcore is the capture kernel's view of the planned header."""
-    from pykexec.structs.elf import PT_LOAD, PT_NOTE, parse_core_header
+    from pykexec.abi.elf import PT_LOAD, PT_NOTE, parse_core_header
     folder = EXAMPLES / "vmcore-1g-2cpu"
     _e, planned = parse_core_header((folder / "elfcorehdr.bin").read_bytes())
     _e, vmcore = parse_core_header((folder / "vmcore-head").read_bytes())

@@ -13,12 +13,12 @@ import struct
 import pytest
 
 from pykexec.arch import arch_module, plan_load
-from pykexec.elfrel import RelocatableObject
+from pykexec.purgatory.elfrel import RelocatableObject
 from pykexec.errors import LoadError
 from pykexec.machine import Machine
-from pykexec.purgatory import purgatory_object
+from pykexec.purgatory.build import purgatory_object
 from pykexec.request import parse_args
-from pykexec.structs.elf import parse_core_header
+from pykexec.abi.elf import parse_core_header
 from tests.bed.fakekernel import make_bzimage, make_initrd
 from tests.bed.fakekernel32 import I386_BZIMAGE, make_vmlinux32
 

@@ -7,9 +7,7 @@ import os
 
 import pytest
 
-from pykexec import syscall
-
-
+from pykexec.host import syscall
 def test_native_i686(monkeypatch):
     monkeypatch.setattr(os, "uname", lambda: os.uname_result(("Linux", "g", "6.1", "#1", "i686")))
     assert syscall.syscall_numbers() == (283, None)

@@ -12,7 +12,7 @@ from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
 
-from pykexec import syscall
+from pykexec.host import syscall
 from pykexec.arch import plan_load
 from pykexec.arch.x86.bzimage import HEADER_RULES, BzImage, ImageError
 from pykexec.cli import run
@@ -217,7 +217,7 @@ def test_dry_run_shows_such_a_byte_escaped_and_json_keeps_it(tmp_path):
 
 def test_file_load_passes_the_bytes_unchanged(tmp_path):
     from pykexec.arch.x86 import cmdline_for
-    from pykexec.fileload import file_load
+    from pykexec.host.fileload import file_load
     path = write(tmp_path, "k", bzimage_bytes(FakeKernel()))
     request = parse_args(["-s", "-p", path, "--append=" + os.fsdecode(b"a\xffb")])
     machine = Machine.read(X86_64)

@@ -1,4 +1,4 @@
-"""The one input reader (pykexec.inputfiles): what it refuses, and that it refuses before
+"""The one input reader (pykexec.core.inputfiles): what it refuses, and that it refuses before
 reading (no blocking open, no read of a file that cannot fit, bounded decompression)."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import zlib
 
 import pytest
 
-from pykexec import inputfiles
-from pykexec.inputfiles import InputFileError, open_input, read_input, read_kernel
+from pykexec.core import inputfiles
+from pykexec.core.inputfiles import InputFileError, open_input, read_input, read_kernel
 
 MIB = 1 << 20
 

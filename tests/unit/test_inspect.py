@@ -13,8 +13,8 @@ import pytest
 from elftools.elf.elffile import ELFFile
 from elftools.elf.relocation import RelocationSection
 
-from pykexec.inspect import InspectError, detect, inspect_path
-from pykexec.plan import save_plan
+from pykexec.views.inspect import InspectError, detect, inspect_path
+from pykexec.core.plan import save_plan
 from tests.bed.fakekernel import FakeKernel, make_bzimage
 from tests.unit._plans import BACKUP_AT, PHDRS, labelled_plan
 from tests.unit.test_planfacts import make_core_header
@@ -91,8 +91,8 @@ def test_vmlinux_program_headers(tmp_path):
 # purgatory object
 
 def test_purgatory_object(tmp_path):
-    from pykexec.elfrel import RelocatableObject
-    from pykexec.purgatory import purgatory_object
+    from pykexec.purgatory.elfrel import RelocatableObject
+    from pykexec.purgatory.build import purgatory_object
     data = purgatory_object("x86_64")
     path = tmp_path / "purgatory.o"
     path.write_bytes(data)
@@ -201,7 +201,7 @@ def test_plan_folder(tmp_path):
 
 
 def test_detect_kinds_from_content(tmp_path):
-    from pykexec.purgatory import purgatory_object
+    from pykexec.purgatory.build import purgatory_object
     named_wrong = tmp_path / "vmlinux"               # names do not matter, content does
     named_wrong.write_bytes(purgatory_object("x86_64"))
     assert detect(str(named_wrong), named_wrong.read_bytes()[:4096]) == "object"
@@ -282,7 +282,7 @@ def fake_root(tmp_path, iomem, kallsyms=None):
 
 
 def test_snapshot_refuses_zeroed_iomem(tmp_path):
-    from pykexec.snapcheck import snapshot_problems
+    from pykexec.machine.snapcheck import snapshot_problems
     root = fake_root(tmp_path, "00000000-00000000 : Reserved\n00000000-00000000 : System RAM\n"
                                "  00000000-00000000 : Crash kernel\n")
     fatal, _ = snapshot_problems(str(root))
@@ -294,7 +294,7 @@ def test_snapshot_refuses_zeroed_iomem(tmp_path):
 
 
 def test_snapshot_warns_when_kptr_restrict_hides_symbols(tmp_path):
-    from pykexec.snapcheck import snapshot_problems
+    from pykexec.machine.snapcheck import snapshot_problems
     root = fake_root(tmp_path, "00001000-0009fbff : System RAM\n",
                      "0000000000000000 T _text\n0000000000000000 T _stext\n")
     (root / "proc" / "sys" / "kernel").mkdir(parents=True)
@@ -311,14 +311,14 @@ def test_snapshot_warns_when_kptr_restrict_hides_symbols(tmp_path):
 
 
 def test_snapshot_of_the_live_machine_needs_root(monkeypatch):
-    from pykexec import snapcheck
+    from pykexec.machine import snapcheck
     monkeypatch.setattr(snapcheck.os, "geteuid", lambda: 1000)
     fatal, _ = snapcheck.snapshot_problems("/")
     assert fatal is not None and fatal.startswith("needs root: /proc/iomem")
 
 
 def test_iomem_and_kallsyms_hidden_rules():
-    from pykexec.snapcheck import iomem_hidden, kallsyms_hidden
+    from pykexec.machine.snapcheck import iomem_hidden, kallsyms_hidden
     assert iomem_hidden("00000000-00000000 : System RAM\n  00000000-00000000 : Kernel code\n")
     assert not iomem_hidden("00000000-00000fff : Reserved\n")
     assert not iomem_hidden("")                       # nothing listed: nothing hidden

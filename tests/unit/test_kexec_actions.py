@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from pykexec import syscall
+from pykexec.host import syscall
 from pykexec.cli import run
 from tests.bed import synthetic
 from tests.bed.fakekernel import FakeKernel, bzimage_bytes, make_initrd
@@ -306,7 +306,8 @@ def test_wrapper_exec_writes_nothing(tmp_path):
     """`kexec -e` through the wrapper on a package copy: no __pycache__, no temp files."""
     from pykexec.cli import install_wrapper
     pkg = tmp_path / "lib"
-    shutil.copytree(os.path.dirname(syscall.__file__), pkg / "pykexec",
+    import pykexec
+    shutil.copytree(os.path.dirname(pykexec.__file__), pkg / "pykexec",
                     ignore=shutil.ignore_patterns("__pycache__"))
     wrapper = tmp_path / "kexec"
     install_wrapper(str(wrapper), package_parent=str(pkg))
@@ -325,7 +326,7 @@ def test_wrapper_exec_writes_nothing(tmp_path):
 def test_version_and_help_import_little():
     code = ("import sys; from pykexec.cli import run; run(['-v']); "
             "heavy = [m for m in ('construct', 'elftools', 'click', 'pykexec.machine', "
-            "'pykexec.syscall', 'ctypes') if m in sys.modules]; print(heavy)")
+            "'pykexec.host.syscall', 'ctypes') if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
     assert out.strip().splitlines()[-1] == "[]"
 

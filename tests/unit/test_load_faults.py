@@ -19,7 +19,7 @@ import subprocess
 
 import pytest
 
-import pykexec.syscall as kexec_syscall
+import pykexec.host.syscall as kexec_syscall
 from pykexec.cli import run
 from tests.bed import synthetic
 from tests.bed.fakekernel import FakeKernel, bzimage_bytes, make_initrd
@@ -136,7 +136,7 @@ def test_file_removed_between_plan_and_load(world, capsys, monkeypatch, what, mo
     import contextlib
 
     import pykexec.cli as cli
-    import pykexec.fileload as fileload
+    import pykexec.host.fileload as fileload
     contents = {p: open(p, "rb").read() for p in (world["kernel"], world["initrd"])}
     real_plan, real_open = cli._plan, fileload.FileLoad.open
 

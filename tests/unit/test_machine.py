@@ -10,14 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pykexec.machine as machine_mod
-from pykexec.crashmem import BackupArea
+from pykexec.core.crashmem import BackupArea
 from pykexec.machine import (
     CpuNote, Iomem, KcoreLoad, KernelText, Machine, MachineError, VmcoreInfo,
     fixup_memory_map, kcore_page_offset, kernel_text_mapping, parse_cpu_list, parse_iomem,
     skip_realmode_ivt,
 )
-from pykexec.ranges import MemoryRegion, MemType, Range, RangeSet
-from pykexec.structs.elf import ELFCLASS64, ET_CORE, ET_EXEC, PT_LOAD, PT_NOTE, elf_structs
+from pykexec.core.ranges import MemoryRegion, MemType, Range, RangeSet
+from pykexec.abi.elf import ELFCLASS64, ET_CORE, ET_EXEC, PT_LOAD, PT_NOTE, elf_structs
 from tests.conftest import require
 
 REPO = Path(__file__).resolve().parents[2]

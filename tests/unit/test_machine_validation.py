@@ -15,7 +15,7 @@ import pytest
 
 import pykexec.machine as machine_mod
 from pykexec.machine import MachineError, RamIndex, parse_cpu_list, parse_iomem
-from pykexec.ranges import Range
+from pykexec.core.ranges import Range
 from tests.unit.test_machine import make_machine, qemu_files
 
 # -- CPU lists ----------------------------------------------------------------------------------

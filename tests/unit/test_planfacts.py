@@ -11,8 +11,8 @@ import struct
 
 import pytest
 
-from pykexec.plan import Plan, PlanFormatError, Segment, load_plan, save_plan
-from pykexec.planfacts import annotate, compare_plans, decode_plan, read_cmdline
+from pykexec.core.plan import Plan, PlanFormatError, Segment, load_plan, save_plan
+from pykexec.views.planfacts import annotate, compare_plans, decode_plan, read_cmdline
 
 CRASH = (0x2E000000, 0x3E000000)
 USER_CMDLINE = "console=ttyS0 irqpoll nr_cpus=1 reset_devices"

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from pykexec import purgatory
-from pykexec.elfrel import RelocatableObject
+from pykexec.purgatory import build as purgatory
+from pykexec.purgatory.elfrel import RelocatableObject
 from tests.conftest import require
 
 SRC = purgatory.source_dir("x86_64")

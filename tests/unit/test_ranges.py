@@ -1,10 +1,10 @@
-"""Range, RangeSet, MemType and the hole finder (pykexec.ranges)."""
+"""Range, RangeSet, MemType and the hole finder (pykexec.core.ranges)."""
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pykexec.ranges import (
+from pykexec.core.ranges import (
     ADDR_LIMIT, MemoryRegion, MemType, NoHoleError, Range, RangeSet, align_down,
     align_up, find_hole, free_pieces, regions_of_type,
 )

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pykexec.cmdline import compose, remove_parameter, reused_cmdline, with_crash_parameters
+from pykexec.core.cmdline import compose, remove_parameter, reused_cmdline, with_crash_parameters
 from pykexec.request import UsageError, parse_args
 
 

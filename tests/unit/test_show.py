@@ -4,7 +4,7 @@ import io
 import json
 import re
 
-from pykexec.show import describe_plan, plan_report, plan_summary, print_plan
+from pykexec.views.show import describe_plan, plan_report, plan_summary, print_plan
 from tests.unit._plans import (BACKUP_AT, CORE_AT, CRASH, E820, KERNEL_AT, PARAMS_AT, PHDRS,
                                PURGATORY_AT, USER_CMDLINE, file_load_plan, labelled_plan)
 

@@ -1,4 +1,4 @@
-"""pykexec.snapshot.take_snapshot on a fake root folder."""
+"""pykexec.machine.snapshot.take_snapshot on a fake root folder."""
 
 import json
 import os
@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from pykexec.snapshot import (SnapshotError, filter_kallsyms, kcore_header_length,
+from pykexec.machine.snapshot import (SnapshotError, filter_kallsyms, kcore_header_length,
                               take_snapshot)
 
 IOMEM = (b"00000000-00000fff : Reserved\n00001000-0009fbff : System RAM\n"
@@ -193,7 +193,7 @@ def test_machine_comes_from_the_source_not_the_host(fake_root, tmp_path):
 
 @pytest.mark.parametrize("kcore_machine,expected", [(62, "x86_64"), (3, "i686")])
 def test_machine_from_kcore_e_machine(tmp_path, kcore_machine, expected):
-    from pykexec.snapshot import source_machine
+    from pykexec.machine.snapshot import source_machine
     root = str(tmp_path / "root")
     head = bytearray(fake_kcore())
     struct.pack_into("<H", head, 18, kcore_machine)
@@ -270,7 +270,7 @@ def test_a_fifo_in_the_source_is_refused_without_waiting(fake_root, tmp_path):
     ("i686\n", 62, None, "proc/kcore's ELF header says x86_64"),
 ])
 def test_source_machine_rule(tmp_path, arch_file, kcore_machine, recorded, expected):
-    from pykexec.snapshot import source_machine
+    from pykexec.machine.snapshot import source_machine
     root = str(tmp_path / "root")
     os.makedirs(root)
     if arch_file:

@@ -12,8 +12,8 @@ import zlib
 
 import pytest
 
-from pykexec.plan import Plan, Segment
-from pykexec.svg import allocate, render_svg, write_svg
+from pykexec.core.plan import Plan, Segment
+from pykexec.views.svg import allocate, render_svg, write_svg
 from tests.conftest import require
 from tests.unit._plans import BACKUP_AT, CRASH, file_load_plan, labelled_plan
 

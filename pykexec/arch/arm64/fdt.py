@@ -27,6 +27,8 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Un
 from construct import (Aligned, Bytes, Const, CString, ConstructError, GreedyRange, Int32ub,
                        Int64ub, Pass, Struct, Switch, this)
 
+from pykexec.errors import PykexecError
+
 FDT_MAGIC = 0xD00DFEED
 FDT_VERSION = 17
 FDT_LAST_COMP_VERSION = 16
@@ -67,7 +69,7 @@ STRUCT_ALIGN = 4
 Value = Union[bytes, str, int, Sequence[int]]
 
 
-class FdtError(ValueError):
+class FdtError(PykexecError, ValueError):
     """A device tree that cannot be read, or an edit that cannot be made (one line)."""
 
 

@@ -24,6 +24,8 @@ from typing import Optional
 from construct import (Bytes, Const, ConstructError, Int16ul, Int32ul, Int64ul, PaddedString,
                        Struct)
 
+from pykexec.errors import PykexecError
+
 ARM64_IMAGE_MAGIC = b"ARM\x64"
 MZ_MAGIC = b"MZ"
 PE_MAGIC = b"PE\0\0"
@@ -81,7 +83,7 @@ PE32_PLUS_DATA_DIRECTORIES = 112
 DataDirectory = Struct("virtual_address" / Int32ul, "size" / Int32ul)
 
 
-class ImageError(ValueError):
+class ImageError(PykexecError, ValueError):
     """Not an arm64 kernel file of a known kind, or one that contradicts itself (one line)."""
 
 

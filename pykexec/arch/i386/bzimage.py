@@ -19,11 +19,11 @@ from typing import Optional
 
 from pykexec.arch.i386.crashload import CrashLoad
 from pykexec.arch.x86.bzimage import BzImage, ImageError
-from pykexec.cmdline import as_bytes, byte_length, check_final, check_user_part
+from pykexec.core.cmdline import as_bytes, byte_length, check_final, check_user_part
 from pykexec.errors import LoadError
-from pykexec.plan import Plan
-from pykexec.ranges import align_up
-from pykexec.structs import bootparams as bp
+from pykexec.core.plan import Plan
+from pykexec.core.ranges import align_up
+from pykexec.abi import bootparams as bp
 
 NAME = "bzImage"
 SETUP_MIN_ADDR = 0x3000

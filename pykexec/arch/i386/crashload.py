@@ -18,12 +18,12 @@ from typing import Optional
 
 from pykexec.arch.x86.crashload import X86CrashLoad
 from pykexec.arch.x86.purgatory_setup import I386, PURGATORY_MIN_ADDR, place_purgatory
-from pykexec.elfcore import core_class_for
+from pykexec.core.elfcore import core_class_for
 from pykexec.errors import LoadError
-from pykexec.plan import Plan
-from pykexec.ranges import MemType, Range
-from pykexec.structs.elf import ELFCLASS32, ELFCLASS64, EM_386
-from pykexec.syscall import KEXEC_ARCH_DEFAULT
+from pykexec.core.plan import Plan
+from pykexec.core.ranges import MemType, Range
+from pykexec.abi.elf import ELFCLASS32, ELFCLASS64, EM_386
+from pykexec.host.syscall import KEXEC_ARCH_DEFAULT
 
 ARCH = "i386"
 FOUR_GIB = 1 << 32

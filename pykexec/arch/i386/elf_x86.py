@@ -31,10 +31,10 @@ from elftools.elf.elffile import ELFFile
 from pykexec.arch.i386.crashload import CrashLoad
 from pykexec.arch.x86.elfimage import (check_entry, checked_loads, first_misfit, image_chunks,
                                        vmlinux_setup_header)
-from pykexec.cmdline import COMMAND_LINE_MAX, as_bytes, check_final, check_user_part
+from pykexec.core.cmdline import COMMAND_LINE_MAX, as_bytes, check_final, check_user_part
 from pykexec.errors import LoadError
-from pykexec.plan import Plan
-from pykexec.structs.elf import ELFCLASS32, EM_386
+from pykexec.core.plan import Plan
+from pykexec.abi.elf import ELFCLASS32, EM_386
 
 NAME = "elf-x86"
 EM_486 = 6

@@ -3,7 +3,7 @@ setup_data), the crash rules, and the command line a loader builds."""
 
 from __future__ import annotations
 
-from pykexec.cmdline import compose, reused_cmdline
+from pykexec.core.cmdline import compose, reused_cmdline
 
 
 def cmdline_for(request, machine) -> str:

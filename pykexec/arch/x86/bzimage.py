@@ -8,12 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from pykexec.structs import bootparams as bp
+from pykexec.errors import PykexecError
+from pykexec.abi import bootparams as bp
 
 PAGE_SIZE = 0x1000
 
 
-class ImageError(ValueError):
+class ImageError(PykexecError, ValueError):
     """The file is not a kernel this loader can use; the message says why."""
 
     exit_status = 255   # kexec-tools' loaders return -1: "Cannot load"

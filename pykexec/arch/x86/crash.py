@@ -13,13 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-from pykexec import crashmem
-from pykexec.cmdline import with_crash_parameters
-from pykexec.elfcore import ElfCoreHeader, crash_core_header
+from pykexec.core import crashmem
+from pykexec.core.cmdline import with_crash_parameters
+from pykexec.core.elfcore import ElfCoreHeader, crash_core_header
 from pykexec.errors import LoadError
-from pykexec.layout import Layout
+from pykexec.core.layout import Layout
 from pykexec.machine import Machine
-from pykexec.ranges import Range
+from pykexec.core.ranges import Range
 
 ELFCOREHDR_ALIGN = 1024  # elfcorehdr= is given in KiB
 

@@ -17,11 +17,11 @@ from pykexec.arch.x86.purgatory_setup import (PurgatoryKind, PurgatoryOptions, f
                                               registers_for_kernel)
 from pykexec.arch.x86.setupdata import place_setup_data
 from pykexec.arch.x86.zeropage import ZeroPageInputs, build_zero_page
-from pykexec.cmdline import COMMAND_LINE_MAX, byte_length, check_final
+from pykexec.core.cmdline import COMMAND_LINE_MAX, byte_length, check_final
 from pykexec.errors import LoadError
-from pykexec.layout import Layout
-from pykexec.plan import Plan, Segment
-from pykexec.ranges import Range
+from pykexec.core.layout import Layout
+from pykexec.core.plan import Plan, Segment
+from pykexec.core.ranges import Range
 
 
 class X86CrashLoad:

@@ -6,10 +6,10 @@ from typing import List, NamedTuple
 
 from elftools.elf.elffile import ELFFile
 
-from pykexec.cmdline import COMMAND_LINE_MAX
+from pykexec.core.cmdline import COMMAND_LINE_MAX
 from pykexec.errors import LoadError
-from pykexec.ranges import PAGE_SIZE, align_down, align_up
-from pykexec.structs import bootparams as bp
+from pykexec.core.ranges import PAGE_SIZE, align_down, align_up
+from pykexec.abi import bootparams as bp
 
 
 class ImageChunk(NamedTuple):

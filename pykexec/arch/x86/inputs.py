@@ -11,7 +11,7 @@ from typing import Callable, Optional, Tuple
 
 from pykexec.arch.x86 import cmdline_for
 from pykexec.errors import LoadError
-from pykexec.inputfiles import read_input, read_kernel
+from pykexec.core.inputfiles import read_input, read_kernel
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def input_limit(request, machine) -> Tuple[int, str]:
 
 def read_inputs(request, machine, random_bytes: Callable[[int], bytes] = os.urandom) -> LoadInputs:
     """The kernel (decompressed if it is a gzip or xz file, as kexec_load's reader does in
-    kexec-tools) and the initrd, through the one input reader (pykexec.inputfiles)."""
+    kexec-tools) and the initrd, through the one input reader (pykexec.core.inputfiles)."""
     limit, limit_what = input_limit(request, machine)
     kernel = read_kernel(request.kernel, limit, limit_what)
     initrd = None

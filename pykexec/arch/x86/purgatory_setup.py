@@ -12,12 +12,12 @@ import struct
 from dataclasses import dataclass, replace
 from typing import Dict, Tuple
 
-from pykexec.digest import sha256_regions
-from pykexec.elfrel import LoadedObject, RelocatableObject
-from pykexec.layout import Layout
-from pykexec.plan import Segment
-from pykexec.purgatory import purgatory_object
-from pykexec.ranges import ADDR_LIMIT
+from pykexec.core.digest import sha256_regions
+from pykexec.purgatory.elfrel import LoadedObject, RelocatableObject
+from pykexec.core.layout import Layout
+from pykexec.core.plan import Segment
+from pykexec.purgatory.build import purgatory_object
+from pykexec.core.ranges import ADDR_LIMIT
 
 PURGATORY_MIN_ADDR = 0x3000  # below it sit the real-mode IVT and BIOS data
 
@@ -39,7 +39,7 @@ class RegisterBlock:
 
 @dataclass(frozen=True)
 class PurgatoryKind:
-    arch: str          # which object pykexec.purgatory builds
+    arch: str          # which object pykexec.purgatory.build builds
     source: str        # provenance shown for the segment
     registers: RegisterBlock
 

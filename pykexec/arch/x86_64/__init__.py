@@ -13,7 +13,7 @@ from typing import Callable
 from pykexec.arch.x86 import with_entry_override
 from pykexec.arch.x86.inputs import choose_format, read_inputs
 from pykexec.machine import Machine
-from pykexec.plan import Plan
+from pykexec.core.plan import Plan
 from pykexec.request import Request
 
 NAME = "x86_64"

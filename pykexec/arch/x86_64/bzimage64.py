@@ -12,10 +12,10 @@ from typing import Optional
 
 from pykexec.arch.x86.bzimage import BzImage, ImageError
 from pykexec.arch.x86_64.normalload import open_load
-from pykexec.cmdline import as_bytes, byte_length, check_final, check_user_part
+from pykexec.core.cmdline import as_bytes, byte_length, check_final, check_user_part
 from pykexec.errors import LoadError
-from pykexec.plan import Plan
-from pykexec.ranges import align_up
+from pykexec.core.plan import Plan
+from pykexec.core.ranges import align_up
 
 NAME = "bzImage64"
 STARTUP_64_OFFSET = 0x200

@@ -20,11 +20,11 @@ from elftools.elf.elffile import ELFFile
 from pykexec.arch.x86.elfimage import (check_entry, checked_loads, first_misfit, image_chunks,
                                        vmlinux_setup_header)
 from pykexec.arch.x86_64.normalload import open_load
-from pykexec.cmdline import COMMAND_LINE_MAX, as_bytes, byte_length, check_final, check_user_part
+from pykexec.core.cmdline import COMMAND_LINE_MAX, as_bytes, byte_length, check_final, check_user_part
 from pykexec.errors import LoadError
-from pykexec.plan import Plan
-from pykexec.structs import bootparams as bp
-from pykexec.structs.elf import ELFCLASS64, EM_X86_64
+from pykexec.core.plan import Plan
+from pykexec.abi import bootparams as bp
+from pykexec.abi.elf import ELFCLASS64, EM_X86_64
 
 NAME = "elf-x86_64"
 KERNEL_MIN_ALIGN = 0x200000     # startup_64 refuses a load offset that is not 2 MiB aligned

@@ -19,12 +19,12 @@ from pykexec.arch.x86.setupdata import place_setup_data
 from pykexec.arch.x86.zeropage import ZeroPageInputs, build_zero_page
 from pykexec.arch.x86.purgatory_setup import (X86_64, PurgatoryOptions, finish_purgatory,
                                               place_purgatory, registers_for_kernel)
-from pykexec.cmdline import COMMAND_LINE_MAX, byte_length
+from pykexec.core.cmdline import COMMAND_LINE_MAX, byte_length
 from pykexec.errors import LoadError
-from pykexec.layout import Layout
-from pykexec.plan import Plan
-from pykexec.ranges import ADDR_LIMIT, Range
-from pykexec.syscall import KEXEC_ARCH_X86_64
+from pykexec.core.layout import Layout
+from pykexec.core.plan import Plan
+from pykexec.core.ranges import ADDR_LIMIT, Range
+from pykexec.host.syscall import KEXEC_ARCH_X86_64
 
 
 def normal_window(mem_min: int = 0, mem_max: Optional[int] = None) -> Range:

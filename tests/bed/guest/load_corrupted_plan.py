@@ -7,8 +7,8 @@ intact bytes, so purgatory must refuse to jump when the panic comes.
 import sys
 from dataclasses import replace
 
-from pykexec.plan import load_plan
-from pykexec.syscall import load_plan as kexec_load_plan
+from pykexec.core.plan import load_plan
+from pykexec.host.syscall import load_plan as kexec_load_plan
 
 
 def main(folder: str) -> None:

@@ -3,7 +3,7 @@
 Usage: stage1.py RESULTS_DIR. Reads RESULTS_DIR/config.json:
   take_snapshot (bool), snapshot_notes (str), loader_argv (list or null), pattern_mib (int),
   loader_timeout (seconds).
-Optionally takes a machine snapshot (pykexec.snapshot) into RESULTS_DIR/snapshot, runs the
+Optionally takes a machine snapshot (pykexec.machine.snapshot) into RESULTS_DIR/snapshot, runs the
 loader, records its exit code/stdout/stderr and /sys/kernel/kexec_crash_loaded, starts the
 pattern filler, writes RESULTS_DIR/stage1.json and panics the kernel (sysrq c). With no
 loader, or when the load failed, it writes stage1.json and exits (/init powers off).
@@ -75,7 +75,7 @@ def main(results):
             print("BED: no crash region reserved", flush=True)
             return 7
         if cfg.get("take_snapshot"):
-            from pykexec.snapshot import take_snapshot
+            from pykexec.machine.snapshot import take_snapshot
             t = time.monotonic()
             take_snapshot(os.path.join(results, "snapshot"), root="/", source="qemu",
                           notes=cfg.get("snapshot_notes", ""))

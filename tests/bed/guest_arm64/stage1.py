@@ -2,7 +2,7 @@
 pattern, panic), and for a snapshot two more records in its folder:
 
 - sys/firmware/fdt: the machine's flattened device tree, at the path the snapshot format
-  gives it (pykexec.snapshot does not copy it yet);
+  gives it (pykexec.machine.snapshot does not copy it yet);
 - oracle/kexec-p-d.json: Debian's kexec-tools:arm64 run on this machine with the argv of
   config.json's `record_kexec_argv` (a `kexec -p -d ...`): exit status, stdout, stderr (the
   segments), then unloaded again;

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping, Optional, Tuple
 
-from pykexec.inputfiles import file_kind
+from pykexec.errors import PykexecError
+from pykexec.core.inputfiles import file_kind
 
 PLAN_FORMAT = 1
 PAGE_SIZE = 4096
@@ -109,11 +110,11 @@ PLAN_JSON = "plan.json"
 SEGMENT_FILE_MAX = 4 << 30
 
 
-class PlanFormatError(ValueError):
+class PlanFormatError(PykexecError, ValueError):
     """A plan folder cannot be read: one line naming the file and the problem."""
 
 
-class PlanSaveError(OSError):
+class PlanSaveError(PykexecError, OSError):
     """A plan folder cannot be written: one line naming the folder and the problem."""
 
 

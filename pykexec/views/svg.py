@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 from xml.sax.saxutils import escape, quoteattr
 
-from pykexec.plan import Plan
-from pykexec.show import describe_plan, hex_range, human_size
+from pykexec.core.plan import Plan
+from pykexec.views.show import describe_plan, hex_range, human_size
 
 WIDTH = 1280
 TOP = 126                 # y of the top of the bars

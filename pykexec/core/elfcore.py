@@ -5,7 +5,7 @@ and vmcoreinfo, and PT_LOADs for the old kernel's memory. `p_offset` of a PT_LOA
 *physical address where the bytes are now* (fs/proc/vmcore.c reads them from there),
 which is why the low RAM that purgatory copies away points at its copy.
 
-Two layers, one declaration for both ELF classes (`pykexec.structs.elf.elf_structs`):
+Two layers, one declaration for both ELF classes (`pykexec.abi.elf.elf_structs`):
 
 * `build_core_header(elfclass, machine, notes, loads, phdr_slots)`: lays out an Ehdr and
   the given program headers in a zero-filled buffer of `phdr_slots` reserved headers,
@@ -29,9 +29,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable, NamedTuple, Optional, Sequence, Tuple
 
-from pykexec.crashmem import I386_PAGE_OFFSET, BackupArea, lowmem_limit_for
-from pykexec.ranges import MemoryRegion, MemType, align_up
-from pykexec.structs.elf import (
+from pykexec.errors import PykexecError
+from pykexec.core.crashmem import I386_PAGE_OFFSET, BackupArea, lowmem_limit_for
+from pykexec.core.ranges import MemoryRegion, MemType, align_up
+from pykexec.abi.elf import (
     ELFCLASS32, ELFCLASS64, ELFDATA2LSB, EM_386, EM_X86_64, ET_CORE, EV_CURRENT, PF_R, PF_W,
     PF_X, PT_LOAD, PT_NOTE, elf_structs,
 )
@@ -43,7 +44,7 @@ ELF_CORE_HEADER_ALIGN = 1024  # the header is passed as elfcorehdr=<KiB>K
 PF_RWX = PF_R | PF_W | PF_X
 
 
-class ElfCoreError(ValueError):
+class ElfCoreError(PykexecError, ValueError):
     """The header cannot be built as asked (e.g. an ELF32 header above 4 GiB)."""
 
 

@@ -41,6 +41,8 @@ from elftools.elf.enums import ENUM_RELOC_TYPE_i386, ENUM_RELOC_TYPE_x64
 from elftools.elf.relocation import RelocationSection
 from elftools.elf.sections import SymbolTableSection
 
+from pykexec.errors import PykexecError
+
 __all__ = [
     "ElfRelError",
     "RelocationError",
@@ -61,7 +63,7 @@ SHN_ABS = 0xFFF1
 SHN_COMMON = 0xFFF2
 
 
-class ElfRelError(ValueError):
+class ElfRelError(PykexecError, ValueError):
     """The object cannot be loaded (bad ELF, wrong type or machine, bad layout)."""
 
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
-from pykexec.ranges import MemoryRegion, MemType, Range, align_down, align_up
+from pykexec.errors import PykexecError
+from pykexec.core.ranges import MemoryRegion, MemType, Range, align_down, align_up
 
 LOWMEM_LIMIT_I386 = 0x38000000  # X86_MAXMEM: end of the i386 kernel's direct map
 I386_PAGE_OFFSET = 0xC0000000  # the i386 direct map starts at 3 GiB
@@ -30,7 +31,7 @@ CAPTURE_MAP_MAX = 1024  # capacity of kexec-tools' capture map
 ELFCOREHDR_MIN_MEMSZ = 16 * 1024  # old "vmlinux bss gap" workaround, kept for equal layouts
 
 
-class CrashMemoryError(ValueError):
+class CrashMemoryError(PykexecError, ValueError):
     """The crash memory rules cannot be applied to this machine (kexec-tools would fail)."""
 
 

@@ -10,7 +10,7 @@ import hashlib
 import struct
 from typing import Iterable, List, Tuple
 
-from pykexec.plan import Segment
+from pykexec.core.plan import Segment
 
 SHA256_REGIONS_MAX = 16
 

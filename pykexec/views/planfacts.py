@@ -17,9 +17,9 @@ import struct
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from pykexec.plan import Plan, Segment
-from pykexec.structs import bootparams as bp
-from pykexec.structs.elf import (ELF_MAGIC, ET_CORE, PT_LOAD, PT_NOTE, elf_class_of,
+from pykexec.core.plan import Plan, Segment
+from pykexec.abi import bootparams as bp
+from pykexec.abi.elf import (ELF_MAGIC, ET_CORE, PT_LOAD, PT_NOTE, elf_class_of,
                                  parse_core_header)
 
 ENTRY64_REGS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp",
@@ -63,7 +63,7 @@ def _read_cstring(plan: Plan, addr: int, limit: int = 4096) -> Optional[str]:
     if seg is None:
         return None
     raw = seg.read(addr, min(limit, seg.end - addr))
-    from pykexec.cmdline import from_bytes   # the command lines' one encoding rule
+    from pykexec.core.cmdline import from_bytes   # the command lines' one encoding rule
     return from_bytes(raw.split(b"\0", 1)[0])
 
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, Iterable, Optional, Tuple
 
-from pykexec.plan import Segment
-from pykexec.ranges import (ADDR_LIMIT, PAGE_SIZE, NoHoleError, Range, align_up, find_hole,
+from pykexec.errors import PykexecError
+from pykexec.core.plan import Segment
+from pykexec.core.ranges import (ADDR_LIMIT, PAGE_SIZE, NoHoleError, Range, align_up, find_hole,
                             free_pieces)
 
 KEXEC_SEGMENT_MAX = 16
@@ -23,7 +24,7 @@ KEXEC_SEGMENT_MAX = 16
 CRASH_FREE_PAGES_NEEDED = 2
 
 
-class LayoutError(ValueError):
+class LayoutError(PykexecError, ValueError):
     """A placement the kernel would refuse, or no room; the message says which buffer."""
 
     exit_status = 255

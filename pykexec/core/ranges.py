@@ -27,7 +27,8 @@ import enum
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Optional, Tuple, Union
 
-from pykexec.structs.bootparams import (
+from pykexec.errors import PykexecError
+from pykexec.abi.bootparams import (
     E820_ACPI, E820_NVS, E820_PMEM, E820_PRAM, E820_RAM, E820_RESERVED,
 )
 
@@ -251,7 +252,7 @@ class RangeSet:
         return find_hole(self._ranges, size, align, low, high, top_down)
 
 
-class NoHoleError(ValueError):
+class NoHoleError(PykexecError, ValueError):
     """No free piece can hold the requested size with the requested alignment and bounds."""
 
 

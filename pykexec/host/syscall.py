@@ -19,6 +19,8 @@ import ctypes
 import errno
 import os
 
+from pykexec.errors import PykexecError
+
 KEXEC_ARCH_DEFAULT = 0
 KEXEC_ARCH_386 = 3 << 16
 KEXEC_ARCH_X86_64 = 62 << 16
@@ -66,7 +68,7 @@ class KexecSegment(ctypes.Structure):
                 ("mem", ctypes.c_void_p), ("memsz", ctypes.c_size_t)]
 
 
-class KexecError(Exception):
+class KexecError(PykexecError):
     """A syscall failed; `str()` is one line that explains it."""
 
     def __init__(self, message: str, err: int):
@@ -452,7 +454,7 @@ class Faults:
         return getattr(self.inner, name)
 
 
-class FaultSpecError(ValueError):
+class FaultSpecError(PykexecError, ValueError):
     """PYKEXEC_SYSCALL_FAULTS cannot be read (one line)."""
 
 

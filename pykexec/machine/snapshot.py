@@ -26,6 +26,7 @@ import tempfile
 from datetime import datetime, timezone
 from typing import Iterable, List, Optional
 
+from pykexec.errors import PykexecError
 from pykexec.machine import read_machine_file
 
 SNAPSHOT_FORMAT = 1
@@ -66,7 +67,7 @@ EFI_FILES = ("systab", "fw_vendor", "runtime", "config_table")
 EFI_RUNTIME_MAP_FILES = ("type", "phys_addr", "virt_addr", "num_pages", "attribute")
 
 
-class SnapshotError(RuntimeError):
+class SnapshotError(PykexecError, RuntimeError):
     """A snapshot cannot be taken; the message is one line naming the file."""
 
 

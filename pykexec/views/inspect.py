@@ -2,7 +2,7 @@
 
 The kind is found from the content, never from the name:
 
-- a plan folder (plan.json): the dry-run report (`pykexec.show`);
+- a plan folder (plan.json): the dry-run report (`pykexec.views.show`);
 - a bzImage (boot sector + "HdrS"): the setup header, field by field, with what each means;
 - an ELF executable (vmlinux): machine, entry, PT_LOADs;
 - an ELF relocatable object (purgatory): sections, relocations by type, the symbols a loader
@@ -24,10 +24,11 @@ import struct
 from collections import Counter
 from typing import Dict, List, Optional, Tuple
 
-from pykexec.inputfiles import file_kind
-from pykexec.show import hex_range, human_size
-from pykexec.structs import bootparams as bp
-from pykexec.structs.elf import (ELF_MAGIC, ET_CORE, ET_DYN, ET_EXEC, ET_REL, NT_PRSTATUS,
+from pykexec.errors import PykexecError
+from pykexec.core.inputfiles import file_kind
+from pykexec.views.show import hex_range, human_size
+from pykexec.abi import bootparams as bp
+from pykexec.abi.elf import (ELF_MAGIC, ET_CORE, ET_DYN, ET_EXEC, ET_REL, NT_PRSTATUS,
                                  PT_LOAD, PT_NOTE, iter_notes, parse_core_header)
 
 READ_LIMIT = 64 << 20          # whole files up to this size; vmcores are read by pieces
@@ -108,7 +109,7 @@ XLOADFLAGS = {0x01: "XLF_KERNEL_64", 0x02: "XLF_CAN_BE_LOADED_ABOVE_4G",
               0x10: "XLF_EFI_KEXEC", 0x20: "XLF_5LEVEL", 0x40: "XLF_5LEVEL_ENABLED"}
 
 
-class InspectError(Exception):
+class InspectError(PykexecError):
     """The file cannot be explained: one line naming it and the problem."""
 
 
@@ -180,8 +181,8 @@ def inspect_path(path: str) -> str:
     kind = detect(path, head)
     try:
         if kind == "plan":
-            from pykexec.plan import PlanFormatError, load_plan
-            from pykexec.show import plan_report
+            from pykexec.core.plan import PlanFormatError, load_plan
+            from pykexec.views.show import plan_report
             try:
                 plan = load_plan(path)
             except PlanFormatError as e:
@@ -341,7 +342,7 @@ def explain_vmlinux(data, path: str = "vmlinux") -> str:
 
 
 def explain_object(data: bytes, path: str = "purgatory.o") -> str:
-    from pykexec.elfrel import ElfRelError, RelocatableObject
+    from pykexec.purgatory.elfrel import ElfRelError, RelocatableObject
     elf = _elffile(data)
     out = [f"{path}: ELF{elf.elfclass} relocatable object for {elf['e_machine']}"]
     try:
@@ -447,9 +448,9 @@ def _core_head(path: str, ehdr, phdrs) -> List[str]:
 
 def explain_elfcorehdr(data: bytes, path: str = "elfcorehdr") -> str:
     """An elfcorehdr blob: offsets are physical addresses in the old kernel's memory."""
-    from pykexec.plan import Plan, Segment
-    from pykexec.show import _describe_phdrs
-    from pykexec.planfacts import decode_plan
+    from pykexec.core.plan import Plan, Segment
+    from pykexec.views.show import _describe_phdrs
+    from pykexec.views.planfacts import decode_plan
     ehdr, raw = parse_core_header(data)
     plan = Plan("x86_64", "kexec_load", 0, None, None,
                 (Segment(0, max(len(data), 1), data, "elfcorehdr", path),))

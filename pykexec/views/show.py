@@ -4,7 +4,7 @@
 numbers (the JSON form); `plan_report` turns them into text. Both are pure: a plan (and
 optionally the machine it was made for) in, data or text out. Everything is read back out
 of the segments the way the capture kernel and purgatory will read it
-(`pykexec.planfacts`), so a plan recorded from Debian's kexec and one built by pykexec are
+(`pykexec.views.planfacts`), so a plan recorded from Debian's kexec and one built by pykexec are
 explained the same way.
 
 Optional `plan.notes` keys that add facts when a loader records them:
@@ -25,9 +25,9 @@ import json
 import re
 from typing import Any, Dict, List, Optional, TextIO, Tuple
 
-from pykexec.plan import Plan
-from pykexec import planfacts
-from pykexec.structs import bootparams as bp
+from pykexec.core.plan import Plan
+from pykexec.views import planfacts
+from pykexec.abi import bootparams as bp
 
 KEXEC_ON_CRASH = 0x1
 KEXEC_PRESERVE_CONTEXT = 0x2
@@ -481,7 +481,7 @@ def plan_report(plan: Plan, machine=None, facts: Optional[Dict[str, Any]] = None
                 f"{human_size(e['size']):>9}  {e['type_name']}{mark}")
     if f["cmdline"] is not None:
         add("")
-        from pykexec.cmdline import byte_length, printable
+        from pykexec.core.cmdline import byte_length, printable
         add(f"command line ({byte_length(f['cmdline'])} bytes):")
         add(f"  {printable(f['cmdline'])}")
         for p in f["cmdline_parameters"]:

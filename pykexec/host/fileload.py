@@ -14,12 +14,12 @@ import os
 from dataclasses import dataclass
 from typing import Iterator, Optional, Tuple
 
-from pykexec.cmdline import as_bytes, from_bytes, printable
+from pykexec.core.cmdline import as_bytes, from_bytes, printable
 from pykexec.errors import LoadError
-from pykexec.inputfiles import (compression_of, decompress_bounded, open_input, read_fd,
+from pykexec.core.inputfiles import (compression_of, decompress_bounded, open_input, read_fd,
                                 read_kernel)
-from pykexec.plan import Plan, Segment
-from pykexec.syscall import KEXEC_FILE_NO_INITRAMFS, KEXEC_FILE_ON_CRASH, KEXEC_FILE_UNLOAD
+from pykexec.core.plan import Plan, Segment
+from pykexec.host.syscall import KEXEC_FILE_NO_INITRAMFS, KEXEC_FILE_ON_CRASH, KEXEC_FILE_UNLOAD
 
 NO_LIMIT = (1 << 62, "memory")
 

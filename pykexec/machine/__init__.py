@@ -2,7 +2,7 @@
 
 `Machine.read("/")` reads the live machine; `Machine.read(DIR)` reads a snapshot folder
 (docs/snapshot-format.md) through the same code. Loaders get every /proc and /sys fact
-from here; nothing else in pykexec parses those files (pykexec.snapshot only copies them).
+from here; nothing else in pykexec parses those files (pykexec.machine.snapshot only copies them).
 
 Every fact is an attribute that is read and parsed on first access and then kept: each
 file is read at most once, and each value is immutable (tuples, frozen dataclasses,
@@ -38,11 +38,12 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Dict, Iterator, NamedTuple, Optional, Sequence, Tuple
 
-from pykexec import crashmem
-from pykexec.crashmem import I386_PAGE_OFFSET, BackupArea
-from pykexec.ranges import MemoryRegion, MemType, Range, align_down, align_up
-from pykexec.structs import bootparams as bp
-from pykexec.structs.elf import ELF_MAGIC, ET_CORE, PT_LOAD, elf_structs
+from pykexec.errors import PykexecError
+from pykexec.core import crashmem
+from pykexec.core.crashmem import I386_PAGE_OFFSET, BackupArea
+from pykexec.core.ranges import MemoryRegion, MemType, Range, align_down, align_up
+from pykexec.abi import bootparams as bp
+from pykexec.abi.elf import ELF_MAGIC, ET_CORE, PT_LOAD, elf_structs
 
 KCORE_HEADERS_SIZE = 64 * 1024  # kexec-tools parses only this much of /proc/kcore
 MAX_NOTE_BYTES = 1024  # crash_notes size assumed when crash_notes_size is missing
@@ -60,7 +61,7 @@ EXIT_CANNOT_PARSE = 1  # kexec-tools dies ("Cannot parse <file>") on a bad machi
 EXIT_LOAD_FAILED = 255  # kexec-tools' failed load (kcore, kernel text, no such root)
 
 
-class MachineError(Exception):
+class MachineError(PykexecError):
     """A fact cannot be read from the machine: one line naming the file and the problem.
 
     `exit_status` is what kexec-tools exits with for the same fault: 1 for a machine file
@@ -1137,7 +1138,7 @@ class Machine:
     @cached_property
     def cmdline(self) -> str:
         """The running kernel's command line (without the trailing newline)."""
-        # Bytes as the kernel has them (pykexec.cmdline's one encoding rule), not U+FFFD.
+        # Bytes as the kernel has them (pykexec.core.cmdline's one encoding rule), not U+FFFD.
         self._required_text("proc/cmdline")   # the one-line error when it is missing
         return os.fsdecode(self._bytes("proc/cmdline")).rstrip("\n")
 

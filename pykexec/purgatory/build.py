@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
+from pykexec.errors import PykexecError
+
 __all__ = [
     "ARCHES",
     "PurgatoryBuildError",
@@ -149,11 +151,11 @@ ARCHES = {
 # Arches setup.py builds when the package is installed.
 BUILD_ARCHES: Tuple[str, ...] = ("x86_64", "i386")
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent  # pykexec/
 _SOURCE_ROOT = _PACKAGE_DIR.parent  # meaningful only in a source checkout
 
 
-class PurgatoryBuildError(RuntimeError):
+class PurgatoryBuildError(PykexecError, RuntimeError):
     """The purgatory object is not installed and cannot be built here."""
 
 
@@ -303,7 +305,7 @@ def purgatory_object(arch: str = "x86_64") -> bytes:
 def _main(argv: Optional[Sequence[str]] = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m pykexec.purgatory",
+    parser = argparse.ArgumentParser(prog="python -m pykexec.purgatory.build",
                                      description="Build a purgatory object from source.")
     parser.add_argument("arch", nargs="?", default="x86_64", choices=sorted(ARCHES))
     parser.add_argument("-o", "--output", type=Path, help="default: the in-package location")

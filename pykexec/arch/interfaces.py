@@ -1,0 +1,81 @@
+"""What an architecture plugs into the pipeline, declared once.
+
+The shape is the kernel's `kexec_file_ops` and kexec-tools' `file_type[]`: an
+architecture offers image formats in probe order, each with a probe (is this file mine?)
+and a load (this file into a plan); and it states its facts as values, as kexec-tools'
+`crash_elf_info` does for the core header. Generic code (core, machine, host, views, cli)
+talks to an architecture only through these declarations and `pykexec.arch.registry`; it
+never compares an architecture's name.
+
+Everything here is a declaration: `typing.Protocol`s that an architecture's module
+satisfies (checked by tests/unit/test_arch_seam.py), and the frozen values passed across
+the seam.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Optional, Protocol, Tuple, runtime_checkable
+
+if TYPE_CHECKING:  # annotations only: importing these here would run the layers upward
+    from pykexec.core.plan import Plan
+    from pykexec.machine import Machine
+    from pykexec.request import Request
+
+
+@dataclass(frozen=True)
+class KernelTextMap:
+    """Where the running kernel's text is: physical start, virtual start and size."""
+
+    phys_start: int
+    virt_start: int
+    size: int
+
+
+@dataclass(frozen=True)
+class CrashElfInfo:
+    """The architecture's facts for the ELF core header (kexec-tools' crash_elf_info).
+
+    `elf_class` and `elf_machine` go into the header; `page_offset` turns a physical
+    address into the direct map's virtual one; `kernel_text` adds the kernel-text PT_LOAD
+    (None: no such header, as on i386); `lowmem_limit` is where the direct map ends (None:
+    it maps all RAM; above it a PT_LOAD has no virtual address)."""
+
+    elf_class: int
+    elf_machine: int
+    page_offset: int
+    kernel_text: Optional[KernelTextMap]
+    lowmem_limit: Optional[int]
+
+
+@runtime_checkable
+class ImageFormat(Protocol):
+    """One kernel file format of an architecture (bzImage, ELF vmlinux, arm64 Image...)."""
+
+    NAME: str  # what `-t/--type` names it by
+
+    def probe(self, kernel: bytes) -> Optional[str]:
+        """None if the file is this format; else the one-line reason why not."""
+
+    def load(self, inputs) -> "Plan":
+        """The plan for a kexec_load of `inputs` (request, machine, file bytes)."""
+
+
+@runtime_checkable
+class Arch(Protocol):
+    """An architecture: its names, ABI values, formats, crash rules and purgatory."""
+
+    name: str                        # the plan's `arch` and the purgatory's build name
+    machine_names: Tuple[str, ...]   # `uname -m` values that select it
+    kexec_arch: int                  # KEXEC_ARCH_* value sent in kexec_load's flags
+    elf_machine: int                 # e_machine of its kernels, kcore and core headers
+
+    def formats(self) -> Tuple[ImageFormat, ...]:
+        """Image formats in probe order."""
+
+    def plan_load(self, request: "Request", machine: "Machine",
+                  random_bytes: Callable[[int], bytes]) -> "Plan":
+        """The whole plan of a kexec_load: choose a format, let it lay the load out."""
+
+    def crash_elf_info(self, machine: "Machine", request: "Request") -> CrashElfInfo:
+        """The core header's facts for a crash load of `request` on `machine`."""

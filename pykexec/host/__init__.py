@@ -1,0 +1,1 @@
+"""Talking to the running kernel: kexec syscalls and their errors."""

@@ -1,0 +1,1 @@
+"""Showing a plan: report, JSON, picture, and explaining kernels, objects and dumps."""
