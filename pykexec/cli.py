@@ -307,9 +307,9 @@ def _act(request) -> int:
     result = 0
     file_args = None
     if request.do_load and request.syscall_mode in ("file", "auto"):
-        from pykexec.arch.x86 import cmdline_for
+        from pykexec.arch import user_cmdline
         from pykexec.host.fileload import file_load
-        file_args = file_load(request, cmdline_for(request, machine), machine)
+        file_args = file_load(request, user_cmdline(request, machine), machine)
     plan = None
     plan_error = None
     if request.do_load and request.syscall_mode != "file":

@@ -1,26 +1,125 @@
 """Architectures: each one a module that plugs its image formats, crash-memory rules and
-purgatory into the load pipeline. Adding one means adding a module and a line here."""
+purgatory into the load pipeline, as one `ARCH` object satisfying
+`pykexec.arch.interfaces.Arch`. Adding one means adding a module and a line here.
+
+Generic code finds an architecture here by what it has in hand (the machine's `uname -m`,
+a plan's arch name, an ELF e_machine) and never compares a name itself. Modules are
+imported only when asked for, so `kexec -v` loads none.
+"""
 
 from __future__ import annotations
 
 import importlib
+from typing import Dict, Optional, Tuple, Union
 
 from pykexec.errors import LoadError
 
-MODULES = {
-    "x86_64": "pykexec.arch.x86_64",
-    **dict.fromkeys(("i386", "i486", "i586", "i686"), "pykexec.arch.i386"),
-}
+# `uname -m` names -> the module whose ARCH handles them (or, for tests, the object itself)
+_REGISTERED: Dict[str, Union[str, object]] = {}
+# The kexec syscall numbers of machines pykexec has no loader for yet: a kexec_file_load
+# (the kernel loads the image) or an unload still works there.
+_SYSCALLS_ONLY: Dict[str, Tuple[int, Optional[int]]] = {}
+# A machine folder that does not say what it is (no snapshot.json) is taken for this one.
+DEFAULT_MACHINE = "x86_64"
 
 
-def arch_module(machine_arch: str):
-    name = MODULES.get(machine_arch)
-    if name is None:
-        raise LoadError(f"pykexec has no loader for {machine_arch} machines "
-                        f"(knows: {', '.join(sorted(MODULES))})")
-    return importlib.import_module(name)
+def register(machine_names: Tuple[str, ...], arch: Union[str, object]) -> None:
+    """`arch` (a module path exposing ARCH, or an Arch object) handles these machines."""
+    for name in machine_names:
+        _REGISTERED[name] = arch
+
+
+def unregister(machine_names: Tuple[str, ...]) -> None:
+    for name in machine_names:
+        _REGISTERED.pop(name, None)
+
+
+register(("x86_64",), "pykexec.arch.x86_64")
+register(("i386", "i486", "i586", "i686"), "pykexec.arch.i386")
+_SYSCALLS_ONLY["aarch64"] = (104, 294)   # loader: issue 11
+
+
+def _resolve(target):
+    return importlib.import_module(target).ARCH if isinstance(target, str) else target
+
+
+def find_machine(machine_name: str):
+    """The Arch for a `uname -m` name, or None."""
+    target = _REGISTERED.get(machine_name)
+    return None if target is None else _resolve(target)
+
+
+def arch_for(machine_name: str):
+    """The Arch for a `uname -m` name; LoadError (one line) when pykexec has no loader."""
+    arch = find_machine(machine_name)
+    if arch is None:
+        raise LoadError(f"pykexec has no loader for {machine_name} machines "
+                        f"(knows: {', '.join(sorted(_REGISTERED))})")
+    return arch
+
+
+def registered():
+    """Every registered Arch, once each, in registration order."""
+    seen = []
+    for target in _REGISTERED.values():
+        arch = _resolve(target)
+        if all(arch is not other for other in seen):
+            seen.append(arch)
+    return tuple(seen)
+
+
+def by_name(name: str):
+    """The Arch whose plans say `arch: name`, or None."""
+    return next((a for a in registered() if a.name == name), None)
+
+
+def by_elf_machine(e_machine: int):
+    """The Arch whose kernels and core headers carry this e_machine, or None."""
+    return next((a for a in registered() if a.elf_machine == e_machine), None)
+
+
+def machine_arch(machine):
+    """The Arch that plans for `machine` (its recorded `uname -m`, else the default)."""
+    return arch_for(machine.machine_arch or DEFAULT_MACHINE)
+
+
+def syscall_numbers(machine_name: str, process_32bit: bool):
+    """(kexec_load, kexec_file_load or None) for a process on this running kernel, or None
+    when pykexec does not know the machine."""
+    arch = find_machine(machine_name)
+    if arch is None:
+        return _SYSCALLS_ONLY.get(machine_name)
+    if process_32bit and arch.compat_syscall_numbers is not None:
+        return arch.compat_syscall_numbers
+    return arch.syscall_numbers
+
+
+def user_cmdline(request, machine) -> str:
+    """The new kernel's command line as the user asked for it: composed by the machine's
+    architecture, or as kexec-tools does everywhere for a machine pykexec has no loader for
+    (kexec_file_load still works there: the kernel loads the image)."""
+    arch = find_machine(machine.machine_arch or DEFAULT_MACHINE)
+    if arch is None:
+        from pykexec.core.cmdline import user_cmdline as composed
+        return composed(request, machine)
+    return arch.user_cmdline(request, machine)
+
+
+def machine_core_header(machine, machine_name: str, backup_start, elfclass=None):
+    """The elfcorehdr a crash load by the named architecture would pass on `machine`
+    (`elfclass` forces the ELF class as --elf32/--elf64-core-headers do); for views and
+    tests. ElfCoreError for an architecture pykexec has no crash rules for."""
+    from pykexec.abi.elf import ELFCLASS32, ELFCLASS64
+    from pykexec.core.elfcore import ElfCoreError, core_header_for
+    from pykexec.request import Request
+    arch = find_machine(machine_name)
+    if arch is None:
+        raise ElfCoreError(f"unsupported crashdump architecture: {machine_name}")
+    forced = {ELFCLASS32: 32, ELFCLASS64: 64}.get(elfclass)
+    info = arch.crash_elf_info(machine, Request(core_header_class=forced))
+    return core_header_for(info, backup_start)
 
 
 def plan_load(request, machine, **kwargs):
     """Build the plan for `request` on `machine` with that machine's architecture."""
-    return arch_module(machine.machine_arch or "x86_64").plan_load(request, machine, **kwargs)
+    return machine_arch(machine).plan_load(request, machine, **kwargs)

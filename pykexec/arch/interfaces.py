@@ -39,13 +39,24 @@ class CrashElfInfo:
     `elf_class` and `elf_machine` go into the header; `page_offset` turns a physical
     address into the direct map's virtual one; `kernel_text` adds the kernel-text PT_LOAD
     (None: no such header, as on i386); `lowmem_limit` is where the direct map ends (None:
-    it maps all RAM; above it a PT_LOAD has no virtual address)."""
+    it maps all RAM; above it a PT_LOAD has no virtual address).
+
+    What the notes and loads are, as the architecture reads them from the machine:
+    `nr_cpus` header slots for CPUs, `cpu_notes` `(cpu, paddr, size)` each, `vmcoreinfo`
+    `(paddr, size)` or None, `crash_ranges` the memory the dump describes (the arch's
+    split and exclusions applied) and `backup` the low RAM purgatory copies away (None:
+    no backup segment)."""
 
     elf_class: int
     elf_machine: int
     page_offset: int
     kernel_text: Optional[KernelTextMap]
     lowmem_limit: Optional[int]
+    nr_cpus: int = 0
+    cpu_notes: Tuple[Tuple[int, int, int], ...] = ()
+    vmcoreinfo: Optional[Tuple[int, int]] = None
+    crash_ranges: Tuple = ()
+    backup: Optional[object] = None
 
 
 @runtime_checkable
@@ -79,3 +90,15 @@ class Arch(Protocol):
 
     def crash_elf_info(self, machine: "Machine", request: "Request") -> CrashElfInfo:
         """The core header's facts for a crash load of `request` on `machine`."""
+
+    # --- load side (seam): syscalls, command line, kexec_file_load, arch options ---------
+    syscall_numbers: Tuple[int, Optional[int]]   # (kexec_load, kexec_file_load or None)
+    # what a 32-bit process calls on this kernel (its compat table), or None: the same
+    compat_syscall_numbers: Optional[Tuple[int, Optional[int]]]
+
+    def user_cmdline(self, request: "Request", machine: "Machine") -> str:
+        """The user's part of the new command line (--reuse-cmdline's text, --append's)."""
+
+    def file_load_refusal(self, kernel: bytes) -> Optional[str]:
+        """Why this kernel's kexec_file_load would refuse `kernel` (ENOEXEC), or None: the
+        formats it accepts (its kexec_file_ops), probed on the (decompressed) file."""

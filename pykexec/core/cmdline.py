@@ -96,3 +96,10 @@ def with_crash_parameters(line: str, elfcorehdr: int, acpi_rsdp: Optional[int]) 
         line += f" acpi_rsdp={acpi_rsdp:#x}"
     line += f" elfcorehdr={elfcorehdr // 1024}K"
     return line
+
+
+def user_cmdline(request, machine) -> str:
+    """The user's part of the new command line: --reuse-cmdline's text, then --append's
+    (kexec-tools composes it so on every architecture it has)."""
+    reuse = reused_cmdline(machine.cmdline, request.crash) if request.reuse_cmdline else None
+    return compose(reuse, request.append)

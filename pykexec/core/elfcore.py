@@ -10,35 +10,26 @@ Two layers, one declaration for both ELF classes (`pykexec.abi.elf.elf_structs`)
 * `build_core_header(elfclass, machine, notes, loads, phdr_slots)`: lays out an Ehdr and
   the given program headers in a zero-filled buffer of `phdr_slots` reserved headers,
   rounded up to 1 KiB; refuses values the class cannot hold.
-* `crash_core_header(...)`: kexec-tools' x86 rules on top (crashdump-elf.c): which
+* `crash_core_header(...)`: kexec-tools' rules on top (crashdump-elf.c): which
   headers, in which order, with which addresses, and how big the buffer is.
 
 Both return an `ElfCoreHeader`: the bytes plus a description of every program header
-(what it stands for), for inspection views. `machine_core_header(machine, arch, ...)`
-feeds `crash_core_header` from a `Machine`; a crash loader uses it like this:
-
-    ranges = machine.crash_memory_ranges(arch)
-    backup = machine.backup_area(arch)                 # place backup_segment_size(backup)
-    hdr = machine_core_header(machine, arch, backup_start)  # place elfcorehdr_memsz(hdr.size)
-    cmap = crashmem.capture_memory_map(backup, machine.crash_regions, ranges, backup_start,
-                                       Range.from_size(hdr_addr, elfcorehdr_memsz(hdr.size)))
+(what it stands for), for inspection views. `core_header_for(info, backup_start)` feeds
+`crash_core_header` from one `CrashElfInfo`, the architecture's facts about a machine
+(`Arch.crash_elf_info`): nothing here knows an architecture.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, NamedTuple, Optional, Sequence, Tuple
+from typing import Iterable, NamedTuple, Optional, Sequence, Tuple
 
 from pykexec.errors import PykexecError
-from pykexec.core.crashmem import I386_PAGE_OFFSET, BackupArea, lowmem_limit_for
 from pykexec.core.ranges import MemoryRegion, MemType, align_up
 from pykexec.abi.elf import (
-    ELFCLASS32, ELFCLASS64, ELFDATA2LSB, EM_386, EM_X86_64, ET_CORE, EV_CURRENT, PF_R, PF_W,
-    PF_X, PT_LOAD, PT_NOTE, elf_structs,
+    ELFCLASS32, ELFDATA2LSB, ET_CORE, EV_CURRENT, PF_R, PF_W, PF_X, PT_LOAD, PT_NOTE,
+    elf_structs,
 )
-
-if TYPE_CHECKING:
-    from pykexec.machine import Machine
 
 ELF_CORE_HEADER_ALIGN = 1024  # the header is passed as elfcorehdr=<KiB>K
 PF_RWX = PF_R | PF_W | PF_X
@@ -168,7 +159,7 @@ def crash_core_header(elfclass: int, machine: int, nr_cpus: int,
                       vmcoreinfo: Optional[Tuple[int, int]],
                       kernel_text: Optional[Tuple[int, int, int]],
                       crash_ranges: Sequence[MemoryRegion], page_offset: int,
-                      backup_src: Optional[BackupArea] = None,
+                      backup_src=None,
                       backup_start: Optional[int] = None,
                       lowmem_limit: Optional[int] = None) -> ElfCoreHeader:
     """The elfcorehdr kexec-tools writes for an x86 crash load.
@@ -218,39 +209,13 @@ def crash_core_header(elfclass: int, machine: int, nr_cpus: int,
     return build_core_header(elfclass, machine, notes, loads, slots)
 
 
-def core_class_for(arch: str, crash_ranges: Sequence[MemoryRegion],
-                   forced: Optional[int] = None) -> int:
-    """The ELF class kexec-tools picks: x86_64 always ELF64; i386 the forced class, else
-    ELF64 when there are no ranges or the last one ends above 4 GiB, else ELF32."""
-    if arch == "x86_64":
-        return ELFCLASS64
-    if forced is not None:
-        return forced
-    if not crash_ranges or crash_ranges[-1].range.last > 0xFFFFFFFF:
-        return ELFCLASS64
-    return ELFCLASS32
+def core_header_for(info, backup_start: Optional[int]) -> ElfCoreHeader:
+    """The elfcorehdr for a crash load, from the architecture's facts (`Arch.crash_elf_info`).
 
-
-def machine_core_header(machine: "Machine", arch: str, backup_start: Optional[int],
-                        elfclass: Optional[int] = None) -> ElfCoreHeader:
-    """The elfcorehdr kexec-tools would write for a crash load on `machine`.
-
-    `arch` "x86_64" (ELF64, EM_X86_64, kernel text from kcore, KASLR page offset) or
-    "i386" (EM_386, no kernel text, page offset 0xc0000000, lowmem split, ELF32 unless
-    `elfclass` or a crash range above 4 GiB says ELF64). `backup_start` is where the
-    backup segment was placed (None: no backup segment). Raises MachineError when the
-    machine cannot give a needed fact (for example an unreadable /proc/kcore).
-    """
-    if arch != "x86_64" and lowmem_limit_for(arch) is None:
-        raise ElfCoreError(f"unsupported crashdump architecture: {arch}")
-    ranges = machine.crash_memory_ranges(arch)
-    cls = core_class_for(arch, ranges, elfclass)
-    if arch == "x86_64":
-        kt = machine.kernel_text
-        e_machine, page_offset = EM_X86_64, kt.page_offset
-        kernel_text = KernelTextLoad(kt.paddr, kt.vaddr, kt.size)
-    else:
-        e_machine, kernel_text, page_offset = EM_386, None, I386_PAGE_OFFSET
-    return crash_core_header(cls, e_machine, machine.nr_cpus_conf, machine.cpu_notes(arch),
-                             machine.vmcoreinfo, kernel_text, ranges, page_offset,
-                             machine.backup_area(arch), backup_start, lowmem_limit_for(arch))
+    `backup_start` is where the backup segment was placed (None: no backup segment)."""
+    kernel_text = info.kernel_text
+    text = (None if kernel_text is None else
+            KernelTextLoad(kernel_text.phys_start, kernel_text.virt_start, kernel_text.size))
+    return crash_core_header(info.elf_class, info.elf_machine, info.nr_cpus, info.cpu_notes,
+                             info.vmcoreinfo, text, info.crash_ranges, info.page_offset,
+                             info.backup, backup_start, info.lowmem_limit)

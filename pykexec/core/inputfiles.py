@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Optional
+from typing import Optional, Tuple
 
 from pykexec.errors import FatalLoadError
 
@@ -158,3 +158,15 @@ def read_kernel(path: Optional[str], limit: int, limit_what: str) -> bytes:
     kind = compression_of(data[:6])
     return data if kind is None else decompress_bounded(data, kind, path, "kernel", limit,
                                                         limit_what)
+
+
+def input_limit(request, machine) -> Tuple[int, str]:
+    """How many bytes an input file may have: what its destination can hold at most (the
+    crash region for -p, clamped by --mem-min/--mem-max; all RAM otherwise)."""
+    region = machine.crash_region if request.crash else None
+    if region is not None:
+        start = max(region.start, request.mem_min)
+        end = region.end if request.mem_max is None else min(region.end, request.mem_max + 1)
+        if end > start:
+            return end - start, f"the crash region's window {start:#x}-{end - 1:#x}"
+    return sum(r.size for r in machine.ram), "RAM"

@@ -16,8 +16,8 @@ from typing import Iterator, Optional, Tuple
 
 from pykexec.core.cmdline import as_bytes, from_bytes, printable
 from pykexec.errors import LoadError
-from pykexec.core.inputfiles import (compression_of, decompress_bounded, open_input, read_fd,
-                                read_kernel)
+from pykexec.core.inputfiles import (compression_of, decompress_bounded, input_limit,
+                                     open_input, read_fd, read_kernel)
 from pykexec.core.plan import Plan, Segment
 from pykexec.host.syscall import KEXEC_FILE_NO_INITRAMFS, KEXEC_FILE_ON_CRASH, KEXEC_FILE_UNLOAD
 
@@ -43,15 +43,17 @@ class FileLoad:
                 f"flags={self.flags:#x})")
 
     def kernel_refusal(self) -> Optional[str]:
-        """Why the running x86_64 kernel's kexec_file_load would refuse this kernel file
-        (ENOEXEC), or None: it takes only a bzImage with a 64-bit entry."""
-        from pykexec.arch.x86_64 import bzimage64
-        kernel = read_kernel(self.kernel_path, *self.limit)
-        why = bzimage64.probe(kernel)
+        """Why the running kernel's kexec_file_load would refuse this kernel file (ENOEXEC),
+        or None: its architecture says which formats it takes (None also when pykexec does
+        not know the architecture: the kernel will say)."""
+        from pykexec.arch import find_machine
+        arch = find_machine(os.uname().machine)
+        if arch is None:
+            return None
+        why = arch.file_load_refusal(read_kernel(self.kernel_path, *self.limit))
         if why is None:
             return None
-        return (f"{self.kernel_path}: kexec_file_load would refuse it with ENOEXEC: the kernel "
-                f"loads only a bzImage with a 64-bit entry ({why})")
+        return f"{self.kernel_path}: kexec_file_load would refuse it with ENOEXEC: {why}"
 
     @contextlib.contextmanager
     def open(self) -> Iterator[Tuple[int, int]]:
@@ -117,6 +119,5 @@ def file_load(request, user_cmdline: str, machine=None) -> FileLoad:
             os.close(open_input(path, what, open_status=255))
     limit = NO_LIMIT
     if machine is not None:
-        from pykexec.arch.x86.inputs import input_limit
         limit = input_limit(request, machine)
     return FileLoad(request.kernel, request.initrd, as_bytes(user_cmdline) + b"\0", flags, limit)

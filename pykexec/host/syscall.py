@@ -55,12 +55,6 @@ SIGNATURE_ERRNOS = (errno.EKEYREJECTED, errno.ENOKEY, errno.EBADMSG, errno.ENODA
                     errno.ELIBBAD, errno.ENOPKG, errno.EMSGSIZE, errno.EKEYEXPIRED,
                     errno.EKEYREVOKED)
 
-# (kexec_load, kexec_file_load, reboot) per `uname -m` of the running kernel's userspace ABI.
-SYSCALL_NUMBERS = {
-    "x86_64": (246, 320),
-    "i386": (283, None), "i486": (283, None), "i586": (283, None), "i686": (283, None),
-    "aarch64": (104, 294),
-}
 
 
 class KexecSegment(ctypes.Structure):
@@ -188,24 +182,19 @@ def _libc():
     return ctypes.CDLL(None, use_errno=True)
 
 
-# A 32-bit process on an x86_64 kernel goes through the kernel's compat (i386) table:
-# kexec_load is 283 there, its segments are 32-bit, and there is no kexec_file_load. The
-# arch value must then be the kernel's own (KEXEC_ARCH_X86_64, as arch_flag() gives):
-# the compat entry refuses KEXEC_ARCH_DEFAULT.
-COMPAT_32BIT_SYSCALL_NUMBERS = {"x86_64": (283, None)}
-
-
 def process_is_32bit() -> bool:
     return ctypes.sizeof(ctypes.c_void_p) == 4
 
 
 def syscall_numbers(machine: str | None = None) -> tuple[int, int | None]:
+    """(kexec_load, kexec_file_load or None) on the running kernel (its architecture's
+    numbers; a 32-bit process gets the kernel's compat table where it has one)."""
+    from pykexec.arch import syscall_numbers as numbers_of
     machine = machine or os.uname().machine
-    if process_is_32bit() and machine in COMPAT_32BIT_SYSCALL_NUMBERS:
-        return COMPAT_32BIT_SYSCALL_NUMBERS[machine]
-    if machine not in SYSCALL_NUMBERS:
+    numbers = numbers_of(machine, process_is_32bit())
+    if numbers is None:
         raise KexecError(f"unsupported machine type {machine}", errno.ENOSYS)
-    return SYSCALL_NUMBERS[machine]
+    return numbers
 
 
 def _numbers():
@@ -520,10 +509,11 @@ def unload(flags: int) -> None:
 
 
 def arch_flag() -> int:
-    """The arch bits kexec-tools sends: from uname, the running kernel's architecture."""
+    """The arch bits kexec-tools sends: from uname, the running kernel's architecture (a
+    32-bit process on a 64-bit kernel too: the compat entry wants the kernel's own)."""
+    from pykexec.arch import find_machine
     machine = os.uname().machine
-    if machine == "x86_64":
-        return KEXEC_ARCH_X86_64
-    if machine in ("i386", "i486", "i586", "i686"):
-        return KEXEC_ARCH_DEFAULT
-    raise KexecError(f"Unsupported machine type: {machine}", errno.ENOSYS)
+    arch = find_machine(machine)
+    if arch is None:
+        raise KexecError(f"Unsupported machine type: {machine}", errno.ENOSYS)
+    return arch.kexec_arch

@@ -1,4 +1,4 @@
-"""The elfcorehdr builder (pykexec.core.elfcore) and the crash memory rules (pykexec.core.crashmem).
+"""The elfcorehdr builder (pykexec.core.elfcore) and the crash memory rules (pykexec.arch.x86.crashmem).
 
 Expected numbers come from kexec-tools-x86.md section 9 (a real Debian kexec run on a QEMU
 guest): crash region 0x2e000000-0x3dffffff, backup 0x1000+0x9ec00 copied to 0x3df61000,
@@ -13,14 +13,14 @@ from elftools.elf.elffile import ELFFile
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pykexec.core.crashmem import (
+from pykexec.arch import machine_core_header
+from pykexec.arch.x86.crashmem import (
     BackupArea, CrashMemoryError, E820Entry, backup_area, backup_segment_size,
-    capture_memory_map, crash_iomem_type, crash_memory_ranges, elfcorehdr_memsz,
-    lowmem_limit_for,
+    capture_memory_map, core_class_for, crash_iomem_type, crash_memory_ranges,
+    elfcorehdr_memsz, lowmem_limit_for,
 )
 from pykexec.core.elfcore import (
-    ElfCoreError, ElfLoad, ElfNote, build_core_header, core_class_for, crash_core_header,
-    machine_core_header,
+    ElfCoreError, ElfLoad, ElfNote, build_core_header, crash_core_header,
 )
 from pykexec.core.ranges import MemoryRegion, MemType, Range, RangeSet
 from pykexec.abi.elf import (

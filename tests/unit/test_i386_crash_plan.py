@@ -12,7 +12,7 @@ import struct
 
 import pytest
 
-from pykexec.arch import arch_module, plan_load
+from pykexec.arch import arch_for, plan_load
 from pykexec.purgatory.elfrel import RelocatableObject
 from pykexec.errors import LoadError
 from pykexec.machine import Machine
@@ -87,7 +87,7 @@ def core_phdrs(plan):
 
 
 def test_i686_machines_use_the_i386_module():
-    assert arch_module("i686").NAME == "i386"
+    assert arch_for("i686").name == "i386"
     assert Machine.read(DOC).machine_arch == "i686"
 
 
@@ -236,7 +236,7 @@ def test_reserved_range_above_4g_alone_keeps_elf32_with_a_warning(files):
     """kexec-tools' rule looks at the last range of any type; pykexec at RAM only."""
     from pykexec.arch import i386
     machine = Machine.read(X86_64_AT16M)   # QEMU x86_64: a reserved range at 0xfd00000000
-    plan = i386.plan_load(parse_args(["-p", files["bzimage"], "--sysroot", X86_64_AT16M]),
+    plan = i386.ARCH.plan_load(parse_args(["-p", files["bzimage"], "--sysroot", X86_64_AT16M]),
                           machine, random_bytes=lambda n: bytes(n))
     assert plan.notes["core_header_class"] == 32
     assert any("kexec-tools would write ELF64" in w for w in plan.notes["warnings"])

@@ -216,7 +216,7 @@ def test_dry_run_shows_such_a_byte_escaped_and_json_keeps_it(tmp_path):
 
 
 def test_file_load_passes_the_bytes_unchanged(tmp_path):
-    from pykexec.arch.x86 import cmdline_for
+    from pykexec.arch import user_cmdline as cmdline_for
     from pykexec.host.fileload import file_load
     path = write(tmp_path, "k", bzimage_bytes(FakeKernel()))
     request = parse_args(["-s", "-p", path, "--append=" + os.fsdecode(b"a\xffb")])

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pykexec.machine as machine_mod
-from pykexec.core.crashmem import BackupArea
+from pykexec.arch.x86.crashmem import BackupArea
 from pykexec.machine import (
     CpuNote, Iomem, KcoreLoad, KernelText, Machine, MachineError, VmcoreInfo,
     fixup_memory_map, kcore_page_offset, kernel_text_mapping, parse_cpu_list, parse_iomem,

@@ -14,25 +14,27 @@ or --args-none) before a bzImage.
 
 from __future__ import annotations
 
-import os
-from typing import Callable
-
-from pykexec.arch.x86 import with_entry_override
-from pykexec.arch.x86.inputs import choose_format, read_inputs
-from pykexec.machine import Machine
-from pykexec.core.plan import Plan
-from pykexec.request import Request
+from pykexec.abi.elf import EM_386
+from pykexec.arch.x86.crashmem import I386_PAGE_OFFSET, LOWMEM_LIMIT_I386
+from pykexec.arch.x86.family import X86Arch
 
 NAME = "i386"
+# Debian's i386 kexec sends KEXEC_ARCH_DEFAULT, which the kernel takes as its own arch.
+KEXEC_ARCH_DEFAULT = 0
 
 
-def formats():
-    from pykexec.arch.i386 import bzimage, elf_x86
-    return (elf_x86, bzimage)
+class I386(X86Arch):
+    lowmem_limit = LOWMEM_LIMIT_I386   # highmem above it has no virtual address
+
+    def core_class(self, machine, request) -> int:
+        """pykexec's rule: ELF64 only for RAM above 4 GiB, or as forced (crashload)."""
+        from pykexec.arch.i386.crashload import core_header_class
+        return core_header_class(machine, request.core_header_class)
+
+    def page_offset(self, machine) -> int:
+        return I386_PAGE_OFFSET
 
 
-def plan_load(request: Request, machine: Machine,
-              random_bytes: Callable[[int], bytes] = os.urandom) -> Plan:
-    inputs = read_inputs(request, machine, random_bytes)
-    plan = choose_format(inputs, formats(), NAME).load(inputs)
-    return with_entry_override(plan, request, machine, 32)
+ARCH = I386(NAME, ("i386", "i486", "i586", "i686"), KEXEC_ARCH_DEFAULT, EM_386, 32,
+            ("pykexec.arch.i386.elf_x86", "pykexec.arch.i386.bzimage"),
+            syscall_numbers=(283, None), crash_load="pykexec.arch.i386.crashload:CrashLoad")

@@ -17,30 +17,25 @@ from __future__ import annotations
 
 from typing import Optional
 
-from pykexec.arch.i386.crashload import CrashLoad
-from pykexec.arch.x86.bzimage import BzImage, ImageError
-from pykexec.core.cmdline import as_bytes, byte_length, check_final, check_user_part
+from pykexec.arch.x86.bzimage import BzImage, fill_setup, parse_for_probe, place_setup
+from pykexec.arch.x86.load import open_load
+from pykexec.core.cmdline import check_final, check_user_part
 from pykexec.errors import LoadError
 from pykexec.core.plan import Plan
 from pykexec.core.ranges import align_up
 from pykexec.abi import bootparams as bp
 
 NAME = "bzImage"
-SETUP_MIN_ADDR = 0x3000
 KERNEL_MIN_ADDR = 0x100000
 LOWMEM_MAX = 0x37FFFFFF       # last byte of the i386 direct map
 INITRD_MIN_ADDR = 0x1000000
-PURGATORY_CMDLINE_SPARE = 64  # room after the command line's NUL, as kexec-tools leaves
 
 
 def probe(data: bytes) -> Optional[str]:
     """None if this is a bzImage (boot protocol 2.00+, loaded high), else why not."""
-    try:
-        image = BzImage.parse(data)
-    except ImageError as err:
-        return str(err)
-    except Exception:  # construct's own errors on short or odd data
-        return "not a bzImage"
+    image, why = parse_for_probe(data)
+    if image is None:
+        return why
     if image.protocol < 0x0200 or not image.header.loadflags & bp.LOADED_HIGH:
         return "a zImage (not loaded high): not supported"
     return None
@@ -61,15 +56,11 @@ def load(inputs) -> Plan:
     cmdline_size = header.cmdline_size if image.protocol >= 0x0206 else 255
     if image.protocol >= 0x0206:
         check_user_part(inputs.cmdline, cmdline_size, inputs.kernel_path)
-    load = CrashLoad(inputs, NAME)
+    load = open_load(inputs, NAME)
     cmdline = load.place_crash_segments()
     check_final(cmdline, cmdline_size, inputs.kernel_path, inputs.cmdline)
     load.place_purgatory()
-    setup_size = max(image.setup_size, 4096)  # the command line follows the setup area
-    setup_len = setup_size + byte_length(cmdline) + 1 + PURGATORY_CMDLINE_SPARE
-    setup_addr = load.layout.place(setup_len, "boot_params",
-                                   "zero page from the bzImage's setup header, then the command line",
-                                   align=16, low=SETUP_MIN_ADDR)
+    setup_addr = place_setup(load, image, cmdline)
     pref_address = header.pref_address if image.protocol >= 0x020A else 0
     initrd_max = header.initrd_addr_max if image.protocol >= 0x0203 else LOWMEM_MAX
     kernel_addr = load.layout.place(
@@ -78,10 +69,6 @@ def load(inputs) -> Plan:
         f"init_size {image.init_size:#x})",
         align=header.kernel_alignment, low=max(KERNEL_MIN_ADDR, pref_address),
         high=min(LOWMEM_MAX, initrd_max) + 1, top_down=False)
-    load.layout.fill(kernel_addr, image.payload)
-    initrd, setup_data = load.place_initrd_and_setup_data(INITRD_MIN_ADDR, initrd_max)
-    cmdline_addr = setup_addr + setup_size
-    zero_page = load.zero_page(image.header_bytes, cmdline_addr, setup_size, initrd, setup_data)
-    load.layout.fill(setup_addr, zero_page + bytes(setup_size - len(zero_page))
-                     + as_bytes(cmdline) + bytes(1 + PURGATORY_CMDLINE_SPARE))
-    return load.finish(eip=kernel_addr, boot_params_addr=setup_addr, cmdline_addr=cmdline_addr)
+    cmdline_addr = fill_setup(load, image, kernel_addr, setup_addr, cmdline, INITRD_MIN_ADDR,
+                              initrd_max)
+    return load.finish(entry=kernel_addr, boot_params_addr=setup_addr, cmdline_addr=cmdline_addr)

@@ -28,9 +28,9 @@ from typing import Optional
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
-from pykexec.arch.i386.crashload import CrashLoad
 from pykexec.arch.x86.elfimage import (check_entry, checked_loads, first_misfit, image_chunks,
                                        vmlinux_setup_header)
+from pykexec.arch.x86.load import X86LoadSteps, open_load
 from pykexec.core.cmdline import COMMAND_LINE_MAX, as_bytes, check_final, check_user_part
 from pykexec.errors import LoadError
 from pykexec.core.plan import Plan
@@ -71,7 +71,7 @@ def param_header() -> bytes:
                                 min_alignment=24)
 
 
-def _place_image(load: CrashLoad, chunks, path: str) -> None:
+def _place_image(load: X86LoadSteps, chunks, path: str) -> None:
     layout = load.layout
     misfit = first_misfit(layout, chunks)
     if misfit is not None:
@@ -99,7 +99,7 @@ def load(inputs) -> Plan:
     loads = checked_loads(elf, path, len(inputs.kernel), 32)
     check_entry(entry, loads, path)
     chunks = image_chunks(inputs.kernel, loads, path)
-    load = CrashLoad(inputs, NAME)
+    load = open_load(inputs, NAME)
     _place_image(load, chunks, path)
     if mode == "none":
         if inputs.initrd is not None:
@@ -110,7 +110,7 @@ def load(inputs) -> Plan:
             "kernel started this way has no /proc/vmcore")
         if not load.window.start <= entry < load.window.end:
             raise LoadError(f"{path}: entry {entry:#x} is outside the crash region {load.window}")
-        return load.plan(load.layout.finish(), entry, args="none")
+        return load.finish_without_purgatory(entry, args="none")
     check_user_part(inputs.cmdline, COMMAND_LINE_MAX, path)
     load.place_purgatory(low=0, top_down=False)
     # The parameter block is placed before the crash segments (kexec-tools' order), but
@@ -126,5 +126,5 @@ def load(inputs) -> Plan:
     zero_page = load.zero_page(param_header(), cmdline_addr, PARAM_CMDLINE_OFFSET, initrd,
                                setup_data)
     load.layout.fill(param_addr, zero_page + as_bytes(cmdline) + bytes(1 + PARAM_CMDLINE_SPARE))
-    return load.finish(eip=entry, boot_params_addr=param_addr, cmdline_addr=cmdline_addr,
+    return load.finish(entry=entry, boot_params_addr=param_addr, cmdline_addr=cmdline_addr,
                        args="linux")

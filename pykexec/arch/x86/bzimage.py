@@ -129,8 +129,44 @@ HEADER_RULES = (
 )
 
 
-def probe_bzimage64(data: bytes) -> bool:
+def parse_for_probe(data: bytes):
+    """(image, None) for a bzImage, else (None, why not): a format's probe step."""
     try:
-        return bool(BzImage.parse(data).supports_64bit_entry)
-    except Exception:  # construct raises its own errors on garbage
-        return False
+        return BzImage.parse(data), None
+    except ImageError as err:
+        return None, str(err)
+    except Exception:  # construct's own errors on short or odd data
+        return None, "not a bzImage"
+
+
+# Room after the command line's NUL, as kexec-tools leaves.
+PURGATORY_CMDLINE_SPARE = 64
+SETUP_MIN_ADDR = 0x3000
+
+
+def place_setup(load, image: BzImage, cmdline: str) -> int:
+    """The setup area (zero page, then the command line) placed top-down; its address."""
+    from pykexec.core.cmdline import byte_length
+    setup_len = image_setup_size(image) + byte_length(cmdline) + 1 + PURGATORY_CMDLINE_SPARE
+    return load.layout.place(setup_len, "boot_params",
+                             "zero page from the bzImage's setup header, then the command line",
+                             align=16, low=SETUP_MIN_ADDR)
+
+
+def image_setup_size(image: BzImage) -> int:
+    return max(image.setup_size, 4096)  # the command line follows the setup area
+
+
+def fill_setup(load, image: BzImage, kernel_addr: int, setup_addr: int, cmdline: str,
+               initrd_min: int, initrd_max=None) -> int:
+    """The kernel's bytes, the initrd and setup_data placed, the zero page and command line
+    written at `setup_addr`; returns the command line's address."""
+    from pykexec.core.cmdline import as_bytes
+    load.layout.fill(kernel_addr, image.payload)
+    initrd, setup_data = load.place_initrd_and_setup_data(initrd_min, initrd_max)
+    setup_size = image_setup_size(image)
+    cmdline_addr = setup_addr + setup_size
+    zero_page = load.zero_page(image.header_bytes, cmdline_addr, setup_size, initrd, setup_data)
+    load.layout.fill(setup_addr, zero_page + bytes(setup_size - len(zero_page))
+                     + as_bytes(cmdline) + bytes(1 + PURGATORY_CMDLINE_SPARE))
+    return cmdline_addr

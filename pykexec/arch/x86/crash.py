@@ -13,9 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-from pykexec.core import crashmem
+from pykexec.arch.interfaces import CrashElfInfo
+from pykexec.arch.x86 import crashmem
 from pykexec.core.cmdline import with_crash_parameters
-from pykexec.core.elfcore import ElfCoreHeader, crash_core_header
+from pykexec.core.elfcore import ElfCoreHeader, core_header_for
 from pykexec.errors import LoadError
 from pykexec.core.layout import Layout
 from pykexec.machine import Machine
@@ -52,38 +53,25 @@ def crash_window(machine: Machine, mem_min: int = 0, mem_max: Optional[int] = No
     return Range(start, end)
 
 
-def place_crash_segments(layout: Layout, machine: Machine, arch: str, elfclass: int,
-                         e_machine: int, kernel_text, user_cmdline: str,
-                         acpi_rsdp: Optional[int]) -> CrashSetup:
-    """Place the backup and elfcorehdr segments top-down and derive the capture memory map."""
-    ranges = machine.crash_memory_ranges(arch)
-    backup_src = machine.backup_area(arch)
+def place_crash_segments(layout: Layout, machine: Machine, info: CrashElfInfo,
+                         user_cmdline: str, acpi_rsdp: Optional[int]) -> CrashSetup:
+    """Place the backup and elfcorehdr segments top-down and derive the capture memory map;
+    `info` is the architecture's facts for the core header (Arch.crash_elf_info)."""
+    backup_src = info.backup
     backup_size = crashmem.backup_segment_size(backup_src)
     backup_start = layout.add(bytes(backup_size), "backup",
                               f"zeros; purgatory copies {backup_src.range} here at crash time",
                               align=1024)
-    lowmem = crashmem.lowmem_limit_for(arch)
-    notes = [(n.cpu, n.paddr, n.size) for n in machine.cpu_notes(arch)]
-    vmcoreinfo = machine.vmcoreinfo
-    header = crash_core_header(
-        elfclass, e_machine, machine.nr_cpus_conf, notes,
-        (vmcoreinfo.paddr, vmcoreinfo.size) if vmcoreinfo else None,
-        kernel_text, ranges, machine.page_offset if kernel_text else _direct_map_base(arch),
-        backup_src, backup_start, lowmem)
+    header = core_header_for(info, backup_start)
     memsz = crashmem.elfcorehdr_memsz(header.size)
-    where = f"ELF{32 if elfclass == 1 else 64} core header: " + \
+    where = f"ELF{32 if info.elf_class == 1 else 64} core header: " + \
         f"{sum(1 for p in header.phdrs if p.p_type == 4)} PT_NOTE, " + \
         f"{sum(1 for p in header.phdrs if p.p_type == 1)} PT_LOAD"
     elfcorehdr = layout.add(header.data, "elfcorehdr", where, memsz=memsz, align=ELFCOREHDR_ALIGN)
-    capture = crashmem.capture_memory_map(backup_src, machine.crash_regions, ranges,
+    capture = crashmem.capture_memory_map(backup_src, machine.crash_regions, info.crash_ranges,
                                           backup_start, Range.from_size(elfcorehdr, memsz))
     cmdline = with_crash_parameters(user_cmdline, elfcorehdr, acpi_rsdp)
     return CrashSetup(backup_src, backup_start, elfcorehdr, header, capture, cmdline)
-
-
-def _direct_map_base(arch: str) -> int:
-    # i386's direct map starts at PAGE_OFFSET 0xc0000000; x86_64 uses kcore's (KASLR) value.
-    return 0xC0000000 if arch != "x86_64" else 0xFFFF888000000000
 
 
 def check_cmdline(cmdline: str, limit: int, path: str) -> None:

@@ -1,11 +1,10 @@
 """The steps every x86 crash load shares (x86_64 and i386), whatever the kernel's format.
 
-A format's loader opens its architecture's `CrashLoad` (a subclass of `X86CrashLoad`),
-places what is its own (the kernel, its boot parameters), and closes it with `finish`,
-which sets purgatory's registers and digest and returns the plan. The order of placement
-stays with the format, because it decides where things land; what differs between the
-architectures (window limits, core-header class, register block, arch flag) stays with
-the subclass.
+`X86CrashLoad` implements `pykexec.arch.x86.load.X86LoadSteps` for -p; a format gets it
+from `open_load`. What differs between the architectures (window limits, purgatory
+bounds and register block, checks of the final segments) stays with the subclass; the
+core header's facts come from the Arch (`crash_elf_info`), the arch flag from its
+`kexec_arch`.
 """
 
 from __future__ import annotations
@@ -13,26 +12,27 @@ from __future__ import annotations
 from typing import List, Optional, Tuple
 
 from pykexec.arch.x86.crash import CrashSetup, crash_window, place_crash_segments
-from pykexec.arch.x86.purgatory_setup import (PurgatoryKind, PurgatoryOptions, finish_purgatory,
-                                              registers_for_kernel)
+from pykexec.arch.x86.purgatory_setup import (PURGATORY_MIN_ADDR, PurgatoryKind,
+                                              PurgatoryOptions, finish_purgatory,
+                                              place_purgatory, registers_for_kernel)
 from pykexec.arch.x86.setupdata import place_setup_data
 from pykexec.arch.x86.zeropage import ZeroPageInputs, build_zero_page
 from pykexec.core.cmdline import COMMAND_LINE_MAX, byte_length, check_final
 from pykexec.errors import LoadError
 from pykexec.core.layout import Layout
 from pykexec.core.plan import Plan, Segment
-from pykexec.core.ranges import Range
+from pykexec.core.ranges import ADDR_LIMIT, Range
 
 
 class X86CrashLoad:
-    arch: str
     purgatory_kind: PurgatoryKind
-    kexec_arch: int   # the arch bits of the kexec_load flags
+    purgatory_high: int = ADDR_LIMIT   # purgatory's default placement: below this
 
     def __init__(self, inputs, format_name: str):
         if not inputs.request.crash:
             raise LoadError("only crash loads (-p) are supported for now")
         self.inputs = inputs
+        self.arch = inputs.arch
         self.format_name = format_name
         self.warnings: List[str] = []
         self.window = self.crash_window()
@@ -44,15 +44,22 @@ class X86CrashLoad:
         request = self.inputs.request
         return crash_window(self.inputs.machine, request.mem_min, request.mem_max)
 
-    def place_crash(self, elfclass: int, e_machine: int, kernel_text) -> str:
+    def place_crash_segments(self) -> str:
         """Backup and elfcorehdr, top-down; returns the capture command line."""
         machine = self.inputs.machine
+        info = self.arch.crash_elf_info(machine, self.inputs.request)
         # pykexec passes no EFI runtime data to a capture kernel, so it always names the RSDP.
-        self.crash = place_crash_segments(self.layout, machine, self.arch, elfclass, e_machine,
-                                          kernel_text, self.inputs.cmdline, machine.acpi_rsdp)
+        self.crash = place_crash_segments(self.layout, machine, info, self.inputs.cmdline,
+                                          machine.acpi_rsdp)
         check_final(self.crash.cmdline, COMMAND_LINE_MAX, self.inputs.kernel_path,
                     self.inputs.cmdline)
         return self.crash.cmdline
+
+    def place_purgatory(self, low: Optional[int] = None, high: Optional[int] = None,
+                        top_down: bool = True) -> None:
+        self.purgatory = place_purgatory(
+            self.layout, self.purgatory_kind, PURGATORY_MIN_ADDR if low is None else low,
+            self.purgatory_high if high is None else high, top_down)
 
     def place_initrd_and_setup_data(self, initrd_min: int, initrd_max: Optional[int] = None
                                     ) -> Tuple[Optional[Tuple[int, int]], int]:
@@ -75,23 +82,31 @@ class X86CrashLoad:
             acpi_rsdp=machine.acpi_rsdp or 0, running_boot_params=machine.boot_params,
             edd=machine.edd))
 
-    def finish_segments(self, entry: int, boot_params_addr: int, cmdline_addr: int
-                        ) -> Tuple[Tuple[Segment, ...], dict]:
+    def finish(self, entry: int, boot_params_addr: int, cmdline_addr: int, **notes) -> Plan:
         """The final segments, purgatory patched with registers, backup and digest."""
         request, crash = self.inputs.request, self.crash
         regs = registers_for_kernel(self.purgatory, self.purgatory_kind, entry, boot_params_addr)
-        return finish_purgatory(self.layout.finish(), self.purgatory, self.purgatory_kind, regs,
-                                PurgatoryOptions(
-            panic_kernel=True, backup_start=crash.backup_start or 0,
-            backup_src_start=crash.backup_src.start, backup_src_size=crash.backup_src.size,
-            skip_checks=request.skip_checks, console_serial=request.console_serial,
-            serial_base=request.serial_base, serial_baud=request.serial_baud,
-            cmdline_end=cmdline_addr + byte_length(crash.cmdline)))
+        segments, symbols = finish_purgatory(
+            self.layout.finish(), self.purgatory, self.purgatory_kind, regs, PurgatoryOptions(
+                panic_kernel=True, backup_start=crash.backup_start or 0,
+                backup_src_start=crash.backup_src.start, backup_src_size=crash.backup_src.size,
+                skip_checks=request.skip_checks, console_serial=request.console_serial,
+                serial_base=request.serial_base, serial_baud=request.serial_baud,
+                cmdline_end=cmdline_addr + byte_length(crash.cmdline)))
+        self.check_segments(segments)
+        return self.plan(segments, self.purgatory.entry, symbols, **notes)
+
+    def check_segments(self, segments: Tuple[Segment, ...]) -> None:
+        """The architecture's last word on the final segments (nothing to say by default)."""
+
+    def finish_without_purgatory(self, entry: int, **notes) -> Plan:
+        return self.plan(self.layout.finish(), entry, **notes)
 
     def plan(self, segments, entry: int, symbols=None, **notes) -> Plan:
         request, crash = self.inputs.request, self.crash
         return Plan(
-            arch=self.arch, syscall="kexec_load", flags=request.kexec_flags | self.kexec_arch,
+            arch=self.arch.name, syscall="kexec_load",
+            flags=request.kexec_flags | self.arch.kexec_arch,
             entry=entry, cmdline=crash.cmdline if crash else self.inputs.cmdline,
             segments=segments,
             notes={"format": self.format_name,

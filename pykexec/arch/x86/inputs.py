@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Callable, Optional, Tuple
+from typing import Callable, Optional
 
-from pykexec.arch.x86 import cmdline_for
 from pykexec.errors import LoadError
-from pykexec.core.inputfiles import read_input, read_kernel
+from pykexec.core.inputfiles import input_limit, read_input, read_kernel
 
 
 @dataclass(frozen=True)
@@ -25,22 +24,12 @@ class LoadInputs:
     initrd_path: Optional[str]
     initrd: Optional[bytes]
     cmdline: str                       # the user's part: reused and/or appended
+    arch: object                       # the Arch whose formats and load steps run
     random_bytes: Callable[[int], bytes] = os.urandom
 
 
-def input_limit(request, machine) -> Tuple[int, str]:
-    """How many bytes an input file may have: what its destination can hold at most (the
-    crash region for -p, clamped by --mem-min/--mem-max; all RAM otherwise)."""
-    region = machine.crash_region if request.crash else None
-    if region is not None:
-        start = max(region.start, request.mem_min)
-        end = region.end if request.mem_max is None else min(region.end, request.mem_max + 1)
-        if end > start:
-            return end - start, f"the crash region's window {start:#x}-{end - 1:#x}"
-    return sum(r.size for r in machine.ram), "RAM"
-
-
-def read_inputs(request, machine, random_bytes: Callable[[int], bytes] = os.urandom) -> LoadInputs:
+def read_inputs(request, machine, arch, cmdline: str,
+                random_bytes: Callable[[int], bytes] = os.urandom) -> LoadInputs:
     """The kernel (decompressed if it is a gzip or xz file, as kexec_load's reader does in
     kexec-tools) and the initrd, through the one input reader (pykexec.core.inputfiles)."""
     limit, limit_what = input_limit(request, machine)
@@ -49,7 +38,7 @@ def read_inputs(request, machine, random_bytes: Callable[[int], bytes] = os.uran
     if request.initrd is not None:   # `--initrd=` names a file too: '' (refused, as kexec)
         initrd = read_input(request.initrd, "initrd", limit, limit_what)
     return LoadInputs(request, machine, request.kernel, kernel, request.initrd, initrd,
-                      cmdline_for(request, machine), random_bytes)
+                      cmdline, arch, random_bytes)
 
 
 def choose_format(inputs: LoadInputs, candidates, arch: str):

@@ -1,31 +1,40 @@
 """x86_64: image formats, crash rules and purgatory plugged into the load pipeline.
 
-`plan_load(request, machine)` reads the kernel, asks each image format whether it is
+`ARCH.plan_load(request, machine)` reads the kernel, asks each image format whether it is
 its file (the kernel's kexec_file_ops probe/load split), and lets that format build the
 plan. Formats are probed in kexec-tools' order, ELF before bzImage.
 """
 
 from __future__ import annotations
 
-import os
-from typing import Callable
-
-from pykexec.arch.x86 import with_entry_override
-from pykexec.arch.x86.inputs import choose_format, read_inputs
-from pykexec.machine import Machine
-from pykexec.core.plan import Plan
-from pykexec.request import Request
+from pykexec.abi.elf import ELFCLASS64, EM_X86_64
+from pykexec.arch.interfaces import KernelTextMap
+from pykexec.arch.x86.family import X86Arch
 
 NAME = "x86_64"
+KEXEC_ARCH_X86_64 = EM_X86_64 << 16   # kexec_load's arch bits: the ELF machine number
 
 
-def formats():
-    from pykexec.arch.x86_64 import bzimage64, elf_x86_64
-    return (elf_x86_64, bzimage64)
+class X86_64(X86Arch):
+    def core_class(self, machine, request) -> int:
+        # always ELF64: kernel addresses do not fit ELF32 (--elf32-core-headers warns)
+        return ELFCLASS64
+
+    def kernel_text(self, machine) -> KernelTextMap:
+        kt = machine.kernel_text
+        return KernelTextMap(kt.paddr, kt.vaddr, kt.size)
+
+    def page_offset(self, machine) -> int:
+        return machine.page_offset   # kcore's (KASLR) direct-map base
 
 
-def plan_load(request: Request, machine: Machine,
-              random_bytes: Callable[[int], bytes] = os.urandom) -> Plan:
-    inputs = read_inputs(request, machine, random_bytes)
-    plan = choose_format(inputs, formats(), NAME).load(inputs)
-    return with_entry_override(plan, request, machine, 64)
+ARCH = X86_64(
+    NAME, ("x86_64",), KEXEC_ARCH_X86_64, EM_X86_64, 64,
+    ("pykexec.arch.x86_64.elf_x86_64", "pykexec.arch.x86_64.bzimage64"),
+    syscall_numbers=(246, 320),
+    # A 32-bit process goes through the kernel's compat (i386) table: kexec_load is 283
+    # there, its segments are 32-bit, there is no kexec_file_load, and the arch value must
+    # still be KEXEC_ARCH_X86_64 (the compat entry refuses KEXEC_ARCH_DEFAULT).
+    compat_syscall_numbers=(283, None),
+    crash_load="pykexec.arch.x86_64.crashload:CrashLoad",
+    normal_load="pykexec.arch.x86_64.normalload:NormalLoad")

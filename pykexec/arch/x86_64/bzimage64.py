@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Optional
 
-from pykexec.arch.x86.bzimage import BzImage, ImageError
-from pykexec.arch.x86_64.normalload import open_load
-from pykexec.core.cmdline import as_bytes, byte_length, check_final, check_user_part
+from pykexec.arch.x86.bzimage import BzImage, fill_setup, parse_for_probe, place_setup
+from pykexec.arch.x86.load import open_load
+from pykexec.core.cmdline import check_final, check_user_part
 from pykexec.errors import LoadError
 from pykexec.core.plan import Plan
 from pykexec.core.ranges import align_up
@@ -20,18 +20,13 @@ from pykexec.core.ranges import align_up
 NAME = "bzImage64"
 STARTUP_64_OFFSET = 0x200
 INITRD_MIN_ADDR = 0x1000000
-SETUP_MIN_ADDR = 0x3000
-PURGATORY_CMDLINE_SPARE = 64  # room after the command line's NUL, as kexec-tools leaves
 
 
 def probe(data: bytes) -> Optional[str]:
     """None if this is a bzImage with a 64-bit entry, else why not."""
-    try:
-        image = BzImage.parse(data)
-    except ImageError as err:
-        return str(err)
-    except Exception:  # construct's own errors on short or odd data
-        return "not a bzImage"
+    image, why = parse_for_probe(data)
+    if image is None:
+        return why
     if not image.supports_64bit_entry:
         return (f"boot protocol {image.protocol >> 8}.{image.protocol & 0xff} without a 64-bit "
                 "entry (needs 2.12+ and xloadflags KERNEL_64 | CAN_BE_LOADED_ABOVE_4G)")
@@ -56,24 +51,16 @@ def load(inputs) -> Plan:
         # wherever it is loaded: it can only be given that very place.
         kernel_addr = _fixed_kernel_address(load, image, kernel_memsz, path)
         load.layout.place_at(kernel_addr, kernel_memsz, "kernel", kernel_where)
-    cmdline = load.place_leading_segments()
+    cmdline = load.place_crash_segments()
+    load.place_purgatory()
     check_final(cmdline, header.cmdline_size, path, inputs.cmdline)
-    setup_size = max(image.setup_size, 4096)  # the command line follows the setup area
-    setup_len = setup_size + byte_length(cmdline) + 1 + PURGATORY_CMDLINE_SPARE
-    setup_addr = load.layout.place(setup_len, "boot_params",
-                                   "zero page from the bzImage's setup header, then the command line",
-                                   align=16, low=SETUP_MIN_ADDR)
+    setup_addr = place_setup(load, image, cmdline)
     if kernel_addr is None:
         kernel_addr = load.layout.place(kernel_memsz, "kernel", kernel_where,
                                         align=header.kernel_alignment,
                                         low=max(0x100000, header.pref_address))
-    load.layout.fill(kernel_addr, image.payload)
-    initrd, setup_data = load.place_initrd_and_setup_data(INITRD_MIN_ADDR)
-    cmdline_addr = setup_addr + setup_size
-    zero_page = load.zero_page(image.header_bytes, cmdline_addr, setup_size, initrd, setup_data)
-    load.layout.fill(setup_addr, zero_page + bytes(setup_size - len(zero_page))
-                     + as_bytes(cmdline) + bytes(1 + PURGATORY_CMDLINE_SPARE))
-    return load.finish(rip=kernel_addr + STARTUP_64_OFFSET, boot_params_addr=setup_addr,
+    cmdline_addr = fill_setup(load, image, kernel_addr, setup_addr, cmdline, INITRD_MIN_ADDR)
+    return load.finish(entry=kernel_addr + STARTUP_64_OFFSET, boot_params_addr=setup_addr,
                        cmdline_addr=cmdline_addr)
 
 

@@ -19,7 +19,7 @@ from elftools.elf.elffile import ELFFile
 
 from pykexec.arch.x86.elfimage import (check_entry, checked_loads, first_misfit, image_chunks,
                                        vmlinux_setup_header)
-from pykexec.arch.x86_64.normalload import open_load
+from pykexec.arch.x86.load import open_load
 from pykexec.core.cmdline import COMMAND_LINE_MAX, as_bytes, byte_length, check_final, check_user_part
 from pykexec.errors import LoadError
 from pykexec.core.plan import Plan
@@ -84,7 +84,8 @@ def load(inputs) -> Plan:
     misfit = first_misfit(layout, chunks)
     if misfit is None:
         _place_image(layout, chunks, 0, inputs.kernel_path)
-    cmdline = load.place_leading_segments()
+    cmdline = load.place_crash_segments()
+    load.place_purgatory()
     check_final(cmdline, COMMAND_LINE_MAX, inputs.kernel_path, inputs.cmdline)
     param_len = PARAM_CMDLINE_OFFSET + byte_length(cmdline) + 1 + PARAM_CMDLINE_SPARE
     param_addr = layout.place(param_len, "param_block",
@@ -107,7 +108,7 @@ def load(inputs) -> Plan:
     zero_page = load.zero_page(_param_header(), cmdline_addr, PARAM_CMDLINE_OFFSET, initrd,
                                setup_data)
     layout.fill(param_addr, zero_page + as_bytes(cmdline) + bytes(1 + PARAM_CMDLINE_SPARE))
-    return load.finish(rip=elf["e_entry"] + delta, boot_params_addr=param_addr,
+    return load.finish(entry=elf["e_entry"] + delta, boot_params_addr=param_addr,
                        cmdline_addr=cmdline_addr, kernel_relocated_by=delta)
 
 

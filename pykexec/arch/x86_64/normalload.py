@@ -1,6 +1,7 @@
 """The steps every x86_64 normal load (`-l`, `-f`, `--load-preserve-context`) shares.
 
-The counterpart of `CrashLoad` with the same interface, so each image format places its
+`NormalLoad` implements `pykexec.arch.x86.load.X86LoadSteps` as the crash loads do, so
+each image format places its
 own buffers in the same order for both: there is no backup and no ELF core header, the
 window is all RAM of the firmware memory map (clamped to --mem-min/--mem-max), placement
 is top-down so purgatory, boot parameters, kernel and initrd land in the highest RAM
@@ -17,14 +18,14 @@ from typing import List, Optional, Tuple
 from pykexec.arch.x86.efi import efi_boot_data, patch_efi_info, place_efi_data
 from pykexec.arch.x86.setupdata import place_setup_data
 from pykexec.arch.x86.zeropage import ZeroPageInputs, build_zero_page
-from pykexec.arch.x86.purgatory_setup import (X86_64, PurgatoryOptions, finish_purgatory,
-                                              place_purgatory, registers_for_kernel)
+from pykexec.arch.x86.purgatory_setup import (PURGATORY_MIN_ADDR, X86_64, PurgatoryOptions,
+                                              finish_purgatory, place_purgatory,
+                                              registers_for_kernel)
 from pykexec.core.cmdline import COMMAND_LINE_MAX, byte_length
 from pykexec.errors import LoadError
 from pykexec.core.layout import Layout
 from pykexec.core.plan import Plan
 from pykexec.core.ranges import ADDR_LIMIT, Range
-from pykexec.host.syscall import KEXEC_ARCH_X86_64
 
 
 def normal_window(mem_min: int = 0, mem_max: Optional[int] = None) -> Range:
@@ -54,20 +55,26 @@ class NormalLoad:
             raise LoadError(f"the command line is {byte_length(self.cmdline)} bytes "
                             f"(at most {COMMAND_LINE_MAX})")
 
-    def place_leading_segments(self, with_purgatory: bool = True) -> str:
-        """Purgatory (top-down from the highest RAM); returns the new kernel's command line."""
-        if with_purgatory:
-            self.purgatory = place_purgatory(self.layout, X86_64)
+    def place_crash_segments(self) -> str:
+        """Nothing to place without a crash; returns the new kernel's command line."""
         return self.cmdline
 
-    # The crash loader's name for the same step, so a format can call either.
-    place_crash_segments_and_purgatory = place_leading_segments
+    def place_purgatory(self, low: Optional[int] = None, high: Optional[int] = None,
+                        top_down: bool = True) -> None:
+        """Top-down from the highest RAM, unless the format narrows it."""
+        self.purgatory = place_purgatory(self.layout, X86_64,
+                                         PURGATORY_MIN_ADDR if low is None else low,
+                                         ADDR_LIMIT if high is None else high, top_down)
 
-    def place_initrd_and_setup_data(self, initrd_min: int) -> Tuple[Optional[Tuple[int, int]], int]:
+    def place_initrd_and_setup_data(self, initrd_min: int, initrd_max: Optional[int] = None
+                                    ) -> Tuple[Optional[Tuple[int, int]], int]:
         inputs = self.inputs
         initrd = None
         if inputs.initrd is not None:
-            addr = self.layout.add(inputs.initrd, "initrd", inputs.initrd_path, low=initrd_min)
+            where = {"low": initrd_min}
+            if initrd_max is not None:
+                where["high"] = initrd_max + 1
+            addr = self.layout.add(inputs.initrd, "initrd", inputs.initrd_path, **where)
             initrd = (addr, len(inputs.initrd))
         head = 0
         if self.efi is not None:
@@ -92,24 +99,25 @@ class NormalLoad:
                 "warnings": self.warnings, "user_cmdline": self.inputs.cmdline,
                 "e820_entries": len(self.e820), **notes}
 
-    def finish(self, rip: int, boot_params_addr: int, cmdline_addr: int, **notes) -> Plan:
+    def finish(self, entry: int, boot_params_addr: int, cmdline_addr: int, **notes) -> Plan:
         request = self.inputs.request
-        regs = registers_for_kernel(self.purgatory, X86_64, rip, boot_params_addr)
+        regs = registers_for_kernel(self.purgatory, X86_64, entry, boot_params_addr)
         segments, symbols = finish_purgatory(self.layout.finish(), self.purgatory, X86_64, regs,
                                              PurgatoryOptions(
             panic_kernel=False, skip_checks=request.skip_checks,
             console_serial=request.console_serial, serial_base=request.serial_base,
             serial_baud=request.serial_baud, cmdline_end=cmdline_addr + byte_length(self.cmdline)))
+        arch = self.inputs.arch
         return Plan(
-            arch="x86_64", syscall="kexec_load", flags=request.kexec_flags | KEXEC_ARCH_X86_64,
+            arch=arch.name, syscall="kexec_load", flags=request.kexec_flags | arch.kexec_arch,
             entry=self.purgatory.entry, cmdline=self.cmdline, segments=segments,
             notes=self._notes(purgatory_symbols=symbols, **notes))
 
     def finish_without_purgatory(self, entry: int, **notes) -> Plan:
         """--args-none: the kernel's own entry, nothing in between."""
-        request = self.inputs.request
-        return Plan(arch="x86_64", syscall="kexec_load",
-                    flags=request.kexec_flags | KEXEC_ARCH_X86_64,
+        request, arch = self.inputs.request, self.inputs.arch
+        return Plan(arch=arch.name, syscall="kexec_load",
+                    flags=request.kexec_flags | arch.kexec_arch,
                     entry=entry, cmdline=None, segments=self.layout.finish(),
                     notes=self._notes(**notes))
 
@@ -121,11 +129,3 @@ def _xloadflags(kernel: bytes) -> int:
         return BzImage.parse(kernel).header.xloadflags
     except Exception:  # not a bzImage: an ELF vmlinux gets no EFI data (as in kexec-tools)
         return 0
-
-
-def open_load(inputs, format_name: str):
-    """The load steps for this request: crash (-p) or normal (-l, -f, default)."""
-    if inputs.request.crash:
-        from pykexec.arch.x86_64.crashload import CrashLoad
-        return CrashLoad(inputs, format_name)
-    return NormalLoad(inputs, format_name)

@@ -1,0 +1,61 @@
+"""The steps an x86 format's loader calls, declared once, and the one factory for them.
+
+A format (bzImage64, bzImage, elf-x86_64, elf-x86) opens a load with `open_load`, places
+what is its own (the kernel, its boot parameters) in the order that decides where things
+land, calls the steps below in between, and closes with `finish(entry=...)`. What a crash
+load adds (backup, ELF core header, capture memory map) and what an architecture differs
+in (window limits, purgatory, arch flag) stay behind the steps: the crash loads are
+`pykexec.arch.x86.crashload.X86CrashLoad` and its per-architecture subclasses, the normal
+load `pykexec.arch.x86_64.normalload.NormalLoad`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import List, Optional, Protocol, Tuple, runtime_checkable
+
+from pykexec.core.layout import Layout
+from pykexec.core.plan import Plan
+from pykexec.core.ranges import Range
+
+
+@runtime_checkable
+class X86LoadSteps(Protocol):
+    inputs: object             # pykexec.arch.x86.inputs.LoadInputs
+    format_name: str
+    layout: Layout
+    window: Range
+    warnings: List[str]
+    crash: object              # the CrashSetup once placed; None for a normal load
+    purgatory: object          # the LoadedObject once placed
+
+    def place_crash_segments(self) -> str:
+        """Backup and elfcorehdr (crash loads; nothing otherwise); returns the new kernel's
+        final command line."""
+
+    def place_purgatory(self, low: Optional[int] = None, high: Optional[int] = None,
+                        top_down: bool = True) -> None:
+        """Purgatory, within the architecture's bounds unless the format narrows them."""
+
+    def place_initrd_and_setup_data(self, initrd_min: int, initrd_max: Optional[int] = None
+                                    ) -> Tuple[Optional[Tuple[int, int]], int]:
+        """The initrd (address, size) or None, and the head of the setup_data list."""
+
+    def zero_page(self, header_bytes: bytes, cmdline_addr: int, cmdline_offset: int,
+                  initrd, setup_data: int) -> bytes:
+        """boot_params for the new kernel, with this load's memory map."""
+
+    def finish(self, entry: int, boot_params_addr: int, cmdline_addr: int, **notes) -> Plan:
+        """Purgatory's registers and digest set; the plan, entered at purgatory."""
+
+    def finish_without_purgatory(self, entry: int, **notes) -> Plan:
+        """--args-none: the plan entered at the kernel's own entry."""
+
+
+def open_load(inputs, format_name: str) -> X86LoadSteps:
+    """The load steps for this request on its architecture: crash (-p) or normal."""
+    arch = inputs.arch
+    path = arch.crash_load if inputs.request.crash or arch.normal_load is None \
+        else arch.normal_load
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)(inputs, format_name)
