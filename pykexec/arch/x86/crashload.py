@@ -15,6 +15,7 @@ from pykexec.arch.x86.crash import CrashSetup, crash_window, place_crash_segment
 from pykexec.arch.x86.purgatory_setup import (PURGATORY_MIN_ADDR, PurgatoryKind,
                                               PurgatoryOptions, finish_purgatory,
                                               place_purgatory, registers_for_kernel)
+from pykexec.arch.x86.load import place_initrd
 from pykexec.arch.x86.setupdata import place_setup_data
 from pykexec.arch.x86.zeropage import ZeroPageInputs, build_zero_page
 from pykexec.core.cmdline import COMMAND_LINE_MAX, byte_length, check_final
@@ -64,13 +65,7 @@ class X86CrashLoad:
     def place_initrd_and_setup_data(self, initrd_min: int, initrd_max: Optional[int] = None
                                     ) -> Tuple[Optional[Tuple[int, int]], int]:
         inputs = self.inputs
-        initrd = None
-        if inputs.initrd is not None:
-            where = {"low": initrd_min}
-            if initrd_max is not None:
-                where["high"] = initrd_max + 1
-            addr = self.layout.add(inputs.initrd, "initrd", inputs.initrd_path, **where)
-            initrd = (addr, len(inputs.initrd))
+        initrd = place_initrd(self.layout, inputs, initrd_min, initrd_max)
         return initrd, place_setup_data(self.layout, self.crash.e820, inputs.random_bytes)
 
     def zero_page(self, header_bytes: bytes, cmdline_addr: int, cmdline_offset: int,

@@ -52,6 +52,17 @@ class X86LoadSteps(Protocol):
         """--args-none: the plan entered at the kernel's own entry."""
 
 
+def place_initrd(layout: Layout, inputs, initrd_min: int, initrd_max: Optional[int] = None
+                 ) -> Optional[Tuple[int, int]]:
+    """The initrd top-down within [initrd_min, initrd_max]: (address, size), or None."""
+    if inputs.initrd is None:
+        return None
+    where = {"low": initrd_min}
+    if initrd_max is not None:
+        where["high"] = initrd_max + 1
+    return layout.add(inputs.initrd, "initrd", inputs.initrd_path, **where), len(inputs.initrd)
+
+
 def open_load(inputs, format_name: str) -> X86LoadSteps:
     """The load steps for this request on its architecture: crash (-p) or normal."""
     arch = inputs.arch

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import List, Optional, Tuple
 
 from pykexec.arch.x86.efi import efi_boot_data, patch_efi_info, place_efi_data
+from pykexec.arch.x86.load import place_initrd
 from pykexec.arch.x86.setupdata import place_setup_data
 from pykexec.arch.x86.zeropage import ZeroPageInputs, build_zero_page
 from pykexec.arch.x86.purgatory_setup import (PURGATORY_MIN_ADDR, X86_64, PurgatoryOptions,
@@ -69,13 +70,7 @@ class NormalLoad:
     def place_initrd_and_setup_data(self, initrd_min: int, initrd_max: Optional[int] = None
                                     ) -> Tuple[Optional[Tuple[int, int]], int]:
         inputs = self.inputs
-        initrd = None
-        if inputs.initrd is not None:
-            where = {"low": initrd_min}
-            if initrd_max is not None:
-                where["high"] = initrd_max + 1
-            addr = self.layout.add(inputs.initrd, "initrd", inputs.initrd_path, **where)
-            initrd = (addr, len(inputs.initrd))
+        initrd = place_initrd(self.layout, inputs, initrd_min, initrd_max)
         head = 0
         if self.efi is not None:
             head, self.efi_memmap = place_efi_data(self.layout, self.efi)
