@@ -41,7 +41,7 @@ class PurgatorySpec:
     sources: Tuple[str, ...]  # in link order; the first holds the entry point
     cflags: Tuple[str, ...]
     entry: str = "purgatory_start"
-    ld_emulation: Optional[str] = None  # e.g. "elf_i386" for a 32-bit object
+    ld_emulation: Optional[str] = None  # ld -m: the emulation of a 32-bit object on a 64-bit host
 
 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent  # pykexec/
