@@ -38,7 +38,7 @@ class CrashElfInfo:
 
     `elf_class` and `elf_machine` go into the header; `page_offset` turns a physical
     address into the direct map's virtual one; `kernel_text` adds the kernel-text PT_LOAD
-    (None: no such header, as on i386); `lowmem_limit` is where the direct map ends (None:
+    (None: no such header); `lowmem_limit` is where the direct map ends (None:
     it maps all RAM; above it a PT_LOAD has no virtual address).
 
     What the notes and loads are, as the architecture reads them from the machine:
@@ -61,7 +61,7 @@ class CrashElfInfo:
 
 @runtime_checkable
 class ImageFormat(Protocol):
-    """One kernel file format of an architecture (bzImage, ELF vmlinux, arm64 Image...)."""
+    """One kernel file format of an architecture (a compressed image, an ELF vmlinux...)."""
 
     NAME: str  # what `-t/--type` names it by
 

@@ -51,7 +51,7 @@ class ElfLoad(NamedTuple):
     """A PT_LOAD: `size` bytes of physical memory at `paddr`, mapped at `vaddr`.
 
     `offset` is where the bytes are at dump time (defaults to `paddr`). `vaddr` None
-    means "no virtual address": all ones (i386 highmem).
+    means "no virtual address": all ones (memory above the direct map's end).
     """
 
     paddr: int
@@ -147,7 +147,7 @@ def build_core_header(elfclass: int, machine: int, notes: Sequence[ElfNote],
 
 
 class KernelTextLoad(NamedTuple):
-    """The kernel-text PT_LOAD (x86_64): physical start, virtual start, size."""
+    """The kernel-text PT_LOAD: physical start, virtual start, size."""
 
     paddr: int
     vaddr: int
@@ -162,17 +162,17 @@ def crash_core_header(elfclass: int, machine: int, nr_cpus: int,
                       backup_src=None,
                       backup_start: Optional[int] = None,
                       lowmem_limit: Optional[int] = None) -> ElfCoreHeader:
-    """The elfcorehdr kexec-tools writes for an x86 crash load.
+    """The elfcorehdr kexec-tools writes for a crash load.
 
     * `nr_cpus`: configured CPUs (Machine.nr_cpus_conf); one header slot each.
     * `cpu_notes`: `(cpu, paddr, size)` of the CPUs that have notes, increasing CPU
       number (Machine.cpu_notes()); one PT_NOTE each.
     * `vmcoreinfo`: `(paddr, size)` or None; a PT_NOTE after the CPUs.
     * `kernel_text`: `KernelTextLoad(paddr, vaddr, size)` (or a plain tuple), or None
-      (i386, or size 0); a PT_LOAD.
+      (an architecture without one, or size 0); a PT_LOAD.
     * `crash_ranges`: Machine.crash_memory_ranges(); every one reserves a header slot,
       the RAM ones get a PT_LOAD in order with `p_vaddr = paddr + page_offset`, or all
-      ones when `lowmem_limit` is set and the range ends above it (i386 highmem).
+      ones when `lowmem_limit` is set and the range ends above it (highmem).
     * `backup_src` / `backup_start`: the RAM range equal to the backup area gets
       `p_offset = backup_start`, the copy purgatory makes (None: no backup segment).
 
