@@ -247,21 +247,17 @@ def _check_fatal(request) -> None:
                       "initrd again with --initrd", EXIT_FATAL)
 
 
-def _check_refused(request) -> None:
+def _check_refused(request, machine) -> None:
     if not request.do_load:
         return
     for option, why in request.refused:
         if option == "--hotplug" and not request.crash:
             continue
         raise Failure(why)
-    if (request.real_mode or request.entry_32bit) and request.syscall_mode != "load":
-        # kexec-tools fails these in file mode without falling back; pykexec's kexec_load
-        # loaders refuse them too (purgatory has only the 64-bit entry)
-        raise Failure("--real-mode / --entry-32bit: kexec_file_load has no 16-bit or 32-bit "
-                      "entry, and pykexec's purgatory only the 64-bit entry")
-    if request.pass_memmap_cmdline and request.crash:
-        raise Failure("--pass-memmap-cmdline is not supported by pykexec: the capture kernel "
-                      "gets its memory map through boot_params e820")
+    from pykexec.arch import option_refusal
+    why = option_refusal(request, machine)
+    if why is not None:
+        raise Failure(why)
 
 
 def _act(request) -> int:
@@ -290,7 +286,7 @@ def _act(request) -> int:
             raise Failure(
                 "no crashkernel memory: /proc/iomem has no 'Crash kernel' range, so nothing can "
                 "be loaded for -p (boot with crashkernel=SIZE, e.g. crashkernel=256M)", EXIT_FATAL)
-    _check_refused(request)
+    _check_refused(request, machine)
     if not request.dry_run and backend.live:
         if sysroot not in _LIVE_ROOTS:
             raise Failure(f"--sysroot {sysroot} describes another machine: plan it with "

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import Dict, Optional, Tuple, Union
 
-from pykexec.errors import LoadError
+from pykexec.errors import LoadError, PykexecError
 
 # `uname -m` names -> the module whose ARCH handles them (or, for tests, the object itself)
 _REGISTERED: Dict[str, Union[str, object]] = {}
@@ -94,15 +94,20 @@ def syscall_numbers(machine_name: str, process_32bit: bool):
     return arch.syscall_numbers
 
 
+def _arch_or_default(machine):
+    """The machine's Arch where pykexec knows it, else the default one: what decides the
+    command line and the option checks before planning (planning itself refuses an unknown
+    or contradictory machine, later, where a kexec_file_load may still go first)."""
+    try:
+        arch = find_machine(machine.machine_arch or DEFAULT_MACHINE)
+    except PykexecError:
+        arch = None
+    return arch if arch is not None else arch_for(DEFAULT_MACHINE)
+
+
 def user_cmdline(request, machine) -> str:
-    """The new kernel's command line as the user asked for it: composed by the machine's
-    architecture, or as kexec-tools does everywhere for a machine pykexec has no loader for
-    (kexec_file_load still works there: the kernel loads the image)."""
-    arch = find_machine(machine.machine_arch or DEFAULT_MACHINE)
-    if arch is None:
-        from pykexec.core.cmdline import user_cmdline as composed
-        return composed(request, machine)
-    return arch.user_cmdline(request, machine)
+    """The new kernel's command line as the user asked for it (--reuse-cmdline, --append)."""
+    return _arch_or_default(machine).user_cmdline(request, machine)
 
 
 def machine_core_header(machine, machine_name: str, backup_start, elfclass=None):
@@ -118,6 +123,11 @@ def machine_core_header(machine, machine_name: str, backup_start, elfclass=None)
     forced = {ELFCLASS32: 32, ELFCLASS64: 64}.get(elfclass)
     info = arch.crash_elf_info(machine, Request(core_header_class=forced))
     return core_header_for(info, backup_start)
+
+
+def option_refusal(request, machine):
+    """Why the machine's architecture refuses this load's arch options (one line), or None."""
+    return _arch_or_default(machine).option_refusal(request)
 
 
 def plan_load(request, machine, **kwargs):

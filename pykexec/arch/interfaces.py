@@ -99,6 +99,10 @@ class Arch(Protocol):
     def user_cmdline(self, request: "Request", machine: "Machine") -> str:
         """The user's part of the new command line (--reuse-cmdline's text, --append's)."""
 
+    def option_refusal(self, request: "Request") -> Optional[str]:
+        """Why this architecture refuses the load's arch options (one line), or None: the
+        checks kexec-tools' arch option pass makes before anything is loaded."""
+
     def file_load_refusal(self, kernel: bytes) -> Optional[str]:
         """Why this kernel's kexec_file_load would refuse `kernel` (ENOEXEC), or None: the
         formats it accepts (its kexec_file_ops), probed on the (decompressed) file."""

@@ -27,7 +27,8 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 X86_64_MACHINE = EXAMPLES / "qemu-x86_64-1g-1cpu"
 ARCH_ATTRIBUTES = ("name", "machine_names", "kexec_arch", "elf_machine", "syscall_numbers",
                    "compat_syscall_numbers")
-ARCH_METHODS = ("formats", "plan_load", "crash_elf_info", "user_cmdline", "file_load_refusal")
+ARCH_METHODS = ("formats", "plan_load", "crash_elf_info", "user_cmdline", "option_refusal",
+                "file_load_refusal")
 
 
 def test_every_registered_arch_satisfies_the_protocol():
@@ -152,6 +153,9 @@ class FakeArch:
 
     def user_cmdline(self, request, machine) -> str:
         return f"fake {request.append or ''}".strip()
+
+    def option_refusal(self, request):
+        return None
 
     def file_load_refusal(self, kernel: bytes):
         return None

@@ -60,6 +60,17 @@ class X86Arch:
         from pykexec.core.cmdline import user_cmdline
         return user_cmdline(request, machine)
 
+    def option_refusal(self, request) -> Optional[str]:
+        if (request.real_mode or request.entry_32bit) and request.syscall_mode != "load":
+            # kexec-tools fails these in file mode without falling back; pykexec's kexec_load
+            # loaders refuse them too (purgatory has only the 64-bit entry)
+            return ("--real-mode / --entry-32bit: kexec_file_load has no 16-bit or 32-bit "
+                    "entry, and pykexec's purgatory only the 64-bit entry")
+        if request.pass_memmap_cmdline and request.crash:
+            return ("--pass-memmap-cmdline is not supported by pykexec: the capture kernel "
+                    "gets its memory map through boot_params e820")
+        return None
+
     def file_load_refusal(self, kernel: bytes) -> Optional[str]:
         whys = []
         for fmt in (importlib.import_module(m) for m in self._file_load_modules):
