@@ -15,7 +15,7 @@ from typing import Dict, Optional, Tuple, Union
 from pykexec.errors import LoadError, PykexecError
 
 # `uname -m` names -> the module whose ARCH handles them (or, for tests, the object itself)
-_REGISTERED: Dict[str, Union[str, object]] = {}
+MODULES: Dict[str, Union[str, object]] = {}
 # The kexec syscall numbers of machines pykexec has no loader for yet: a kexec_file_load
 # (the kernel loads the image) or an unload still works there.
 _SYSCALLS_ONLY: Dict[str, Tuple[int, Optional[int]]] = {}
@@ -26,12 +26,12 @@ DEFAULT_MACHINE = "x86_64"
 def register(machine_names: Tuple[str, ...], arch: Union[str, object]) -> None:
     """`arch` (a module path exposing ARCH, or an Arch object) handles these machines."""
     for name in machine_names:
-        _REGISTERED[name] = arch
+        MODULES[name] = arch
 
 
 def unregister(machine_names: Tuple[str, ...]) -> None:
     for name in machine_names:
-        _REGISTERED.pop(name, None)
+        MODULES.pop(name, None)
 
 
 register(("x86_64",), "pykexec.arch.x86_64")
@@ -45,7 +45,7 @@ def _resolve(target):
 
 def find_machine(machine_name: str):
     """The Arch for a `uname -m` name, or None."""
-    target = _REGISTERED.get(machine_name)
+    target = MODULES.get(machine_name)
     return None if target is None else _resolve(target)
 
 
@@ -54,14 +54,14 @@ def arch_for(machine_name: str):
     arch = find_machine(machine_name)
     if arch is None:
         raise LoadError(f"pykexec has no loader for {machine_name} machines "
-                        f"(knows: {', '.join(sorted(_REGISTERED))})")
+                        f"(knows: {', '.join(sorted(MODULES))})")
     return arch
 
 
 def registered():
     """Every registered Arch, once each, in registration order."""
     seen = []
-    for target in _REGISTERED.values():
+    for target in MODULES.values():
         arch = _resolve(target)
         if all(arch is not other for other in seen):
             seen.append(arch)

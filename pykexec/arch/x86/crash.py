@@ -72,10 +72,3 @@ def place_crash_segments(layout: Layout, machine: Machine, info: CrashElfInfo,
                                           backup_start, Range.from_size(elfcorehdr, memsz))
     cmdline = with_crash_parameters(user_cmdline, elfcorehdr, acpi_rsdp)
     return CrashSetup(backup_src, backup_start, elfcorehdr, header, capture, cmdline)
-
-
-def check_cmdline(cmdline: str, limit: int, path: str) -> None:
-    if len(cmdline) > limit:
-        raise LoadError(f"{path}: command line of {len(cmdline)} characters is longer than the "
-                        f"{limit} this kernel accepts")
-
