@@ -200,3 +200,22 @@ def test_a_registered_arch_plans_through_the_generic_pipeline(fake_arch, tmp_pat
     kernel.write_bytes(b"not a fake kernel")
     status, _, err = cli(["-l", "-c", str(kernel), "--sysroot", str(root), "--dry-run"])
     assert status == 255 and "not a fakearch kernel" in err and err.count("\n") == 1
+
+
+def test_syscalls_come_from_the_registry(monkeypatch):
+    from pykexec.host import syscall
+    monkeypatch.setattr(syscall, "process_is_32bit", lambda: False)
+    assert syscall.syscall_numbers("x86_64") == registry.arch_for("x86_64").syscall_numbers
+    # a machine with no loader yet still has its syscalls (kexec_file_load needs no plan)
+    assert syscall.syscall_numbers("aarch64") == (104, 294)
+    with pytest.raises(syscall.KexecError, match="unsupported machine type sparc64"):
+        syscall.syscall_numbers("sparc64")
+    monkeypatch.setattr(os, "uname", lambda: os.uname_result(("Linux", "h", "6.1", "#1", "sparc64")))
+    with pytest.raises(syscall.KexecError, match="Unsupported machine type: sparc64"):
+        syscall.arch_flag()
+
+
+def test_file_load_refusal_is_the_archs():
+    arch = registry.arch_for("x86_64")
+    why = arch.file_load_refusal(b"\0" * 4096)
+    assert why is not None and "64-bit entry" in why and "\n" not in why
