@@ -9,13 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import pykexec.machine as machine_mod
+import pykexec.machine.reader as machine_mod  # the reader: its limit and read function
 from pykexec.core.crashmem import BackupArea
 from pykexec.machine import (
     CpuNote, Iomem, KcoreLoad, KernelText, Machine, MachineError, VmcoreInfo,
     fixup_memory_map, kcore_page_offset, kernel_text_mapping, parse_cpu_list, parse_iomem,
-    skip_realmode_ivt,
 )
+from pykexec.machine.memmap import skip_realmode_ivt
 from pykexec.core.ranges import MemoryRegion, MemType, Range, RangeSet
 from pykexec.abi.elf import ELFCLASS64, ET_CORE, ET_EXEC, PT_LOAD, PT_NOTE, elf_structs
 from tests.conftest import require

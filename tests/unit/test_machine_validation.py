@@ -13,7 +13,7 @@ import struct
 
 import pytest
 
-import pykexec.machine as machine_mod
+import pykexec.machine.reader as machine_mod  # the reader: its limit and read function
 from pykexec.machine import MachineError, RamIndex, parse_cpu_list, parse_iomem
 from pykexec.core.ranges import Range
 from tests.unit.test_machine import make_machine, qemu_files
@@ -330,7 +330,7 @@ def test_machine_files_are_read_in_reads_a_sysctl_accepts(monkeypatch, tmp_path)
     import errno
     import os as os_mod
 
-    from pykexec import machine as machine_mod
+    from pykexec.machine import reader as machine_mod
 
     real_read = os_mod.read
 
