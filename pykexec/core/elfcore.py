@@ -17,8 +17,8 @@ Both return an `ElfCoreHeader`: the bytes plus a description of every program he
 (what it stands for), for inspection views. `machine_core_header(machine, arch, ...)`
 feeds `crash_core_header` from a `Machine`; a crash loader uses it like this:
 
-    ranges = machine.crash_memory_ranges(arch)
-    backup = machine.backup_area(arch)                 # place backup_segment_size(backup)
+    ranges = crash_memory_ranges(machine, arch)        # pykexec.arch.x86.crashfacts
+    backup = backup_area(machine, arch)                # place backup_segment_size(backup)
     hdr = machine_core_header(machine, arch, backup_start)  # place elfcorehdr_memsz(hdr.size)
     cmap = crashmem.capture_memory_map(backup, machine.crash_regions, ranges, backup_start,
                                        Range.from_size(hdr_addr, elfcorehdr_memsz(hdr.size)))
@@ -243,14 +243,17 @@ def machine_core_header(machine: "Machine", arch: str, backup_start: Optional[in
     """
     if arch != "x86_64" and lowmem_limit_for(arch) is None:
         raise ElfCoreError(f"unsupported crashdump architecture: {arch}")
-    ranges = machine.crash_memory_ranges(arch)
+    # x86's crash facts of the machine (until the core header takes a CrashElfInfo)
+    from pykexec.arch.x86.crashfacts import backup_area, cpu_notes, crash_memory_ranges
+    from pykexec.arch.x86.kerneltext import kernel_text
+    ranges = crash_memory_ranges(machine, arch)
     cls = core_class_for(arch, ranges, elfclass)
     if arch == "x86_64":
-        kt = machine.kernel_text
+        kt = kernel_text(machine)
         e_machine, page_offset = EM_X86_64, kt.page_offset
         kernel_text = KernelTextLoad(kt.paddr, kt.vaddr, kt.size)
     else:
         e_machine, kernel_text, page_offset = EM_386, None, I386_PAGE_OFFSET
-    return crash_core_header(cls, e_machine, machine.nr_cpus_conf, machine.cpu_notes(arch),
+    return crash_core_header(cls, e_machine, machine.nr_cpus_conf, cpu_notes(machine, arch),
                              machine.vmcoreinfo, kernel_text, ranges, page_offset,
-                             machine.backup_area(arch), backup_start, lowmem_limit_for(arch))
+                             backup_area(machine, arch), backup_start, lowmem_limit_for(arch))

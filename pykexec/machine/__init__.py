@@ -35,19 +35,18 @@ from pykexec.machine.memmap import MemoryMapFacts, fixup_memory_map
 from pykexec.machine.reader import (EXIT_CANNOT_PARSE, EXIT_LOAD_FAILED, MAX_MACHINE_FILE,
                                     MachineError, MachineReader, read_machine_file)
 from pykexec.machine.symbols import KcoreLoad, SymbolFacts, parse_kcore_loads
-from pykexec.machine.x86facts import (EddFacts, KernelText, X86Facts, kcore_page_offset,
-                                      kernel_text_mapping)
 
 __all__ = ["Machine", "MachineError", "EXIT_CANNOT_PARSE", "EXIT_LOAD_FAILED",
            "MAX_MACHINE_FILE", "read_machine_file", "CpuNote", "VmcoreInfo", "parse_cpu_list",
            "EfiFacts", "EfiRuntimeMapEntry", "Iomem", "IomemNode", "RamIndex", "parse_iomem",
-           "fixup_memory_map", "KcoreLoad", "parse_kcore_loads", "EddFacts", "KernelText",
-           "kcore_page_offset", "kernel_text_mapping"]
+           "fixup_memory_map", "KcoreLoad", "parse_kcore_loads"]
 
 
 class Machine(IomemFacts, MemoryMapFacts, CpuFacts, SymbolFacts, FirmwareFacts, KexecState,
-              Identity, X86Facts, MachineReader):
+              Identity, MachineReader):
     """Everything a loader needs from /proc and /sys under `root`, read lazily, once.
 
     Create with `Machine.read(root)`; the parts' docstrings say what each fact follows.
+    Architecture rules over these facts (kernel text, crash ranges...) live with each
+    architecture under pykexec/arch/, as functions of a Machine.
     """

@@ -27,7 +27,7 @@ class VmcoreInfo(NamedTuple):
     size: int
 
 
-MAX_CPUS = 8192  # the x86 kernel's largest NR_CPUS (MAXSMP): no CPU number reaches it
+MAX_CPUS = 8192  # the largest NR_CPUS a kernel is built with (MAXSMP): no CPU number reaches it
 _CPU_LIST = re.compile(r"[0-9]+(?:-[0-9]+)?(?:,[0-9]+(?:-[0-9]+)?)*")
 
 

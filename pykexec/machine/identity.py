@@ -6,7 +6,7 @@ import os
 from functools import cached_property
 from typing import Dict, Optional
 
-from pykexec.core import crashmem
+from pykexec.abi.machines import UNAME_MACHINES
 from pykexec.machine.reader import MachineError
 
 
@@ -40,25 +40,22 @@ class Identity:
     @cached_property
     def machine_arch(self) -> Optional[str]:
         """`uname -m` of the machine: snapshot.json's "machine", os.uname() for root "/",
-        else None (a folder that does not say)."""
+        else None (a folder that does not say).
+
+        A recorded name that is not a machine of the kernel in proc/kcore (by its ELF
+        e_machine, where abi.machines knows it) is refused: a plan for the wrong
+        architecture would not boot.
+        """
         info = self.snapshot_info
         if info and info.get("machine"):
             recorded = str(info["machine"])
-            kernel = KCORE_ARCHES.get(self.kcore_elf_machine())
-            if kernel is not None and crashmem.lowmem_limit_for(recorded) is None \
-                    and recorded != kernel:
+            names = UNAME_MACHINES.get(self.kcore_elf_machine())
+            if names is not None and recorded not in names:
                 raise MachineError(
                     f"{self.path('snapshot.json')}: machine {recorded!r} but "
-                    f"{self.path('proc/kcore')} is an {kernel} kernel's (a snapshot taken "
+                    f"{self.path('proc/kcore')} is an {names[0]} kernel's (a snapshot taken "
                     f"with the host's architecture?)", self.path("snapshot.json"))
-            if kernel == "x86_64" and crashmem.lowmem_limit_for(recorded) is not None:
-                raise MachineError(
-                    f"{self.path('snapshot.json')}: machine {recorded!r} but "
-                    f"{self.path('proc/kcore')} is an x86_64 kernel's", self.path("snapshot.json"))
             return recorded
         if self.root == os.path.abspath(os.sep):
             return os.uname().machine
         return None
-
-
-KCORE_ARCHES = {62: "x86_64", 3: "i386"}  # e_machine of a kcore ELF header

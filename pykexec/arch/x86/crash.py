@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
+from pykexec.arch.x86.crashfacts import backup_area, cpu_notes, crash_memory_ranges
+from pykexec.arch.x86.kerneltext import page_offset
 from pykexec.core import crashmem
 from pykexec.core.cmdline import with_crash_parameters
 from pykexec.core.elfcore import ElfCoreHeader, crash_core_header
@@ -56,19 +58,19 @@ def place_crash_segments(layout: Layout, machine: Machine, arch: str, elfclass: 
                          e_machine: int, kernel_text, user_cmdline: str,
                          acpi_rsdp: Optional[int]) -> CrashSetup:
     """Place the backup and elfcorehdr segments top-down and derive the capture memory map."""
-    ranges = machine.crash_memory_ranges(arch)
-    backup_src = machine.backup_area(arch)
+    ranges = crash_memory_ranges(machine, arch)
+    backup_src = backup_area(machine, arch)
     backup_size = crashmem.backup_segment_size(backup_src)
     backup_start = layout.add(bytes(backup_size), "backup",
                               f"zeros; purgatory copies {backup_src.range} here at crash time",
                               align=1024)
     lowmem = crashmem.lowmem_limit_for(arch)
-    notes = [(n.cpu, n.paddr, n.size) for n in machine.cpu_notes(arch)]
+    notes = [(n.cpu, n.paddr, n.size) for n in cpu_notes(machine, arch)]
     vmcoreinfo = machine.vmcoreinfo
     header = crash_core_header(
         elfclass, e_machine, machine.nr_cpus_conf, notes,
         (vmcoreinfo.paddr, vmcoreinfo.size) if vmcoreinfo else None,
-        kernel_text, ranges, machine.page_offset if kernel_text else _direct_map_base(arch),
+        kernel_text, ranges, page_offset(machine) if kernel_text else _direct_map_base(arch),
         backup_src, backup_start, lowmem)
     memsz = crashmem.elfcorehdr_memsz(header.size)
     where = f"ELF{32 if elfclass == 1 else 64} core header: " + \

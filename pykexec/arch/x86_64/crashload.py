@@ -4,6 +4,7 @@ core header that maps the kernel text, the 64-bit purgatory, and the x86_64 arch
 from __future__ import annotations
 
 from pykexec.arch.x86.crashload import X86CrashLoad
+from pykexec.arch.x86.kerneltext import kernel_text
 from pykexec.arch.x86.purgatory_setup import X86_64, place_purgatory
 from pykexec.core.plan import Plan
 from pykexec.abi.elf import ELFCLASS64, EM_X86_64
@@ -25,7 +26,7 @@ class CrashLoad(X86CrashLoad):
 
     def place_crash_segments_and_purgatory(self) -> str:
         """Backup, elfcorehdr and purgatory, top-down; returns the capture command line."""
-        kt = self.inputs.machine.kernel_text
+        kt = kernel_text(self.inputs.machine)
         cmdline = self.place_crash(ELFCLASS64, EM_X86_64, (kt.paddr, kt.vaddr, kt.size))
         self.purgatory = place_purgatory(self.layout, X86_64)
         return cmdline
