@@ -169,13 +169,9 @@ class MachineReader:
             raise MachineError(f"{self.path(rel)}:1: expected {what}, got {line.strip()!r}",
                                self.path(rel), 1) from None
 
-    def kexec_value(self, name: str, parse, what: str):
-        """sys/kernel/<name>, else the newer sys/kernel/kexec/<name without kexec_> (2025+)."""
-        value = self.file_value(f"sys/kernel/{name}", parse, what)
-        if value is None:
-            short = name[len("kexec_"):] if name.startswith("kexec_") else name
-            value = self.file_value(f"sys/kernel/kexec/{short}", parse, what)
-        return value
+    def exists(self, rel: str) -> bool:
+        """`rel` is there to open (a dangling symbolic link is not)."""
+        return os.path.exists(self.path(rel))
 
     def is_dir(self, rel: str) -> bool:
         return os.path.isdir(self.path(rel))
