@@ -10,9 +10,9 @@ from __future__ import annotations
 import errno as errno_mod
 import os
 import re
-import stat
 from typing import Optional, Tuple
 
+from pykexec.core.files import FileTooLarge, ReadPolicy, read_regular
 from pykexec.errors import PykexecError
 
 EXIT_CANNOT_PARSE = 1  # kexec-tools dies ("Cannot parse <file>") on a bad machine file
@@ -43,38 +43,19 @@ class MachineError(PykexecError):
 MAX_MACHINE_FILE = 64 << 20  # far above any /proc or /sys file a loader reads (kallsyms ~15 MiB)
 
 
-READ_CHUNK = 1 << 16
-
-
 def read_machine_file(path: str, limit: Optional[int]) -> bytes:
     """Bytes of a regular file, at most `limit` (else at most MAX_MACHINE_FILE, or EFBIG).
 
-    Opened without blocking so that a FIFO or device planted in a snapshot is refused, not
-    waited on or read forever; /proc and /sys files are regular (their size says 0).
+    core.files' reader with the machine's policy: /proc and /sys files say size 0, so the
+    size is not trusted; a FIFO or device planted in a snapshot is refused (OSError).
     """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    if limit is not None:
+        return read_regular(path, ReadPolicy(limit, head_only=True, trust_size=False))
     try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
-            raise IsADirectoryError(errno_mod.EISDIR, os.strerror(errno_mod.EISDIR), path)
-        if not stat.S_ISREG(mode):
-            raise OSError(errno_mod.EINVAL, "not a regular file", path)
-        want = MAX_MACHINE_FILE + 1 if limit is None else limit
-        chunks, got = [], 0
-        while got < want:
-            # Small reads: a /proc/sys file answers ENOMEM to a read of KMALLOC_MAX_SIZE
-            # (4 MiB) or more, because the kernel allocates a buffer of the size asked.
-            chunk = os.read(fd, min(want - got, READ_CHUNK))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            got += len(chunk)
-        data = b"".join(chunks)
-    finally:
-        os.close(fd)
-    if limit is None and len(data) > MAX_MACHINE_FILE:
-        raise OSError(errno_mod.EFBIG, f"larger than {MAX_MACHINE_FILE >> 20} MiB", path)
-    return data
+        return read_regular(path, ReadPolicy(MAX_MACHINE_FILE, trust_size=False))
+    except FileTooLarge:
+        raise OSError(errno_mod.EFBIG, f"larger than {MAX_MACHINE_FILE >> 20} MiB",
+                      path) from None
 
 
 class _Missing:
