@@ -6,7 +6,7 @@ import os
 from functools import cached_property
 from typing import Dict, Optional
 
-from pykexec.abi.machines import UNAME_MACHINES
+from pykexec.abi.machines import ELF_MACHINE_NAMES
 from pykexec.machine.reader import MachineError
 
 
@@ -49,11 +49,11 @@ class Identity:
         info = self.snapshot_info
         if info and info.get("machine"):
             recorded = str(info["machine"])
-            names = UNAME_MACHINES.get(self.kcore_elf_machine())
-            if names is not None and recorded not in names:
+            kernel = ELF_MACHINE_NAMES.get(self.kcore_elf_machine())
+            if kernel is not None and recorded not in kernel.names:
                 raise MachineError(
                     f"{self.path('snapshot.json')}: machine {recorded!r} but "
-                    f"{self.path('proc/kcore')} is an {names[0]} kernel's (a snapshot taken "
+                    f"{self.path('proc/kcore')} is an {kernel.family} kernel's (a snapshot taken "
                     f"with the host's architecture?)", self.path("snapshot.json"))
             return recorded
         if self.root == os.path.abspath(os.sep):
