@@ -6,7 +6,8 @@ and without becoming a controlling terminal, checks with fstat that the file is 
 before a byte is read (a FIFO, device or socket planted where a file is expected is
 refused, not read forever), and reads in bounded steps up to a limit. What differs between
 callers is a `ReadPolicy`; what a refusal says is each caller's (it catches the `OSError`s
-below and words them for its own users and exit statuses).
+below and words them for its own users and exit statuses; the two raised here are also
+`PykexecError`s, but no caller lets them through unworded).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import os
 import stat
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
+
+from pykexec.errors import PykexecError
 
 STEP = 1 << 16   # /proc/sys files answer ENOMEM to a read of 4 MiB or more (the kernel
                  # allocates a buffer of the size asked), so machine files go in small steps
@@ -31,7 +34,7 @@ def file_kind(mode: int) -> str:
     return "not a regular file"
 
 
-class NotRegularFile(OSError):
+class NotRegularFile(PykexecError, OSError):
     """The path opened but is no regular file: EISDIR for a directory, else EINVAL.
     `kind` says what it is (`file_kind`)."""
 
@@ -42,7 +45,7 @@ class NotRegularFile(OSError):
         self.kind = file_kind(mode)
 
 
-class FileTooLarge(OSError):
+class FileTooLarge(PykexecError, OSError):
     """The file holds more than the policy's limit (EFBIG). `size` is its length when
     fstat told it before reading, else None (it was found longer while reading)."""
 
