@@ -59,30 +59,15 @@ def _err(message: str) -> None:
 STATUS_READ = 2   # kexec-tools reads the flag with fgets into a 3-byte buffer
 
 
-def loaded_status(path: str) -> int:
-    """`-S`: the exit status kexec-tools gives for the flag file at `path`.
+def loaded_status(head: bytes | None) -> int:
+    """`-S`: the exit status kexec-tools gives for a flag file whose first line starts
+    with `head` (None: the file is missing or unreadable; the machine reads it).
 
     kexec-tools reads at most two bytes of the first line and takes strtol(.., 10) of them:
     the number is the exit status (modulo 256, as the shell sees it); an unreadable or
-    empty file, or one without digits at its start, gives -1 (255). Never blocks: a FIFO
-    is opened without waiting for a writer and reads as empty.
+    empty file, or one without digits at its start, gives -1 (255).
     """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return EXIT_FAILURE
-    try:
-        line = b""
-        while len(line) < STATUS_READ and not line.endswith(b"\n"):
-            chunk = os.read(fd, 1)
-            if not chunk:
-                break
-            line += chunk
-    except OSError:          # a directory (EISDIR), EAGAIN from an empty FIFO
-        line = b""
-    finally:
-        os.close(fd)
-    value = _strtol(line)
+    value = None if head is None else _strtol(head)
     return EXIT_FAILURE if value is None else value & 0xFF
 
 
@@ -268,13 +253,16 @@ def _act(request) -> int:
         print(regions[-1].size if regions else 0)
         return 0
     if request.do_status:
-        if sysroot not in _LIVE_ROOTS:
-            # the status is the exit code alone; a --sysroot that is no machine folder is
-            # pykexec's own mistake to name, not an answer
-            from pykexec.machine import Machine
-            Machine.read(sysroot)
+        from pykexec.machine import Machine, MachineError
+        # the status is the exit code alone; a --sysroot that is no machine folder is
+        # pykexec's own mistake to name, not an answer
+        machine = Machine(sysroot) if sysroot in _LIVE_ROOTS else Machine.read(sysroot)
         name = "kexec_crash_loaded" if request.crash else "kexec_loaded"
-        return loaded_status(os.path.join(sysroot, "sys/kernel", name))
+        try:   # sys/kernel/<name>, else sys/kernel/kexec/<short name> (newer kernels)
+            head = machine.kexec_flag_head(name, STATUS_READ)
+        except MachineError:    # a directory, a FIFO, unreadable: kexec-tools' -1
+            head = None
+        return loaded_status(head)
     _check_fatal(request)
     from pykexec.host import syscall
     backend = syscall.backend()

@@ -19,25 +19,17 @@ import os
 import stat
 from typing import Optional, Tuple
 
+from pykexec.core.files import NotRegularFile, file_kind, open_regular, read_upto
 from pykexec.errors import FatalLoadError
 
 GZIP_MAGIC = b"\x1f\x8b"
 XZ_MAGIC = b"\xfd7zXZ\x00"
 CHUNK = 1 << 20   # decompression step: memory above the limit is at most one step
+INPUT_STEP = 1 << 24   # read(2) size for kernels and initrds
 
 
 class InputFileError(FatalLoadError):
     """An input file that cannot be used; the message names it. Exit 1 (kexec-tools' die)."""
-
-
-def file_kind(mode: int) -> str:
-    """What a file that is not a regular one is, for a refusal's message."""
-    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link")):
-        if test(mode):
-            return name
-    return "not a regular file"
 
 
 def open_input(path: Optional[str], what: str, open_status: int = 1) -> int:
@@ -49,7 +41,10 @@ def open_input(path: Optional[str], what: str, open_status: int = 1) -> int:
     if not path:
         raise InputFileError(f"Cannot read the {what}: empty file name ({what} path '')")
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+        fd, st = open_regular(path)
+    except NotRegularFile as err:
+        raise InputFileError(f"{path}: Cannot read the {what}: {err.kind}, not a regular "
+                             "file") from None
     except OSError as err:
         try:   # a socket cannot be opened at all: say what it is, as for the others
             mode = os.stat(path).st_mode
@@ -62,10 +57,6 @@ def open_input(path: Optional[str], what: str, open_status: int = 1) -> int:
         error.exit_status = open_status
         raise error from None
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise InputFileError(f"{path}: Cannot read the {what}: {file_kind(st.st_mode)}, "
-                                 "not a regular file")
         if st.st_size == 0:
             raise InputFileError(f"{path}: Cannot read the {what}: the file is empty (size 0)")
         # Reads of a regular file never block; clear the flag for whoever reads next.
@@ -90,15 +81,12 @@ def read_fd(fd: int, path: str, what: str, limit: int, limit_what: str) -> bytes
     size = input_size(fd)
     if size > limit:
         raise _too_big(path, what, size, limit, limit_what)
-    data = bytearray(size)
-    view, done = memoryview(data), 0
-    while done < size:
-        n = os.preadv(fd, [view[done:]], done)
-        if n == 0:
-            raise InputFileError(f"{path}: Cannot read the {what}: it shrank to {done:#x} "
-                                 f"bytes while being read ({size:#x} expected)")
-        done += n
-    return bytes(data)
+    # positional reads: the descriptor may go on to kexec_file_load as it is
+    data = read_upto(fd, size, INPUT_STEP, offset=0)
+    if len(data) < size:
+        raise InputFileError(f"{path}: Cannot read the {what}: it shrank to {len(data):#x} "
+                             f"bytes while being read ({size:#x} expected)")
+    return data
 
 
 def read_input(path: Optional[str], what: str, limit: int, limit_what: str) -> bytes:

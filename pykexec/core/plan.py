@@ -10,13 +10,12 @@ import errno
 import hashlib
 import os
 import re
-import stat
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping, Optional, Tuple
 
 from pykexec.errors import PykexecError
-from pykexec.core.inputfiles import file_kind
+from pykexec.core import files
 
 PLAN_FORMAT = 1
 PAGE_SIZE = 4096
@@ -215,33 +214,18 @@ def read_regular(path: str, limit: int, what: str = "a file may have") -> bytes:
     """The bytes of the regular file `path` (at most `limit`), or PlanFormatError.
 
     Opened without following a final symlink and without blocking (a FIFO would wait for
-    a writer); anything but a regular file is refused before a byte is read.
+    a writer); anything but a regular file is refused before a byte is read (core.files).
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        return files.read_regular(path, files.ReadPolicy(limit, step=1 << 24,
+                                                         follow_symlinks=False))
+    except files.NotRegularFile as err:
+        raise PlanFormatError(f"{path}: not a regular file ({err.kind})") from None
+    except files.FileTooLarge as err:
+        raise PlanFormatError(f"{path}: {err.size} bytes, more than {what} ({limit})") from None
     except OSError as err:
         why = "a symbolic link (refused)" if err.errno == errno.ELOOP else err.strerror
         raise PlanFormatError(f"{path}: {why}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise PlanFormatError(f"{path}: not a regular file ({file_kind(info.st_mode)})")
-        if info.st_size > limit:
-            raise PlanFormatError(f"{path}: {info.st_size} bytes, more than {what} "
-                                  f"({limit})")
-        chunks = []
-        left = info.st_size
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 24))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks)
-    except OSError as err:
-        raise PlanFormatError(f"{path}: {err.strerror}") from None
-    finally:
-        os.close(fd)
 
 
 def _field(where: str, obj: Mapping, key: str, types, optional: bool = False):

@@ -94,18 +94,32 @@ def has_cap_sys_boot(sysroot: str = "/") -> bool | None:
     return None
 
 
+def _machine(sysroot: str):
+    from pykexec.machine import Machine
+    return Machine(sysroot)
+
+
 def lockdown_mode(sysroot: str = "/") -> str | None:
-    text = _proc_flag(sysroot, "sys/kernel/security/lockdown") or ""
-    if "[" in text:
-        return text.split("[", 1)[1].split("]", 1)[0]
-    return None
+    from pykexec.machine import MachineError
+    try:
+        return _machine(sysroot).lockdown
+    except MachineError:     # unreadable or without a [mode]: not known to be locked down
+        return None
+
+
+def _load_disabled(sysroot: str) -> bool:
+    from pykexec.machine import MachineError
+    try:
+        return _machine(sysroot).kexec_load_disabled is True
+    except MachineError:
+        return False
 
 
 def _why_not_permitted(call: str, sysroot: str, crash: bool | None) -> str:
     if has_cap_sys_boot(sysroot) is False or (has_cap_sys_boot(sysroot) is None
                                                and os.geteuid() != 0):
         return f"{call} failed: Operation not permitted: this process lacks CAP_SYS_BOOT (run as root)"
-    if _proc_flag(sysroot, "proc/sys/kernel/kexec_load_disabled") == "1":
+    if _load_disabled(sysroot):
         return (f"{call} failed: kexec is disabled until reboot "
                 "(/proc/sys/kernel/kexec_load_disabled is 1)")
     limits = ("kexec_load_limit_panic",) if crash else ("kexec_load_limit_reboot",) \
@@ -300,11 +314,13 @@ SHUTDOWN_PROGRAMS = ("/sbin/shutdown", "/etc/shutdown", "/bin/shutdown")
 
 
 def _read_loaded(sysroot: str, crash: bool) -> int | None:
+    from pykexec.machine import MachineError
     name = "kexec_crash_loaded" if crash else "kexec_loaded"
-    text = _proc_flag(sysroot, f"sys/kernel/{name}")
-    try:
+    machine = _machine(sysroot)
+    try:   # sys/kernel/<name>, else sys/kernel/kexec/<short name> (newer kernels)
+        text = machine.first_line(machine.kexec_file(name))
         return int(text) if text is not None else None
-    except ValueError:
+    except (MachineError, ValueError):
         return None
 
 

@@ -26,6 +26,7 @@ import tempfile
 from datetime import datetime, timezone
 from typing import Iterable, List, Optional
 
+from pykexec.abi.machines import ELF_MACHINE_NAMES, family_of, uname_by_address_digits
 from pykexec.errors import PykexecError
 from pykexec.machine import read_machine_file
 
@@ -202,20 +203,16 @@ def _release(root: str) -> str:
     return os.uname().release if os.path.realpath(root) == "/" else ""
 
 
-# e_machine of a kcore ELF header -> `uname -m` of kernels that write it (Debian: i686).
-KCORE_MACHINES = {62: "x86_64", 3: "i686"}
-
-
 def source_machine(root: str) -> str:
     """`uname -m` of the machine under `root`, from the machine itself, never the host's.
 
     The rule: the running kernel when `root` is this machine's "/". Otherwise the evidence
     in the source, in this order: proc/sys/kernel/arch (the kernel's own `uname -m`), the
-    e_machine of the proc/kcore ELF header (EM_X86_64 x86_64, EM_386 i686), "machine" of a
-    snapshot.json (a snapshot of a snapshot), and only when none of these exists the width
-    of kallsyms addresses (16 hex digits x86_64, 8 i686). The first answers, but sources
-    that name different architectures (x86_64 against i386..i686) are refused, as is a
-    source with no evidence: a guess would plan the wrong architecture.
+    e_machine of the proc/kcore ELF header, "machine" of a snapshot.json (a snapshot of a
+    snapshot), and only when none of these exists the width of kallsyms addresses (both
+    through pykexec.abi.machines). The first answers, but sources that name different
+    architectures (families) are refused, as is a source with no evidence: a guess would
+    plan the wrong architecture.
     """
     if os.path.realpath(root) == os.path.realpath(os.sep):
         return os.uname().machine
@@ -226,8 +223,8 @@ def source_machine(root: str) -> str:
     kcore = _read(root, "proc/kcore", limit=20)
     if kcore is not None and len(kcore) >= 20 and kcore[:4] == b"\x7fELF":
         e_machine, = struct.unpack_from("<H", kcore, 18)
-        if e_machine in KCORE_MACHINES:
-            found.append(("proc/kcore's ELF header", KCORE_MACHINES[e_machine]))
+        if e_machine in ELF_MACHINE_NAMES:
+            found.append(("proc/kcore's ELF header", ELF_MACHINE_NAMES[e_machine].uname))
     meta = _read(root, "snapshot.json")
     if meta is not None:
         try:
@@ -239,22 +236,18 @@ def source_machine(root: str) -> str:
     if not found:
         syms = _read(root, "proc/kallsyms", limit=4096)
         widths = {len(m.group(1)) for m in re.finditer(rb"^([0-9a-fA-F]+) ", syms or b"", re.M)}
-        if widths in ({16}, {8}):
-            found.append(("proc/kallsyms", "x86_64" if widths == {16} else "i686"))
+        uname = uname_by_address_digits(widths.pop()) if len(widths) == 1 else None
+        if uname is not None:
+            found.append(("proc/kallsyms", uname))
     if not found:
         raise SnapshotError(f"cannot tell the architecture of the machine under {root}: no "
                             f"proc/sys/kernel/arch, no proc/kcore ELF header, no kallsyms "
                             f"addresses; refusing to guess")
-    families = {_family(m) for _, m in found}
+    families = {family_of(m) for _, m in found}
     if len(families) > 1:
         said = ", ".join(f"{where} says {m}" for where, m in found)
         raise SnapshotError(f"cannot tell the architecture of the machine under {root}: {said}")
     return found[0][1]
-
-
-def _family(machine: str) -> str:
-    """i386..i686 are one architecture for a loader; anything else is itself."""
-    return "i386" if re.fullmatch(r"i[3-6]86", machine) else machine
 
 
 def _check_dest(dest: str) -> str:

@@ -25,7 +25,7 @@ from collections import Counter
 from typing import Dict, List, Optional, Tuple
 
 from pykexec.errors import PykexecError
-from pykexec.core.inputfiles import file_kind
+from pykexec.core.files import NotRegularFile, ReadPolicy, read_regular
 from pykexec.views.show import hex_range, human_size
 from pykexec.abi import bootparams as bp
 from pykexec.abi.elf import (ELF_MAGIC, ET_CORE, ET_DYN, ET_EXEC, ET_REL, NT_PRSTATUS,
@@ -155,20 +155,13 @@ def detect(path: str, head: bytes) -> str:
 def _read(path: str, limit: int = READ_LIMIT) -> bytes:
     """At most `limit` bytes of the regular file `path` (never blocks on a FIFO)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        return read_regular(path, ReadPolicy(limit, head_only=True, trust_size=False,
+                                             step=1 << 24))
+    except NotRegularFile as e:
+        raise InspectError(f"{path}: not a regular file ({e.kind}); inspect "
+                           "reads files and plan folders only") from None
     except OSError as e:
         raise InspectError(f"{path}: {e.strerror or e}") from None
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise InspectError(f"{path}: not a regular file ({file_kind(mode)}); inspect "
-                               "reads files and plan folders only")
-        with os.fdopen(os.dup(fd), "rb") as f:
-            return f.read(limit)
-    except OSError as e:
-        raise InspectError(f"{path}: {e.strerror or e}") from None
-    finally:
-        os.close(fd)
 
 
 def inspect_path(path: str) -> str:

@@ -26,6 +26,11 @@ from pykexec.core.ranges import MemoryRegion, MemType, Range, RangeSet
 from pykexec.abi.elf import (
     ELFCLASS32, ELFCLASS64, EM_386, EM_X86_64, PT_LOAD, PT_NOTE, parse_core_header,
 )
+from pykexec.arch.x86.crashfacts import backup_area as x86_backup_area
+from pykexec.arch.x86.crashfacts import cpu_notes as x86_cpu_notes
+from pykexec.arch.x86.crashfacts import crash_memory_ranges as x86_crash_memory_ranges
+from pykexec.arch.x86.kerneltext import kernel_text as x86_kernel_text
+from pykexec.arch.x86.kerneltext import page_offset as x86_page_offset
 from tests.unit.test_machine import make_machine
 
 RAM, RSV, ACPI, NVS, PMEM, PRAM = (MemType.RAM, MemType.RESERVED, MemType.ACPI, MemType.NVS,
@@ -163,11 +168,11 @@ def test_too_many_notes_for_the_slots():
 def test_from_machine(tmp_path):
     """Machine facts feed the builder directly."""
     m = make_machine(tmp_path)
-    ranges = m.crash_memory_ranges()
-    kt = m.kernel_text
-    h = crash_core_header(ELFCLASS64, EM_X86_64, m.nr_cpus_conf, m.cpu_notes(), m.vmcoreinfo,
+    ranges = x86_crash_memory_ranges(m)
+    kt = x86_kernel_text(m)
+    h = crash_core_header(ELFCLASS64, EM_X86_64, m.nr_cpus_conf, x86_cpu_notes(m), m.vmcoreinfo,
                           (kt.paddr, kt.vaddr, kt.size), ranges, kt.page_offset,
-                          m.backup_area(), BACKUP_START)
+                          x86_backup_area(m), BACKUP_START)
     assert [p.what for p in h.phdrs][:4] == ["CPU 0 notes", "CPU 1 notes", "vmcoreinfo", "kernel text"]
     assert h.phdrs[4].p_offset == BACKUP_START and h.phdrs[4].p_vaddr == kt.page_offset + 0x1000
 
@@ -395,8 +400,8 @@ def test_capture_map_errors(kw, pattern):
 
 def test_capture_map_from_machine(tmp_path):
     m = make_machine(tmp_path)
-    ranges = m.crash_memory_ranges()
-    cmap = capture_memory_map(m.backup_area(), m.crash_regions, ranges, BACKUP_START,
+    ranges = x86_crash_memory_ranges(m)
+    cmap = capture_memory_map(x86_backup_area(m), m.crash_regions, ranges, BACKUP_START,
                               Range.from_size(ELFCOREHDR, elfcorehdr_memsz(1024)))
     assert cmap.entries == trace_capture_map().entries
 
@@ -463,8 +468,8 @@ def test_machine_core_header_x86_64(tmp_path):
     h = machine_core_header(m, "x86_64", BACKUP_START)
     assert h.elfclass == ELFCLASS64 and h.machine == EM_X86_64
     assert [p.what for p in h.phdrs][:4] == ["CPU 0 notes", "CPU 1 notes", "vmcoreinfo", "kernel text"]
-    assert h.phdrs[3].p_paddr == m.kernel_text.paddr
-    assert h.phdrs[4].p_offset == BACKUP_START and h.phdrs[4].p_vaddr == m.page_offset + 0x1000
+    assert h.phdrs[3].p_paddr == x86_kernel_text(m).paddr
+    assert h.phdrs[4].p_offset == BACKUP_START and h.phdrs[4].p_vaddr == x86_page_offset(m) + 0x1000
 
 
 def test_machine_core_header_i386(tmp_path):

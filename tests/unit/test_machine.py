@@ -9,15 +9,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import pykexec.machine as machine_mod
+import pykexec.machine.reader as machine_mod  # the reader: its limit and read function
 from pykexec.arch.x86.crashmem import BackupArea
 from pykexec.machine import (
-    CpuNote, Iomem, KcoreLoad, KernelText, Machine, MachineError, VmcoreInfo,
-    fixup_memory_map, kcore_page_offset, kernel_text_mapping, parse_cpu_list, parse_iomem,
-    skip_realmode_ivt,
+    CpuNote, Iomem, KcoreLoad, Machine, MachineError, VmcoreInfo, fixup_memory_map,
+    parse_cpu_list, parse_iomem,
 )
+from pykexec.arch.x86.kerneltext import KernelText, kcore_page_offset, kernel_text_mapping
+from pykexec.machine.memmap import skip_realmode_ivt
 from pykexec.core.ranges import MemoryRegion, MemType, Range, RangeSet
 from pykexec.abi.elf import ELFCLASS64, ET_CORE, ET_EXEC, PT_LOAD, PT_NOTE, elf_structs
+from pykexec.arch.x86.firmware import acpi_rsdp as x86_acpi_rsdp
+from pykexec.arch.x86.crashfacts import backup_area as x86_backup_area
+from pykexec.arch.x86.crashfacts import cpu_notes as x86_cpu_notes
+from pykexec.arch.x86.crashfacts import crash_memory_ranges as x86_crash_memory_ranges
+from pykexec.arch.x86.kerneltext import kernel_code as x86_kernel_code
+from pykexec.arch.x86.kerneltext import kernel_text as x86_kernel_text
+from pykexec.arch.x86.kerneltext import page_offset as x86_page_offset
 from tests.conftest import require
 
 REPO = Path(__file__).resolve().parents[2]
@@ -211,7 +219,7 @@ def test_memory_map_from_firmware_memmap(qemu):
 
 
 def test_crash_memory_ranges(qemu):
-    got = [(r.range.start, r.range.last, r.type) for r in qemu.crash_memory_ranges()]
+    got = [(r.range.start, r.range.last, r.type) for r in x86_crash_memory_ranges(qemu)]
     R, V = MemType.RAM, MemType.RESERVED
     assert got == [
         (0x0, 0xFFF, V), (0x1000, 0x9FBFF, R), (0x9FC00, 0x9FFFF, V), (0xF0000, 0xFFFFF, V),
@@ -222,25 +230,25 @@ def test_crash_memory_ranges(qemu):
 
 
 def test_backup_area(qemu):
-    assert qemu.backup_area() == BackupArea(0x1000, 0x9EC00)
-    assert qemu.backup_area().range == Range(0x1000, 0x9FC00)
+    assert x86_backup_area(qemu) == BackupArea(0x1000, 0x9EC00)
+    assert x86_backup_area(qemu).range == Range(0x1000, 0x9FC00)
 
 
 def test_cpus_and_vmcoreinfo(qemu):
     assert qemu.nr_cpus_conf == 2
     assert qemu.cpus == (CpuNote(0, 0x3FC1B000, 424), CpuNote(1, 0x3FC1B800, 424))
-    assert qemu.cpu_notes() == qemu.cpus
+    assert x86_cpu_notes(qemu) == qemu.cpus
     # "%llx %llx": both hex, 0x allowed; 0x1024 = 4132
     assert qemu.vmcoreinfo == VmcoreInfo(0x3F6B4000, 0x1024)
     assert (qemu.possible_cpus, qemu.present_cpus, qemu.online_cpus) == ((0, 1),) * 3
 
 
 def test_kernel_text(qemu):
-    kt = qemu.kernel_text
+    kt = x86_kernel_text(qemu)
     assert kt == KernelText(paddr=0x0A000000, vaddr=KASLR_TEXT, size=0x2600000,
                             page_offset=KASLR_PAGE_OFFSET, stext=KASLR_TEXT + 0x1000)
-    assert qemu.page_offset == KASLR_PAGE_OFFSET
-    assert qemu.kernel_code == Range(0x0A000000, 0x0AC01000)
+    assert x86_page_offset(qemu) == KASLR_PAGE_OFFSET
+    assert x86_kernel_code(qemu) == Range(0x0A000000, 0x0AC01000)
     assert qemu.symbol("_stext") == KASLR_TEXT + 0x1000
     assert qemu.symbol("helper") == 0xFFFFFFFFC0A01000
     assert qemu.symbol("startup_64") is None  # exact names only
@@ -248,7 +256,7 @@ def test_kernel_text(qemu):
 
 
 def test_firmware_and_flags(qemu):
-    assert qemu.acpi_rsdp == 0xF59D0
+    assert x86_acpi_rsdp(qemu) == 0xF59D0
     assert len(qemu.boot_params) == 4096
     assert not qemu.efi.present and not qemu.efi.runtime_map_dir
     assert qemu.cmdline.endswith("console=ttyS0")
@@ -278,8 +286,8 @@ def test_each_file_is_read_once(tmp_path, monkeypatch):
 
     monkeypatch.setattr(machine_mod, "read_machine_file", counting_read)
     for _ in range(2):
-        m.memory_map, m.crash_memory_ranges(), m.crash_memory_ranges("i386"), m.cpus
-        m.kernel_text, m.vmcoreinfo, m.acpi_rsdp, m.symbol("_text"), m.symbol("_end")
+        m.memory_map, x86_crash_memory_ranges(m), x86_crash_memory_ranges(m, "i386"), m.cpus
+        x86_kernel_text(m), m.vmcoreinfo, x86_acpi_rsdp(m), m.symbol("_text"), m.symbol("_end")
     assert len(opened) == len(set(opened))
     assert "proc/iomem" in opened and "proc/kcore" in opened and "proc/kallsyms" in opened
 
@@ -409,7 +417,7 @@ def test_two_crash_regions(tmp_path):
     m = make_machine(tmp_path, **{"proc/iomem": iomem})
     assert m.crash_regions == (Range(0xAB000000, 0xBB000000), Range(0x43C000000, 0x440000000))
     assert m.crash_region == Range(0x43C000000, 0x440000000)
-    ram = [r.range for r in m.crash_memory_ranges() if r.type is MemType.RAM]
+    ram = [r.range for r in x86_crash_memory_ranges(m) if r.type is MemType.RAM]
     assert ram == [Range(0x1000, 0x9FC00), Range(0x100000, 0xAB000000),
                    Range(0xBB000000, 0xBFFE0000), Range(0x100000000, 0x43C000000)]
 
@@ -418,18 +426,18 @@ def test_i386_lowmem_split(tmp_path):
     iomem = ("00001000-0009fbff : System RAM\n00100000-7ffdffff : System RAM\n"
              "  2e000000-3dffffff : Crash kernel\n7ffe0000-7fffffff : Reserved\n")
     m = make_machine(tmp_path, **{"proc/iomem": iomem})
-    got = [(r.range.start, r.range.last, r.type) for r in m.crash_memory_ranges("i386")]
+    got = [(r.range.start, r.range.last, r.type) for r in x86_crash_memory_ranges(m, "i386")]
     # split at 0x38000000 first, then the crash region removed from the low half; the
     # part of the crash region above the limit trims the start of the high half
     assert got == [(0x1000, 0x9FBFF, RAM), (0x100000, 0x2DFFFFFF, RAM),
                    (0x3E000000, 0x7FFDFFFF, RAM), (0x7FFE0000, 0x7FFFFFFF, RSV)]
-    assert m.crash_memory_ranges("x86_64")[1].range == Range(0x100000, 0x2E000000)
+    assert x86_crash_memory_ranges(m, "x86_64")[1].range == Range(0x100000, 0x2E000000)
 
 
 def test_i386_legacy_crash_notes(tmp_path):
     m = make_machine(tmp_path, **{"sys/kernel/crash_notes": "c1a2b000\n"})
-    assert m.cpu_notes("i386") == (CpuNote(0, 0x01A2B000, 1024), CpuNote(1, 0x01A2B400, 1024))
-    assert m.cpu_notes("x86_64") == m.cpus
+    assert x86_cpu_notes(m, "i386") == (CpuNote(0, 0x01A2B000, 1024), CpuNote(1, 0x01A2B400, 1024))
+    assert x86_cpu_notes(m, "x86_64") == m.cpus
 
 
 # -- CPUs -------------------------------------------------------------------------------------
@@ -498,7 +506,7 @@ def test_missing_optional_files(tmp_path):
         "sys/kernel/vmcoreinfo", "sys/kernel/security", "sys/kernel/kexec_crash_size",
         "proc/sys", "sys/kernel/boot_params"))
     assert m.vmcoreinfo is None and m.lockdown is None and m.kexec_crash_size is None
-    assert m.kexec_load_disabled is None and m.boot_params is None and m.acpi_rsdp is None
+    assert m.kexec_load_disabled is None and m.boot_params is None and x86_acpi_rsdp(m) is None
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -544,27 +552,27 @@ def test_missing_iomem(tmp_path):
 def test_missing_kernel_code(tmp_path):
     m = make_machine(tmp_path, **{"proc/iomem": QEMU_IOMEM.replace("Kernel code", "Kernel cod")})
     with pytest.raises(MachineError, match="Cannot determine kernel physical load addr.*0 'Kernel code'"):
-        m.kernel_text
+        x86_kernel_text(m)
 
 
 def test_two_kernel_code_lines(tmp_path):
     iomem = QEMU_IOMEM + "  170000000-1700fffff : Kernel code\n"
     m = make_machine(tmp_path, **{"proc/iomem": iomem})
     with pytest.raises(MachineError, match="has 2 'Kernel code' lines"):
-        m.kernel_text
+        x86_kernel_text(m)
 
 
 def test_unreadable_kcore(tmp_path):
     m = make_machine(tmp_path, files=without("proc/kcore"))
     (tmp_path / "proc" / "kcore").mkdir()  # reading a directory fails with EISDIR
     with pytest.raises(MachineError, match=rf"^Cannot read {tmp_path}/proc/kcore: Is a directory"):
-        m.kernel_text
+        x86_kernel_text(m)
 
 
 def test_missing_kcore(tmp_path):
     m = make_machine(tmp_path, files=without("proc/kcore"))
     with pytest.raises(MachineError, match=r"Cannot read .*/proc/kcore: No such file"):
-        m.kernel_text
+        x86_kernel_text(m)
 
 
 @pytest.mark.parametrize("data,pattern", [
@@ -577,28 +585,28 @@ def test_missing_kcore(tmp_path):
 def test_bad_kcore(tmp_path, data, pattern):
     m = make_machine(tmp_path, **{"proc/kcore": data})
     with pytest.raises(MachineError, match=f"ELF core \\(kcore\\) parse failed: .*{pattern}"):
-        m.kernel_text
+        x86_kernel_text(m)
 
 
 def test_kptr_restrict_zeros_use_the_fixed_window(tmp_path):
     zeros = "".join(f"0000000000000000 {line.split(' ', 1)[1]}\n"
                     for line in QEMU_KALLSYMS.splitlines())
     m = make_machine(tmp_path, **{"proc/kallsyms": zeros})
-    kt = m.kernel_text
+    kt = x86_kernel_text(m)
     assert kt.stext is None
     assert (kt.vaddr, kt.size) == (KASLR_TEXT, 0x2600000)
 
 
 def test_no_kallsyms_uses_the_fixed_window(tmp_path):
     m = make_machine(tmp_path, files=without("proc/kallsyms"))
-    assert m.kernel_text.vaddr == KASLR_TEXT
+    assert x86_kernel_text(m).vaddr == KASLR_TEXT
 
 
 def test_no_text_mapping(tmp_path):
     loads = [l for l in QEMU_KCORE_LOADS if l[0] != KASLR_TEXT]
     m = make_machine(tmp_path, **{"proc/kcore": kcore_bytes(loads), "proc/kallsyms": ""})
     with pytest.raises(MachineError, match="Can't find kernel text map area from kcore"):
-        m.kernel_text
+        x86_kernel_text(m)
 
 
 @pytest.mark.parametrize("loads,stext,expected", [
@@ -648,7 +656,7 @@ def efi_files(systab):
 
 def test_efi_machine(tmp_path):
     m = make_machine(tmp_path, files=efi_files("ACPI20=0x7fb7e014\nACPI=0x7fb7e000\nSMBIOS=0x7f9c0000\n"))
-    assert m.acpi_rsdp == 0x7FB7E014
+    assert x86_acpi_rsdp(m) == 0x7FB7E014
     efi = m.efi
     assert efi.present and efi.runtime_map_dir
     assert (efi.fw_vendor, efi.runtime, efi.config_table) == (0x7FE6A018, 0x7FE6AB98, 0x7FE6A218)
@@ -664,13 +672,13 @@ def test_efi_machine(tmp_path):
     ("SMBIOS=0x1\n", None),
 ])
 def test_rsdp_from_systab(tmp_path, systab, expected):
-    assert make_machine(tmp_path, files=efi_files(systab)).acpi_rsdp == expected
+    assert x86_acpi_rsdp(make_machine(tmp_path, files=efi_files(systab))) == expected
 
 
 def test_boot_params_rsdp_wins(tmp_path):
     files = efi_files("ACPI20=0x7fb7e014\n")
     files["sys/kernel/boot_params/data"] = boot_params_with_rsdp(0xF59D0)
-    assert make_machine(tmp_path, files=files).acpi_rsdp == 0xF59D0
+    assert x86_acpi_rsdp(make_machine(tmp_path, files=files)) == 0xF59D0
 
 
 # -- real and synthetic snapshots ---------------------------------------------------------------
@@ -686,11 +694,11 @@ def check_loadable_machine(m: Machine):
     assert m.crash_region in m.crash_regions
     assert m.memory_map and m.ram
     assert m.cpus and m.nr_cpus_conf >= len(m.cpus)
-    ranges = m.crash_memory_ranges()
+    ranges = x86_crash_memory_ranges(m)
     assert not any(r.range.overlaps(c) for r in ranges for c in m.crash_regions)
-    m.backup_area()
+    x86_backup_area(m)
     if (m.machine_arch or "x86_64") == "x86_64":
-        kt = m.kernel_text
+        kt = x86_kernel_text(m)
         assert kt.size > 0 and kt.vaddr % (1 << 20) == 0
 
 
@@ -732,18 +740,18 @@ def test_synthetic_machine(tmp_path, preset):
     fw_ram[0] = Range(0x400, fw_ram[0].end)
     assert list(m.ram) == fw_ram
     expected_ram = RangeSet(Range.from_inclusive(r.start, r.end) for r in layout.system_ram()).minus(crash)
-    got_ram = [r.range for r in m.crash_memory_ranges() if r.type is MemType.RAM]
+    got_ram = [r.range for r in x86_crash_memory_ranges(m) if r.type is MemType.RAM]
     assert RangeSet(got_ram) == expected_ram and len(got_ram) == len(RangeSet(got_ram))
     assert [c.cpu for c in m.cpus] == layout.cpus_with_notes
     assert [c.paddr for c in m.cpus] == [a for a in layout.crash_notes if a is not None]
     assert m.nr_cpus_conf == layout.spec.cpus
     assert m.vmcoreinfo.paddr == layout.vmcoreinfo_paddr
-    kt = m.kernel_text
+    kt = x86_kernel_text(m)
     assert kt.paddr == layout.kernel_paddr
     assert kt.vaddr == layout.kernel_vaddr - layout.kernel_vaddr % (1 << 20)
     assert kt.page_offset == layout.page_offset
-    assert m.acpi_rsdp == layout.spec.acpi_rsdp
-    assert m.backup_area() == BackupArea(0x1000, 0x9EC00)
+    assert x86_acpi_rsdp(m) == layout.spec.acpi_rsdp
+    assert x86_backup_area(m) == BackupArea(0x1000, 0x9EC00)
 
 
 # -- more edge cases --------------------------------------------------------------------------
@@ -753,7 +761,7 @@ def test_unreadable_kallsyms_uses_the_fixed_window(tmp_path):
     (tmp_path / "proc" / "kallsyms").mkdir()
     with pytest.raises(MachineError, match="Cannot read .*proc/kallsyms: Is a directory"):
         m.symbol("_stext")
-    assert m.kernel_text.vaddr == KASLR_TEXT and m.kernel_text.stext is None
+    assert x86_kernel_text(m).vaddr == KASLR_TEXT and x86_kernel_text(m).stext is None
 
 
 def test_memory_map_without_cmdline(tmp_path):

@@ -13,9 +13,10 @@ import struct
 
 import pytest
 
-import pykexec.machine as machine_mod
+import pykexec.machine.reader as machine_mod  # the reader: its limit and read function
 from pykexec.machine import MachineError, RamIndex, parse_cpu_list, parse_iomem
 from pykexec.core.ranges import Range
+from pykexec.arch.x86.firmware import edd as x86_edd
 from tests.unit.test_machine import make_machine, qemu_files
 
 # -- CPU lists ----------------------------------------------------------------------------------
@@ -224,11 +225,11 @@ def edd_disk(dev, version="0x30\n", raw=RAW, sig="0x0badf00d\n", **extra):
 
 
 def test_edd_absent_is_none(tmp_path):
-    assert make_machine(tmp_path).edd is None
+    assert x86_edd(make_machine(tmp_path)) is None
 
 
 def test_edd_one_disk(tmp_path):
-    edd = make_machine(tmp_path, **edd_disk("80")).edd
+    edd = x86_edd(make_machine(tmp_path, **edd_disk("80")))
     assert edd.problem is None and edd.mbr_signatures == (0x0BADF00D,)
     (entry,) = edd.entries
     assert entry == dict(device=0x80, version=0x30, interface_support=0b1001,
@@ -237,7 +238,7 @@ def test_edd_one_disk(tmp_path):
 
 
 def test_edd_version_zero_is_a_dummy_entry(tmp_path):
-    edd = make_machine(tmp_path, **edd_disk("81", version="0x0\n")).edd
+    edd = x86_edd(make_machine(tmp_path, **edd_disk("81", version="0x0\n")))
     assert edd.entries[0]["device"] == 0x81 and edd.entries[0]["version"] == 0
     assert edd.entries[0]["params"] == bytes(74) and edd.mbr_signatures == (0x0BADF00D,)
 
@@ -253,13 +254,13 @@ def test_edd_version_zero_is_a_dummy_entry(tmp_path):
     ({k: v for d in range(0x80, 0x87) for k, v in edd_disk(f"{d:02x}").items()}, "7 int13_dev entries"),
 ])
 def test_edd_problem_leaves_everything_out(tmp_path, files, problem):
-    edd = make_machine(tmp_path, **files).edd
+    edd = x86_edd(make_machine(tmp_path, **files))
     assert edd.entries == () and edd.mbr_signatures == ()
     assert problem in edd.problem and "sys/firmware/edd" in edd.problem
 
 
 def test_edd_unscannable_signature_is_skipped(tmp_path):
-    edd = make_machine(tmp_path, **edd_disk("80", sig="none\n")).edd
+    edd = x86_edd(make_machine(tmp_path, **edd_disk("80", sig="none\n")))
     assert edd.problem is None and edd.mbr_signatures == () and len(edd.entries) == 1
 
 
@@ -330,7 +331,7 @@ def test_machine_files_are_read_in_reads_a_sysctl_accepts(monkeypatch, tmp_path)
     import errno
     import os as os_mod
 
-    from pykexec import machine as machine_mod
+    from pykexec.machine import reader as machine_mod
 
     real_read = os_mod.read
 

@@ -81,3 +81,44 @@ def test_status_never_blocks_on_a_fifo(tmp_path):
     machine = machine_with_flag(tmp_path, None)
     os.mkfifo(os.path.join(machine, "sys/kernel/kexec_crash_loaded"))
     assert run(["-S", "--sysroot", machine]) == 255
+
+
+@pytest.mark.parametrize("old,new,option,status", [
+    (None, b"1\n", [], 1),                 # only the newer sys/kernel/kexec/crash_loaded
+    (None, b"0\n", [], 0),
+    (None, b"12\n", [], 12),               # the same kexec-tools rule on the newer file
+    (b"0\n", b"1\n", [], 0),               # the old file, where it exists, is the answer
+    (None, None, [], 255),
+    (None, b"7\n", ["-l"], 7),             # -l: sys/kernel/kexec/loaded
+])
+def test_status_falls_back_to_the_kexec_folder(tmp_path, old, new, option, status):
+    """Kernels from 2025 on also show the flags as sys/kernel/kexec/{loaded,crash_loaded};
+    where only those exist, -S reads them (as the machine reader does for its facts)."""
+    name = "kexec_loaded" if option else "kexec_crash_loaded"
+    machine = machine_with_flag(tmp_path, old, name)
+    if new is not None:
+        os.mkdir(os.path.join(machine, "sys/kernel/kexec"))
+        with open(os.path.join(machine, "sys/kernel/kexec", name[len("kexec_"):]), "wb") as f:
+            f.write(new)
+    assert run(["-S", *option, "--sysroot", machine], program="kexec") == status
+
+
+def test_host_reads_loaded_lockdown_and_disabled_through_the_machine(tmp_path):
+    """The host's diagnosis reads the same files, with the same fallback."""
+    from pykexec.host import syscall
+    machine = machine_with_flag(tmp_path, None)
+    os.makedirs(os.path.join(machine, "sys/kernel/kexec"))
+    os.makedirs(os.path.join(machine, "sys/kernel/security"))
+    os.makedirs(os.path.join(machine, "proc/sys/kernel"))
+    for rel, text in (("sys/kernel/kexec/crash_loaded", "1\n"), ("sys/kernel/kexec_loaded", "0\n"),
+                      ("sys/kernel/security/lockdown", "none [integrity] confidentiality\n"),
+                      ("proc/sys/kernel/kexec_load_disabled", "1\n")):
+        with open(os.path.join(machine, rel), "w") as f:
+            f.write(text)
+    host = syscall.Host(machine)
+    assert host.loaded(True) == 1 and host.loaded(False) == 0
+    assert syscall.lockdown_mode(machine) == "integrity"
+    assert syscall._load_disabled(machine) is True
+    os.remove(os.path.join(machine, "sys/kernel/security/lockdown"))
+    os.remove(os.path.join(machine, "proc/sys/kernel/kexec_load_disabled"))
+    assert syscall.lockdown_mode(machine) is None and syscall._load_disabled(machine) is False

@@ -15,6 +15,7 @@ import pytest
 from pykexec.arch import plan_load
 from pykexec.machine import Machine
 from pykexec.request import parse_args
+from pykexec.arch.x86.crashfacts import backup_area as x86_backup_area
 from tests.bed import synthetic
 from tests.bed.fakekernel import FakeKernel, bzimage_bytes, make_initrd
 from tests.conftest import require
@@ -153,7 +154,7 @@ def test_backup_header_points_at_the_copy(machines, files):
     loads = [struct.unpack_from("<IIQQQQQQ", core.data, e_phoff + 56 * i) for i in range(phnum)]
     moved = [p for p in loads if p[0] == 1 and p[2] != p[4]]
     assert len(moved) == 1 and moved[0][2] == backup.mem
-    low = machine.backup_area()
+    low = x86_backup_area(machine)
     assert moved[0][4] == low.start and moved[0][5] == low.size
     symbols = plan.notes["purgatory_symbols"]
     assert (symbols["backup_start"], symbols["backup_src_start"], symbols["backup_src_size"]) == \

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+from pykexec.arch.x86.crashfacts import crash_memory_ranges
 from pykexec.arch.x86.crashload import X86CrashLoad
 from pykexec.arch.x86.crashmem import core_class_for
 from pykexec.arch.x86.purgatory_setup import I386
@@ -36,7 +37,7 @@ def core_header_class(machine, forced: Optional[int]) -> int:
     the last crash range of any type: a firmware "reserved" range above 4 GiB alone makes
     it choose ELF64; pykexec does not, and says so in the plan's warnings.)
     """
-    ranges = machine.crash_memory_ranges(ARCH)
+    ranges = crash_memory_ranges(machine, ARCH)
     above = [r for r in ranges if r.type is MemType.RAM and r.range.last >= FOUR_GIB]
     if forced == 32 and above:
         raise LoadError(
@@ -51,7 +52,7 @@ def kexec_tools_class_differs(machine, forced: Optional[int]) -> bool:
     """True when kexec-tools' rule (the last range of any type) would choose otherwise."""
     if forced in (32, 64):
         return False
-    ranges = machine.crash_memory_ranges(ARCH)
+    ranges = crash_memory_ranges(machine, ARCH)
     return core_class_for(ARCH, ranges, None) != core_header_class(machine, None)
 
 

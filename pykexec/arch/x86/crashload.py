@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import List, Optional, Tuple
 
 from pykexec.arch.x86.crash import CrashSetup, crash_window, place_crash_segments
+from pykexec.arch.x86.firmware import acpi_rsdp, edd
 from pykexec.arch.x86.purgatory_setup import (PURGATORY_MIN_ADDR, PurgatoryKind,
                                               PurgatoryOptions, finish_purgatory,
                                               place_purgatory, registers_for_kernel)
@@ -51,7 +52,7 @@ class X86CrashLoad:
         info = self.arch.crash_elf_info(machine, self.inputs.request)
         # pykexec passes no EFI runtime data to a capture kernel, so it always names the RSDP.
         self.crash = place_crash_segments(self.layout, machine, info, self.inputs.cmdline,
-                                          machine.acpi_rsdp)
+                                          acpi_rsdp(machine))
         check_final(self.crash.cmdline, COMMAND_LINE_MAX, self.inputs.kernel_path,
                     self.inputs.cmdline)
         return self.crash.cmdline
@@ -74,8 +75,8 @@ class X86CrashLoad:
         return build_zero_page(ZeroPageInputs(
             header_bytes=header_bytes, cmdline_addr=cmdline_addr, cmdline_offset=cmdline_offset,
             e820=self.crash.e820, initrd=initrd, setup_data_head=setup_data,
-            acpi_rsdp=machine.acpi_rsdp or 0, running_boot_params=machine.boot_params,
-            edd=machine.edd))
+            acpi_rsdp=acpi_rsdp(machine) or 0, running_boot_params=machine.boot_params,
+            edd=edd(machine)))
 
     def finish(self, entry: int, boot_params_addr: int, cmdline_addr: int, **notes) -> Plan:
         """The final segments, purgatory patched with registers, backup and digest."""

@@ -12,6 +12,7 @@ import importlib
 import os
 from typing import Callable, Optional, Tuple
 
+from pykexec.arch.x86 import crashfacts
 from pykexec.arch.interfaces import CrashElfInfo, KernelTextMap
 
 
@@ -100,7 +101,7 @@ class X86Arch:
             elf_class=self.core_class(machine, request), elf_machine=self.elf_machine,
             page_offset=self.page_offset(machine), kernel_text=kernel_text,
             lowmem_limit=self.lowmem_limit, nr_cpus=machine.nr_cpus_conf,
-            cpu_notes=tuple((n.cpu, n.paddr, n.size) for n in machine.cpu_notes(self.name)),
+            cpu_notes=tuple((n.cpu, n.paddr, n.size) for n in crashfacts.cpu_notes(machine, self.name)),
             vmcoreinfo=(vmcoreinfo.paddr, vmcoreinfo.size) if vmcoreinfo else None,
-            crash_ranges=machine.crash_memory_ranges(self.name),
-            backup=machine.backup_area(self.name))
+            crash_ranges=crashfacts.crash_memory_ranges(machine, self.name),
+            backup=crashfacts.backup_area(machine, self.name))

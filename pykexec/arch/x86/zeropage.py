@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Optional, Sequence, Tuple
 from pykexec.abi import bootparams as bp
 
 if TYPE_CHECKING:
-    from pykexec.machine import EddFacts
+    from pykexec.arch.x86.firmware import EddFacts
 
 LOADER_TYPE_KEXEC = 0xD0   # kexec's registered boot loader id (0x0D) in the high nibble
 CL_MAGIC = 0xA33F
@@ -37,7 +37,7 @@ class ZeroPageInputs:
     setup_data_head: int = 0
     acpi_rsdp: int = 0
     running_boot_params: Optional[bytes] = None
-    edd: Optional["EddFacts"] = None  # Machine.edd: BIOS disk data for the new kernel
+    edd: Optional["EddFacts"] = None  # x86.firmware.edd: BIOS disk data for the new kernel
 
 
 def split_e820(entries: Sequence[E820Entry]) -> Tuple[Sequence[E820Entry], Sequence[E820Entry]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pykexec.abi.elf import ELFCLASS64, EM_X86_64
 from pykexec.arch.interfaces import KernelTextMap
+from pykexec.arch.x86 import kerneltext
 from pykexec.arch.x86.family import X86Arch
 
 NAME = "x86_64"
@@ -21,11 +22,11 @@ class X86_64(X86Arch):
         return ELFCLASS64
 
     def kernel_text(self, machine) -> KernelTextMap:
-        kt = machine.kernel_text
+        kt = kerneltext.kernel_text(machine)
         return KernelTextMap(kt.paddr, kt.vaddr, kt.size)
 
     def page_offset(self, machine) -> int:
-        return machine.page_offset   # kcore's (KASLR) direct-map base
+        return kerneltext.page_offset(machine)   # kcore's (KASLR) direct-map base
 
 
 ARCH = X86_64(

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import List, Optional, Tuple
 
 from pykexec.arch.x86.efi import efi_boot_data, patch_efi_info, place_efi_data
+from pykexec.arch.x86.firmware import acpi_rsdp, edd
 from pykexec.arch.x86.load import place_initrd
 from pykexec.arch.x86.setupdata import place_setup_data
 from pykexec.arch.x86.zeropage import ZeroPageInputs, build_zero_page
@@ -82,8 +83,8 @@ class NormalLoad:
         page = build_zero_page(ZeroPageInputs(
             header_bytes=header_bytes, cmdline_addr=cmdline_addr, cmdline_offset=cmdline_offset,
             e820=self.e820, initrd=initrd, setup_data_head=setup_data,
-            acpi_rsdp=machine.acpi_rsdp or 0, running_boot_params=machine.boot_params,
-            edd=machine.edd))
+            acpi_rsdp=acpi_rsdp(machine) or 0, running_boot_params=machine.boot_params,
+            edd=edd(machine)))
         if self.efi is not None and self.efi_memmap is not None:
             page = patch_efi_info(page, self.efi, self.efi_memmap)
         return page
