@@ -24,8 +24,14 @@ ET_CORE = 4
 PT_LOAD = 1
 PT_NOTE = 4
 PF_X, PF_W, PF_R = 1, 2, 4
+# e_machine values (elf.h); the kexec_load arch values are these shifted (abi.kexec)
 EM_386 = 3
+EM_PPC64 = 21
+EM_S390 = 22
+EM_ARM = 40
 EM_X86_64 = 62
+EM_AARCH64 = 183
+EM_NAMES = {EM_386: "i386", EM_X86_64: "x86_64", EM_AARCH64: "aarch64"}  # as `uname -m`
 NT_PRSTATUS = 1
 ELF_MAGIC = b"\x7fELF"
 

@@ -25,20 +25,11 @@ import json
 import re
 from typing import Any, Dict, List, Optional, TextIO, Tuple
 
+from pykexec.abi import kexec as kexec_abi
 from pykexec.core.plan import Plan
 from pykexec.views import planfacts
 from pykexec.abi import bootparams as bp
 
-KEXEC_ON_CRASH = 0x1
-KEXEC_PRESERVE_CONTEXT = 0x2
-KEXEC_UPDATE_ELFCOREHDR = 0x4
-KEXEC_ARCH_MASK = 0xFFFF0000
-KEXEC_FILE_FLAGS = {0x1: "KEXEC_FILE_UNLOAD", 0x2: "KEXEC_FILE_ON_CRASH",
-                    0x4: "KEXEC_FILE_NO_INITRAMFS", 0x8: "KEXEC_FILE_DEBUG"}
-KEXEC_ARCHES = {0: "KEXEC_ARCH_DEFAULT", 3: "KEXEC_ARCH_386", 62: "KEXEC_ARCH_X86_64",
-                183: "KEXEC_ARCH_AARCH64", 40: "KEXEC_ARCH_ARM", 21: "KEXEC_ARCH_PPC64",
-                22: "KEXEC_ARCH_S390"}
-KERNEL_MAP_START = 0xFFFFFFFF80000000   # x86_64 __START_KERNEL_map
 VMCOREINFO_MIN_SIZE = 2048              # CPU crash notes are < 1 KiB; vmcoreinfo ~4 KiB
 
 SETUP_DATA_NAMES = {1: "SETUP_E820_EXT", 2: "SETUP_DTB", 3: "SETUP_PCI", 4: "SETUP_EFI",
@@ -114,24 +105,7 @@ def _ordinal(n: int) -> str:
 
 def decode_flags(plan: Plan) -> List[str]:
     """The flag names of `plan.flags` (kexec_load: arch + KEXEC_*; file load: KEXEC_FILE_*)."""
-    names = []
-    if plan.syscall == "kexec_file_load":
-        for bit, name in KEXEC_FILE_FLAGS.items():
-            if plan.flags & bit:
-                names.append(name)
-        rest = plan.flags & ~sum(KEXEC_FILE_FLAGS)
-    else:
-        for bit, name in ((KEXEC_ON_CRASH, "KEXEC_ON_CRASH"),
-                          (KEXEC_PRESERVE_CONTEXT, "KEXEC_PRESERVE_CONTEXT"),
-                          (KEXEC_UPDATE_ELFCOREHDR, "KEXEC_UPDATE_ELFCOREHDR")):
-            if plan.flags & bit:
-                names.append(name)
-        arch = (plan.flags & KEXEC_ARCH_MASK) >> 16
-        names.append(KEXEC_ARCHES.get(arch, f"KEXEC_ARCH({arch})"))
-        rest = plan.flags & ~KEXEC_ARCH_MASK & ~0x7
-    if rest:
-        names.append(f"{rest:#x}")
-    return names
+    return kexec_abi.decode_flags(plan.flags, plan.syscall == "kexec_file_load")
 
 
 def _machine_fact(machine, name):
