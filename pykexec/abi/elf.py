@@ -11,7 +11,7 @@ from __future__ import annotations
 from functools import lru_cache
 from types import SimpleNamespace
 
-from construct import Const, Int8ul, Int16ul, Int32ul, Int64ul, Padding, Struct
+from construct import Bytes, Const, Int8ul, Int16ul, Int32ul, Int64ul, Padding, Struct
 
 ELFCLASS32 = 1
 ELFCLASS64 = 2
@@ -34,6 +34,10 @@ EM_AARCH64 = 183
 EM_NAMES = {EM_386: "i386", EM_X86_64: "x86_64", EM_AARCH64: "aarch64"}  # as `uname -m`
 NT_PRSTATUS = 1
 ELF_MAGIC = b"\x7fELF"
+
+
+# What both classes share at the start of the header: enough to tell a file's kind.
+ElfHead = Struct("e_ident" / Bytes(16), "e_type" / Int16ul, "e_machine" / Int16ul)
 
 
 @lru_cache(maxsize=None)

@@ -79,3 +79,25 @@ class Arch(Protocol):
 
     def crash_elf_info(self, machine: "Machine", request: "Request") -> CrashElfInfo:
         """The core header's facts for a crash load of `request` on `machine`."""
+
+
+# --- What views and vmcore ask of an architecture (abi helper) ---------------------------
+# An Arch module also offers ELF_MACHINE (the e_machine of its kernels), `plan_decoder()`
+# (a PlanDecoder) and `dump_reader()` (the vmcore reader class for its core files), found
+# through pykexec.arch.arch_named / arch_for_elf_machine.
+
+@runtime_checkable
+class PlanDecoder(Protocol):
+    """Reads an architecture's boot structures back out of a plan (views.planfacts)."""
+
+    def is_kernel_text(self, vaddr: int) -> bool:
+        """A core PT_LOAD at `vaddr` maps kernel text, not the direct map of RAM."""
+
+    def boot_params_segment(self, plan: "Plan"):
+        """The segment holding the new kernel's boot parameters, or None."""
+
+    def read_cmdline(self, plan: "Plan") -> Optional[str]:
+        """The command line the new kernel will see, read through its boot parameters."""
+
+    def find_entry_registers(self, plan: "Plan"):
+        """Purgatory's register block found by content, as {name: value}, or None."""

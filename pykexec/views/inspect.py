@@ -27,7 +27,7 @@ from typing import Dict, List, Optional, Tuple
 from pykexec.errors import PykexecError
 from pykexec.core.inputfiles import file_kind
 from pykexec.views.show import hex_range, human_size
-from pykexec.abi import bootparams as bp
+from pykexec.arch.x86 import bootparams as bp
 from pykexec.abi.elf import (ELF_MAGIC, ET_CORE, ET_DYN, ET_EXEC, ET_REL, NT_PRSTATUS,
                                  PT_LOAD, PT_NOTE, iter_notes, parse_core_header)
 

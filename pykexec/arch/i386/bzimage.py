@@ -23,7 +23,7 @@ from pykexec.core.cmdline import as_bytes, byte_length, check_final, check_user_
 from pykexec.errors import LoadError
 from pykexec.core.plan import Plan
 from pykexec.core.ranges import align_up
-from pykexec.abi import bootparams as bp
+from pykexec.arch.x86 import bootparams as bp
 
 NAME = "bzImage"
 SETUP_MIN_ADDR = 0x3000

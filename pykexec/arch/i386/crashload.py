@@ -23,7 +23,7 @@ from pykexec.errors import LoadError
 from pykexec.core.plan import Plan
 from pykexec.core.ranges import MemType, Range
 from pykexec.abi.elf import ELFCLASS32, ELFCLASS64, EM_386
-from pykexec.host.syscall import KEXEC_ARCH_DEFAULT
+from pykexec.abi.kexec import KEXEC_ARCH_DEFAULT
 
 ARCH = "i386"
 FOUR_GIB = 1 << 32

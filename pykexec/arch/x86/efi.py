@@ -16,7 +16,7 @@ import struct
 from dataclasses import dataclass
 from typing import Optional
 
-from pykexec.abi import bootparams as bp
+from pykexec.arch.x86 import bootparams as bp
 
 EFI_INFO_OFFSET = 0x1C0
 EFI_INFO_SIZE = 0x20

@@ -12,7 +12,7 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, Sequence, Tuple
 
-from pykexec.abi import bootparams as bp
+from pykexec.arch.x86 import bootparams as bp
 
 if TYPE_CHECKING:
     from pykexec.machine import EddFacts

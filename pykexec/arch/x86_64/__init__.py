@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from typing import Callable
 
+from pykexec.abi.elf import EM_X86_64
 from pykexec.arch.x86 import with_entry_override
 from pykexec.arch.x86.inputs import choose_format, read_inputs
 from pykexec.machine import Machine
@@ -29,3 +30,17 @@ def plan_load(request: Request, machine: Machine,
     inputs = read_inputs(request, machine, random_bytes)
     plan = choose_format(inputs, formats(), NAME).load(inputs)
     return with_entry_override(plan, request, machine, 64)
+
+
+# --- What views and vmcore ask of x86_64 (abi helper; pykexec.arch.interfaces) -----------
+ELF_MACHINE = EM_X86_64
+
+
+def plan_decoder():
+    from pykexec.arch.x86 import planfacts
+    return planfacts
+
+
+def dump_reader():
+    from pykexec.arch.x86.vmcore import X86_64
+    return X86_64

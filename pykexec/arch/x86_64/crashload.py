@@ -7,7 +7,7 @@ from pykexec.arch.x86.crashload import X86CrashLoad
 from pykexec.arch.x86.purgatory_setup import X86_64, place_purgatory
 from pykexec.core.plan import Plan
 from pykexec.abi.elf import ELFCLASS64, EM_X86_64
-from pykexec.host.syscall import KEXEC_ARCH_X86_64
+from pykexec.arch.x86.abi import KEXEC_ARCH_X86_64
 
 ELF32_ON_X86_64 = ("--elf32-core-headers: x86_64 kernel addresses do not fit ELF32, and "
                    "crash/gdb/makedumpfile expect ELF64 here; writing ELF64 core headers")

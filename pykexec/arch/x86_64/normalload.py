@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import List, Optional, Tuple
 
+from pykexec.arch.x86.bootparams import e820_type
 from pykexec.arch.x86.efi import efi_boot_data, patch_efi_info, place_efi_data
 from pykexec.arch.x86.setupdata import place_setup_data
 from pykexec.arch.x86.zeropage import ZeroPageInputs, build_zero_page
@@ -24,7 +25,7 @@ from pykexec.errors import LoadError
 from pykexec.core.layout import Layout
 from pykexec.core.plan import Plan
 from pykexec.core.ranges import ADDR_LIMIT, Range
-from pykexec.host.syscall import KEXEC_ARCH_X86_64
+from pykexec.arch.x86.abi import KEXEC_ARCH_X86_64
 
 
 def normal_window(mem_min: int = 0, mem_max: Optional[int] = None) -> Range:
@@ -45,7 +46,7 @@ class NormalLoad:
         machine = inputs.machine
         self.window = normal_window(request.mem_min, request.mem_max)
         self.layout = Layout(machine.ram, self.window, crash=False)
-        self.e820 = tuple((r.range.start, r.range.size, r.type.e820) for r in machine.memory_map)
+        self.e820 = tuple((r.range.start, r.range.size, e820_type(r.type)) for r in machine.memory_map)
         self.cmdline = inputs.cmdline
         self.purgatory = None
         self.efi = efi_boot_data(machine, _xloadflags(inputs.kernel), request.noefi)
