@@ -32,6 +32,9 @@ EM_ARM = 40
 EM_X86_64 = 62
 EM_AARCH64 = 183
 EM_NAMES = {EM_386: "i386", EM_X86_64: "x86_64", EM_AARCH64: "aarch64"}  # as `uname -m`
+EM_DESCRIPTIONS = {EM_386: "i386 (EM_386)", EM_X86_64: "x86_64 (EM_X86_64)",
+                   EM_AARCH64: "aarch64 (EM_AARCH64)", EM_ARM: "arm (EM_ARM)",
+                   EM_PPC64: "ppc64 (EM_PPC64)", EM_S390: "s390 (EM_S390)"}
 NT_PRSTATUS = 1
 ELF_MAGIC = b"\x7fELF"
 

@@ -65,7 +65,8 @@ class DumpReader:
         if not self.pointer_size:
             self.pointer_size = 8 if dump.elfclass == 64 else 4
 
-    def prstatus(self, desc: bytes) -> Optional[CpuRegisters]:
+    @staticmethod
+    def prstatus(desc: bytes) -> Optional[CpuRegisters]:
         return None
 
     def kvtop(self, vaddr: int) -> Optional[int]:

@@ -20,16 +20,18 @@ from __future__ import annotations
 import io
 import os
 import stat
-import struct
 from collections import Counter
 from typing import Dict, List, Optional, Tuple
 
-from pykexec.errors import PykexecError
-from pykexec.core.inputfiles import file_kind
-from pykexec.views.show import hex_range, human_size
+from pykexec.abi.elf import (ELF_MAGIC, EM_DESCRIPTIONS, EM_NAMES, ET_CORE, ET_DYN, ET_EXEC,
+                             ET_REL, NT_PRSTATUS, PT_LOAD, PT_NOTE, ElfHead, iter_notes,
+                             parse_core_header)
+from pykexec.abi.fields import field_offset
+from pykexec.arch import arch_for_elf_machine
 from pykexec.arch.x86 import bootparams as bp
-from pykexec.abi.elf import (ELF_MAGIC, ET_CORE, ET_DYN, ET_EXEC, ET_REL, NT_PRSTATUS,
-                                 PT_LOAD, PT_NOTE, iter_notes, parse_core_header)
+from pykexec.core.inputfiles import file_kind
+from pykexec.errors import PykexecError
+from pykexec.views.show import hex_range, human_size
 
 READ_LIMIT = 64 << 20          # whole files up to this size; vmcores are read by pieces
 VMLINUX_NOTES_LIMIT = 1 << 20  # a vmlinux's notes (build id, Xen) are a few hundred bytes
@@ -39,9 +41,6 @@ NT_TASKSTRUCT = 4
 NT_AUXV = 6
 NOTE_TYPES = {1: "NT_PRSTATUS", 2: "NT_PRFPREG", 3: "NT_PRPSINFO", 4: "NT_TASKSTRUCT",
               6: "NT_AUXV", 0x202: "NT_X86_XSTATE"}
-MACHINES = {3: "i386 (EM_386)", 62: "x86_64 (EM_X86_64)", 183: "aarch64 (EM_AARCH64)",
-            40: "arm (EM_ARM)", 21: "ppc64 (EM_PPC64)", 22: "s390 (EM_S390)"}
-KERNEL_MAP_START = 0xFFFFFFFF80000000
 
 # Global symbols of a purgatory that a loader writes, and why.
 PURGATORY_SYMBOLS = {
@@ -67,40 +66,39 @@ PURGATORY_SYMBOLS = {
     "entry64": "64-bit trampoline into the kernel",
 }
 
-# Setup header fields (offset, name, meaning).
-SETUP_FIELDS = (
-    (0x1F1, "setup_sects", "512-byte sectors of real-mode setup code after the boot sector "
+SETUP_FIELDS = (   # (field, meaning); offsets come from bootparams.SetupHeader
+    ("setup_sects", "512-byte sectors of real-mode setup code after the boot sector "
      "(0 means 4)"),
-    (0x1F2, "root_flags", "mount root read-only if non-zero (obsolete)"),
-    (0x1F4, "syssize", "size of the protected-mode code in 16-byte paragraphs"),
-    (0x1FA, "vid_mode", "video mode (0xffff: normal)"),
-    (0x1FC, "root_dev", "default root device (obsolete)"),
-    (0x1FE, "boot_flag", "0xaa55: boot sector signature"),
-    (0x202, "header", "'HdrS': the boot protocol header is present"),
-    (0x206, "version", "boot protocol version"),
-    (0x20E, "kernel_version", "offset - 0x200 of the kernel version string"),
-    (0x210, "type_of_loader", "boot loader id (a loader writes it; kexec: 0xd0)"),
-    (0x211, "loadflags", "LOADED_HIGH (protected-mode code at 1 MiB), CAN_USE_HEAP, ..."),
-    (0x214, "code32_start", "32-bit entry for the boot loader (protected-mode code address)"),
-    (0x218, "ramdisk_image", "physical address of the initrd (a loader writes it)"),
-    (0x21C, "ramdisk_size", "initrd size (a loader writes it)"),
-    (0x224, "heap_end_ptr", "end of the setup heap (a loader writes it)"),
-    (0x228, "cmd_line_ptr", "physical address of the command line (a loader writes it)"),
-    (0x22C, "initrd_addr_max", "highest address the initrd may end at"),
-    (0x230, "kernel_alignment", "physical alignment the kernel needs when relocated"),
-    (0x234, "relocatable_kernel", "the kernel can run at any aligned address"),
-    (0x235, "min_alignment", "smallest alignment the kernel accepts, as a power of two"),
-    (0x236, "xloadflags", "64-bit entry, loadable above 4 GiB, EFI handover, kexec EFI..."),
-    (0x238, "cmdline_size", "longest command line without its NUL"),
-    (0x23C, "hardware_subarch", "0: PC"),
-    (0x248, "payload_offset", "offset of the compressed kernel in the protected-mode code"),
-    (0x24C, "payload_length", "length of the compressed kernel"),
-    (0x250, "setup_data", "physical address of the first setup_data item (a loader writes it)"),
-    (0x258, "pref_address", "preferred load address of the kernel"),
-    (0x260, "init_size", "memory the kernel needs from its load address while it "
+    ("root_flags", "mount root read-only if non-zero (obsolete)"),
+    ("syssize", "size of the protected-mode code in 16-byte paragraphs"),
+    ("vid_mode", "video mode (0xffff: normal)"),
+    ("root_dev", "default root device (obsolete)"),
+    ("boot_flag", "0xaa55: boot sector signature"),
+    ("header", "'HdrS': the boot protocol header is present"),
+    ("version", "boot protocol version"),
+    ("kernel_version", "offset - 0x200 of the kernel version string"),
+    ("type_of_loader", "boot loader id (a loader writes it; kexec: 0xd0)"),
+    ("loadflags", "LOADED_HIGH (protected-mode code at 1 MiB), CAN_USE_HEAP, ..."),
+    ("code32_start", "32-bit entry for the boot loader (protected-mode code address)"),
+    ("ramdisk_image", "physical address of the initrd (a loader writes it)"),
+    ("ramdisk_size", "initrd size (a loader writes it)"),
+    ("heap_end_ptr", "end of the setup heap (a loader writes it)"),
+    ("cmd_line_ptr", "physical address of the command line (a loader writes it)"),
+    ("initrd_addr_max", "highest address the initrd may end at"),
+    ("kernel_alignment", "physical alignment the kernel needs when relocated"),
+    ("relocatable_kernel", "the kernel can run at any aligned address"),
+    ("min_alignment", "smallest alignment the kernel accepts, as a power of two"),
+    ("xloadflags", "64-bit entry, loadable above 4 GiB, EFI handover, kexec EFI..."),
+    ("cmdline_size", "longest command line without its NUL"),
+    ("hardware_subarch", "0: PC"),
+    ("payload_offset", "offset of the compressed kernel in the protected-mode code"),
+    ("payload_length", "length of the compressed kernel"),
+    ("setup_data", "physical address of the first setup_data item (a loader writes it)"),
+    ("pref_address", "preferred load address of the kernel"),
+    ("init_size", "memory the kernel needs from its load address while it "
      "decompresses and starts"),
-    (0x264, "handover_offset", "EFI handover entry, from the protected-mode code"),
-    (0x268, "kernel_info_offset", "offset of the kernel_info structure"),
+    ("handover_offset", "EFI handover entry, from the protected-mode code"),
+    ("kernel_info_offset", "offset of the kernel_info structure"),
 )
 LOADFLAGS = {0x01: "LOADED_HIGH", 0x20: "QUIET_FLAG", 0x40: "KEEP_SEGMENTS",
              0x80: "CAN_USE_HEAP"}
@@ -137,7 +135,7 @@ def detect(path: str, head: bytes) -> str:
             raise InspectError(f"{path}: truncated or unknown ELF header")
         if head[5] != 1:
             raise InspectError(f"{path}: big-endian ELF files are not supported")
-        e_type = struct.unpack_from("<H", head, 16)[0]
+        e_type = ElfHead.parse(head).e_type
         if e_type in (ET_EXEC, ET_DYN):
             return "vmlinux"
         if e_type == ET_REL:
@@ -221,9 +219,10 @@ def inspect_path(path: str) -> str:
 # bzImage
 
 def explain_bzimage(data: bytes, path: str = "bzImage", file_size: Optional[int] = None) -> str:
-    if len(data) < 0x1F1 + bp.SETUP_HEADER_SIZE:
+    header_end = bp.SETUP_HEADER_OFFSET + bp.SETUP_HEADER_SIZE
+    if len(data) < header_end:
         raise InspectError(f"{path}: too short for a setup header")
-    hdr = bp.SetupHeader.parse(data[0x1F1:0x1F1 + bp.SETUP_HEADER_SIZE])
+    hdr = bp.SetupHeader.parse(data[bp.SETUP_HEADER_OFFSET:header_end])
     setup_sects = hdr.setup_sects or 4
     pm_offset = (setup_sects + 1) * 512
     if pm_offset > len(data):
@@ -244,7 +243,8 @@ def explain_bzimage(data: bytes, path: str = "bzImage", file_size: Optional[int]
         out.append("  64-bit entry (startup_64): protected-mode code + 0x200")
     out.append("")
     out.append("  setup header (offset, field, value, meaning)")
-    for offset, name, meaning in SETUP_FIELDS:
+    for name, meaning in SETUP_FIELDS:
+        offset = bp.SETUP_HEADER_OFFSET + field_offset(bp.SetupHeader, name)
         if name == "header":
             value = "HdrS"
         else:
@@ -293,6 +293,8 @@ def explain_vmlinux(data, path: str = "vmlinux") -> str:
         raise InspectError(f"program headers end at {end:#x}, past the end of the file "
                            f"({size:#x} bytes): truncated or corrupt")
     machine = elf["e_machine"]
+    stream.seek(0)
+    is_text = _kernel_text_rule(ElfHead.parse(stream.read(ElfHead.sizeof())).e_machine)
     out = [f"{path}: ELF{elf.elfclass} {elf['e_type']} for {machine}, entry {elf['e_entry']:#x}"]
     loads = [s for s in elf.iter_segments() if s["p_type"] == "PT_LOAD"]
     out.append(f"  {len(loads)} PT_LOADs (what a loader copies: file bytes at p_paddr, "
@@ -300,7 +302,7 @@ def explain_vmlinux(data, path: str = "vmlinux") -> str:
     out.append(f"  {'vaddr':>18} {'paddr':>18} {'filesz':>10} {'memsz':>10} flags  "
                f"{'file offset':>11}  what")
     for s in loads:
-        what = ("kernel image" if s["p_vaddr"] >= KERNEL_MAP_START
+        what = ("kernel image" if is_text(s["p_vaddr"])
                 else "per-CPU data template" if s["p_vaddr"] == 0 else "")
         out.append(f"  {s['p_vaddr']:>#18x} {s['p_paddr']:>#18x} {s['p_filesz']:>#10x} "
                    f"{s['p_memsz']:>#10x} {_flags(s['p_flags']):<5}  {s['p_offset']:>#11x}  {what}")
@@ -441,7 +443,7 @@ def _notes_parse(note_data) -> bool:
 def _core_head(path: str, ehdr, phdrs) -> List[str]:
     cls = 64 if ehdr.e_ident.elfclass == 2 else 32
     loads = [p for p in phdrs if p.p_type == PT_LOAD]
-    return [f"{path}: ELF{cls} core for {MACHINES.get(ehdr.e_machine, ehdr.e_machine)}, "
+    return [f"{path}: ELF{cls} core for {EM_DESCRIPTIONS.get(ehdr.e_machine, ehdr.e_machine)}, "
             f"{len(phdrs)} program headers ({sum(1 for p in phdrs if p.p_type == PT_NOTE)} "
             f"PT_NOTE, {len(loads)} PT_LOAD)"]
 
@@ -452,7 +454,7 @@ def explain_elfcorehdr(data: bytes, path: str = "elfcorehdr") -> str:
     from pykexec.views.show import _describe_phdrs
     from pykexec.views.planfacts import decode_plan
     ehdr, raw = parse_core_header(data)
-    plan = Plan("x86_64", "kexec_load", 0, None, None,
+    plan = Plan(_arch_name(ehdr.e_machine), "kexec_load", 0, None, None,
                 (Segment(0, max(len(data), 1), data, "elfcorehdr", path),))
     facts = decode_plan(plan)
     described = _describe_phdrs(plan, facts.program_headers, None)
@@ -467,11 +469,25 @@ def explain_elfcorehdr(data: bytes, path: str = "elfcorehdr") -> str:
     return "\n".join(out) + "\n"
 
 
-def decode_prstatus(desc: bytes, elfclass: int) -> Tuple[int, Dict[str, int]]:
-    """(pr_pid, registers) of an x86 NT_PRSTATUS descriptor (layout: pykexec.vmcore.x86)."""
-    from pykexec.vmcore.x86 import decode_prstatus as decode
-    cpu = decode(desc, elfclass)
-    return cpu.pid, cpu.regs
+def _arch_name(e_machine: int) -> str:
+    """The name pykexec's architecture for `e_machine` goes by (else the ELF name, which
+    no architecture module answers to: only generic facts are decoded)."""
+    arch = arch_for_elf_machine(e_machine)
+    return arch.NAME if arch is not None else EM_NAMES.get(e_machine, str(e_machine))
+
+
+def _kernel_text_rule(e_machine: int):
+    """vaddr -> whether a PT_LOAD there maps kernel text, by the machine's architecture."""
+    arch = arch_for_elf_machine(e_machine)
+    return arch.plan_decoder().is_kernel_text if arch is not None else (lambda _vaddr: False)
+
+
+def decode_prstatus(desc: bytes, e_machine: int) -> Optional[Tuple[int, Dict[str, int]]]:
+    """(pr_pid, registers) of an NT_PRSTATUS descriptor, in the layout of the machine's
+    architecture; None for a machine pykexec has no reader for."""
+    arch = arch_for_elf_machine(e_machine)
+    cpu = arch.dump_reader().prstatus(desc) if arch is not None else None
+    return (cpu.pid, cpu.regs) if cpu is not None else None
 
 
 def explain_vmcore(path, head, ehdr, phdrs, note_data, size) -> str:
@@ -479,10 +495,11 @@ def explain_vmcore(path, head, ehdr, phdrs, note_data, size) -> str:
     out = _core_head(path, ehdr, phdrs)
     out[0] += f"; a vmcore ({human_size(size)})"
     loads = [p for p in phdrs if p.p_type == PT_LOAD]
-    ram = sum(p.p_memsz for p in loads if p.p_vaddr < KERNEL_MAP_START)
+    is_text = _kernel_text_rule(ehdr.e_machine)
+    ram = sum(p.p_memsz for p in loads if not is_text(p.p_vaddr))
     out.append(f"  memory: {human_size(ram)} of RAM in {len(loads)} PT_LOADs")
     for p in loads:
-        what = "kernel text" if p.p_vaddr >= KERNEL_MAP_START else "RAM"
+        what = "kernel text" if is_text(p.p_vaddr) else "RAM"
         out.append(f"    {what:<11} {hex_range(p.p_paddr, p.p_paddr + p.p_memsz):<33} "
                    f"{human_size(p.p_memsz):>9}  vaddr {p.p_vaddr:#x}, file offset {p.p_offset:#x}")
     cpu = 0
@@ -490,13 +507,16 @@ def explain_vmcore(path, head, ehdr, phdrs, note_data, size) -> str:
         out.append(f"  PT_NOTE at file offset {p.p_offset:#x}, {p.p_filesz} bytes:")
         for name, ntype, desc in iter_notes(data):
             tname = NOTE_TYPES.get(ntype, f"type {ntype}") if name != "VMCOREINFO" else "VMCOREINFO"
-            if name == "CORE" and ntype == NT_PRSTATUS and ehdr.e_machine in (3, 62):
+            decoded = None
+            if name == "CORE" and ntype == NT_PRSTATUS:
                 try:
-                    pid, regs = decode_prstatus(desc, elfclass)
+                    decoded = decode_prstatus(desc, ehdr.e_machine)
                 except ValueError as e:
                     out.append(f"    CPU {cpu}: {e}")
                     cpu += 1
                     continue
+            if decoded is not None:
+                pid, regs = decoded
                 out.append(f"    CPU {cpu} (note {cpu}): NT_PRSTATUS, pid {pid}, registers at the panic:")
                 items = list(regs.items())
                 for i in range(0, len(items), 4):

@@ -12,6 +12,7 @@ from __future__ import annotations
 from construct import Int32ul, Int64ul, Struct
 
 from pykexec.abi.elf import EM_386, EM_X86_64
+from pykexec.abi.fields import field_names
 from pykexec.abi.kexec import kexec_arch_value
 
 KEXEC_ARCH_X86_64 = kexec_arch_value(EM_X86_64)
@@ -27,11 +28,6 @@ Entry64Regs = Struct(*(name / Int64ul for name in (
     "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rip")))
 Entry32Regs = Struct(*(name / Int32ul for name in (
     "eax", "ebx", "ecx", "edx", "esi", "edi", "esp", "ebp", "eip")))
-
-
-def field_names(layout: Struct) -> tuple:
-    """The names of a flat construct Struct's fields, in order."""
-    return tuple(sub.name for sub in layout.subcons if sub.name)
 
 
 ENTRY64_REGS = field_names(Entry64Regs)

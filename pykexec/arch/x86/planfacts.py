@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Tuple
 
+from pykexec.abi.fields import field_offset
 from pykexec.arch.x86 import bootparams as bp
 from pykexec.arch.x86.abi import START_KERNEL_MAP
 from pykexec.arch.x86.purgatory_setup import I386, X86_64
@@ -40,19 +41,9 @@ BOOT_HEADER_FIELDS = ("type_of_loader", "loadflags", "ramdisk_image", "ramdisk_s
 _E820_ENTRY_SIZE = bp.E820Entry.sizeof()
 
 
-def _field_offset(layout, name: str) -> int:
-    """Offset of `name` in a construct Struct of fixed-size fields."""
-    offset = 0
-    for sub in layout.subcons:
-        if sub.name == name:
-            return offset
-        offset += sub.sizeof()
-    raise KeyError(name)
-
-
-_HDRS_AT = bp.SETUP_HEADER_OFFSET + _field_offset(bp.SetupHeader, "header")
+_HDRS_AT = bp.SETUP_HEADER_OFFSET + field_offset(bp.SetupHeader, "header")
 # a zero page is at least its setup header (which ends before the EDD MBR signatures)
-_HEADER_AREA_END = _field_offset(bp.BootParams, "edd_mbr_sig_buffer")
+_HEADER_AREA_END = field_offset(bp.BootParams, "edd_mbr_sig_buffer")
 
 
 def is_kernel_text(vaddr: int) -> bool:
@@ -154,7 +145,7 @@ def find_entry_registers(plan: Plan) -> Optional[Dict[str, int]]:
     for width, block in ((64, X86_64.registers), (32, I386.registers)):
         word = width // 8
         size = block.layout.sizeof()
-        params_at = _field_offset(block.layout, block.boot_params)
+        params_at = field_offset(block.layout, block.boot_params)
         for off in range(0, len(data) - size + 1, word):
             at = off + params_at
             if int.from_bytes(data[at:at + word], "little") != params.mem:

@@ -13,7 +13,8 @@ from typing import Dict, Tuple
 
 from construct import Struct
 
-from pykexec.arch.x86.abi import Entry32Regs, Entry64Regs, field_names
+from pykexec.abi.fields import field_names
+from pykexec.arch.x86.abi import Entry32Regs, Entry64Regs
 from pykexec.core.digest import sha256_regions
 from pykexec.purgatory.elfrel import LoadedObject, RelocatableObject
 from pykexec.core.layout import Layout

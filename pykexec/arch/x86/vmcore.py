@@ -91,7 +91,8 @@ class X86_64(DumpReader):
         self.root = self._text(root) if root is not None else None
         self.ram_end = max((ld.paddr + ld.memsz for ld in dump.loads), default=0)
 
-    def prstatus(self, desc):
+    @staticmethod
+    def prstatus(desc):
         return decode_prstatus(desc, 64)
 
     def _text(self, vaddr: int) -> Optional[int]:
@@ -138,7 +139,8 @@ class I386(DumpReader):
         self.root = root - self.page_offset if root is not None and root >= self.page_offset else None
         self.ram_end = max((ld.paddr + ld.memsz for ld in dump.loads), default=0)
 
-    def prstatus(self, desc):
+    @staticmethod
+    def prstatus(desc):
         return decode_prstatus(desc, 32)
 
     def kvtop(self, vaddr):
