@@ -1,7 +1,8 @@
 """Build hook: compile the purgatory from source with gcc as part of building pykexec.
 
 Project metadata lives in pyproject.toml; this file only adds a build_py step that
-runs pykexec/purgatory/build.py:build_purgatory for each arch in BUILD_ARCHES:
+runs pykexec/purgatory/build.py:build_purgatory for each purgatory the architectures
+declare (pykexec/arch/*/purgatory_spec.py):
 
 * regular builds (``pip install .``, wheels): into ``<build_lib>/pykexec/_purgatory/``,
   so the object ships inside the wheel;
@@ -48,14 +49,14 @@ class build_py_with_purgatory(build_py):
             out_dir = HERE / "pykexec" / "_purgatory"
         else:
             out_dir = Path(self.build_lib) / "pykexec" / "_purgatory"
-        return builder, [(arch, out_dir / f"{arch}.o") for arch in builder.BUILD_ARCHES]
+        return builder, [(spec, out_dir / f"{spec.arch}.o") for spec in builder.declared_specs()]
 
     def run(self):
         super().run()
         builder, outputs = self._purgatory_outputs()
-        for arch, path in outputs:
-            self.announce(f"building {arch} purgatory -> {path}", level=2)
-            builder.build_purgatory(arch, path, root=HERE)
+        for spec, path in outputs:
+            self.announce(f"building {spec.arch} purgatory -> {path}", level=2)
+            builder.build_purgatory(spec, path, root=HERE)
 
     def get_outputs(self, include_bytecode=1):
         outputs = list(super().get_outputs(include_bytecode))

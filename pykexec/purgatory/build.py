@@ -6,8 +6,11 @@ with gcc into one relocatable object (``ld -r``) when the package is built
 ``pykexec/_purgatory/<arch>.o``.  :func:`purgatory_object` returns those bytes; in a
 source checkout it builds (or rebuilds, when a source is newer) the object on demand.
 
-This module must import nothing outside the standard library: ``setup.py`` loads it
-by path before pykexec (or any dependency) is installed.
+Each architecture declares its purgatory (sources, flags) as a :class:`PurgatorySpec` in
+``pykexec/arch/<family>/purgatory_spec.py`` (a module-level ``SPECS`` tuple);
+:func:`declared_specs` finds those files by name. This module, and those files, import
+nothing outside the standard library but pykexec's dependency-free modules: ``setup.py``
+imports them before pykexec's dependencies are installed.
 """
 
 from __future__ import annotations
@@ -21,135 +24,25 @@ from typing import Optional, Sequence, Tuple
 from pykexec.errors import PykexecError
 
 __all__ = [
-    "ARCHES",
     "PurgatoryBuildError",
     "PurgatorySpec",
     "build_purgatory",
+    "declared_specs",
     "installed_path",
     "purgatory_object",
     "source_dir",
 ]
 
-# Compiler flags for the x86_64 purgatory, and why.  The code runs with no OS, no
-# libc, an identity map at an arbitrary physical address (possibly above 4 GiB) and
-# a small stack of its own.
-X86_64_CFLAGS: Tuple[str, ...] = (
-    "-std=gnu11",
-    "-Wall",
-    "-Wextra",
-    # No hosted environment: no libc, no assumptions about library functions.
-    "-ffreestanding",
-    "-fno-builtin",
-    "-nostdlib",
-    # Absolute code: no GOT/PLT; Debian's gcc would otherwise build PIE code with
-    # GOTPCREL relocations the loader does not (and should not) implement.
-    "-fno-PIC",
-    "-fno-PIE",
-    # The canary lives at %fs:0x28, which does not exist here.
-    "-fno-stack-protector",
-    # Symbol addresses may be anywhere in 64-bit space: no R_X86_64_32/32S.
-    "-mcmodel=large",
-    # A target for the baseline ISA, never the build host's.
-    "-march=x86-64",
-    "-mtune=generic",
-    # No red zone below rsp: nothing may rely on memory under the stack pointer.
-    "-mno-red-zone",
-    # Only general-purpose registers: the FPU/SIMD state belongs to nobody here
-    # (and CR0/CR4 may not even allow it).
-    "-mno-mmx",
-    "-mno-sse",
-    "-mno-sse2",
-    "-mno-avx",
-    "-mgeneral-regs-only",
-    "-Os",
-    # No .eh_frame (and its relocations): nothing unwinds.
-    "-fno-asynchronous-unwind-tables",
-    "-fno-unwind-tables",
-    # Zero-initialised globals go to .data so the loader can preset them; a
-    # variable in .bss (SHT_NOBITS) is zero-filled by the kernel instead.
-    "-fno-zero-initialized-in-bss",
-    # No SHN_COMMON symbols (the loader refuses them).
-    "-fno-common",
-    # Strings in plain .rodata, not SHF_MERGE sections a linker may shrink, so the
-    # loaded image is exactly the object's bytes.
-    "-fno-merge-constants",
-    # Do not turn the copy/fill loops of string.c back into calls to themselves.
-    "-fno-tree-loop-distribute-patterns",
-    # Physical address 0 is valid memory (the backup source starts there).
-    "-fno-delete-null-pointer-checks",
-    # No CET notes or endbr64 (Ubuntu's gcc enables -fcf-protection by default).
-    "-fcf-protection=none",
-    "-fno-ident",
-)
-
-
-# The i386 purgatory: the same freestanding rules for 32-bit code.  It runs in flat
-# protected mode with paging off, below 4 GiB, so plain absolute addressing is right.
-I386_CFLAGS: Tuple[str, ...] = (
-    "-m32",
-    "-std=gnu11",
-    "-Wall",
-    "-Wextra",
-    "-ffreestanding",
-    "-fno-builtin",
-    "-nostdlib",
-    "-fno-PIC",
-    "-fno-PIE",
-    "-fno-stack-protector",
-    # Debian's 32-bit kernels need a 686 anyway; no later ISA.
-    "-march=i686",
-    "-mtune=generic",
-    "-mno-mmx",
-    "-mno-sse",
-    "-mno-sse2",
-    "-mgeneral-regs-only",
-    "-Os",
-    "-fno-asynchronous-unwind-tables",
-    "-fno-unwind-tables",
-    "-fno-zero-initialized-in-bss",
-    "-fno-common",
-    "-fno-merge-constants",
-    "-fno-tree-loop-distribute-patterns",
-    "-fno-delete-null-pointer-checks",
-    "-fcf-protection=none",
-    "-fno-ident",
-)
-
-
-# The C core both x86 purgatories share (checks, backup copy, UART, SHA-256), compiled
-# per architecture; each architecture adds its entry code and an "arch.h".
-X86_SHARED_SOURCES = ("../../x86/purgatory/purgatory.c", "../../x86/purgatory/sha256.c",
-                      "../../x86/purgatory/serial.c", "../../x86/purgatory/string.c")
-
-
 @dataclass(frozen=True)
 class PurgatorySpec:
     """How to build one architecture's purgatory from ``arch/<arch>/purgatory``."""
 
-    arch: str
+    arch: str  # the folder under arch/ and the object's name in pykexec/_purgatory/
     sources: Tuple[str, ...]  # in link order; the first holds the entry point
     cflags: Tuple[str, ...]
     entry: str = "purgatory_start"
-    ld_emulation: Optional[str] = None  # e.g. "elf_i386" for a 32-bit object
+    ld_emulation: Optional[str] = None  # ld -m: the emulation of a 32-bit object on a 64-bit host
 
-
-ARCHES = {
-    "x86_64": PurgatorySpec(
-        arch="x86_64",
-        sources=("entry64.S", *X86_SHARED_SOURCES),
-        cflags=X86_64_CFLAGS,
-        ld_emulation="elf_x86_64",
-    ),
-    "i386": PurgatorySpec(
-        arch="i386",
-        sources=("entry32.S", *X86_SHARED_SOURCES),
-        cflags=I386_CFLAGS,
-        ld_emulation="elf_i386",
-    ),
-}
-
-# Arches setup.py builds when the package is installed.
-BUILD_ARCHES: Tuple[str, ...] = ("x86_64", "i386")
 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent  # pykexec/
 _SOURCE_ROOT = _PACKAGE_DIR.parent  # meaningful only in a source checkout
@@ -159,24 +52,27 @@ class PurgatoryBuildError(PykexecError, RuntimeError):
     """The purgatory object is not installed and cannot be built here."""
 
 
-def _spec(arch: str) -> PurgatorySpec:
-    try:
-        return ARCHES[arch]
-    except KeyError:
-        known = ", ".join(sorted(ARCHES))
-        raise PurgatoryBuildError(f"no purgatory for architecture {arch!r} (known: {known})") from None
+def declared_specs() -> Tuple[PurgatorySpec, ...]:
+    """Every purgatory the architectures declare, in their order (the build's list)."""
+    import importlib.util
+    specs = []
+    for path in sorted((_PACKAGE_DIR / "arch").glob("*/purgatory_spec.py")):
+        name = f"_pykexec_purgatory_spec_{path.parent.name}"
+        loader = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(loader)
+        loader.loader.exec_module(module)
+        specs.extend(module.SPECS)
+    return tuple(specs)
 
 
-def source_dir(arch: str, root: Optional[Path] = None) -> Path:
-    """Directory holding the purgatory sources of `arch` (in a source tree)."""
-    _spec(arch)
-    return Path(root or _SOURCE_ROOT) / "arch" / arch / "purgatory"
+def source_dir(spec: PurgatorySpec, root: Optional[Path] = None) -> Path:
+    """Directory holding the purgatory sources of `spec` (in a source tree)."""
+    return Path(root or _SOURCE_ROOT) / "arch" / spec.arch / "purgatory"
 
 
-def installed_path(arch: str) -> Path:
+def installed_path(spec: PurgatorySpec) -> Path:
     """Where the built object lives inside the package (installed or in-tree)."""
-    _spec(arch)
-    return _PACKAGE_DIR / "_purgatory" / f"{arch}.o"
+    return _PACKAGE_DIR / "_purgatory" / f"{spec.arch}.o"
 
 
 # shlex, shutil, subprocess and tempfile are imported where a build needs them: a load
@@ -207,8 +103,8 @@ def _run(argv: Sequence[str], cwd: Path) -> None:
         )
 
 
-def build_purgatory(arch: str, output: Path, *, root: Optional[Path] = None) -> Path:
-    """Compile ``arch/<arch>/purgatory`` into the relocatable object `output`.
+def build_purgatory(spec: PurgatorySpec, output: Path, *, root: Optional[Path] = None) -> Path:
+    """Compile ``arch/<spec.arch>/purgatory`` into the relocatable object `output`.
 
     Each source is compiled with the arch's flags (``CC``, default ``gcc``) and the
     objects are combined with ``ld -r -e <entry>`` (``LD``, default ``ld``).  The result
@@ -216,8 +112,8 @@ def build_purgatory(arch: str, output: Path, *, root: Optional[Path] = None) -> 
     """
     import shutil
     import tempfile
-    spec = _spec(arch)
-    src = source_dir(arch, root)
+    arch = spec.arch
+    src = source_dir(spec, root)
     missing = [name for name in spec.sources if not (src / name).is_file()]
     if missing:
         raise PurgatoryBuildError(f"purgatory sources missing in {src}: {', '.join(missing)}")
@@ -263,42 +159,41 @@ def _undefined_symbols(path: Path) -> Tuple[str, ...]:
     return tuple(line.split()[-1] for line in proc.stdout.splitlines() if line.strip())
 
 
-def _sources_newer(arch: str, obj: Path) -> bool:
-    src = source_dir(arch)
+def _sources_newer(spec: PurgatorySpec, obj: Path) -> bool:
+    src = source_dir(spec)
     if not src.is_dir():
         return False  # installed package: no sources to compare with
     built = obj.stat().st_mtime
     # Every file in every folder a source comes from: headers included.
-    folders = {(src / name).resolve().parent for name in _spec(arch).sources}
+    folders = {(src / name).resolve().parent for name in spec.sources}
     return any(path.stat().st_mtime > built
                for folder in folders if folder.is_dir()
                for path in folder.iterdir() if path.is_file())
 
 
 @functools.lru_cache(maxsize=None)
-def purgatory_object(arch: str = "x86_64") -> bytes:
-    """The bytes of the relocatable purgatory object for `arch`.
+def purgatory_object(spec: PurgatorySpec) -> bytes:
+    """The bytes of the relocatable purgatory object `spec` describes.
 
     Uses the object installed with the package.  In a source checkout (the package
     sits next to ``arch/``) a missing or out-of-date object is built first; where the
     tree is not writable it is built into a temporary directory instead.
     """
-    spec = _spec(arch)
-    obj = installed_path(spec.arch)
-    src = source_dir(spec.arch)
-    if obj.is_file() and not _sources_newer(spec.arch, obj):
+    obj = installed_path(spec)
+    src = source_dir(spec)
+    if obj.is_file() and not _sources_newer(spec, obj):
         return obj.read_bytes()
     if not src.is_dir():
         raise PurgatoryBuildError(
-            f"the {arch} purgatory is not installed ({obj} is missing) and there are no "
-            "sources to build it from; reinstall pykexec (the build needs gcc)"
+            f"the {spec.arch} purgatory is not installed ({obj} is missing) and there are "
+            "no sources to build it from; reinstall pykexec (the build needs gcc)"
         )
     try:
-        build_purgatory(spec.arch, obj)
+        build_purgatory(spec, obj)
     except PermissionError:
         import tempfile
         with tempfile.TemporaryDirectory(prefix="pykexec-purgatory-") as tmp:
-            return build_purgatory(spec.arch, Path(tmp) / f"{arch}.o").read_bytes()
+            return build_purgatory(spec, Path(tmp) / f"{spec.arch}.o").read_bytes()
     return obj.read_bytes()
 
 
@@ -307,10 +202,12 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m pykexec.purgatory.build",
                                      description="Build a purgatory object from source.")
-    parser.add_argument("arch", nargs="?", default="x86_64", choices=sorted(ARCHES))
+    specs = {spec.arch: spec for spec in declared_specs()}
+    parser.add_argument("arch", choices=sorted(specs))
     parser.add_argument("-o", "--output", type=Path, help="default: the in-package location")
     args = parser.parse_args(argv)
-    out = build_purgatory(args.arch, args.output or installed_path(args.arch))
+    spec = specs[args.arch]
+    out = build_purgatory(spec, args.output or installed_path(spec))
     print(out)
     return 0
 

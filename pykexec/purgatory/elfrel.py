@@ -32,12 +32,11 @@ import io
 import struct
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Dict, Iterable, List, Mapping, Optional, Tuple, Union
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from construct import ConstructError
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
-from elftools.elf.enums import ENUM_RELOC_TYPE_i386, ENUM_RELOC_TYPE_x64
 from elftools.elf.relocation import RelocationSection
 from elftools.elf.sections import SymbolTableSection
 
@@ -51,6 +50,9 @@ __all__ = [
     "Symbol",
     "RelocatableObject",
     "LoadedObject",
+    "RelocKind",
+    "RelocationSet",
+    "relocation_set",
 ]
 
 SHF_WRITE = 0x1
@@ -87,54 +89,36 @@ class SymbolError(ElfRelError, KeyError):
 # RelocationError unless the value fits as that kind of integer of the width.
 
 @dataclass(frozen=True)
-class _RelocKind:
+class RelocKind:
     name: str
     width: int  # bytes written; 0 for a no-op
     pc_relative: bool
     rule: str  # "wrap", "unsigned", "signed"
 
 
-def _kinds(enum: Mapping[str, int], table: Mapping[str, Tuple[int, bool, str]]) -> Dict[int, _RelocKind]:
-    return {enum[name]: _RelocKind(name, *spec) for name, spec in table.items()}
-
-
-_X86_64_KINDS = _kinds(ENUM_RELOC_TYPE_x64, {
-    "R_X86_64_NONE": (0, False, "wrap"),
-    "R_X86_64_64": (8, False, "wrap"),
-    # ld reports "relocation truncated to fit" for these; so do we.
-    "R_X86_64_PC32": (4, True, "signed"),
-    "R_X86_64_PLT32": (4, True, "signed"),  # no PLT in a static image: same as PC32
-    "R_X86_64_32": (4, False, "unsigned"),
-    "R_X86_64_32S": (4, False, "signed"),
-})
-
-_I386_KINDS = _kinds(ENUM_RELOC_TYPE_i386, {
-    "R_386_NONE": (0, False, "wrap"),
-    # 32-bit address space: arithmetic is modulo 2**32, as on the CPU.
-    "R_386_32": (4, False, "wrap"),
-    "R_386_PC32": (4, True, "wrap"),
-    "R_386_PLT32": (4, True, "wrap"),
-})
-
-
 @dataclass(frozen=True)
-class _Machine:
-    name: str
+class RelocationSet:
+    """What one machine's relocation types mean: declared by its architecture
+    (pykexec/arch/<name>/), applied here."""
+
+    machines: Tuple[str, ...]  # pyelftools' e_machine names this set applies to
     elfclass: int
-    kinds: Mapping[int, _RelocKind]
+    kinds: Mapping[int, RelocKind]
     type_names: Mapping[int, str]  # every type pyelftools knows, for error messages
     max_address: int
 
+    @property
+    def name(self) -> str:
+        return self.machines[0]
 
-def _names(enum: Mapping[str, int]) -> Dict[int, str]:
-    return {value: name for name, value in enum.items() if not name.startswith("_")}
 
-
-_MACHINES = {
-    "EM_X86_64": _Machine("EM_X86_64", 64, _X86_64_KINDS, _names(ENUM_RELOC_TYPE_x64), (1 << 64) - 1),
-    "EM_386": _Machine("EM_386", 32, _I386_KINDS, _names(ENUM_RELOC_TYPE_i386), (1 << 32) - 1),
-    "EM_486": _Machine("EM_486", 32, _I386_KINDS, _names(ENUM_RELOC_TYPE_i386), (1 << 32) - 1),
-}
+def relocation_set(machines: Sequence[str], elfclass: int, enum: Mapping[str, int],
+                   table: Mapping[str, Tuple[int, bool, str]]) -> RelocationSet:
+    """A RelocationSet from pyelftools' relocation enum and a table name -> (width in
+    bytes, pc-relative, range rule)."""
+    kinds = {enum[name]: RelocKind(name, *spec) for name, spec in table.items()}
+    names = {value: name for name, value in enum.items() if not name.startswith("_")}
+    return RelocationSet(tuple(machines), elfclass, kinds, names, (1 << elfclass) - 1)
 
 
 def _align_up(value: int, align: int) -> int:
@@ -192,7 +176,7 @@ class RelocatableObject:
     offset into the first allocated executable section whose size covers it.
     """
 
-    def __init__(self, *, machine: _Machine, sections: Tuple[SectionPlacement, ...],
+    def __init__(self, *, machine: RelocationSet, sections: Tuple[SectionPlacement, ...],
                  contents: Mapping[int, bytes], section_names: Mapping[int, str],
                  symtabs: Mapping[int, Tuple[Symbol, ...]], relocs: Tuple[_Reloc, ...],
                  bufsz: int, memsz: int, required_alignment: int,
@@ -214,11 +198,12 @@ class RelocatableObject:
     # -- construction --------------------------------------------------------------
 
     @classmethod
-    def from_bytes(cls, data: bytes, *, entry_symbol: Optional[str] = None) -> "RelocatableObject":
+    def from_bytes(cls, data: bytes, *, relocations: Sequence[RelocationSet],
+                   entry_symbol: Optional[str] = None) -> "RelocatableObject":
         data = bytes(data)
         try:
             elf = ELFFile(io.BytesIO(data))
-            return cls._parse(elf, entry_symbol)
+            return cls._parse(elf, relocations, entry_symbol)
         except ElfRelError:
             raise
         except (ELFError, ConstructError, OverflowError, ValueError, struct.error, EOFError,
@@ -229,12 +214,15 @@ class RelocatableObject:
                               f"{exc}") from None
 
     @classmethod
-    def _parse(cls, elf: ELFFile, entry_symbol: Optional[str]) -> "RelocatableObject":
+    def _parse(cls, elf: ELFFile, relocations: Sequence[RelocationSet],
+               entry_symbol: Optional[str]) -> "RelocatableObject":
         if elf["e_type"] != "ET_REL":
             raise ElfRelError(f"not a relocatable object: e_type is {elf['e_type']}")
-        machine = _MACHINES.get(elf["e_machine"])
+        machine = next((r for r in relocations if elf["e_machine"] in r.machines), None)
         if machine is None:
-            raise ElfRelError(f"unsupported machine {elf['e_machine']} (supported: x86_64, i386)")
+            known = ", ".join(m for r in relocations for m in r.machines) or "none"
+            raise ElfRelError(f"unsupported machine {elf['e_machine']} (supported: {known})")
+        machine = replace(machine, machines=(elf["e_machine"],))  # named as the object says
         if not elf.little_endian:
             raise ElfRelError("big-endian objects are not supported")
         if elf.elfclass != machine.elfclass:
@@ -350,7 +338,7 @@ class RelocatableObject:
 
     @property
     def machine(self) -> str:
-        """``EM_X86_64``, ``EM_386`` or ``EM_486``."""
+        """The object's e_machine as pyelftools names it (``EM_...``)."""
         return self._machine.name
 
     @property

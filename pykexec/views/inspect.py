@@ -343,12 +343,18 @@ def explain_vmlinux(data, path: str = "vmlinux") -> str:
     return "\n".join(out) + "\n"
 
 
+def _relocation_sets():
+    # TODO(seam): every registered architecture's relocation sets, through the registry
+    from pykexec.arch.x86.relocations import I386_RELOCATIONS, X86_64_RELOCATIONS
+    return (X86_64_RELOCATIONS, I386_RELOCATIONS)
+
+
 def explain_object(data: bytes, path: str = "purgatory.o") -> str:
     from pykexec.purgatory.elfrel import ElfRelError, RelocatableObject
     elf = _elffile(data)
     out = [f"{path}: ELF{elf.elfclass} relocatable object for {elf['e_machine']}"]
     try:
-        obj = RelocatableObject.from_bytes(data)
+        obj = RelocatableObject.from_bytes(data, relocations=_relocation_sets())
     except ElfRelError as e:
         raise InspectError(f"{path}: cannot be loaded as a purgatory: {e}") from None
     out.append(f"  loaded size {obj.size:#x} ({human_size(obj.size)}), base alignment "

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from pykexec.arch.x86 import purgatory_spec
 from tests.bed import qemu
 from tests.bed.kernels import BedError
 
@@ -56,7 +57,7 @@ def capture_kept_vmcore(arch: str, run_dir: Path, timeout: float = 400) -> KeptV
     elif arch == "i386":
         from pykexec.purgatory.build import purgatory_object
         from tests.bed import i386guest
-        purgatory_object("i386")       # built on the host: the guest has no gcc
+        purgatory_object(purgatory_spec.I386)       # built on the host: the guest has no gcc
         kernel = i386guest.get_kernel("686")
         root = i386guest.get_root()
         initrd = i386guest.get_initramfs(kernel, root)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict
 
+from pykexec.arch.x86 import purgatory_spec
 from tests.bed.kernels import BedError, cache_lock, cache_root
 
 
@@ -45,7 +46,7 @@ def _x86_64(memory_mib: int) -> Callable:
         from tests.bed.initramfs import get_initramfs
         from tests.bed.qemu import LOADERS, CycleConfig, loader_argv, run_kdump_cycle
         from pykexec.purgatory.build import purgatory_object
-        purgatory_object("x86_64")      # built on the host: the guest's view is read-only
+        purgatory_object(purgatory_spec.X86_64)      # built on the host: the guest's view is read-only
         kernel = get_kernel()
         argv = loader_argv(LOADERS["pykexec"], str(kernel.bzimage), str(get_initramfs(kernel)))
         cfg = CycleConfig(loader_argv=argv, memory_mib=memory_mib, cpus=2,
@@ -61,7 +62,7 @@ def _i386(memory_mib: int) -> Callable:
         from tests.bed import i386guest
         from tests.bed.qemu import CycleConfig, loader_argv
         from pykexec.purgatory.build import purgatory_object
-        purgatory_object("i386")        # built on the host: the guest's view is read-only
+        purgatory_object(purgatory_spec.I386)        # built on the host: the guest's view is read-only
         kernel = i386guest.get_kernel("686")
         initrd = i386guest.get_initramfs(kernel, i386guest.get_root())
         argv = loader_argv(i386guest.pykexec_argv(), i386guest.guest_path(kernel.vmlinux),

@@ -13,7 +13,9 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from pykexec import elfrel, machine
+    from pykexec import machine
+    from pykexec.purgatory import elfrel
+    from tests.unit.relocs import X86_RELOCATIONS
     from pykexec.arch.x86 import bzimage
     from pykexec.arch.x86_64 import elf_x86_64
 
@@ -48,7 +50,7 @@ def _kcore(data: bytes):
 
 def _object(data: bytes):
     try:
-        elfrel.RelocatableObject.from_bytes(data).layout(0x3EF5A000)
+        elfrel.RelocatableObject.from_bytes(data, relocations=X86_RELOCATIONS).layout(0x3EF5A000)
     except elfrel.ElfRelError:
         pass
 
@@ -67,6 +69,7 @@ def seeds():
     from tests.bed import synthetic
     from tests.bed.fakekernel import FakeKernel, bzimage_bytes
     from tests.unit.badinput import elf_kernel
+    from pykexec.arch.x86.purgatory_spec import X86_64
     from pykexec.purgatory.build import purgatory_object
     layout = synthetic.machine_layout(synthetic.PRESETS["qemu_like_1g"])
     return [bytes([0]) + bzimage_bytes(FakeKernel(payload_size=512)),
@@ -74,7 +77,7 @@ def seeds():
             bytes([2]) + synthetic.render_iomem(layout).encode(),
             bytes([3]) + b"0-3,5,7-8\n",
             bytes([4]) + synthetic.kcore_header_bytes(layout)[:4096],
-            bytes([5]) + purgatory_object("x86_64")]
+            bytes([5]) + purgatory_object(X86_64)]
 
 
 if __name__ == "__main__":

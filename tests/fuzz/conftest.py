@@ -22,6 +22,7 @@ def warmed_up():
     import tempfile
 
     from pykexec.purgatory.build import purgatory_object
+    from tests.unit.relocs import SPECS
     from tests.bed import synthetic
     from tests.bed.fakekernel import FakeKernel, bzimage_bytes
     from tests.bed.fakekernel32 import I386_BZIMAGE
@@ -29,7 +30,7 @@ def warmed_up():
     from tests.fuzz.strategies import BUNDLED, MachineCase
 
     for arch in ("x86_64", "i386"):
-        purgatory_object(arch)
+        purgatory_object(SPECS[arch])
     d = tempfile.mkdtemp(prefix="pykexec-fuzz-warm-", dir=harness.SCRATCH)
     try:
         spec = synthetic.PRESETS["qemu_like_1g"]

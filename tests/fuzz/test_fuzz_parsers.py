@@ -95,18 +95,20 @@ def test_kcore_header_garbage_raises_only_machine_error(data):
 @functools.lru_cache(maxsize=None)
 def _purgatory(arch):
     from pykexec.purgatory.build import purgatory_object
-    return purgatory_object(arch)
+    from tests.unit.relocs import SPECS
+    return purgatory_object(SPECS[arch])
 
 
 @examples(0.3)
 @given(arch=st.sampled_from(["x86_64", "i386"]), data=st.data())
 def test_purgatory_object_garbage_raises_only_elfrel_error(arch, data):
     from pykexec.purgatory.elfrel import ElfRelError, RelocatableObject
+    from tests.unit.relocs import X86_RELOCATIONS
     blob = data.draw(fz.mutate_bytes(_purgatory(arch), 6))
     base = data.draw(st.one_of(st.just(0x3EF5A000), fz.edge_ints()))
 
     def parse_and_place():
-        obj = RelocatableObject.from_bytes(blob)
+        obj = RelocatableObject.from_bytes(blob, relocations=X86_RELOCATIONS)
         obj.layout(base - base % max(obj.required_alignment, 1))
 
     raises_only({c.__name__ for c in (ElfRelError, *ElfRelError.__subclasses__())}, parse_and_place)

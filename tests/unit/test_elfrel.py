@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
+from pykexec.arch.x86 import purgatory_spec
+from tests.unit.relocs import X86_RELOCATIONS
 from pykexec.purgatory.elfrel import ElfRelError, LoadedObject, RelocatableObject, RelocationError, SymbolError
 from tests.conftest import require
 
@@ -161,13 +163,13 @@ def test_x86_64_object_covers_every_type(tmp_path):
 @pytest.mark.parametrize("base", [0x100000, 0x7FFF0000])
 def test_x86_64_relocations_match_ld(tmp_path, base):
     obj = assemble(tmp_path, X86_64_ALL)
-    loaded = RelocatableObject.from_bytes(obj).layout(base)
+    loaded = RelocatableObject.from_bytes(obj, relocations=X86_RELOCATIONS).layout(base)
     assert_same_as_ld(ld_link(tmp_path, obj, loaded), loaded)
     assert_same_as_ld(ld_link(tmp_path, obj, loaded, explicit=False, name="natural"), loaded)
 
 
 def test_x86_64_layout_rules(tmp_path):
-    ro = RelocatableObject.from_bytes(assemble(tmp_path, X86_64_ALL))
+    ro = RelocatableObject.from_bytes(assemble(tmp_path, X86_64_ALL), relocations=X86_RELOCATIONS)
     by_name = {s.name: s for s in ro.sections}
     assert [s.name for s in ro.sections] == [".text", ".data", ".bss", ".text.other", ".rodata"]
     # PROGBITS packed in index order, each aligned; NOBITS after bufsz.
@@ -197,7 +199,7 @@ def test_x86_64_32_overflow(tmp_path):
         .globl target
     target: .long 0
     """)
-    ro = RelocatableObject.from_bytes(obj)
+    ro = RelocatableObject.from_bytes(obj, relocations=X86_RELOCATIONS)
     ro.layout(0xFFFFF000)  # target just below 4 GiB: fits in u32
     with pytest.raises(RelocationError, match=r"overflow in R_X86_64_32 .*u32"):
         ro.layout(0x1_0000_0000)
@@ -213,7 +215,7 @@ def test_x86_64_32s_overflow_and_sign_extension(tmp_path):
         .globl target
     target: .quad 0
     """)
-    ro = RelocatableObject.from_bytes(obj)
+    ro = RelocatableObject.from_bytes(obj, relocations=X86_RELOCATIONS)
     with pytest.raises(RelocationError, match="R_X86_64_32S"):
         ro.layout(0x80000000)  # above 2 GiB: not a sign-extended 32-bit value
     # The kernel's -2 GiB range is exactly what 32S reaches; compare with ld there.
@@ -230,7 +232,7 @@ def test_x86_64_pc32_overflow_is_checked(tmp_path):
         .long far_away - .
     """)
     with pytest.raises(RelocationError, match=r"overflow in R_X86_64_PC32"):
-        RelocatableObject.from_bytes(obj).layout(0x100000)
+        RelocatableObject.from_bytes(obj, relocations=X86_RELOCATIONS).layout(0x100000)
 
 
 def test_64_bit_relocations_anywhere(tmp_path):
@@ -245,7 +247,7 @@ def test_64_bit_relocations_anywhere(tmp_path):
     target: .quad target
         .size target, 8
     """)
-    loaded = RelocatableObject.from_bytes(obj).layout(0x12_3456_7000)
+    loaded = RelocatableObject.from_bytes(obj, relocations=X86_RELOCATIONS).layout(0x12_3456_7000)
     assert_same_as_ld(ld_link(tmp_path, obj, loaded), loaded)
     assert loaded.get_int("target") == loaded.symbol_address("target")
 
@@ -260,7 +262,7 @@ def test_unknown_relocation_type_is_named(tmp_path):
     target: .quad 0
     """)
     with pytest.raises(RelocationError, match=r"R_X86_64_(REX_)?GOTPCREL(X)? \(type \d+\)"):
-        RelocatableObject.from_bytes(obj).layout(0x100000)
+        RelocatableObject.from_bytes(obj, relocations=X86_RELOCATIONS).layout(0x100000)
 
 
 def test_undefined_symbol(tmp_path):
@@ -271,7 +273,7 @@ def test_undefined_symbol(tmp_path):
         call missing_function
     """)
     with pytest.raises(RelocationError, match="undefined symbol: missing_function"):
-        RelocatableObject.from_bytes(obj).layout(0x100000)
+        RelocatableObject.from_bytes(obj, relocations=X86_RELOCATIONS).layout(0x100000)
 
 
 def test_weak_undefined_resolves_to_zero(tmp_path):
@@ -282,7 +284,7 @@ def test_weak_undefined_resolves_to_zero(tmp_path):
         .weak maybe
         .quad maybe + 5
     """)
-    loaded = RelocatableObject.from_bytes(obj).layout(0x100000)
+    loaded = RelocatableObject.from_bytes(obj, relocations=X86_RELOCATIONS).layout(0x100000)
     assert loaded.data[:8] == (5).to_bytes(8, "little")
 
 
@@ -296,7 +298,7 @@ def test_relocations_into_non_alloc_sections_are_ignored(tmp_path):
         .quad _start
         .long 0x12345678
     """)
-    ro = RelocatableObject.from_bytes(obj)
+    ro = RelocatableObject.from_bytes(obj, relocations=X86_RELOCATIONS)
     assert [s.name for s in ro.sections if s.size] == [".text"]
     assert ro.layout(0x1000).data == b"\xc3"
 
@@ -338,19 +340,19 @@ bss_sym:
 def test_i386_object_is_rel(tmp_path):
     obj = assemble(tmp_path, I386_ALL, bits=32)
     assert reloc_types(obj) == {0, 1, 2}
-    ro = RelocatableObject.from_bytes(obj)
+    ro = RelocatableObject.from_bytes(obj, relocations=X86_RELOCATIONS)
     assert ro.machine == "EM_386"
 
 
 @pytest.mark.parametrize("base", [0x100000, 0xBFFF0000])
 def test_i386_relocations_match_ld(tmp_path, base):
     obj = assemble(tmp_path, I386_ALL, bits=32)
-    loaded = RelocatableObject.from_bytes(obj).layout(base)
+    loaded = RelocatableObject.from_bytes(obj, relocations=X86_RELOCATIONS).layout(base)
     assert_same_as_ld(ld_link(tmp_path, obj, loaded, bits=32), loaded)
 
 
 def test_i386_limited_to_4gib(tmp_path):
-    ro = RelocatableObject.from_bytes(assemble(tmp_path, I386_ALL, bits=32))
+    ro = RelocatableObject.from_bytes(assemble(tmp_path, I386_ALL, bits=32), relocations=X86_RELOCATIONS)
     with pytest.raises(ElfRelError, match="address space"):
         ro.layout(0xFFFFFFF0)
 
@@ -362,14 +364,14 @@ def purgatory_bytes():
     from pykexec.purgatory.build import PurgatoryBuildError, purgatory_object
     require(shutil.which("gcc") and HAVE_BINUTILS, "needs gcc and binutils to build the purgatory")
     try:
-        return purgatory_object("x86_64")
+        return purgatory_object(purgatory_spec.X86_64)
     except PurgatoryBuildError as exc:  # pragma: no cover - environment problem
         pytest.fail(str(exc))
 
 
 @pytest.mark.parametrize("base", [0x1000, 0x7F000000, 0x3_FFF0_0000, 0x7FFF_FFFF_F000_0000])
 def test_purgatory_matches_ld(tmp_path, purgatory_bytes, base):
-    ro = RelocatableObject.from_bytes(purgatory_bytes)
+    ro = RelocatableObject.from_bytes(purgatory_bytes, relocations=X86_RELOCATIONS)
     loaded = ro.layout(base)
     elf = ld_link(tmp_path, purgatory_bytes, loaded, entry="purgatory_start")
     assert_same_as_ld(elf, loaded)
@@ -418,7 +420,7 @@ in_bss: .skip 8
 
 @pytest.fixture
 def symbols_obj(tmp_path):
-    return RelocatableObject.from_bytes(assemble(tmp_path, SYMBOLS)).layout(0x10000)
+    return RelocatableObject.from_bytes(assemble(tmp_path, SYMBOLS), relocations=X86_RELOCATIONS).layout(0x10000)
 
 
 def test_get_and_set_symbols(symbols_obj):
@@ -464,30 +466,30 @@ def test_entry_symbol(tmp_path):
     second:
         ret
     """)
-    assert RelocatableObject.from_bytes(obj).layout(0x1000).entry == 0x1000
-    assert RelocatableObject.from_bytes(obj, entry_symbol="second").layout(0x1000).entry == 0x1002
+    assert RelocatableObject.from_bytes(obj, relocations=X86_RELOCATIONS).layout(0x1000).entry == 0x1000
+    assert RelocatableObject.from_bytes(obj, entry_symbol="second", relocations=X86_RELOCATIONS).layout(0x1000).entry == 0x1002
     with pytest.raises(SymbolError):
-        RelocatableObject.from_bytes(obj, entry_symbol="absent")
+        RelocatableObject.from_bytes(obj, entry_symbol="absent", relocations=X86_RELOCATIONS)
 
 
 # --- input validation ----------------------------------------------------------------
 
 def test_rejects_non_elf():
     with pytest.raises(ElfRelError):
-        RelocatableObject.from_bytes(b"\x7fELF" + bytes(60))
+        RelocatableObject.from_bytes(b"\x7fELF" + bytes(60), relocations=X86_RELOCATIONS)
     with pytest.raises(ElfRelError):
-        RelocatableObject.from_bytes(random.Random(1).randbytes(256))
+        RelocatableObject.from_bytes(random.Random(1).randbytes(256), relocations=X86_RELOCATIONS)
 
 
 def test_rejects_executables(tmp_path, symbols_obj):
     obj = assemble(tmp_path, SYMBOLS)
     elf = ld_link(tmp_path, obj, symbols_obj)
     with pytest.raises(ElfRelError, match="ET_EXEC"):
-        RelocatableObject.from_bytes(Path(elf.stream.name).read_bytes())
+        RelocatableObject.from_bytes(Path(elf.stream.name).read_bytes(), relocations=X86_RELOCATIONS)
 
 
 def test_misaligned_base(tmp_path):
-    ro = RelocatableObject.from_bytes(assemble(tmp_path, X86_64_ALL))
+    ro = RelocatableObject.from_bytes(assemble(tmp_path, X86_64_ALL), relocations=X86_RELOCATIONS)
     with pytest.raises(ElfRelError, match="not aligned"):
         ro.layout(0x100020)
 
@@ -498,7 +500,7 @@ def test_a_section_offset_past_any_file_is_an_elfrel_error():
     import struct as _struct
     from pykexec.purgatory.elfrel import ElfRelError, RelocatableObject
     from pykexec.purgatory.build import purgatory_object
-    good = purgatory_object("x86_64")
+    good = purgatory_object(purgatory_spec.X86_64)
     shoff, = _struct.unpack_from("<Q", good, 0x28)
     shentsize, shnum = _struct.unpack_from("<HH", good, 0x3A)
     for index in range(1, shnum):
@@ -508,4 +510,4 @@ def test_a_section_offset_past_any_file_is_an_elfrel_error():
         _struct.pack_into("<Q", data, sh + 8, flags | 0x800)        # SHF_COMPRESSED
         _struct.pack_into("<Q", data, sh + 0x18, 1 << 63)          # sh_offset
         with pytest.raises(ElfRelError, match="not a loadable relocatable ELF object"):
-            RelocatableObject.from_bytes(bytes(data))
+            RelocatableObject.from_bytes(bytes(data), relocations=X86_RELOCATIONS)

@@ -12,6 +12,8 @@ import struct
 
 import pytest
 
+from pykexec.arch.x86 import purgatory_spec
+from tests.unit.relocs import X86_RELOCATIONS
 from pykexec.arch import arch_module, plan_load
 from pykexec.purgatory.elfrel import RelocatableObject
 from pykexec.errors import LoadError
@@ -92,7 +94,7 @@ def test_i686_machines_use_the_i386_module():
 
 
 def test_purgatory_object_is_i386():
-    obj = RelocatableObject.from_bytes(purgatory_object("i386"))
+    obj = RelocatableObject.from_bytes(purgatory_object(purgatory_spec.I386), relocations=X86_RELOCATIONS)
     assert obj.machine == "EM_386"
     sizes = {s.name: s.size for s in obj.symbols() if s.bind == "STB_GLOBAL"}
     assert sizes["entry32_regs"] == 36 and sizes["sha256_regions"] == 256

@@ -13,6 +13,8 @@ import pytest
 from elftools.elf.elffile import ELFFile
 from elftools.elf.relocation import RelocationSection
 
+from pykexec.arch.x86 import purgatory_spec
+from tests.unit.relocs import X86_RELOCATIONS
 from pykexec.views.inspect import InspectError, detect, inspect_path
 from pykexec.core.plan import save_plan
 from tests.bed.fakekernel import FakeKernel, make_bzimage
@@ -93,7 +95,7 @@ def test_vmlinux_program_headers(tmp_path):
 def test_purgatory_object(tmp_path):
     from pykexec.purgatory.elfrel import RelocatableObject
     from pykexec.purgatory.build import purgatory_object
-    data = purgatory_object("x86_64")
+    data = purgatory_object(purgatory_spec.X86_64)
     path = tmp_path / "purgatory.o"
     path.write_bytes(data)
     text = inspect_path(str(path))
@@ -113,7 +115,7 @@ def test_purgatory_object(tmp_path):
     alloc = [s.name for s in elf.iter_sections() if s["sh_flags"] & 2 and s.name]
     for name in alloc:
         assert re.search(rf"\s{re.escape(name)}$", text, re.M), name
-    loaded = RelocatableObject.from_bytes(data).layout(0)
+    loaded = RelocatableObject.from_bytes(data, relocations=X86_RELOCATIONS).layout(0)
     m = re.search(r"^\s+entry64_regs\s+\+(0x[0-9a-f]+)\s+(\d+) bytes", text, re.M)
     assert m and int(m.group(1), 16) == loaded.symbol_address("entry64_regs")
     assert int(m.group(2)) == loaded.symbol_size("entry64_regs")
@@ -203,7 +205,7 @@ def test_plan_folder(tmp_path):
 def test_detect_kinds_from_content(tmp_path):
     from pykexec.purgatory.build import purgatory_object
     named_wrong = tmp_path / "vmlinux"               # names do not matter, content does
-    named_wrong.write_bytes(purgatory_object("x86_64"))
+    named_wrong.write_bytes(purgatory_object(purgatory_spec.X86_64))
     assert detect(str(named_wrong), named_wrong.read_bytes()[:4096]) == "object"
     bz = make_bzimage(str(tmp_path / "image.elf"))
     assert detect(bz, open(bz, "rb").read(4096)) == "bzimage"

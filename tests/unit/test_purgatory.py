@@ -20,11 +20,13 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
+from pykexec.arch.x86 import purgatory_spec
+from tests.unit.relocs import X86_RELOCATIONS
 from pykexec.purgatory import build as purgatory
 from pykexec.purgatory.elfrel import RelocatableObject
 from tests.conftest import require
 
-SRC = purgatory.source_dir("x86_64")
+SRC = purgatory.source_dir(purgatory_spec.X86_64)
 SHARED = SRC.parent.parent / "x86" / "purgatory"   # the C core both x86 purgatories compile
 
 # name -> st_size; the loader writes these through the symbol table.
@@ -52,7 +54,7 @@ def need_toolchain():
 @pytest.fixture(scope="module")
 def obj_bytes():
     need_toolchain()
-    return purgatory.purgatory_object("x86_64")
+    return purgatory.purgatory_object(purgatory_spec.X86_64)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +64,7 @@ def elf(obj_bytes):
 
 @pytest.fixture(scope="module")
 def ro(obj_bytes):
-    return RelocatableObject.from_bytes(obj_bytes)
+    return RelocatableObject.from_bytes(obj_bytes, relocations=X86_RELOCATIONS)
 
 
 def global_symbols(elf):
@@ -156,20 +158,31 @@ def test_size_is_small(ro):
 
 def test_reproducible_build(tmp_path, obj_bytes):
     need_toolchain()
-    out = purgatory.build_purgatory("x86_64", tmp_path / "again.o")
+    out = purgatory.build_purgatory(purgatory_spec.X86_64, tmp_path / "again.o")
     assert out.read_bytes() == obj_bytes
 
 
 def test_missing_compiler_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("CC", "/nonexistent/gcc")
     with pytest.raises(purgatory.PurgatoryBuildError, match="gcc"):
-        purgatory.build_purgatory("x86_64", tmp_path / "x.o")
+        purgatory.build_purgatory(purgatory_spec.X86_64, tmp_path / "x.o")
     assert not (tmp_path / "x.o").exists()
 
 
-def test_unknown_arch():
-    with pytest.raises(purgatory.PurgatoryBuildError, match="sparc"):
-        purgatory.purgatory_object("sparc")
+def test_a_purgatory_without_sources_or_object_is_refused():
+    spec = purgatory.PurgatorySpec(arch="sparc", sources=("entry.S",), cflags=())
+    with pytest.raises(purgatory.PurgatoryBuildError, match="sparc purgatory is not installed"):
+        purgatory.purgatory_object(spec)
+
+
+def test_the_build_finds_every_declared_purgatory():
+    """setup.py builds what the architectures declare (pykexec/arch/*/purgatory_spec.py),
+    each with sources present in the tree."""
+    specs = purgatory.declared_specs()
+    assert [s.arch for s in specs] == ["x86_64", "i386"]
+    for spec in specs:
+        src = purgatory.source_dir(spec)
+        assert all((src / name).is_file() for name in spec.sources), spec
 
 
 # --- SHA-256 against hashlib -----------------------------------------------------------
@@ -288,7 +301,7 @@ def test_sha256_regions(sha_harness, lengths):
 
 def test_installed_object_is_current(obj_bytes):
     """purgatory_object() returns the in-package object, rebuilt when sources change."""
-    path = purgatory.installed_path("x86_64")
+    path = purgatory.installed_path(purgatory_spec.X86_64)
     assert path.is_file() and path.read_bytes() == obj_bytes
     if SRC.is_dir():
         newest = max(p.stat().st_mtime for p in SRC.iterdir())

@@ -14,13 +14,15 @@ from typing import Dict, Tuple
 from construct import Struct
 
 from pykexec.abi.fields import field_names
+from pykexec.arch.x86 import purgatory_spec
 from pykexec.arch.x86.abi import Entry32Regs, Entry64Regs
+from pykexec.arch.x86.relocations import I386_RELOCATIONS, X86_64_RELOCATIONS
 from pykexec.core.digest import sha256_regions
-from pykexec.purgatory.elfrel import LoadedObject, RelocatableObject
 from pykexec.core.layout import Layout
 from pykexec.core.plan import Segment
-from pykexec.purgatory.build import purgatory_object
 from pykexec.core.ranges import ADDR_LIMIT
+from pykexec.purgatory.build import PurgatorySpec, purgatory_object
+from pykexec.purgatory.elfrel import LoadedObject, RelocatableObject, RelocationSet
 
 PURGATORY_MIN_ADDR = 0x3000  # below it sit the real-mode IVT and BIOS data
 
@@ -45,15 +47,18 @@ class RegisterBlock:
 
 @dataclass(frozen=True)
 class PurgatoryKind:
-    arch: str          # which object pykexec.purgatory.build builds
-    source: str        # provenance shown for the segment
+    spec: PurgatorySpec               # which object pykexec.purgatory.build builds
+    relocations: RelocationSet        # what its relocation types mean
+    source: str                       # provenance shown for the segment
     registers: RegisterBlock
 
 
-X86_64 = PurgatoryKind("x86_64", "arch/x86_64/purgatory (pykexec's own, gcc-built)", RegisterBlock(
-    "entry64_regs", Entry64Regs, "rip", "rsi", "rsp"))
-I386 = PurgatoryKind("i386", "arch/i386/purgatory (pykexec's own, gcc -m32)", RegisterBlock(
-    "entry32_regs", Entry32Regs, "eip", "esi", "esp"))
+X86_64 = PurgatoryKind(
+    purgatory_spec.X86_64, X86_64_RELOCATIONS, "arch/x86_64/purgatory (pykexec's own, gcc-built)",
+    RegisterBlock("entry64_regs", Entry64Regs, "rip", "rsi", "rsp"))
+I386 = PurgatoryKind(
+    purgatory_spec.I386, I386_RELOCATIONS, "arch/i386/purgatory (pykexec's own, gcc -m32)",
+    RegisterBlock("entry32_regs", Entry32Regs, "eip", "esi", "esp"))
 
 
 @dataclass(frozen=True)
@@ -71,7 +76,8 @@ class PurgatoryOptions:
 
 def place_purgatory(layout: Layout, kind: PurgatoryKind, low: int = PURGATORY_MIN_ADDR,
                     high: int = ADDR_LIMIT, top_down: bool = True) -> LoadedObject:
-    obj = RelocatableObject.from_bytes(purgatory_object(kind.arch))
+    obj = RelocatableObject.from_bytes(purgatory_object(kind.spec),
+                                       relocations=(kind.relocations,))
     base = layout.place(obj.memsz, "purgatory", kind.source, align=obj.required_alignment,
                         low=low, high=high, top_down=top_down)
     loaded = obj.layout(base)
