@@ -44,3 +44,10 @@ def arch_for_elf_machine(e_machine: int):
         if getattr(arch, "ELF_MACHINE", None) == e_machine:
             return arch
     return None
+
+
+def image_explainers():
+    """Each architecture's explainer of its kernel image formats (inspect), once each."""
+    modules = (importlib.import_module(m) for m in dict.fromkeys(MODULES.values()))
+    return tuple(dict.fromkeys(m.image_explainer() for m in modules
+                               if hasattr(m, "image_explainer")))

@@ -3,7 +3,8 @@
 The kind is found from the content, never from the name:
 
 - a plan folder (plan.json): the dry-run report (`pykexec.views.show`);
-- a bzImage (boot sector + "HdrS"): the setup header, field by field, with what each means;
+- a kernel image in an architecture's own format (x86's bzImage: the setup header, field
+  by field, with what each means), explained by that architecture (`image_explainer()`);
 - an ELF executable (vmlinux): machine, entry, PT_LOADs;
 - an ELF relocatable object (purgatory): sections, relocations by type, the symbols a loader
   sets;
@@ -20,15 +21,14 @@ from __future__ import annotations
 import io
 import os
 import stat
+import struct
 from collections import Counter
 from typing import Dict, List, Optional, Tuple
 
 from pykexec.abi.elf import (ELF_MAGIC, EM_DESCRIPTIONS, EM_NAMES, ET_CORE, ET_DYN, ET_EXEC,
                              ET_REL, NT_PRSTATUS, PT_LOAD, PT_NOTE, ElfHead, iter_notes,
                              parse_core_header)
-from pykexec.abi.fields import field_offset
-from pykexec.arch import arch_for_elf_machine
-from pykexec.arch.x86 import bootparams as bp
+from pykexec.arch import arch_for_elf_machine, image_explainers
 from pykexec.core.inputfiles import file_kind
 from pykexec.errors import PykexecError
 from pykexec.views.show import hex_range, human_size
@@ -66,57 +66,8 @@ PURGATORY_SYMBOLS = {
     "entry64": "64-bit trampoline into the kernel",
 }
 
-SETUP_FIELDS = (   # (field, meaning); offsets come from bootparams.SetupHeader
-    ("setup_sects", "512-byte sectors of real-mode setup code after the boot sector "
-     "(0 means 4)"),
-    ("root_flags", "mount root read-only if non-zero (obsolete)"),
-    ("syssize", "size of the protected-mode code in 16-byte paragraphs"),
-    ("vid_mode", "video mode (0xffff: normal)"),
-    ("root_dev", "default root device (obsolete)"),
-    ("boot_flag", "0xaa55: boot sector signature"),
-    ("header", "'HdrS': the boot protocol header is present"),
-    ("version", "boot protocol version"),
-    ("kernel_version", "offset - 0x200 of the kernel version string"),
-    ("type_of_loader", "boot loader id (a loader writes it; kexec: 0xd0)"),
-    ("loadflags", "LOADED_HIGH (protected-mode code at 1 MiB), CAN_USE_HEAP, ..."),
-    ("code32_start", "32-bit entry for the boot loader (protected-mode code address)"),
-    ("ramdisk_image", "physical address of the initrd (a loader writes it)"),
-    ("ramdisk_size", "initrd size (a loader writes it)"),
-    ("heap_end_ptr", "end of the setup heap (a loader writes it)"),
-    ("cmd_line_ptr", "physical address of the command line (a loader writes it)"),
-    ("initrd_addr_max", "highest address the initrd may end at"),
-    ("kernel_alignment", "physical alignment the kernel needs when relocated"),
-    ("relocatable_kernel", "the kernel can run at any aligned address"),
-    ("min_alignment", "smallest alignment the kernel accepts, as a power of two"),
-    ("xloadflags", "64-bit entry, loadable above 4 GiB, EFI handover, kexec EFI..."),
-    ("cmdline_size", "longest command line without its NUL"),
-    ("hardware_subarch", "0: PC"),
-    ("payload_offset", "offset of the compressed kernel in the protected-mode code"),
-    ("payload_length", "length of the compressed kernel"),
-    ("setup_data", "physical address of the first setup_data item (a loader writes it)"),
-    ("pref_address", "preferred load address of the kernel"),
-    ("init_size", "memory the kernel needs from its load address while it "
-     "decompresses and starts"),
-    ("handover_offset", "EFI handover entry, from the protected-mode code"),
-    ("kernel_info_offset", "offset of the kernel_info structure"),
-)
-LOADFLAGS = {0x01: "LOADED_HIGH", 0x20: "QUIET_FLAG", 0x40: "KEEP_SEGMENTS",
-             0x80: "CAN_USE_HEAP"}
-XLOADFLAGS = {0x01: "XLF_KERNEL_64", 0x02: "XLF_CAN_BE_LOADED_ABOVE_4G",
-              0x04: "XLF_EFI_HANDOVER_32", 0x08: "XLF_EFI_HANDOVER_64",
-              0x10: "XLF_EFI_KEXEC", 0x20: "XLF_5LEVEL", 0x40: "XLF_5LEVEL_ENABLED"}
-
-
 class InspectError(PykexecError):
     """The file cannot be explained: one line naming it and the problem."""
-
-
-def _bits(value: int, names: Dict[int, str]) -> str:
-    parts = [name for bit, name in names.items() if value & bit]
-    rest = value & ~sum(names)
-    if rest:
-        parts.append(f"{rest:#x}")
-    return " | ".join(parts) or "none"
 
 
 # ------------------------------------------------------------------------------------------
@@ -128,8 +79,9 @@ def detect(path: str, head: bytes) -> str:
         if os.path.exists(os.path.join(path, "plan.json")):
             return "plan"
         raise InspectError(f"{path}: a folder without plan.json (not a plan folder)")
-    if len(head) >= 0x206 and head[0x202:0x206] == b"HdrS" and head[0x1FE:0x200] == b"\x55\xaa":
-        return "bzimage"
+    explainer = _image_explainer(head)
+    if explainer is not None:
+        return explainer.KIND
     if head[:4] == ELF_MAGIC:
         if len(head) < 20 or head[4] not in (1, 2):
             raise InspectError(f"{path}: truncated or unknown ELF header")
@@ -199,9 +151,9 @@ def inspect_path(path: str) -> str:
             except InspectError as e:
                 raise InspectError(f"{path}: {e}") from None
         data = _read(path)
-        if kind == "bzimage":
-            return explain_bzimage(data, path, os.path.getsize(path))
-        return explain_object(data, path)
+        if kind == "object":
+            return explain_object(data, path)
+        return explain_image(data, path, os.path.getsize(path))
     except InspectError:
         raise
     except (ValueError, struct.error, IndexError, KeyError, OverflowError) as e:
@@ -218,54 +170,20 @@ def inspect_path(path: str) -> str:
 # ------------------------------------------------------------------------------------------
 # bzImage
 
-def explain_bzimage(data: bytes, path: str = "bzImage", file_size: Optional[int] = None) -> str:
-    header_end = bp.SETUP_HEADER_OFFSET + bp.SETUP_HEADER_SIZE
-    if len(data) < header_end:
-        raise InspectError(f"{path}: too short for a setup header")
-    hdr = bp.SetupHeader.parse(data[bp.SETUP_HEADER_OFFSET:header_end])
-    setup_sects = hdr.setup_sects or 4
-    pm_offset = (setup_sects + 1) * 512
-    if pm_offset > len(data):
-        raise InspectError(f"{path}: setup_sects {hdr.setup_sects} puts the kernel past the "
-                           f"end of the file")
-    version = f"{hdr.version >> 8}.{hdr.version & 0xFF:02d}"
-    kver = ""
-    if hdr.kernel_version and 0x200 + hdr.kernel_version < len(data):
-        raw = data[0x200 + hdr.kernel_version:0x200 + hdr.kernel_version + 256]
-        kver = raw.split(b"\0", 1)[0].decode("latin-1", "replace")
-    file_size = len(data) if file_size is None else file_size
-    out = [f"{path}: bzImage (x86 boot protocol {version}), {file_size} bytes"]
-    if kver:
-        out.append(f"  kernel version: {kver}")
-    out.append(f"  real-mode setup: {pm_offset:#x} bytes (boot sector + {setup_sects} sectors); "
-               f"protected-mode code: {file_size - pm_offset:#x} bytes at file offset {pm_offset:#x}")
-    if hdr.version >= 0x20C and hdr.xloadflags & bp.XLF_KERNEL_64:
-        out.append("  64-bit entry (startup_64): protected-mode code + 0x200")
-    out.append("")
-    out.append("  setup header (offset, field, value, meaning)")
-    for name, meaning in SETUP_FIELDS:
-        offset = bp.SETUP_HEADER_OFFSET + field_offset(bp.SetupHeader, name)
-        if name == "header":
-            value = "HdrS"
-        else:
-            value_int = hdr[name]
-            if name == "loadflags":
-                value = f"{value_int:#x} ({_bits(value_int, LOADFLAGS)})"
-            elif name == "xloadflags":
-                value = f"{value_int:#x} ({_bits(value_int, XLOADFLAGS)})"
-            elif name == "version":
-                value = f"{value_int:#06x} ({version})"
-            elif name in ("init_size", "kernel_alignment", "syssize") and value_int:
-                shown = value_int * 16 if name == "syssize" else value_int
-                value = f"{value_int:#x} ({human_size(shown)})"
-            elif name == "min_alignment":
-                value = f"{value_int} ({human_size(1 << value_int) if value_int < 64 else '?'})"
-            elif name == "cmdline_size":
-                value = f"{value_int:#x} ({value_int} bytes)"
-            else:
-                value = f"{value_int:#x}"
-        out.append(f"  {offset:#05x}  {name:<19} {value:<34} {meaning}")
-    return "\n".join(out) + "\n"
+def _image_explainer(head: bytes):
+    """The explainer of the architecture whose kernel image format `head` starts, or None."""
+    return next((e for e in image_explainers() if e.probe(head)), None)
+
+
+def explain_image(data: bytes, path: str, file_size: Optional[int] = None) -> str:
+    """A kernel image file in an architecture's own format (x86: a bzImage's setup header)."""
+    explainer = _image_explainer(data)
+    if explainer is None:
+        raise InspectError(f"{path}: not a kernel image format pykexec knows")
+    try:
+        return explainer.explain(data, path, len(data) if file_size is None else file_size)
+    except ValueError as e:
+        raise InspectError(str(e)) from None
 
 
 # ------------------------------------------------------------------------------------------

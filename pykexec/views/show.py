@@ -28,6 +28,7 @@ from typing import Any, Dict, List, Optional, TextIO, Tuple
 from pykexec.abi import kexec as kexec_abi
 from pykexec.abi.elf import EM_NAMES
 from pykexec.core.plan import Plan
+from pykexec.core.units import hex_range, human_size  # noqa: F401 (views import them here)
 from pykexec.views import planfacts
 
 VMCOREINFO_MIN_SIZE = 2048              # CPU crash notes are < 1 KiB; vmcoreinfo ~4 KiB
@@ -65,25 +66,6 @@ REGISTER_MEANING = {
 
 # ------------------------------------------------------------------------------------------
 # Small formatting helpers
-
-def human_size(n: int) -> str:
-    """1536 -> '1.5 KiB', 4096 -> '4 KiB', 100 -> '100 B'."""
-    if n < 1024:
-        return f"{n} B"
-    value = float(n)
-    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
-        value /= 1024
-        if value < 1024 or unit == "EiB":
-            if value == int(value):
-                return f"{int(value)} {unit}"
-            return f"{value:.1f} {unit}" if value < 100 else f"{value:.0f} {unit}"
-    raise AssertionError("unreachable")
-
-
-def hex_range(start: int, end: int) -> str:
-    """Half-open [start, end) written the /proc/iomem way: first-last inclusive."""
-    return f"{start:#x}-{max(end - 1, start):#x}"
-
 
 def _ordinal(n: int) -> str:
     suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")

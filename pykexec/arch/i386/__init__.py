@@ -51,3 +51,8 @@ def plan_decoder():
 def dump_reader():
     from pykexec.arch.x86.vmcore import I386
     return I386
+
+
+def image_explainer():
+    from pykexec.arch.x86 import explain
+    return explain

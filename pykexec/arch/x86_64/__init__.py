@@ -44,3 +44,8 @@ def plan_decoder():
 def dump_reader():
     from pykexec.arch.x86.vmcore import X86_64
     return X86_64
+
+
+def image_explainer():
+    from pykexec.arch.x86 import explain
+    return explain
