@@ -14,6 +14,8 @@ The kind is found from the content, never from the name:
 
 `inspect_path(path) -> str` is pure apart from reading the file; bad input raises
 `InspectError` with one line naming the file and the problem.
+
+(Longer than 400 lines because it is one short explainer per file kind, read together.)
 """
 
 from __future__ import annotations

@@ -17,6 +17,9 @@ Optional `plan.notes` keys that add facts when a loader records them:
 
 Without them the crash window is inferred from the gap the ELF core header leaves in the
 dumped RAM, and the CPU of a note from the machine when one is given.
+
+(Longer than 400 lines: the facts and the report that prints them are kept side by side,
+so a fact and its wording change together.)
 """
 
 from __future__ import annotations
