@@ -24,17 +24,8 @@ ET_CORE = 4
 PT_LOAD = 1
 PT_NOTE = 4
 PF_X, PF_W, PF_R = 1, 2, 4
-# e_machine values (elf.h); the kexec_load arch values are these shifted (abi.kexec)
-EM_386 = 3
-EM_PPC64 = 21
-EM_S390 = 22
-EM_ARM = 40
-EM_X86_64 = 62
-EM_AARCH64 = 183
-EM_NAMES = {EM_386: "i386", EM_X86_64: "x86_64", EM_AARCH64: "aarch64"}  # as `uname -m`
-EM_DESCRIPTIONS = {EM_386: "i386 (EM_386)", EM_X86_64: "x86_64 (EM_X86_64)",
-                   EM_AARCH64: "aarch64 (EM_AARCH64)", EM_ARM: "arm (EM_ARM)",
-                   EM_PPC64: "ppc64 (EM_PPC64)", EM_S390: "s390 (EM_S390)"}
+# e_machine values live with no construct import (abi.machines), for the light paths
+from pykexec.abi.machines import EM_386, EM_AARCH64, EM_X86_64  # noqa: E402,F401
 NT_PRSTATUS = 1
 ELF_MAGIC = b"\x7fELF"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import List
 
-from pykexec.abi.elf import EM_386, EM_AARCH64, EM_ARM, EM_PPC64, EM_S390, EM_X86_64
+from pykexec.abi.machines import EM_386, EM_AARCH64, EM_ARM, EM_PPC64, EM_S390, EM_X86_64
 
 # kexec_load flags
 KEXEC_ON_CRASH = 0x1

@@ -303,7 +303,7 @@ class MemType(str, enum.Enum):
     """Memory-map entry types, named as the kernel spells them in memmap and iomem.
 
     These names are every architecture's (/proc/iomem, /sys/firmware/memmap); the numbers
-    a boot protocol gives them are the architecture's (x86: bootparams.e820_type)."""
+    a boot protocol gives them are the architecture's to declare."""
 
     RAM = "System RAM"
     RESERVED = "reserved"

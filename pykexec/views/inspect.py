@@ -3,8 +3,8 @@
 The kind is found from the content, never from the name:
 
 - a plan folder (plan.json): the dry-run report (`pykexec.views.show`);
-- a kernel image in an architecture's own format (x86's bzImage: the setup header, field
-  by field, with what each means), explained by that architecture (`image_explainer()`);
+- a kernel image in an architecture's own format (a bzImage: the setup header, field by
+  field, with what each means), explained by that architecture (`image_explainer()`);
 - an ELF executable (vmlinux): machine, entry, PT_LOADs;
 - an ELF relocatable object (purgatory): sections, relocations by type, the symbols a loader
   sets;
@@ -27,9 +27,9 @@ import struct
 from collections import Counter
 from typing import Dict, List, Optional, Tuple
 
-from pykexec.abi.elf import (ELF_MAGIC, EM_DESCRIPTIONS, EM_NAMES, ET_CORE, ET_DYN, ET_EXEC,
-                             ET_REL, NT_PRSTATUS, PT_LOAD, PT_NOTE, ElfHead, iter_notes,
-                             parse_core_header)
+from pykexec.abi.elf import (ELF_MAGIC, ET_CORE, ET_DYN, ET_EXEC, ET_REL, NT_PRSTATUS,
+                             PT_LOAD, PT_NOTE, ElfHead, iter_notes, parse_core_header)
+from pykexec.abi.machines import EM_DESCRIPTIONS, EM_NAMES
 from pykexec.arch import arch_for_elf_machine, image_explainers
 from pykexec.core.inputfiles import file_kind
 from pykexec.errors import PykexecError
@@ -178,7 +178,7 @@ def _image_explainer(head: bytes):
 
 
 def explain_image(data: bytes, path: str, file_size: Optional[int] = None) -> str:
-    """A kernel image file in an architecture's own format (x86: a bzImage's setup header)."""
+    """A kernel image file in an architecture's own format, explained by that architecture."""
     explainer = _image_explainer(data)
     if explainer is None:
         raise InspectError(f"{path}: not a kernel image format pykexec knows")

@@ -35,8 +35,8 @@ def _is_core_header(seg: Segment) -> bool:
 
 
 def boot_params_segment(plan: Plan) -> Optional[Segment]:
-    """The segment holding the new kernel's boot parameters (x86: boot_params or the ELF
-    `--args-linux` parameter block)."""
+    """The segment holding the new kernel's boot parameters, as the plan's architecture
+    finds it."""
     decoder = plan_decoder(plan)
     return decoder.boot_params_segment(plan) if decoder is not None else None
 
@@ -71,7 +71,7 @@ def read_cmdline(plan: Plan) -> Optional[str]:
 
 
 def setup_data_chain(plan: Plan) -> List[Tuple[int, int, int, bytes]]:
-    """(address, type, len, data) of each item the boot parameters link (x86 setup_data)."""
+    """(address, type, len, data) of each item the boot parameters link."""
     decoder = plan_decoder(plan)
     return decoder.setup_data_chain(plan) if decoder is not None else []
 

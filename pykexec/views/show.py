@@ -29,7 +29,7 @@ import re
 from typing import Any, Dict, List, Optional, TextIO, Tuple
 
 from pykexec.abi import kexec as kexec_abi
-from pykexec.abi.elf import EM_NAMES
+from pykexec.abi.machines import EM_NAMES
 from pykexec.core.plan import Plan
 from pykexec.core.units import hex_range, human_size  # noqa: F401 (views import them here)
 from pykexec.views import planfacts

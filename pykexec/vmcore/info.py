@@ -20,7 +20,7 @@ import datetime
 import re
 from typing import List, Optional
 
-from pykexec.abi.elf import EM_NAMES
+from pykexec.abi.machines import EM_NAMES
 from pykexec.vmcore import dmesg
 from pykexec.vmcore.arch import arch_for
 from pykexec.vmcore.dump import Vmcore

@@ -1,4 +1,4 @@
-"""x86's own ABI values, declared once: kexec arch values, the kernel-text map base, and
+"""x86's own ABI values, declared once: its kexec arch value, the kernel-text map base, and
 the register blocks this project's purgatory loads before entering the kernel.
 
 The register blocks are also spelled by the purgatory's C header and assembly
@@ -11,12 +11,10 @@ from __future__ import annotations
 
 from construct import Int32ul, Int64ul, Struct
 
-from pykexec.abi.elf import EM_386, EM_X86_64
-from pykexec.abi.fields import field_names
+from pykexec.abi.elf import EM_X86_64
 from pykexec.abi.kexec import kexec_arch_value
 
 KEXEC_ARCH_X86_64 = kexec_arch_value(EM_X86_64)
-KEXEC_ARCH_386 = kexec_arch_value(EM_386)   # i386 kexec-tools sends KEXEC_ARCH_DEFAULT
 
 # x86_64 __START_KERNEL_map: the kernel image's virtual base; the direct map of RAM lies
 # below it, so a virtual address at or above it is kernel text
@@ -28,7 +26,3 @@ Entry64Regs = Struct(*(name / Int64ul for name in (
     "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rip")))
 Entry32Regs = Struct(*(name / Int32ul for name in (
     "eax", "ebx", "ecx", "edx", "esi", "edi", "esp", "ebp", "eip")))
-
-
-ENTRY64_REGS = field_names(Entry64Regs)
-ENTRY32_REGS = field_names(Entry32Regs)
