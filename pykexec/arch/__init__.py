@@ -29,25 +29,25 @@ def plan_load(request, machine, **kwargs):
 # --- Finding an architecture by what a file says (abi helper: views and vmcore) ----------
 # A plan names its architecture; a core file or kernel states its ELF machine. Both lookups
 # answer None for an architecture pykexec has no module for, so a reader of foreign files
-# decodes what is generic and leaves the rest.
+# decodes what is generic and leaves the rest. (Named as on the seam branch, whose Arch
+# objects replace these modules: by_name/by_elf_machine/registered are the same there.)
 
-def arch_named(name: str):
-    """The architecture module a plan's `arch` names, or None."""
-    module = MODULES.get(name)
-    return importlib.import_module(module) if module else None
+def registered():
+    """Every architecture, once each."""
+    return tuple(importlib.import_module(m) for m in dict.fromkeys(MODULES.values()))
 
 
-def arch_for_elf_machine(e_machine: int):
-    """The architecture module whose kernels carry `e_machine`, or None."""
-    for module in dict.fromkeys(MODULES.values()):
-        arch = importlib.import_module(module)
-        if getattr(arch, "ELF_MACHINE", None) == e_machine:
-            return arch
-    return None
+def by_name(name: str):
+    """The architecture whose plans say `arch: name`, or None."""
+    return next((a for a in registered() if a.name == name), None)
+
+
+def by_elf_machine(e_machine: int):
+    """The architecture whose kernels and core headers carry this e_machine, or None."""
+    return next((a for a in registered() if a.elf_machine == e_machine), None)
 
 
 def image_explainers():
     """Each architecture's explainer of its kernel image formats (inspect), once each."""
-    modules = (importlib.import_module(m) for m in dict.fromkeys(MODULES.values()))
-    return tuple(dict.fromkeys(m.image_explainer() for m in modules
-                               if hasattr(m, "image_explainer")))
+    return tuple(dict.fromkeys(a.image_explainer() for a in registered()
+                               if hasattr(a, "image_explainer")))

@@ -82,10 +82,10 @@ class Arch(Protocol):
 
 
 # --- What views and vmcore ask of an architecture (abi helper) ---------------------------
-# An Arch module also offers ELF_MACHINE (the e_machine of its kernels), `plan_decoder()`
-# (a PlanDecoder), `dump_reader()` (its vmcore reader, a pykexec.arch.dumpreader.DumpReader
-# subclass) and `image_explainer()` (an ImageExplainer), found through pykexec.arch's
-# arch_named, arch_for_elf_machine and image_explainers.
+# An Arch also offers `plan_decoder()` (a PlanDecoder), `dump_reader()` (its vmcore reader,
+# a pykexec.arch.dumpreader.DumpReader subclass) and `image_explainer()` (an
+# ImageExplainer), found through pykexec.arch's by_name, by_elf_machine and
+# image_explainers.
 
 @runtime_checkable
 class PlanDecoder(Protocol):

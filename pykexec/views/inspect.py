@@ -30,7 +30,7 @@ from typing import Dict, List, Optional, Tuple
 from pykexec.abi.elf import (ELF_MAGIC, ET_CORE, ET_DYN, ET_EXEC, ET_REL, NT_PRSTATUS,
                              PT_LOAD, PT_NOTE, ElfHead, iter_notes, parse_core_header)
 from pykexec.abi.machines import EM_DESCRIPTIONS, EM_NAMES
-from pykexec.arch import arch_for_elf_machine, image_explainers
+from pykexec.arch import by_elf_machine, image_explainers
 from pykexec.core.inputfiles import file_kind
 from pykexec.errors import PykexecError
 from pykexec.views.show import hex_range, human_size
@@ -398,20 +398,20 @@ def explain_elfcorehdr(data: bytes, path: str = "elfcorehdr") -> str:
 def _arch_name(e_machine: int) -> str:
     """The name pykexec's architecture for `e_machine` goes by (else the ELF name, which
     no architecture module answers to: only generic facts are decoded)."""
-    arch = arch_for_elf_machine(e_machine)
-    return arch.NAME if arch is not None else EM_NAMES.get(e_machine, str(e_machine))
+    arch = by_elf_machine(e_machine)
+    return arch.name if arch is not None else EM_NAMES.get(e_machine, str(e_machine))
 
 
 def _kernel_text_rule(e_machine: int):
     """vaddr -> whether a PT_LOAD there maps kernel text, by the machine's architecture."""
-    arch = arch_for_elf_machine(e_machine)
+    arch = by_elf_machine(e_machine)
     return arch.plan_decoder().is_kernel_text if arch is not None else (lambda _vaddr: False)
 
 
 def decode_prstatus(desc: bytes, e_machine: int) -> Optional[Tuple[int, Dict[str, int]]]:
     """(pr_pid, registers) of an NT_PRSTATUS descriptor, in the layout of the machine's
     architecture; None for a machine pykexec has no reader for."""
-    arch = arch_for_elf_machine(e_machine)
+    arch = by_elf_machine(e_machine)
     cpu = arch.dump_reader().prstatus(desc) if arch is not None else None
     return (cpu.pid, cpu.regs) if cpu is not None else None
 

@@ -19,13 +19,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from pykexec.abi.elf import (ELF_MAGIC, ET_CORE, PT_LOAD, PT_NOTE, ElfHead, elf_class_of,
                              parse_core_header)
-from pykexec.arch import arch_named
+from pykexec.arch import by_name
 from pykexec.core.plan import Plan, Segment
 
 
 def plan_decoder(plan: Plan):
     """The plan's architecture's decoder of its boot structures (None: only generic facts)."""
-    arch = arch_named(plan.arch)
+    arch = by_name(plan.arch)
     return arch.plan_decoder() if arch is not None else None
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Type
 
-from pykexec.arch import arch_for_elf_machine
+from pykexec.arch import by_elf_machine
 from pykexec.arch.dumpreader import CpuRegisters, DumpReader, Level, walk_page_tables  # noqa: F401
 
 
 def arch_for(e_machine: int) -> Type[DumpReader]:
-    arch = arch_for_elf_machine(e_machine)
+    arch = by_elf_machine(e_machine)
     return arch.dump_reader() if arch is not None else DumpReader

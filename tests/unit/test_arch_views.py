@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from pykexec.abi.elf import EM_386, EM_AARCH64, EM_X86_64
-from pykexec.arch import arch_for_elf_machine, arch_named, image_explainers
+from pykexec.arch import by_elf_machine, by_name, image_explainers
 from pykexec.arch.dumpreader import DumpReader
 from pykexec.arch.interfaces import ImageExplainer, PlanDecoder
 from pykexec.views.planfacts import decode_plan
@@ -18,8 +18,8 @@ from tests.unit.test_planfacts import make_plan
 
 @pytest.mark.parametrize("name, e_machine", [("x86_64", EM_X86_64), ("i386", EM_386)])
 def test_each_architecture_offers_the_view_hooks(name, e_machine):
-    arch = arch_named(name)
-    assert arch_for_elf_machine(e_machine) is arch
+    arch = by_name(name)
+    assert by_elf_machine(e_machine) is arch
     assert isinstance(arch.plan_decoder(), PlanDecoder)
     assert isinstance(arch.image_explainer(), ImageExplainer)
     assert issubclass(arch.dump_reader(), DumpReader)
@@ -27,8 +27,8 @@ def test_each_architecture_offers_the_view_hooks(name, e_machine):
 
 
 def test_unknown_architectures_get_the_generic_readers():
-    assert arch_named("sparc64") is None
-    assert arch_for_elf_machine(EM_AARCH64) is None
+    assert by_name("sparc64") is None
+    assert by_elf_machine(EM_AARCH64) is None
     assert arch_for(EM_AARCH64) is DumpReader
     assert len(image_explainers()) == 1          # x86_64 and i386 share x86's
 

@@ -40,7 +40,8 @@ def plan_load(request: Request, machine: Machine,
 
 
 # --- What views and vmcore ask of i386 (abi helper; pykexec.arch.interfaces) -------------
-ELF_MACHINE = EM_386
+name = NAME
+elf_machine = EM_386
 
 
 def plan_decoder():

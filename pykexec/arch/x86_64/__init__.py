@@ -33,7 +33,8 @@ def plan_load(request: Request, machine: Machine,
 
 
 # --- What views and vmcore ask of x86_64 (abi helper; pykexec.arch.interfaces) -----------
-ELF_MACHINE = EM_X86_64
+name = NAME
+elf_machine = EM_X86_64
 
 
 def plan_decoder():
