@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import functools
 import struct
-from typing import TYPE_CHECKING, Callable, Dict, List, NamedTuple, Optional, Sequence
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
 
-if TYPE_CHECKING:
-    from pykexec.vmcore.dump import Vmcore
 
 
 class CpuRegisters(NamedTuple):
@@ -60,7 +58,9 @@ class DumpReader:
     name = "unknown"
     pointer_size = 0              # 0: the ELF class's word size
 
-    def __init__(self, dump: "Vmcore"):
+    def __init__(self, dump):
+        # `dump` is a pykexec.vmcore.Vmcore (not imported: vmcore sits above arch); a reader
+        # uses its elfclass, loads, vmcoreinfo, read_phys and load_vaddr_to_paddr
         self.dump = dump
         if not self.pointer_size:
             self.pointer_size = 8 if dump.elfclass == 64 else 4
