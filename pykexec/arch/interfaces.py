@@ -83,9 +83,9 @@ class Arch(Protocol):
 
 # --- What views and vmcore ask of an architecture (abi helper) ---------------------------
 # An Arch also offers `plan_decoder()` (a PlanDecoder), `dump_reader()` (its vmcore reader,
-# a pykexec.arch.dumpreader.DumpReader subclass) and `image_explainer()` (an
-# ImageExplainer), found through pykexec.arch's by_name, by_elf_machine and
-# image_explainers.
+# a pykexec.arch.dumpreader.DumpReader subclass), `image_explainer()` (an ImageExplainer)
+# and `relocations()` (its purgatory's pykexec.purgatory.elfrel.RelocationSet), found
+# through pykexec.arch's by_name, by_elf_machine, registered and image_explainers.
 
 @runtime_checkable
 class PlanDecoder(Protocol):

@@ -30,7 +30,7 @@ from typing import Dict, List, Optional, Tuple
 from pykexec.abi.elf import (ELF_MAGIC, ET_CORE, ET_DYN, ET_EXEC, ET_REL, NT_PRSTATUS,
                              PT_LOAD, PT_NOTE, ElfHead, iter_notes, parse_core_header)
 from pykexec.abi.machines import EM_DESCRIPTIONS, EM_NAMES
-from pykexec.arch import by_elf_machine, image_explainers
+from pykexec.arch import by_elf_machine, image_explainers, registered
 from pykexec.core.inputfiles import file_kind
 from pykexec.errors import PykexecError
 from pykexec.views.show import hex_range, human_size
@@ -264,9 +264,8 @@ def explain_vmlinux(data, path: str = "vmlinux") -> str:
 
 
 def _relocation_sets():
-    # TODO(seam): every registered architecture's relocation sets, through the registry
-    from pykexec.arch.x86.relocations import I386_RELOCATIONS, X86_64_RELOCATIONS
-    return (X86_64_RELOCATIONS, I386_RELOCATIONS)
+    """Every architecture's purgatory relocation types (pykexec.purgatory.elfrel sets)."""
+    return tuple(a.relocations() for a in registered() if hasattr(a, "relocations"))
 
 
 def explain_object(data: bytes, path: str = "purgatory.o") -> str:
@@ -274,7 +273,8 @@ def explain_object(data: bytes, path: str = "purgatory.o") -> str:
     elf = _elffile(data)
     out = [f"{path}: ELF{elf.elfclass} relocatable object for {elf['e_machine']}"]
     try:
-        obj = RelocatableObject.from_bytes(data, relocations=_relocation_sets())
+        sets = _relocation_sets()
+        obj = RelocatableObject.from_bytes(data, relocations=sets)
     except ElfRelError as e:
         raise InspectError(f"{path}: cannot be loaded as a purgatory: {e}") from None
     out.append(f"  loaded size {obj.size:#x} ({human_size(obj.size)}), base alignment "
@@ -287,9 +287,7 @@ def explain_object(data: bytes, path: str = "purgatory.o") -> str:
         out.append(f"    {p.offset:>#8x} {p.size:>#8x} align {p.align:<4} {kind:<8} {flags:<3} {p.name}")
     counts: Counter = Counter()
     from elftools.elf.relocation import RelocationSection
-    from elftools.elf.enums import ENUM_RELOC_TYPE_i386, ENUM_RELOC_TYPE_x64
-    names = {v: k for k, v in (ENUM_RELOC_TYPE_x64 if elf.elfclass == 64
-                               else ENUM_RELOC_TYPE_i386).items()}
+    names = next((dict(s.type_names) for s in sets if elf["e_machine"] in s.machines), {})
     for section in elf.iter_sections():
         if isinstance(section, RelocationSection):
             target = elf.get_section(section["sh_info"]).name

@@ -57,3 +57,8 @@ def dump_reader():
 def image_explainer():
     from pykexec.arch.x86 import explain
     return explain
+
+
+def relocations():
+    from pykexec.arch.x86.relocations import I386_RELOCATIONS
+    return I386_RELOCATIONS

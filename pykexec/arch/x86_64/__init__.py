@@ -50,3 +50,8 @@ def dump_reader():
 def image_explainer():
     from pykexec.arch.x86 import explain
     return explain
+
+
+def relocations():
+    from pykexec.arch.x86.relocations import X86_64_RELOCATIONS
+    return X86_64_RELOCATIONS
