@@ -27,6 +27,9 @@ PF_X, PF_W, PF_R = 1, 2, 4
 # e_machine values live with no construct import (abi.machines), for the light paths
 from pykexec.abi.machines import EM_386, EM_AARCH64, EM_X86_64  # noqa: E402,F401
 NT_PRSTATUS = 1
+# core-file note types (elf.h), by the names a report gives them
+NOTE_TYPE_NAMES = {NT_PRSTATUS: "NT_PRSTATUS", 2: "NT_PRFPREG", 3: "NT_PRPSINFO",
+                   4: "NT_TASKSTRUCT", 6: "NT_AUXV", 0x202: "NT_X86_XSTATE"}
 ELF_MAGIC = b"\x7fELF"
 
 

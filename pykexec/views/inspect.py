@@ -28,7 +28,8 @@ from collections import Counter
 from typing import Dict, List, Optional, Tuple
 
 from pykexec.abi.elf import (ELF_MAGIC, ET_CORE, ET_DYN, ET_EXEC, ET_REL, NT_PRSTATUS,
-                             PT_LOAD, PT_NOTE, ElfHead, iter_notes, parse_core_header)
+                             NOTE_TYPE_NAMES, PT_LOAD, PT_NOTE, ElfHead, iter_notes,
+                             parse_core_header)
 from pykexec.abi.machines import EM_DESCRIPTIONS, EM_NAMES
 from pykexec.arch import by_elf_machine, image_explainers, registered
 from pykexec.core.inputfiles import file_kind
@@ -38,11 +39,6 @@ from pykexec.views.show import hex_range, human_size
 READ_LIMIT = 64 << 20          # whole files up to this size; vmcores are read by pieces
 VMLINUX_NOTES_LIMIT = 1 << 20  # a vmlinux's notes (build id, Xen) are a few hundred bytes
 CORE_NOTES_LIMIT = 64 << 20    # per-CPU NT_PRSTATUS + VMCOREINFO: ~32 MiB at 8192 CPUs
-NT_PRPSINFO = 3
-NT_TASKSTRUCT = 4
-NT_AUXV = 6
-NOTE_TYPES = {1: "NT_PRSTATUS", 2: "NT_PRFPREG", 3: "NT_PRPSINFO", 4: "NT_TASKSTRUCT",
-              6: "NT_AUXV", 0x202: "NT_X86_XSTATE"}
 
 # Global symbols of a purgatory that a loader writes, and why.
 PURGATORY_SYMBOLS = {
@@ -430,7 +426,7 @@ def explain_vmcore(path, head, ehdr, phdrs, note_data, size) -> str:
     for p, data in note_data:
         out.append(f"  PT_NOTE at file offset {p.p_offset:#x}, {p.p_filesz} bytes:")
         for name, ntype, desc in iter_notes(data):
-            tname = NOTE_TYPES.get(ntype, f"type {ntype}") if name != "VMCOREINFO" else "VMCOREINFO"
+            tname = NOTE_TYPE_NAMES.get(ntype, f"type {ntype}") if name != "VMCOREINFO" else "VMCOREINFO"
             decoded = None
             if name == "CORE" and ntype == NT_PRSTATUS:
                 try:
