@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Callable, Optional, Protocol, Tuple, runtime_c
 if TYPE_CHECKING:  # annotations only: importing these here would run the layers upward
     from pykexec.core.plan import Plan
     from pykexec.machine import Machine
-    from pykexec.request import Request
+    from pykexec.request import OptionTable, Request
 
 
 @dataclass(frozen=True)
@@ -106,3 +106,9 @@ class Arch(Protocol):
     def file_load_refusal(self, kernel: bytes) -> Optional[str]:
         """Why this kernel's kexec_file_load would refuse `kernel` (ENOEXEC), or None: the
         formats it accepts (its kexec_file_ops), probed on the (decompressed) file."""
+
+    # --- command-line options (options): the arch's and its loaders' option table ---------
+    # kexec-tools' arch option table and its loaders' options, joined by the registry to
+    # the generic ones; register(..., options=MODULE) names the module holding the same
+    # table, so that -h and -v import no Arch.
+    options: "OptionTable"
