@@ -3,8 +3,9 @@ purgatory into the load pipeline, as one `ARCH` object satisfying
 `pykexec.arch.interfaces.Arch`. Adding one means adding a module and a line here.
 
 Generic code finds an architecture here by what it has in hand (the machine's `uname -m`,
-a plan's arch name, an ELF e_machine) and never compares a name itself. Modules are
-imported only when asked for, so `kexec -v` loads none.
+a plan's arch name, an ELF e_machine) and never compares a name itself. Arch modules are
+imported only when asked for, so `kexec -v` and `-h` load none (only the option tables,
+registered by module for that reason).
 """
 
 from __future__ import annotations
