@@ -188,7 +188,8 @@ def _exit(code: int) -> None:
 
 
 def _run(argv: list[str], program: str) -> int:
-    from pykexec.request import UsageError, parse_args, usage_text
+    from pykexec.arch import parse_args, usage_text
+    from pykexec.request import UsageError
 
     try:
         request = parse_args(argv)
@@ -228,8 +229,8 @@ def _check_fatal(request) -> None:
             "--load-preserve-context"
         raise Failure(f"{which} is not supported with kexec_file_load: add -c", EXIT_FATAL)
     if request.reuse_initrd:
-        raise Failure("--reuseinitrd is not implemented on x86 (as in kexec-tools): pass the "
-                      "initrd again with --initrd", EXIT_FATAL)
+        from pykexec.arch import reuse_initrd_refusal
+        raise Failure(reuse_initrd_refusal(), EXIT_FATAL)
 
 
 def _check_refused(request, machine) -> None:

@@ -7,13 +7,23 @@ standard library's `getopt.gnu_getopt` gives exactly getopt_long's permutation a
 unique-prefix rules, so the options are walked in order here and folded into a Request;
 nothing after this module looks at argv again.
 
-The option table OPTIONS is the single source of `-h`, the man page (scripts/gen-docs
-writes docs/pykexec.8) and the shell completion.
+Only the generic options are declared here. As in kexec-tools, whose generic table is
+joined by its architecture's option table and its loaders' options, an architecture brings
+its own `OptionTable` (pykexec/arch/<name>/); `pykexec.arch.parse_args` passes the tables of
+the registered architectures to `parse_args` below, which keeps their options, in the
+order given, in `Request.arch_options` for the architecture to read. The composed table
+(`compose`) is the single source of `-h`, the man page (scripts/gen-docs writes
+docs/pykexec.8) and the shell completion.
+
+Longer than 400 lines on purpose: the generic option table, the walk that gives each of its
+entries a meaning and kexec's number rules for their values are kept in one place, so that
+no option is declared without its handler.
 """
 
 from __future__ import annotations
 
 import getopt
+from typing import Callable, Dict, Iterable, Mapping, NamedTuple, Optional, Tuple
 
 from pykexec.abi.kexec import (KEXEC_FILE_FORCE_DTB, KEXEC_FILE_NO_CMA, KEXEC_FILE_ON_CRASH,
                                KEXEC_FILE_UNLOAD, KEXEC_ON_CRASH, KEXEC_PRESERVE_CONTEXT)
@@ -22,111 +32,98 @@ from pykexec.errors import PykexecError
 
 SHORT_OPTIONS = "h?vdfixyluet:pscaS"
 
-# Option groups, in -h and man page order.
-GENERIC, ARCH, LOADER, PYKEXEC = "generic", "x86 (purgatory and boot parameters)", \
-    "kernel loaders (x86 bzImage and ELF)", "pykexec's own"
 
-# (long name, takes an argument, help text, group, argument name). Generic, x86 arch and
-# x86 loader options, as kexec-tools accepts them all in one table so a loader option is
-# never taken for the kernel.
-OPTIONS: tuple[tuple[str, bool, str, str, str], ...] = (
-    ("help", False, "print this help and exit", GENERIC, ""),
-    ("version", False, "print the version and exit", GENERIC, ""),
-    ("debug", False, "print debugging information (the plan, the syscalls)", GENERIC, ""),
-    ("force", False, "load and boot the kernel at once, without shutdown(8) "
-                     "(sync and interfaces down unless -y/-x)", GENERIC, ""),
-    ("no-checks", False, "purgatory skips the SHA-256 check of the segments", GENERIC, ""),
-    ("no-ifdown", False, "with -e/-f: do not take network interfaces down", GENERIC, ""),
-    ("no-sync", False, "with -e/-f/-l: do not sync filesystems", GENERIC, ""),
-    ("load", False, "load KERNEL to boot later with -e (then sync unless -y)", GENERIC, ""),
-    ("unload", False, "unload the loaded kernel (with -p: the crash kernel)", GENERIC, ""),
-    ("exec", False, "boot the loaded kernel now: sync, interfaces down, "
-                    "reboot(LINUX_REBOOT_CMD_KEXEC)", GENERIC, ""),
-    ("type", True, "force the kernel file type (bzImage64, elf-x86_64)", GENERIC, "TYPE"),
-    ("load-panic", False, "load KERNEL as the capture kernel, booted on panic", GENERIC, ""),
-    ("kexec-file-syscall", False, "use kexec_file_load only (the kernel parses and "
-                                  "verifies the image)", GENERIC, ""),
-    ("kexec-syscall", False, "use kexec_load only", GENERIC, ""),
-    ("kexec-syscall-auto", False, "try kexec_file_load, fall back to kexec_load on "
-                                  "ENOSYS/EINVAL/ENOEXEC/ENOTSUP (the default)", GENERIC, ""),
-    ("status", False, "exit 1 if a kernel is loaded (the crash kernel unless -l), else 0",
-     GENERIC, ""),
-    ("mem-min", True, "lowest physical address for segments", GENERIC, "ADDR"),
-    ("mem-max", True, "highest physical address for segments", GENERIC, "ADDR"),
-    ("reuseinitrd", False, "reuse the running kernel's initrd (refused: x86 cannot, as in "
-                           "kexec-tools)", GENERIC, ""),
-    ("load-preserve-context", False, "load a kernel that can jump back (needs --mem-max, "
-                                     "kexec_load and CONFIG_KEXEC_JUMP)", GENERIC, ""),
-    ("load-jump-back-helper", False, "load the jump-back helper at --entry (in a kexec'd "
-                                     "kernel; needs CONFIG_KEXEC_JUMP)", GENERIC, ""),
-    ("entry", True, "override the entry point (the jump-back address for "
-                    "--load-jump-back-helper)", GENERIC, "ADDR"),
-    ("print-ckr-size", False, "print the size of the crash kernel region and exit", GENERIC, ""),
-    ("hotplug", False, "let the kernel update the elfcorehdr on CPU/memory hotplug "
-                       "(refused: not implemented)", GENERIC, ""),
-    ("no-cma", False, "kexec_file_load: do not place segments in CMA", GENERIC, ""),
-    ("force-dtb", False, "kexec_file_load: pass the current DTB", GENERIC, ""),
-    ("exec-live-update", False, "Xen live update: boot the loaded image (Xen only)", GENERIC, ""),
-    ("load-live-update", False, "Xen live update: load an image (Xen only)", GENERIC, ""),
-    # x86 arch options
-    ("reset-vga", False, "purgatory resets the VGA adapter (refused: pykexec's purgatory "
-                         "has no VGA code)", ARCH, ""),
-    ("serial", True, "purgatory serial port (ttyS0, ttyS1 or 0xPORT)", ARCH, "PORT"),
-    ("serial-baud", True, "purgatory serial baud rate", ARCH, "BAUD"),
-    ("console-vga", False, "purgatory messages on the VGA text console (refused: no VGA "
-                           "code)", ARCH, ""),
-    ("console-serial", False, "purgatory messages on the serial console", ARCH, ""),
-    ("elf32-core-headers", False, "ELF32 core headers (x86_64 warns and keeps ELF64)", ARCH, ""),
-    ("elf64-core-headers", False, "ELF64 core headers", ARCH, ""),
-    ("pass-memmap-cmdline", False, "-p: also pass the memory map as memmap= parameters "
-                                   "(refused with -p; ignored otherwise)", ARCH, ""),
-    ("noefi", False, "do not pass EFI runtime data to the new kernel", ARCH, ""),
-    ("reuse-video-type", False, "reuse the running kernel's video type (pykexec always "
-                                "copies its screen_info)", ARCH, ""),
-    # x86 loader options
-    ("command-line", True, "the new kernel's command line (same as --append)", LOADER, "TEXT"),
-    ("append", True, "the new kernel's command line (the last one given wins)", LOADER, "TEXT"),
-    ("reuse-cmdline", False, "start from the running kernel's command line (without "
-                             "BOOT_IMAGE, and crashkernel for -p)", LOADER, ""),
-    ("initrd", True, "initial ramdisk", LOADER, "FILE"),
-    ("ramdisk", True, "initial ramdisk (same as --initrd)", LOADER, "FILE"),
-    ("real-mode", False, "bzImage: enter the kernel in real mode (refused: 64-bit entry "
-                         "only)", LOADER, ""),
-    ("entry-32bit", False, "bzImage64: enter through the 32-bit entry (refused: 64-bit "
-                           "entry only)", LOADER, ""),
-    ("args-linux", False, "ELF kernel: pass Linux boot parameters", LOADER, ""),
-    ("args-elf", False, "ELF kernel: pass ELF boot notes (refused: use --args-linux)",
-     LOADER, ""),
-    ("args-none", False, "ELF kernel: jump straight to its entry, no purgatory (-l only)",
-     LOADER, ""),
-    ("module", True, "multiboot module (refused: no multiboot loader)", LOADER, "FILE"),
-    ("dtb", True, "bzImage: device tree blob as setup_data (refused: not implemented)",
-     LOADER, "FILE"),
-    # pykexec's own
-    ("sysroot", True, "read machine facts under this folder instead of /", PYKEXEC, "DIR"),
-    ("dry-run", False, "do everything but the syscalls, and print the plan", PYKEXEC, ""),
-    ("save-plan", True, "write the plan folder here", PYKEXEC, "DIR"),
-    ("json", False, "with --dry-run: print the plan as JSON", PYKEXEC, ""),
-    ("svg", True, "draw where every segment goes into this SVG file", PYKEXEC, "FILE"),
+class Option(NamedTuple):
+    """One long option as -h, the man page and the completion show it."""
+
+    name: str
+    takes_argument: bool
+    help: str
+    group: str         # the heading it is listed under
+    metavar: str = ""  # the argument's name in -h (VALUE when empty)
+
+
+# Option groups of this module, in -h and man page order; an architecture's groups come
+# between them.
+GENERIC, PYKEXEC = "generic", "pykexec's own"
+
+GENERIC_OPTIONS: Tuple[Option, ...] = (
+    Option("help", False, "print this help and exit", GENERIC),
+    Option("version", False, "print the version and exit", GENERIC),
+    Option("debug", False, "print debugging information (the plan, the syscalls)", GENERIC),
+    Option("force", False, "load and boot the kernel at once, without shutdown(8) "
+                           "(sync and interfaces down unless -y/-x)", GENERIC),
+    Option("no-checks", False, "purgatory skips the SHA-256 check of the segments", GENERIC),
+    Option("no-ifdown", False, "with -e/-f: do not take network interfaces down", GENERIC),
+    Option("no-sync", False, "with -e/-f/-l: do not sync filesystems", GENERIC),
+    Option("load", False, "load KERNEL to boot later with -e (then sync unless -y)", GENERIC),
+    Option("unload", False, "unload the loaded kernel (with -p: the crash kernel)", GENERIC),
+    Option("exec", False, "boot the loaded kernel now: sync, interfaces down, "
+                          "reboot(LINUX_REBOOT_CMD_KEXEC)", GENERIC),
+    # the formats are the architecture's: its table words this help (generic_help)
+    Option("type", True, "force the kernel file type", GENERIC, "TYPE"),
+    Option("load-panic", False, "load KERNEL as the capture kernel, booted on panic", GENERIC),
+    Option("kexec-file-syscall", False, "use kexec_file_load only (the kernel parses and "
+                                        "verifies the image)", GENERIC),
+    Option("kexec-syscall", False, "use kexec_load only", GENERIC),
+    Option("kexec-syscall-auto", False, "try kexec_file_load, fall back to kexec_load on "
+                                        "ENOSYS/EINVAL/ENOEXEC/ENOTSUP (the default)", GENERIC),
+    Option("status", False, "exit 1 if a kernel is loaded (the crash kernel unless -l), else 0",
+           GENERIC),
+    Option("mem-min", True, "lowest physical address for segments", GENERIC, "ADDR"),
+    Option("mem-max", True, "highest physical address for segments", GENERIC, "ADDR"),
+    # whether it can be honoured is the architecture's to say (OptionTable)
+    Option("reuseinitrd", False, "reuse the running kernel's initrd", GENERIC),
+    Option("load-preserve-context", False, "load a kernel that can jump back (needs --mem-max, "
+                                           "kexec_load and CONFIG_KEXEC_JUMP)", GENERIC),
+    Option("load-jump-back-helper", False, "load the jump-back helper at --entry (in a kexec'd "
+                                           "kernel; needs CONFIG_KEXEC_JUMP)", GENERIC),
+    Option("entry", True, "override the entry point (the jump-back address for "
+                          "--load-jump-back-helper)", GENERIC, "ADDR"),
+    Option("print-ckr-size", False, "print the size of the crash kernel region and exit",
+           GENERIC),
+    Option("hotplug", False, "let the kernel update the elfcorehdr on CPU/memory hotplug "
+                             "(refused: not implemented)", GENERIC),
+    Option("no-cma", False, "kexec_file_load: do not place segments in CMA", GENERIC),
+    Option("force-dtb", False, "kexec_file_load: pass the current DTB", GENERIC),
+    Option("exec-live-update", False, "Xen live update: boot the loaded image (Xen only)",
+           GENERIC),
+    Option("load-live-update", False, "Xen live update: load an image (Xen only)", GENERIC),
 )
-LONG_OPTIONS = [name + ("=" if arg else "") for name, arg, *_ in OPTIONS]
+
+# The options every kernel loader takes (kexec-tools declares them with each loader): an
+# architecture lists them in its loader group, in its order; they fill generic fields of
+# the Request because the command line is built and the initrd read by generic code.
+COMMON_LOADER_OPTIONS: Tuple[Option, ...] = (
+    Option("command-line", True, "the new kernel's command line (same as --append)", "", "TEXT"),
+    Option("append", True, "the new kernel's command line (the last one given wins)", "",
+           "TEXT"),
+    Option("reuse-cmdline", False, "start from the running kernel's command line (without "
+                                   "BOOT_IMAGE, and crashkernel for -p)", ""),
+    Option("initrd", True, "initial ramdisk", "", "FILE"),
+    Option("ramdisk", True, "initial ramdisk (same as --initrd)", "", "FILE"),
+)
+
+PYKEXEC_OPTIONS: Tuple[Option, ...] = (
+    Option("sysroot", True, "read machine facts under this folder instead of /", PYKEXEC, "DIR"),
+    Option("dry-run", False, "do everything but the syscalls, and print the plan", PYKEXEC),
+    Option("save-plan", True, "write the plan folder here", PYKEXEC, "DIR"),
+    Option("json", False, "with --dry-run: print the plan as JSON", PYKEXEC),
+    Option("svg", True, "draw where every segment goes into this SVG file", PYKEXEC, "FILE"),
+)
+
 SHORT_TO_LONG = {"h": "help", "?": "?", "v": "version", "d": "debug", "f": "force",
                  "i": "no-checks", "x": "no-ifdown", "y": "no-sync", "l": "load", "u": "unload",
                  "e": "exec", "t": "type", "p": "load-panic", "s": "kexec-file-syscall",
                  "c": "kexec-syscall", "a": "kexec-syscall-auto", "S": "status"}
 LONG_TO_SHORT = {v: k for k, v in SHORT_TO_LONG.items() if k != "?"}
-# Options that only make sense for a load; kexec refuses them when nothing is loaded.
-LOADER_OPTIONS = {"command-line", "append", "reuse-cmdline", "initrd", "ramdisk", "real-mode",
-                  "entry-32bit", "args-linux", "args-elf", "args-none", "module", "dtb"}
-# Options kexec-tools honours that pykexec refuses when they would matter, and why.
+# Generic options kexec-tools honours that pykexec refuses when they would matter, and why.
 REFUSED = {
-    "reset-vga": "pykexec's purgatory has no VGA code (no --reset-vga)",
-    "console-vga": "pykexec's purgatory has no VGA code (use --console-serial)",
-    "module": "pykexec has no multiboot loader (--module is for multiboot kernels)",
-    "dtb": "pykexec does not pass a device tree to x86 kernels (--dtb)",
     "hotplug": "pykexec does not size the elfcorehdr for crash hotplug yet (--hotplug); "
                "reload the crash kernel after hotplug instead (kdump-tools' udev rules do)",
 }
+REUSE_INITRD_REFUSED = ("--reuseinitrd is not implemented by pykexec: pass the initrd again "
+                        "with --initrd")
 
 
 class UsageError(PykexecError):
@@ -136,9 +133,66 @@ class UsageError(PykexecError):
 
 
 class ArchOptionError(UsageError):
-    """A bad --serial/--serial-baud value: kexec-tools' arch pass fails, exit 255."""
+    """A bad value of an architecture's option (--serial, --serial-baud): kexec-tools'
+    arch option pass fails, exit 255."""
 
     code = 255
+
+
+class OptionTable:
+    """An architecture's options: kexec-tools' arch option table and its loaders' options.
+
+    `options` in -h order (the COMMON_LOADER_OPTIONS among them, in the architecture's
+    group); `values` maps an option to the function that turns its argument (None for a
+    flag) into the value kept in `Request.arch_options`, raising ArchOptionError for a bad
+    one (an option without one keeps its argument, or True); `needs_kernel` are refused
+    without a load, as kexec refuses loader options; `refused` says why pykexec refuses
+    an option when a load would need it; `generic_help` words a generic option's help for
+    this architecture (the formats `--type` names); `reuse_initrd_refusal` is the one line
+    `--reuseinitrd` dies with."""
+
+    __slots__ = ("options", "values", "needs_kernel", "refused", "generic_help",
+                 "reuse_initrd_refusal")
+
+    def __init__(self, options: Tuple[Option, ...],
+                 values: Mapping[str, Callable[[Optional[str]], object]],
+                 needs_kernel: Iterable[str] = (), refused: Mapping[str, str] = {},
+                 generic_help: Mapping[str, str] = {},
+                 reuse_initrd_refusal: str = REUSE_INITRD_REFUSED):
+        self.options = tuple(options)
+        self.values = dict(values)
+        self.needs_kernel = frozenset(needs_kernel)
+        self.refused = dict(refused)
+        self.generic_help = dict(generic_help)
+        self.reuse_initrd_refusal = reuse_initrd_refusal
+
+    def value(self, name: str, argument: Optional[str]) -> object:
+        convert = self.values.get(name)
+        if convert is not None:
+            return convert(argument)
+        return True if argument is None else argument
+
+
+def compose(tables: Iterable[OptionTable] = ()) -> Tuple[Option, ...]:
+    """The whole option table in -h order: the generic options (each help as the first
+    table words it), every table's own, pykexec's own. An option two tables declare is
+    listed once, as the first declares it; they must agree on whether it takes an argument."""
+    tables = tuple(tables)
+    generic = tuple(
+        o._replace(help=next((t.generic_help[o.name] for t in tables
+                              if o.name in t.generic_help), o.help))
+        for o in GENERIC_OPTIONS)
+    seen: Dict[str, Option] = {o.name: o for o in generic + PYKEXEC_OPTIONS}
+    own = []
+    for table in tables:
+        for option in table.options:
+            first = seen.setdefault(option.name, option)
+            if first is option:
+                own.append(option)
+            elif first.takes_argument != option.takes_argument:
+                raise ValueError(f"--{option.name} is declared twice, once with an "
+                                 "argument and once without")
+    return generic + tuple(own) + PYKEXEC_OPTIONS
 
 
 class Request:
@@ -167,8 +221,6 @@ class Request:
         initrd=None,
         append=None,
         reuse_cmdline=False,
-        args_mode=None,  # "linux", "elf", "none"; None: the format's default
-        core_header_class=None,  # 32 or 64; None: the architecture's default
         debug=False,
         skip_checks=False,
         no_ifdown=False,
@@ -177,16 +229,9 @@ class Request:
         mem_min=0,
         mem_max=None,
         entry=0,
-        console_serial=False,
-        console_vga=False,
-        reset_vga=False,
-        serial_base=0x3F8,
-        serial_baud=0,
-        pass_memmap_cmdline=False,
-        noefi=False,
-        reuse_video_type=False,
-        real_mode=False,
-        entry_32bit=False,
+        # the architecture's options as given, in order: ((name, value), ...), each value
+        # as its OptionTable made it; the architecture folds them (the last one wins)
+        arch_options=(),
         print_ckr_size=False,
         show_help=False,
         show_version=False,
@@ -247,7 +292,7 @@ def replace(request: Request, **changes) -> Request:
     return Request(**values)
 
 
-ADDRESS_MAX = (1 << 64) - 1   # an unsigned long on x86_64: every address option fits it
+ADDRESS_MAX = (1 << 64) - 1   # a 64-bit unsigned long: every address option fits it
 
 
 def _number(opt: str, value: str) -> int:
@@ -300,52 +345,27 @@ def _strtoul(opt: str, value: str) -> int:
     return ULONG_MAX if number > ULONG_MAX else (sign * number) & ULONG_MAX
 
 
-def _serial_base(value: str) -> int:
-    named = {"ttys0": 0x3F8, "ttys1": 0x2F8}
-    if value.lower() in named:
-        return named[value.lower()]
-    try:
-        port = int(value, 16) if value.lower().startswith("0x") else int(value, 0)
-    except ValueError:
-        port = -1
-    if not 0 <= port < 0x10000:
-        raise ArchOptionError(f"Bad serial port base '{value}'")
-    return port
-
-
-def _serial_baud(value: str) -> int:
-    try:
-        baud = int(value, 10)
-    except ValueError:
-        baud = 0
-    if not (9600 <= baud <= 115200 and 115200 % baud == 0):
-        raise ArchOptionError(f"Bad serial port baud rate '{value}'")
-    return baud
-
-
 _FLAGS = {  # options that only set a boolean field
     "debug": "debug", "no-checks": "skip_checks", "no-ifdown": "no_ifdown", "no-sync": "no_sync",
-    "status": "do_status", "reuse-cmdline": "reuse_cmdline", "console-serial": "console_serial",
-    "console-vga": "console_vga", "reset-vga": "reset_vga", "noefi": "noefi",
-    "pass-memmap-cmdline": "pass_memmap_cmdline", "reuse-video-type": "reuse_video_type",
-    "real-mode": "real_mode", "entry-32bit": "entry_32bit", "hotplug": "hotplug",
+    "status": "do_status", "reuse-cmdline": "reuse_cmdline", "hotplug": "hotplug",
     "reuseinitrd": "reuse_initrd", "dry-run": "dry_run", "json": "json",
 }
 _VALUES = {"type": "file_type", "sysroot": "sysroot", "save-plan": "save_plan", "svg": "svg"}
+_COMMON_LOADER = {o.name for o in COMMON_LOADER_OPTIONS}
 
 
 _IMMEDIATE = {"-h", "--help", "-v", "--version", "--print-ckr-size"}
 
 
-def _getopt(argv: list[str]):
+def _getopt(argv: list[str], long_options: list[str]):
     """gnu_getopt, except that -h, -v and --print-ckr-size act as soon as getopt_long
     reaches them, so a mistake after them goes unnoticed, as in kexec."""
     try:
-        return getopt.gnu_getopt(argv, SHORT_OPTIONS, LONG_OPTIONS)
+        return getopt.gnu_getopt(argv, SHORT_OPTIONS, long_options)
     except getopt.GetoptError as err:
         for end in range(1, len(argv)):
             try:
-                opts, rest = getopt.gnu_getopt(argv[:end], SHORT_OPTIONS, LONG_OPTIONS)
+                opts, rest = getopt.gnu_getopt(argv[:end], SHORT_OPTIONS, long_options)
             except getopt.GetoptError:
                 continue    # the prefix cut an option from its argument, or hit the mistake
             if any(o in _IMMEDIATE for o, _ in opts):
@@ -353,18 +373,32 @@ def _getopt(argv: list[str]):
         raise UsageError(str(err)) from None
 
 
-def parse_args(argv: list[str]) -> Request:
-    """Parse kexec-style arguments (without the program name) into a Request."""
-    opts, rest = _getopt(argv)
+def parse_args(argv: list[str], tables: Iterable[OptionTable] = ()) -> Request:
+    """Parse kexec-style arguments (without the program name) into a Request; `tables`
+    are the architectures' options (pykexec.arch.parse_args passes the registered ones)."""
+    tables = tuple(tables)
+    long_options = [o.name + ("=" if o.takes_argument else "") for o in compose(tables)]
+    opts, rest = _getopt(argv, long_options)
+    # an architecture's option -> the table that makes its value, and whether it takes one
+    owner: Dict[str, Tuple[OptionTable, bool]] = {}
+    needs_kernel, refusals = set(), dict(REFUSED)
+    for table in tables:
+        for option in table.options:
+            if option.name not in _COMMON_LOADER:
+                owner.setdefault(option.name, (table, option.takes_argument))
+        needs_kernel |= table.needs_kernel
+        for name, why in table.refused.items():
+            refusals.setdefault(name, why)
     r = Request()
     loader_seen: list[str] = []
     refused: list[tuple[str, str]] = []
+    arch_options: list[tuple[str, object]] = []
     for opt, value in opts:
         name = opt[2:] if opt.startswith("--") else SHORT_TO_LONG[opt[1:]]
-        if name in LOADER_OPTIONS:
+        if name in needs_kernel:
             loader_seen.append(name)
-        if name in REFUSED:
-            refused.append(("--" + name, REFUSED[name]))
+        if name in refusals:
+            refused.append(("--" + name, refusals[name]))
         if name == "?":
             raise UsageError("unknown option -?")
         elif name == "help":
@@ -417,22 +451,14 @@ def parse_args(argv: list[str]) -> Request:
             r = replace(r, append=value)
         elif name in ("initrd", "ramdisk"):
             r = replace(r, initrd=value)
-        elif name in ("args-linux", "args-elf", "args-none"):
-            r = replace(r, args_mode=name[5:])
-        elif name == "elf32-core-headers":
-            r = replace(r, core_header_class=32)
-        elif name == "elf64-core-headers":
-            r = replace(r, core_header_class=64)
-        elif name == "serial":
-            r = replace(r, serial_base=_serial_base(value))
-        elif name == "serial-baud":
-            r = replace(r, serial_baud=_serial_baud(value))
         elif name == "no-cma":
             r = replace(r, kexec_file_flags=r.kexec_file_flags | KEXEC_FILE_NO_CMA)
         elif name == "force-dtb":
             r = replace(r, kexec_file_flags=r.kexec_file_flags | KEXEC_FILE_FORCE_DTB)
-        elif name in ("module", "dtb"):
-            pass   # refused above when a load needs them
+        elif name in owner:
+            # checked here, in argv order, as kexec-tools' arch pass checks its options
+            table, takes_argument = owner[name]
+            arch_options.append((name, table.value(name, value if takes_argument else None)))
         else:  # pragma: no cover - every table entry has a branch
             raise AssertionError(f"option --{name} has no handler")
     if r.no_ifdown:
@@ -450,7 +476,7 @@ def parse_args(argv: list[str]) -> Request:
         if loader_seen:
             raise UsageError(f"option --{loader_seen[0]} needs a kernel to load")
     kernel = rest[0] if rest else None
-    return replace(r, kernel=kernel, refused=tuple(refused),
+    return replace(r, kernel=kernel, refused=tuple(refused), arch_options=tuple(arch_options),
                    loader_options_seen=tuple(loader_seen), extra_args=tuple(rest[1:]))
 
 
@@ -461,14 +487,16 @@ def option_spec(name: str, arg: bool, argname: str) -> tuple[str, str]:
     return (f"-{short}" if short else ""), spec
 
 
-def usage_text(program: str = "kexec") -> str:
+def usage_text(program: str = "kexec", options: Optional[Tuple[Option, ...]] = None) -> str:
+    """`-h`: `options` is the composed table (pykexec.arch.usage_text passes it; None: the
+    generic options alone)."""
     lines = [f"Usage: {program} [OPTION]... [KERNEL]",
              "Load a kernel to boot now (-l then -e, or -f), or a capture kernel to boot on "
              "panic (-p).",
              "pykexec: a Python kexec-tools; exit status 0 ok, 1 usage (or -S: loaded), "
              "253 kexec_file_load missing with -s, 255 failure.", ""]
     group = None
-    for name, arg, text, grp, argname in OPTIONS:
+    for name, arg, text, grp, argname in (compose() if options is None else options):
         if grp != group:
             group = grp
             lines.append(f" {grp[0].upper() + grp[1:]} options:")

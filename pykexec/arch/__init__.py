@@ -3,13 +3,15 @@ purgatory into the load pipeline, as one `ARCH` object satisfying
 `pykexec.arch.interfaces.Arch`. Adding one means adding a module and a line here.
 
 Generic code finds an architecture here by what it has in hand (the machine's `uname -m`,
-a plan's arch name, an ELF e_machine) and never compares a name itself. Modules are
-imported only when asked for, so `kexec -v` loads none.
+a plan's arch name, an ELF e_machine) and never compares a name itself. Arch modules are
+imported only when asked for, so `kexec -v` and `-h` load none (only the option tables,
+registered by module for that reason).
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Dict, Optional, Tuple, Union
 
 from pykexec.errors import LoadError, PykexecError
@@ -19,23 +21,34 @@ MODULES: Dict[str, Union[str, object]] = {}
 # The kexec syscall numbers of machines pykexec has no loader for yet: a kexec_file_load
 # (the kernel loads the image) or an unload still works there.
 _SYSCALLS_ONLY: Dict[str, Tuple[int, Optional[int]]] = {}
+# `uname -m` names -> the module whose TABLE holds that Arch's options (its `options`),
+# imported without the Arch itself so that `-h` and `-v` load no image format
+OPTION_MODULES: Dict[str, str] = {}
 # A machine folder that does not say what it is (no snapshot.json) is taken for this one.
 DEFAULT_MACHINE = "x86_64"
 
 
-def register(machine_names: Tuple[str, ...], arch: Union[str, object]) -> None:
-    """`arch` (a module path exposing ARCH, or an Arch object) handles these machines."""
+def register(machine_names: Tuple[str, ...], arch: Union[str, object],
+             options: Optional[str] = None) -> None:
+    """`arch` (a module path exposing ARCH, or an Arch object) handles these machines;
+    `options`, the module path of its option table (None: the Arch's `options`)."""
     for name in machine_names:
         MODULES[name] = arch
+        if options is None:
+            OPTION_MODULES.pop(name, None)
+        else:
+            OPTION_MODULES[name] = options
 
 
 def unregister(machine_names: Tuple[str, ...]) -> None:
     for name in machine_names:
         MODULES.pop(name, None)
+        OPTION_MODULES.pop(name, None)
 
 
-register(("x86_64",), "pykexec.arch.x86_64")
-register(("i386", "i486", "i586", "i686"), "pykexec.arch.i386")
+register(("x86_64",), "pykexec.arch.x86_64", options="pykexec.arch.x86.options")
+register(("i386", "i486", "i586", "i686"), "pykexec.arch.i386",
+         options="pykexec.arch.x86.options")
 _SYSCALLS_ONLY["aarch64"] = (104, 294)   # loader: issue 11
 
 
@@ -116,12 +129,11 @@ def machine_core_header(machine, machine_name: str, backup_start, elfclass=None)
     tests. ElfCoreError for an architecture pykexec has no crash rules for."""
     from pykexec.abi.elf import ELFCLASS32, ELFCLASS64
     from pykexec.core.elfcore import ElfCoreError, core_header_for
-    from pykexec.request import Request
     arch = find_machine(machine_name)
     if arch is None:
         raise ElfCoreError(f"unsupported crashdump architecture: {machine_name}")
-    forced = {ELFCLASS32: 32, ELFCLASS64: 64}.get(elfclass)
-    info = arch.crash_elf_info(machine, Request(core_header_class=forced))
+    forced = {ELFCLASS32: ["--elf32-core-headers"], ELFCLASS64: ["--elf64-core-headers"]}
+    info = arch.crash_elf_info(machine, parse_args(forced.get(elfclass, [])))
     return core_header_for(info, backup_start)
 
 
@@ -147,3 +159,53 @@ def image_explainers():
     """Each architecture's explainer of its kernel image formats (inspect), once each."""
     found = (optional_hook(a, "image_explainer") for a in registered())
     return tuple(dict.fromkeys(e for e in found if e is not None))
+
+
+# --- the command line: the generic options and every registered architecture's ------------
+# kexec-tools takes the options of the one architecture it was built for. pykexec plans for
+# any registered one and reads the machine only after argv, so it accepts the union of
+# their tables (x86_64 and i386 share x86's). An option of another architecture than the
+# machine's is for that machine's Arch to refuse when it plans (`option_refusal`); with x86
+# alone registered there is none yet.
+
+def _options_of(machine_name: str):
+    module = OPTION_MODULES.get(machine_name)
+    return (importlib.import_module(module).TABLE if module
+            else _resolve(MODULES[machine_name]).options)
+
+
+def option_tables():
+    """The registered architectures' option tables, once each, in registration order."""
+    tables = []
+    for machine_name in MODULES:
+        table = _options_of(machine_name)
+        if all(table is not other for other in tables):
+            tables.append(table)
+    return tuple(tables)
+
+
+def option_table():
+    """Every option pykexec takes, in -h and man page order (pykexec.request.Option)."""
+    from pykexec.request import compose
+    return compose(option_tables())
+
+
+def parse_args(argv):
+    """kexec's argv into a Request, with the registered architectures' options."""
+    from pykexec import request
+    return request.parse_args(argv, option_tables())
+
+
+def usage_text(program: str = "kexec") -> str:
+    """`-h`'s text."""
+    from pykexec.request import usage_text as text
+    return text(program, option_table())
+
+
+def reuse_initrd_refusal() -> str:
+    """Why --reuseinitrd dies: kexec-tools' arch hook of the machine it runs on (the
+    default architecture's where pykexec has no loader for it)."""
+    machine_name = os.uname().machine
+    if machine_name not in MODULES:
+        machine_name = DEFAULT_MACHINE
+    return _options_of(machine_name).reuse_initrd_refusal

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Callable, Optional, Protocol, Tuple, runtime_c
 if TYPE_CHECKING:  # annotations only: importing these here would run the layers upward
     from pykexec.core.plan import Plan
     from pykexec.machine import Machine
-    from pykexec.request import Request
+    from pykexec.request import OptionTable, Request
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ class Arch(Protocol):
     def crash_elf_info(self, machine: "Machine", request: "Request") -> CrashElfInfo:
         """The core header's facts for a crash load of `request` on `machine`."""
 
-    # --- load side (seam): syscalls, command line, kexec_file_load, arch options ---------
+    # --- load side: syscalls, command line, kexec_file_load, arch options ----------------
     syscall_numbers: Tuple[int, Optional[int]]   # (kexec_load, kexec_file_load or None)
     # what a 32-bit process calls on this kernel (its compat table), or None: the same
     compat_syscall_numbers: Optional[Tuple[int, Optional[int]]]
@@ -107,7 +107,14 @@ class Arch(Protocol):
         """Why this kernel's kexec_file_load would refuse `kernel` (ENOEXEC), or None: the
         formats it accepts (its kexec_file_ops), probed on the (decompressed) file."""
 
-# --- What views and vmcore ask of an architecture (abi helper) ---------------------------
+    # --- command-line options (options): the arch's and its loaders' option table ---------
+    # kexec-tools' arch option table and its loaders' options, joined by the registry to
+    # the generic ones; register(..., options=MODULE) names the module holding the same
+    # table, so that -h and -v import no Arch.
+    options: "OptionTable"
+
+
+# --- views and vmcore: optional hooks (pykexec.arch.optional_hook) ---------------------
 # An Arch also offers `plan_decoder()` (a PlanDecoder), `dump_reader()` (its vmcore reader,
 # a pykexec.arch.dumpreader.DumpReader subclass), `image_explainer()` (an ImageExplainer)
 # and `relocations()` (its purgatory's pykexec.purgatory.elfrel.RelocationSet), found

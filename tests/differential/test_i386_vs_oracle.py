@@ -32,7 +32,7 @@ from pykexec.arch import plan_load
 from pykexec.errors import LoadError
 from pykexec.machine import Machine
 from pykexec.views.planfacts import boot_params_segment, compare_plans, decode_plan
-from pykexec.request import parse_args
+from pykexec.arch import parse_args
 from pykexec.arch.x86.crashfacts import crash_memory_ranges as x86_crash_memory_ranges
 from tests.bed.fakekernel import make_bzimage, make_initrd
 from tests.bed.fakekernel32 import I386_BZIMAGE, make_vmlinux32

@@ -19,7 +19,7 @@ from pykexec.arch import plan_load
 from pykexec.core.digest import sha256_regions
 from pykexec.machine import Machine
 from pykexec.views.planfacts import compare_plans, decode_plan
-from pykexec.request import parse_args
+from pykexec.arch import parse_args
 from tests.bed import synthetic
 from tests.bed.fakekernel import FakeKernel, make_bzimage, make_initrd
 from tests.bed.oracle import run_oracle

@@ -286,7 +286,7 @@ def test_uefi_normal_kexec_keeps_efi_runtime_services(pool, name, tmp_path):
     # the same load planned on the guest's snapshot, by both loaders
     from pykexec.arch import plan_load
     from pykexec.machine import Machine
-    from pykexec.request import parse_args
+    from pykexec.arch import parse_args
     snap = str(results / "snap")
     initrd = tmp_path / "initrd"
     initrd.write_bytes(b"x" * 5000)

@@ -20,13 +20,14 @@ from pykexec.arch.interfaces import Arch, CrashElfInfo, ImageFormat
 from pykexec.cli import run
 from pykexec.core.plan import Plan, Segment
 from pykexec.errors import LoadError
+from pykexec.request import Option, OptionTable, UsageError
 from pykexec.machine import Machine
-from pykexec.request import parse_args
+from pykexec.arch import parse_args
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 X86_64_MACHINE = EXAMPLES / "qemu-x86_64-1g-1cpu"
 ARCH_ATTRIBUTES = ("name", "machine_names", "kexec_arch", "elf_machine", "syscall_numbers",
-                   "compat_syscall_numbers")
+                   "compat_syscall_numbers", "options")
 ARCH_METHODS = ("formats", "plan_load", "crash_elf_info", "user_cmdline", "option_refusal",
                 "file_load_refusal")
 
@@ -45,6 +46,8 @@ def test_every_registered_arch_satisfies_the_protocol():
             assert registry.arch_for(name) is arch
         load_nr, file_nr = arch.syscall_numbers
         assert load_nr > 0 and (file_nr is None or file_nr > 0)
+        # the table the registry reads without importing the Arch is the Arch's own
+        assert any(arch.options is table for table in registry.option_tables())
 
 
 def test_every_format_satisfies_image_format_and_probes_garbage_with_a_reason():
@@ -135,6 +138,11 @@ class FakeArch:
     elf_machine = 0x7E7E
     syscall_numbers = (1000, None)
     compat_syscall_numbers = None
+    options = OptionTable(
+        (Option("fake-banner", True, "a word the fake kernel's command line starts with",
+                "fakearch", "WORD"),),
+        values={"fake-banner": lambda word: word.upper()},
+        needs_kernel=("fake-banner",))
 
     def formats(self):
         return (FakeFormat(),)
@@ -152,7 +160,8 @@ class FakeArch:
                             kernel_text=None, lowmem_limit=None)
 
     def user_cmdline(self, request, machine) -> str:
-        return f"fake {request.append or ''}".strip()
+        banner = dict(request.arch_options).get("fake-banner")
+        return " ".join(w for w in ("fake", banner, request.append) if w)
 
     def option_refusal(self, request):
         return None
@@ -200,6 +209,37 @@ def test_a_registered_arch_plans_through_the_generic_pipeline(fake_arch, tmp_pat
     kernel.write_bytes(b"not a fake kernel")
     status, _, err = cli(["-l", "-c", str(kernel), "--sysroot", str(root), "--dry-run"])
     assert status == 255 and "not a fakearch kernel" in err and err.count("\n") == 1
+
+
+def test_a_registered_arch_brings_its_options(fake_arch, tmp_path):
+    """Its table joins the command line: -h lists it after x86's groups and before
+    pykexec's own, the walk makes its value in argv order (the last one wins when the arch
+    folds them), a load reads it, and it needs a kernel as a loader option does."""
+    help_text = registry.usage_text("kexec")
+    fake_at = help_text.index(" Fakearch options:\n      --fake-banner=WORD")
+    assert help_text.index("--dtb=FILE") < fake_at < help_text.index(" Pykexec's own options:")
+    request = registry.parse_args(["-l", "K", "--fake-banner=one", "--serial=ttyS1",
+                                   "--fake-b", "two"])
+    assert request.arch_options == (("fake-banner", "ONE"), ("serial", 0x2F8),
+                                    ("fake-banner", "TWO"))
+    kernel = tmp_path / "k"
+    kernel.write_bytes(FAKE_MAGIC + b"payload")
+    status, out, err = cli(["-l", "-c", str(kernel), "--fake-banner=hi", "--append=y",
+                            "--sysroot", str(machine_folder(tmp_path, "fake64")),
+                            "--dry-run", "--json"])
+    assert status == 0, err
+    assert json.loads(out)["cmdline"] == "fake HI y"
+    with pytest.raises(UsageError, match="--fake-banner needs a kernel"):
+        registry.parse_args(["-u", "--fake-banner=x"])
+
+
+def test_an_unregistered_arch_leaves_no_option_behind():
+    arch = FakeArch()
+    registry.register(arch.machine_names, arch)
+    registry.unregister(arch.machine_names)
+    assert "fake-banner" not in registry.usage_text("kexec")
+    with pytest.raises(UsageError, match="fake-banner"):
+        registry.parse_args(["-l", "K", "--fake-banner=x"])
 
 
 def test_syscalls_come_from_the_registry(monkeypatch):

@@ -7,10 +7,11 @@ import sys
 
 import pytest
 
-from pykexec.request import OPTIONS, usage_text
+from pykexec.arch import option_table, usage_text
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GEN = os.path.join(REPO, "scripts", "gen-docs")
+OPTIONS = option_table()
 
 
 def test_committed_man_page_and_completion_are_up_to_date():

@@ -19,7 +19,7 @@ from pykexec.purgatory.elfrel import RelocatableObject
 from pykexec.errors import LoadError
 from pykexec.machine import Machine
 from pykexec.purgatory.build import purgatory_object
-from pykexec.request import parse_args
+from pykexec.arch import parse_args
 from pykexec.abi.elf import parse_core_header
 from tests.bed.fakekernel import make_bzimage, make_initrd
 from tests.bed.fakekernel32 import I386_BZIMAGE, make_vmlinux32

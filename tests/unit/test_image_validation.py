@@ -18,7 +18,8 @@ from pykexec.arch.x86.bzimage import HEADER_RULES, BzImage, ImageError
 from pykexec.cli import run
 from pykexec.errors import LoadError
 from pykexec.machine import Machine
-from pykexec.request import UsageError, parse_args
+from pykexec.arch import parse_args
+from pykexec.request import UsageError
 from tests.bed.fakekernel import FakeKernel, bzimage_bytes
 from tests.bed.fakekernel32 import I386_BZIMAGE
 

@@ -3,7 +3,9 @@
 import pytest
 
 from pykexec.core.cmdline import compose, remove_parameter, reused_cmdline, with_crash_parameters
-from pykexec.request import UsageError, parse_args
+from pykexec.arch import parse_args
+from pykexec.arch.x86.options import x86_options
+from pykexec.request import UsageError
 
 
 @pytest.mark.parametrize("argv, load, unload, crash", [
@@ -36,7 +38,7 @@ def test_last_append_wins_and_command_line_is_the_same_option():
 
 def test_unique_prefixes_are_accepted_and_ambiguous_ones_refused():
     assert parse_args(["-p", "K", "--ramd=/i"]).initrd == "/i"
-    assert parse_args(["-p", "K", "--elf32"]).core_header_class == 32
+    assert x86_options(parse_args(["-p", "K", "--elf32"])).core_header_class == 32
     with pytest.raises(UsageError):
         parse_args(["-p", "K", "--elf"])       # elf32-core-headers or elf64-core-headers
     with pytest.raises(UsageError):
@@ -68,7 +70,8 @@ def test_bad_numbers_and_serial_options():
         parse_args(["-p", "K", "--serial=ttyS7"])
     with pytest.raises(UsageError, match="baud"):
         parse_args(["-p", "K", "--serial-baud=1000"])
-    assert parse_args(["-p", "K", "--serial=ttyS1", "--serial-baud=9600"]).serial_base == 0x2F8
+    assert x86_options(parse_args(["-p", "K", "--serial=ttyS1", "--serial-baud=9600"])
+                       ).serial_base == 0x2F8
 
 
 def test_reuse_cmdline_drops_boot_image_and_crashkernel():

@@ -14,7 +14,7 @@ import pytest
 
 from pykexec.arch import plan_load
 from pykexec.machine import Machine
-from pykexec.request import parse_args
+from pykexec.arch import parse_args
 from pykexec.arch.x86.crashfacts import backup_area as x86_backup_area
 from tests.bed import synthetic
 from tests.bed.fakekernel import FakeKernel, bzimage_bytes, make_initrd

@@ -18,6 +18,7 @@ from pykexec.abi.elf import EM_386
 from pykexec.abi.kexec import KEXEC_ARCH_DEFAULT
 from pykexec.arch.x86.crashmem import I386_PAGE_OFFSET, LOWMEM_LIMIT_I386
 from pykexec.arch.x86.family import X86Arch
+from pykexec.arch.x86.options import x86_options
 
 NAME = "i386"
 # Debian's i386 kexec sends KEXEC_ARCH_DEFAULT, which the kernel takes as its own arch.
@@ -29,7 +30,7 @@ class I386(X86Arch):
     def core_class(self, machine, request) -> int:
         """pykexec's rule: ELF64 only for RAM above 4 GiB, or as forced (crashload)."""
         from pykexec.arch.i386.crashload import core_header_class
-        return core_header_class(machine, request.core_header_class)
+        return core_header_class(machine, x86_options(request).core_header_class)
 
     def page_offset(self, machine) -> int:
         return I386_PAGE_OFFSET

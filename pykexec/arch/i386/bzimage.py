@@ -19,6 +19,7 @@ from typing import Optional
 
 from pykexec.arch.x86.bzimage import BzImage, fill_setup, parse_for_probe, place_setup
 from pykexec.arch.x86.load import open_load
+from pykexec.arch.x86.options import x86_options
 from pykexec.core.cmdline import check_final, check_user_part
 from pykexec.errors import LoadError
 from pykexec.core.plan import Plan
@@ -45,7 +46,7 @@ def load(inputs) -> Plan:
     request = inputs.request
     image = BzImage.parse(inputs.kernel).validate(inputs.kernel_path)
     header = image.header
-    if request.real_mode:
+    if x86_options(request).real_mode:
         raise LoadError(f"{inputs.kernel_path}: a capture kernel cannot be entered in real mode "
                         "(--real-mode)")
     if not image.relocatable:

@@ -19,6 +19,7 @@ from typing import Optional
 from pykexec.arch.x86.crashfacts import crash_memory_ranges
 from pykexec.arch.x86.crashload import X86CrashLoad
 from pykexec.arch.x86.crashmem import core_class_for
+from pykexec.arch.x86.options import x86_options
 from pykexec.arch.x86.purgatory_setup import I386
 from pykexec.errors import LoadError
 from pykexec.core.plan import Plan
@@ -63,8 +64,9 @@ class CrashLoad(X86CrashLoad):
     def __init__(self, inputs, format_name: str):
         super().__init__(inputs, format_name)
         request = inputs.request
-        self.elfclass = core_header_class(inputs.machine, request.core_header_class)
-        if kexec_tools_class_differs(inputs.machine, request.core_header_class):
+        forced = x86_options(request).core_header_class
+        self.elfclass = core_header_class(inputs.machine, forced)
+        if kexec_tools_class_differs(inputs.machine, forced):
             self.warnings.append(
                 "all RAM lies below 4 GiB, so the core header is ELF32; kexec-tools would write "
                 "ELF64 here because a non-RAM range above 4 GiB comes last in /proc/iomem")

@@ -31,6 +31,7 @@ from elftools.elf.elffile import ELFFile
 from pykexec.arch.x86.elfimage import (check_entry, checked_loads, first_misfit, image_chunks,
                                        vmlinux_setup_header)
 from pykexec.arch.x86.load import X86LoadSteps, open_load
+from pykexec.arch.x86.options import x86_options
 from pykexec.core.cmdline import COMMAND_LINE_MAX, as_bytes, check_final, check_user_part
 from pykexec.errors import LoadError
 from pykexec.core.plan import Plan
@@ -89,7 +90,7 @@ def _place_image(load: X86LoadSteps, chunks, path: str) -> None:
 def load(inputs) -> Plan:
     request = inputs.request
     path = inputs.kernel_path
-    mode = request.args_mode or "elf"
+    mode = x86_options(request).args_mode or "elf"
     if mode == "elf":
         raise LoadError(f"{path}: --args-elf (the default for an ELF kernel) passes ELF boot "
                         "notes, which give a Linux capture kernel no elfcorehdr= and no memory "

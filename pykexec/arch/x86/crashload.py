@@ -17,6 +17,7 @@ from pykexec.arch.x86.purgatory_setup import (PURGATORY_MIN_ADDR, PurgatoryKind,
                                               PurgatoryOptions, finish_purgatory,
                                               place_purgatory, registers_for_kernel)
 from pykexec.arch.x86.load import place_initrd
+from pykexec.arch.x86.options import x86_options
 from pykexec.arch.x86.setupdata import place_setup_data
 from pykexec.arch.x86.zeropage import ZeroPageInputs, build_zero_page
 from pykexec.core.cmdline import COMMAND_LINE_MAX, byte_length, check_final
@@ -81,13 +82,14 @@ class X86CrashLoad:
     def finish(self, entry: int, boot_params_addr: int, cmdline_addr: int, **notes) -> Plan:
         """The final segments, purgatory patched with registers, backup and digest."""
         request, crash = self.inputs.request, self.crash
+        options = x86_options(request)
         regs = registers_for_kernel(self.purgatory, self.purgatory_kind, entry, boot_params_addr)
         segments, symbols = finish_purgatory(
             self.layout.finish(), self.purgatory, self.purgatory_kind, regs, PurgatoryOptions(
                 panic_kernel=True, backup_start=crash.backup_start or 0,
                 backup_src_start=crash.backup_src.start, backup_src_size=crash.backup_src.size,
-                skip_checks=request.skip_checks, console_serial=request.console_serial,
-                serial_base=request.serial_base, serial_baud=request.serial_baud,
+                skip_checks=request.skip_checks, console_serial=options.console_serial,
+                serial_base=options.serial_base, serial_baud=options.serial_baud,
                 cmdline_end=cmdline_addr + byte_length(crash.cmdline)))
         self.check_segments(segments)
         return self.plan(segments, self.purgatory.entry, symbols, **notes)

@@ -14,6 +14,7 @@ from typing import Callable, Optional, Tuple
 
 from pykexec.arch.x86 import crashfacts
 from pykexec.arch.interfaces import CrashElfInfo, KernelTextMap
+from pykexec.arch.x86.options import TABLE as X86_OPTIONS, x86_options
 
 
 class X86Arch:
@@ -26,6 +27,7 @@ class X86Arch:
                  crash_load: str = "", normal_load: Optional[str] = None,
                  file_load_modules: Tuple[str, ...] = ("pykexec.arch.x86_64.bzimage64",)):
         self.name = name
+        self.options = X86_OPTIONS   # the x86 arch and loader options
         self.machine_names = machine_names
         self.kexec_arch = kexec_arch
         self.elf_machine = elf_machine
@@ -62,12 +64,13 @@ class X86Arch:
         return user_cmdline(request, machine)
 
     def option_refusal(self, request) -> Optional[str]:
-        if (request.real_mode or request.entry_32bit) and request.syscall_mode != "load":
+        options = x86_options(request)
+        if (options.real_mode or options.entry_32bit) and request.syscall_mode != "load":
             # kexec-tools fails these in file mode without falling back; pykexec's kexec_load
             # loaders refuse them too (purgatory has only the 64-bit entry)
             return ("--real-mode / --entry-32bit: kexec_file_load has no 16-bit or 32-bit "
                     "entry, and pykexec's purgatory only the 64-bit entry")
-        if request.pass_memmap_cmdline and request.crash:
+        if options.pass_memmap_cmdline and request.crash:
             return ("--pass-memmap-cmdline is not supported by pykexec: the capture kernel "
                     "gets its memory map through boot_params e820")
         return None

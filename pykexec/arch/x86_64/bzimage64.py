@@ -12,6 +12,7 @@ from typing import Optional
 
 from pykexec.arch.x86.bzimage import BzImage, fill_setup, parse_for_probe, place_setup
 from pykexec.arch.x86.load import open_load
+from pykexec.arch.x86.options import x86_options
 from pykexec.core.cmdline import check_final, check_user_part
 from pykexec.errors import LoadError
 from pykexec.core.plan import Plan
@@ -38,7 +39,8 @@ def load(inputs) -> Plan:
     path = inputs.kernel_path
     image = BzImage.parse(inputs.kernel).validate(path)
     header = image.header
-    if request.real_mode or request.entry_32bit:
+    options = x86_options(request)
+    if options.real_mode or options.entry_32bit:
         raise LoadError("--real-mode / --entry-32bit: pykexec's purgatory enters a bzImage64 "
                         "kernel through its 64-bit entry only")
     check_user_part(inputs.cmdline, header.cmdline_size, path)

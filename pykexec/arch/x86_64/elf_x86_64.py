@@ -20,6 +20,7 @@ from elftools.elf.elffile import ELFFile
 from pykexec.arch.x86.elfimage import (check_entry, checked_loads, first_misfit, image_chunks,
                                        vmlinux_setup_header)
 from pykexec.arch.x86.load import open_load
+from pykexec.arch.x86.options import x86_options
 from pykexec.core.cmdline import COMMAND_LINE_MAX, as_bytes, byte_length, check_final, check_user_part
 from pykexec.errors import LoadError
 from pykexec.core.plan import Plan
@@ -66,12 +67,13 @@ def _param_header() -> bytes:
 
 def load(inputs) -> Plan:
     request = inputs.request
-    if request.crash and request.args_mode != "linux":
+    args_mode = x86_options(request).args_mode
+    if request.crash and args_mode != "linux":
         raise LoadError(f"{inputs.kernel_path}: an ELF capture kernel needs --args-linux (ELF boot "
                         "notes and --args-none give it no elfcorehdr= and no memory map)")
-    if request.args_mode == "none":
+    if args_mode == "none":
         return _load_args_none(inputs)
-    if request.args_mode != "linux":
+    if args_mode != "linux":
         raise LoadError(f"{inputs.kernel_path}: pykexec boots an ELF Linux kernel with "
                         "--args-linux (boot parameters) or --args-none; ELF boot notes "
                         "(--args-elf, kexec-tools' default) give Linux no memory map")

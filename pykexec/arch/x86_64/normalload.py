@@ -19,6 +19,7 @@ from pykexec.arch.x86.bootparams import e820_type
 from pykexec.arch.x86.efi import efi_boot_data, patch_efi_info, place_efi_data
 from pykexec.arch.x86.firmware import acpi_rsdp, edd
 from pykexec.arch.x86.load import place_initrd
+from pykexec.arch.x86.options import x86_options
 from pykexec.arch.x86.setupdata import place_setup_data
 from pykexec.arch.x86.zeropage import ZeroPageInputs, build_zero_page
 from pykexec.arch.x86.purgatory_setup import (PURGATORY_MIN_ADDR, X86_64, PurgatoryOptions,
@@ -52,7 +53,7 @@ class NormalLoad:
         self.e820 = tuple((r.range.start, r.range.size, e820_type(r.type)) for r in machine.memory_map)
         self.cmdline = inputs.cmdline
         self.purgatory = None
-        self.efi = efi_boot_data(machine, _xloadflags(inputs.kernel), request.noefi)
+        self.efi = efi_boot_data(machine, _xloadflags(inputs.kernel), x86_options(request).noefi)
         self.efi_memmap: Optional[int] = None
         if byte_length(self.cmdline) > COMMAND_LINE_MAX:
             raise LoadError(f"the command line is {byte_length(self.cmdline)} bytes "
@@ -98,12 +99,13 @@ class NormalLoad:
 
     def finish(self, entry: int, boot_params_addr: int, cmdline_addr: int, **notes) -> Plan:
         request = self.inputs.request
+        options = x86_options(request)
         regs = registers_for_kernel(self.purgatory, X86_64, entry, boot_params_addr)
         segments, symbols = finish_purgatory(self.layout.finish(), self.purgatory, X86_64, regs,
                                              PurgatoryOptions(
             panic_kernel=False, skip_checks=request.skip_checks,
-            console_serial=request.console_serial, serial_base=request.serial_base,
-            serial_baud=request.serial_baud, cmdline_end=cmdline_addr + byte_length(self.cmdline)))
+            console_serial=options.console_serial, serial_base=options.serial_base,
+            serial_baud=options.serial_baud, cmdline_end=cmdline_addr + byte_length(self.cmdline)))
         arch = self.inputs.arch
         return Plan(
             arch=arch.name, syscall="kexec_load", flags=request.kexec_flags | arch.kexec_arch,
