@@ -18,7 +18,7 @@ import struct
 from typing import List, Optional
 
 from pykexec.structs.elf import EM_386, EM_X86_64
-from pykexec.vmcore.arch import Arch, CpuRegisters, Level, register, walk_page_tables
+from pykexec.vmcore.arch import Arch, CpuRegisters, Extent, Level, register, walk_page_tables_extent
 
 # struct elf_prstatus: pr_reg (the saved pt_regs) after siginfo, signal sets, pids and times.
 X86_64_PR_REG = ("r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax",
@@ -103,15 +103,19 @@ class X86_64(Arch):
         return None
 
     def kvtop(self, vaddr):
+        found = self.kvtop_extent(vaddr)
+        return None if found is None else found.paddr
+
+    def kvtop_extent(self, vaddr):
         paddr = self._text(vaddr)
         if paddr is not None:
-            return paddr
+            return Extent(paddr, START_KERNEL_MAP + self.image_size - vaddr)
         if self.page_offset is not None and 0 <= vaddr - self.page_offset < self.ram_end:
-            return vaddr - self.page_offset
+            return Extent(vaddr - self.page_offset, self.page_offset + self.ram_end - vaddr)
         if self.root is not None:
-            return walk_page_tables(self.read_entry_reader(8), self.root, vaddr, self.levels,
-                                    8, self.address_mask)
-        return self.dump.load_vaddr_to_paddr(vaddr)
+            return walk_page_tables_extent(self.read_entry_reader(8), self.root, vaddr,
+                                           self.levels, 8, self.address_mask)
+        return super().kvtop_extent(vaddr)
 
     def describe_translation(self) -> List[str]:
         out = []
@@ -147,14 +151,19 @@ class I386(Arch):
         return decode_prstatus(desc, 32)
 
     def kvtop(self, vaddr):
+        found = self.kvtop_extent(vaddr)
+        return None if found is None else found.paddr
+
+    def kvtop_extent(self, vaddr):
         if self.root is not None:
             try:
-                return walk_page_tables(self.read_entry_reader(self.entry_size), self.root,
-                                        vaddr, self.levels, self.entry_size, self.address_mask)
+                return walk_page_tables_extent(self.read_entry_reader(self.entry_size),
+                                               self.root, vaddr, self.levels, self.entry_size,
+                                               self.address_mask)
             except ValueError:
                 pass            # the tables are not in the dump: lowmem is still linear
         if 0 <= vaddr - self.page_offset < self.ram_end:
-            return vaddr - self.page_offset
+            return Extent(vaddr - self.page_offset, self.page_offset + self.ram_end - vaddr)
         return None
 
     def describe_translation(self) -> List[str]:
