@@ -22,8 +22,10 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import queue
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
@@ -40,8 +42,8 @@ from pykexec.vmcore.pageclass import (DL_ZERO, MAX_DUMP_LEVEL, Classifier,  # no
 
 MIN_HOLE_PAGES = 256          # shorter runs of left-out pages are written (makedumpfile's rule)
 MAX_PHNUM = 65000             # e_phnum is 16 bits (PN_XNUM 0xffff is an escape few readers know)
-CHUNK_PAGES = 1024            # 4 MiB pieces scanned for zero pages: bounded memory (RSS)
-WINDOW_PAGES = 1 << 16        # pages classified and laid out at once (256 MiB of the dump)
+CHUNK_PAGES = 4096            # 16 MiB pieces scanned for zero pages: bounded memory (RSS)
+WINDOW_PAGES = 1 << 14        # pages laid out at once (64 MiB of the dump; copies overlap the next)
 COPY_BUFFER = 4 << 20         # bytes a read+write copy moves at once
 # errnos by which copy_file_range / sendfile say "not for these two files": try another way
 COPY_UNSUPPORTED = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP}
@@ -201,14 +203,26 @@ def classify_pages(dump: Vmcore, level: int, page: int, fd: Optional[int] = None
 class _Copier:
     """Appends byte ranges of the input to the output, in the kernel where it can:
     copy_file_range (page cache to page cache), else sendfile (/proc/vmcore is no regular
-    file for copy_file_range), else pread + pwrite through one reused buffer."""
+    file for copy_file_range), else pread + pwrite through one reused buffer.
 
-    def __init__(self, src_fd: int, dst_fd: int, offset: int):
+    With `background`, copies run in a worker thread, in order, while the caller scans
+    the next pages for zeros (both wait in the kernel or in numpy, without the GIL);
+    `offset`, where the next copy lands, is known at once. `finish()` waits for them and
+    raises what one met; `stop()` (in a finally) ends the worker either way."""
+
+    def __init__(self, src_fd: int, dst_fd: int, offset: int, background: bool = False):
         self.src, self.dst, self.offset = src_fd, dst_fd, offset
         self.ways = [self._copy_file_range, self._sendfile, self._read_write]
         self.buffer: Optional[bytearray] = None
+        self.failure: Optional[BaseException] = None
+        self.jobs: Optional[queue.SimpleQueue] = None
+        if background:
+            self.jobs = queue.SimpleQueue()
+            self.worker = threading.Thread(target=self._work, name="vmcore-copy", daemon=True)
+            self.worker.start()
 
     def write(self, data) -> None:
+        """Append `data` now (headers and notes: never while copies are queued before it)."""
         view = memoryview(data)
         while len(view):
             n = os.pwrite(self.dst, view, self.offset)
@@ -216,9 +230,41 @@ class _Copier:
             view = view[n:]
 
     def copy(self, src_offset: int, size: int) -> None:
+        dst_offset = self.offset
+        self.offset += size
+        if self.jobs is None:
+            self._copy(src_offset, dst_offset, size)
+            return
+        if self.failure is not None:
+            raise self.failure
+        self.jobs.put((src_offset, dst_offset, size))
+
+    def finish(self) -> None:
+        self.stop()
+        if self.failure is not None:
+            raise self.failure
+
+    def stop(self) -> None:
+        if self.jobs is not None:
+            self.jobs.put(None)
+            self.worker.join()
+            self.jobs = None
+
+    def _work(self) -> None:
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                return
+            if self.failure is None:
+                try:
+                    self._copy(*job)
+                except BaseException as e:  # noqa: BLE001 - handed to the caller by finish()
+                    self.failure = e
+
+    def _copy(self, src_offset: int, dst_offset: int, size: int) -> None:
         while size > 0:
             try:
-                n = self.ways[0](src_offset, size)
+                n = self.ways[0](src_offset, dst_offset, size)
             except OSError as e:
                 if len(self.ways) == 1 or e.errno not in COPY_UNSUPPORTED:
                     raise
@@ -226,24 +272,25 @@ class _Copier:
                 continue
             if n <= 0:
                 raise OSError(errno.EIO, f"unexpected end of input at offset {src_offset:#x}")
-            self.offset += n
             src_offset += n
+            dst_offset += n
             size -= n
 
-    def _copy_file_range(self, src_offset: int, size: int) -> int:
-        return os.copy_file_range(self.src, self.dst, size, src_offset, self.offset)
+    def _copy_file_range(self, src_offset: int, dst_offset: int, size: int) -> int:
+        return os.copy_file_range(self.src, self.dst, size, src_offset, dst_offset)
 
-    def _sendfile(self, src_offset: int, size: int) -> int:
-        os.lseek(self.dst, self.offset, os.SEEK_SET)
+    def _sendfile(self, src_offset: int, dst_offset: int, size: int) -> int:
+        os.lseek(self.dst, dst_offset, os.SEEK_SET)
         return os.sendfile(self.dst, self.src, src_offset, size)
 
-    def _read_write(self, src_offset: int, size: int) -> int:
+    def _read_write(self, src_offset: int, dst_offset: int, size: int) -> int:
         if self.buffer is None:
             self.buffer = bytearray(COPY_BUFFER)
         view = memoryview(self.buffer)[:min(size, COPY_BUFFER)]
         n = os.preadv(self.src, [view], src_offset)
-        self.write(view[:n])
-        self.offset -= n                 # copy() advances it
+        done = 0
+        while done < n:
+            done += os.pwrite(self.dst, view[done:n], dst_offset + done)
         return n
 
 
@@ -288,7 +335,10 @@ class _ChunkSource:
 
     def close(self) -> None:
         if self.map is not None:
-            self.map.close()
+            try:
+                self.map.close()
+            except BufferError:      # a view is still alive (an error mid-scan): the GC closes it
+                pass
 
 
 def _runs(mask: np.ndarray):
@@ -303,13 +353,16 @@ def _mark_zero_pages(source: "_ChunkSource", offset: int, why: np.ndarray, page:
     hold only zeros. Only those pages are read: one the classes leave out never is."""
     for c0 in range(0, len(why), CHUNK_PAGES):
         c1 = min(len(why), c0 + CHUNK_PAGES)
-        keep = why[c0:c1] == Reason.KEEP
-        if keep.any():
+        maybe = why[c0:c1] == Reason.KEEP
+        if maybe.any():
             pages = source.window(offset + c0 * page, c1 - c0)
-            for r0, r1 in _runs(keep).tolist():
+            for r0, r1 in _runs(maybe).tolist():
                 source.fill(r0, r1)
-                zero = ~pages[r0:r1].any(axis=1)
-                why[c0 + r0:c0 + r1][zero] = Reason.ZERO
+            # most kept pages show a non-zero first word: only the others are read whole
+            candidates = np.flatnonzero(maybe)
+            candidates = candidates[pages[candidates, 0] == 0]
+            zero = candidates[~pages[candidates].any(axis=1)]
+            why[c0 + zero] = Reason.ZERO
             del pages                    # no view of the mapping left: it can be released
             source.release()
         bar.add((c1 - c0) * page)
@@ -468,7 +521,7 @@ def _write(dump: Vmcore, src_fd: int, out_fd: int, reasons: np.ndarray, level: i
                                p_align=p.p_align))
         at += p.p_filesz
     data_at = -(-at // page) * page
-    copier = _Copier(src_fd, out_fd, notes_at)
+    copier = _Copier(src_fd, out_fd, notes_at, background=True)
     for p in notes:
         copier.write(bytes(dump._file(p.p_offset, p.p_filesz)))
     copier.offset = data_at
@@ -478,46 +531,50 @@ def _write(dump: Vmcore, src_fd: int, out_fd: int, reasons: np.ndarray, level: i
     scans = bool(level & DL_ZERO)
     # bytes to go through: each PT_LOAD is scanned for zero pages (if asked), then copied
     bar = _Progress(sum(p.p_filesz for p in loads_in) * (2 if scans else 1), progress)
-    source = _ChunkSource(src_fd, page)
     load_phdrs: List[dict] = []
-    for p in loads_in:
-        # a piece keeps its source's p_vaddr - p_paddr; "no virtual address" (all ones, as
-        # kexec-tools writes for i386 highmem) stays that on every piece
-        delta = None if p.p_vaddr == s.addr_max else p.p_vaddr - p.p_paddr
+    source = _ChunkSource(src_fd, page)
+    try:
+        for p in loads_in:
+            # a piece keeps its source's p_vaddr - p_paddr; "no virtual address" (all ones, as
+            # kexec-tools writes for i386 highmem) stays that on every piece
+            delta = None if p.p_vaddr == s.addr_max else p.p_vaddr - p.p_paddr
 
-        def add_segment(paddr, offset, size, memsz=None, _p=p, _delta=delta):
-            load_phdrs.append(dict(p_type=PT_LOAD, p_flags=_p.p_flags, p_offset=offset,
-                                   p_vaddr=s.addr_max if _delta is None else (paddr + _delta) & s.addr_max,
-                                   p_paddr=paddr, p_filesz=size,
-                                   p_memsz=size if memsz is None else memsz, p_align=_p.p_align))
+            def add_segment(paddr, offset, size, memsz=None, _p=p, _delta=delta):
+                load_phdrs.append(dict(p_type=PT_LOAD, p_flags=_p.p_flags, p_offset=offset,
+                                       p_vaddr=s.addr_max if _delta is None else (paddr + _delta) & s.addr_max,
+                                       p_paddr=paddr, p_filesz=size,
+                                       p_memsz=size if memsz is None else memsz, p_align=_p.p_align))
 
-        if p.p_paddr % page or p.p_filesz % page:
-            # not whole pages: copied as it is
-            add_segment(p.p_paddr, copier.offset, p.p_filesz, p.p_memsz)
-            copier.copy(p.p_offset, p.p_filesz)
-            bar.add(p.p_filesz * (2 if scans else 1))
-            continue
-        first_pfn, npages = p.p_paddr // page, p.p_filesz // page
-        result.pages += npages
-        layout = _LoadLayout(copier, p.p_offset, p.p_paddr, page, min_hole, add_segment)
-        for w0 in range(0, npages, WINDOW_PAGES):
-            n = min(WINDOW_PAGES, npages - w0)
-            pfn0 = first_pfn + w0
-            lo, hi = min(pfn0, len(reasons)), min(pfn0 + n, len(reasons))
-            why = np.zeros(n, np.uint8)
-            why[:hi - lo] = reasons[lo:hi]
-            if scans:
-                _mark_zero_pages(source, p.p_offset + w0 * page, why, page, bar)
-            counts += np.bincount(why, minlength=len(Reason))
-            runs = _runs(why == Reason.KEEP) + w0
-            layout.add_runs(runs[:, 0], runs[:, 1])
-            bar.add(n * page)
-        layout.finish()
-        result.kept_in_short_holes += layout.filled
-        if p.p_memsz > p.p_filesz:     # the input's own zero tail stays a zero tail
-            add_segment(p.p_paddr + p.p_filesz, 0, 0, p.p_memsz - p.p_filesz)
+            if p.p_paddr % page or p.p_filesz % page:
+                # not whole pages: copied as it is
+                add_segment(p.p_paddr, copier.offset, p.p_filesz, p.p_memsz)
+                copier.copy(p.p_offset, p.p_filesz)
+                bar.add(p.p_filesz * (2 if scans else 1))
+                continue
+            first_pfn, npages = p.p_paddr // page, p.p_filesz // page
+            result.pages += npages
+            layout = _LoadLayout(copier, p.p_offset, p.p_paddr, page, min_hole, add_segment)
+            for w0 in range(0, npages, WINDOW_PAGES):
+                n = min(WINDOW_PAGES, npages - w0)
+                pfn0 = first_pfn + w0
+                lo, hi = min(pfn0, len(reasons)), min(pfn0 + n, len(reasons))
+                why = np.zeros(n, np.uint8)
+                why[:hi - lo] = reasons[lo:hi]
+                if scans:
+                    _mark_zero_pages(source, p.p_offset + w0 * page, why, page, bar)
+                counts += np.bincount(why, minlength=len(Reason))
+                runs = _runs(why == Reason.KEEP) + w0
+                layout.add_runs(runs[:, 0], runs[:, 1])
+                bar.add(n * page)
+            layout.finish()
+            result.kept_in_short_holes += layout.filled
+            if p.p_memsz > p.p_filesz:     # the input's own zero tail stays a zero tail
+                add_segment(p.p_paddr + p.p_filesz, 0, 0, p.p_memsz - p.p_filesz)
+        copier.finish()                # every copy done (or its error raised)
+    finally:
+        copier.stop()
+        source.close()
     bar.close()
-    source.close()
 
     phdrs = note_phdrs + load_phdrs
     assert len(phdrs) <= reserve
