@@ -9,7 +9,6 @@ Every command takes FILE (default /proc/vmcore). Bad input is one line on stderr
 
 from __future__ import annotations
 
-import json
 import struct
 import sys
 
@@ -53,6 +52,8 @@ def vmcore():
 @click.option("--debug", is_flag=True, help="tracebacks for errors")
 def dmesg(path, as_json, debug):
     """The kernel log kept in the dump (as kexec-tools' vmcore-dmesg prints it)."""
+    import json
+
     from pykexec.vmcore import dmesg as log
 
     def body():
@@ -75,6 +76,8 @@ def dmesg(path, as_json, debug):
 @click.option("--debug", is_flag=True, help="tracebacks for errors")
 def info(path, as_json, lines, debug):
     """Release, panic, CPUs' registers, memory, VMCOREINFO and completeness of a dump."""
+    import json
+
     from pykexec.vmcore.info import gather, table
 
     def body():
