@@ -214,6 +214,7 @@ class _Copier:
         self.ways = [self._copy_file_range, self._sendfile, self._read_write]
         self.buffer: Optional[bytearray] = None
         self.failure: Optional[BaseException] = None
+        self.cancelled = False
         self.jobs: Optional[queue.SimpleQueue] = None
         if background:
             self.jobs = queue.SimpleQueue()
@@ -239,11 +240,16 @@ class _Copier:
         self.jobs.put((src_offset, dst_offset, size))
 
     def finish(self) -> None:
-        self.stop()
+        self._join()
         if self.failure is not None:
             raise self.failure
 
     def stop(self) -> None:
+        """After an error (or ^C) in the caller: the copies still queued are dropped."""
+        self.cancelled = True
+        self._join()
+
+    def _join(self) -> None:
         if self.jobs is not None:
             self.jobs.put(None)
             self.worker.join()
@@ -254,7 +260,7 @@ class _Copier:
             job = self.jobs.get()
             if job is None:
                 return
-            if self.failure is None:
+            if self.failure is None and not self.cancelled:
                 try:
                     self._copy(*job)
                 except BaseException as e:  # noqa: BLE001 - handed to the caller by finish()
