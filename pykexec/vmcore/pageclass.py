@@ -23,6 +23,7 @@ import numpy as np
 # dump-level bits (makedumpfile -d)
 DL_ZERO, DL_CACHE, DL_CACHE_PRIVATE, DL_USER, DL_FREE = 1, 2, 4, 8, 16
 MAX_DUMP_LEVEL = 31
+BATCH_PAGES = 8192            # struct pages classified at once (temporaries of 64 KiB)
 
 
 class Reason(enum.IntEnum):
@@ -255,6 +256,22 @@ class Classifier:
 
     def classify(self, first_pfn: int, raw, in_dump: Optional[np.ndarray] = None) -> np.ndarray:
         pages = np.frombuffer(raw, dtype=self.dtype)
+        if len(pages) <= BATCH_PAGES:
+            return self._classify(first_pfn, pages, in_dump)
+        # in batches: the temporaries stay small enough for malloc to reuse (larger ones are
+        # fresh mappings, faulted in page by page every time). A batch starts at a multiple
+        # of BATCH_PAGES, so a compound head and its first tail page (the order) share one,
+        # and a block longer than a batch is carried over as it is between calls.
+        out = np.empty(len(pages), np.uint8)
+        b0 = 0
+        while b0 < len(pages):
+            b1 = min(len(pages), b0 + BATCH_PAGES - (first_pfn + b0) % BATCH_PAGES)
+            out[b0:b1] = self._classify(first_pfn + b0, pages[b0:b1],
+                                        None if in_dump is None else in_dump[b0:b1])
+            b0 = b1
+        return out
+
+    def _classify(self, first_pfn: int, pages: np.ndarray, in_dump: Optional[np.ndarray]):
         n = len(pages)
         pfns = np.arange(first_pfn, first_pfn + n, dtype=np.int64)
         names = self.dtype.names

@@ -42,6 +42,7 @@ from pykexec.vmcore.pageclass import (DL_ZERO, MAX_DUMP_LEVEL, Classifier,  # no
 MIN_HOLE_PAGES = 256          # shorter runs of left-out pages are written (makedumpfile's rule)
 MAX_PHNUM = 65000             # e_phnum is 16 bits (PN_XNUM 0xffff is an escape few readers know)
 CHUNK_PAGES = 4096            # 16 MiB pieces scanned for zero pages: bounded memory (RSS)
+GATHER_PAGES = 256            # pages copied together for the whole-page zero test
 WINDOW_PAGES = 1 << 14        # pages laid out at once (64 MiB of the dump; copies overlap the next)
 COPY_BUFFER = 4 << 20         # bytes a read+write copy moves at once
 # errnos by which copy_file_range / sendfile say "not for these two files": try another way
@@ -356,6 +357,7 @@ def _mark_zero_pages(source: "_ChunkSource", offset: int, why: np.ndarray, page:
                      bar: "_Progress") -> None:
     """Mark Reason.ZERO on the kept pages of `why` (pages of the file from `offset`) that
     hold only zeros. Only those pages are read: one the classes leave out never is."""
+    gather = np.empty((GATHER_PAGES, page // 8), np.uint64)
     for c0 in range(0, len(why), CHUNK_PAGES):
         c1 = min(len(why), c0 + CHUNK_PAGES)
         maybe = why[c0:c1] == Reason.KEEP
@@ -363,11 +365,14 @@ def _mark_zero_pages(source: "_ChunkSource", offset: int, why: np.ndarray, page:
             pages = source.window(offset + c0 * page, c1 - c0)
             for r0, r1 in _runs(maybe).tolist():
                 source.fill(r0, r1)
-            # most kept pages show a non-zero first word: only the others are read whole
+            # most kept pages show a non-zero first word: only the others are read whole,
+            # gathered a few at a time into one reused buffer (no new memory per chunk)
             candidates = np.flatnonzero(maybe)
             candidates = candidates[pages[candidates, 0] == 0]
-            zero = candidates[~pages[candidates].any(axis=1)]
-            why[c0 + zero] = Reason.ZERO
+            for g0 in range(0, len(candidates), GATHER_PAGES):
+                group = candidates[g0:g0 + GATHER_PAGES]
+                gathered = np.take(pages, group, axis=0, out=gather[:len(group)])
+                why[c0 + group[~gathered.any(axis=1)]] = Reason.ZERO
             del pages                    # no view of the mapping left: it can be released
             source.release()
         bar.add((c1 - c0) * page)
