@@ -527,6 +527,29 @@ def _save_to(dump, src_fd, out_path, out_dir, reasons, level, page, progress) ->
     return result
 
 
+def _write_kept_pages(p, reasons: np.ndarray, level: int, page: int, min_hole: int,
+                      copier: _Copier, source: _ChunkSource, counts: np.ndarray,
+                      bar: _Progress, add_segment) -> int:
+    """Copy the pages of the whole-page PT_LOAD `p` that `level` keeps, WINDOW_PAGES at a
+    time; count each page's Reason into `counts`. Returns the left-out pages written anyway."""
+    first_pfn, npages = p.p_paddr // page, p.p_filesz // page
+    layout = _LoadLayout(copier, p.p_offset, p.p_paddr, page, min_hole, add_segment)
+    for w0 in range(0, npages, WINDOW_PAGES):
+        n = min(WINDOW_PAGES, npages - w0)
+        pfn0 = first_pfn + w0
+        lo, hi = min(pfn0, len(reasons)), min(pfn0 + n, len(reasons))
+        why = np.zeros(n, np.uint8)
+        why[:hi - lo] = reasons[lo:hi]
+        if level & DL_ZERO:
+            _mark_zero_pages(source, p.p_offset + w0 * page, why, page, bar)
+        counts += np.bincount(why, minlength=len(Reason))
+        runs = _runs(why == Reason.KEEP) + w0
+        layout.add_runs(runs[:, 0], runs[:, 1])
+        bar.add(n * page)
+    layout.finish()
+    return layout.filled
+
+
 def _write(dump: Vmcore, src_fd: int, out_fd: int, reasons: np.ndarray, level: int,
            page: int, progress: bool) -> SaveResult:
     s = elf_structs(dump.ehdr.e_ident.elfclass)
@@ -574,23 +597,9 @@ def _write(dump: Vmcore, src_fd: int, out_fd: int, reasons: np.ndarray, level: i
                 copier.copy(p.p_offset, p.p_filesz)
                 bar.add(p.p_filesz * (2 if scans else 1))
                 continue
-            first_pfn, npages = p.p_paddr // page, p.p_filesz // page
-            result.pages += npages
-            layout = _LoadLayout(copier, p.p_offset, p.p_paddr, page, min_hole, add_segment)
-            for w0 in range(0, npages, WINDOW_PAGES):
-                n = min(WINDOW_PAGES, npages - w0)
-                pfn0 = first_pfn + w0
-                lo, hi = min(pfn0, len(reasons)), min(pfn0 + n, len(reasons))
-                why = np.zeros(n, np.uint8)
-                why[:hi - lo] = reasons[lo:hi]
-                if scans:
-                    _mark_zero_pages(source, p.p_offset + w0 * page, why, page, bar)
-                counts += np.bincount(why, minlength=len(Reason))
-                runs = _runs(why == Reason.KEEP) + w0
-                layout.add_runs(runs[:, 0], runs[:, 1])
-                bar.add(n * page)
-            layout.finish()
-            result.kept_in_short_holes += layout.filled
+            result.pages += p.p_filesz // page
+            result.kept_in_short_holes += _write_kept_pages(
+                p, reasons, level, page, min_hole, copier, source, counts, bar, add_segment)
             if p.p_memsz > p.p_filesz:     # the input's own zero tail stays a zero tail
                 add_segment(p.p_paddr + p.p_filesz, 0, 0, p.p_memsz - p.p_filesz)
         copier.finish()                # every copy done (or its error raised)
@@ -620,7 +629,6 @@ def _write(dump: Vmcore, src_fd: int, out_fd: int, reasons: np.ndarray, level: i
     result.loads_out = len(load_phdrs)
     result.size = end
     return result
-
 
 
 def report(result: SaveResult, src: str, out: str) -> None:
