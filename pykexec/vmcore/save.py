@@ -371,7 +371,8 @@ def _mark_zero_pages(source: "_ChunkSource", offset: int, why: np.ndarray, page:
             candidates = candidates[pages[candidates, 0] == 0]
             for g0 in range(0, len(candidates), GATHER_PAGES):
                 group = candidates[g0:g0 + GATHER_PAGES]
-                gathered = np.take(pages, group, axis=0, out=gather[:len(group)])
+                # mode="clip": the indices are valid, and "raise" would buffer `out` anew
+                gathered = np.take(pages, group, axis=0, out=gather[:len(group)], mode="clip")
                 why[c0 + group[~gathered.any(axis=1)]] = Reason.ZERO
             del pages                    # no view of the mapping left: it can be released
             source.release()
