@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from pykexec.vmcore.dump import Vmcore
 
 ARCH_MODULES = ("pykexec.vmcore.x86",)
+MIN_PAGE = 0x1000             # no architecture maps less: a 4 KiB extent is always right
 _REGISTRY: Dict[int, Type["Arch"]] = {}
 
 
@@ -92,7 +93,15 @@ class Arch:
 
     def kvtop_extent(self, vaddr: int) -> Optional[Extent]:
         """kvtop(vaddr), and how many bytes on kvtop stays paddr + distance (the mapping's
-        rest). This generic one knows only the PT_LOAD that maps vaddr."""
+        rest). This generic one knows only the PT_LOAD that maps vaddr; for an Arch that
+        translates its own way (kvtop) but gives no extents, it answers 4 KiB at a time."""
+        if type(self).kvtop is not Arch.kvtop:
+            paddr = self.kvtop(vaddr)
+            return None if paddr is None else Extent(paddr, MIN_PAGE - vaddr % MIN_PAGE)
+        return self.load_extent(vaddr)
+
+    def load_extent(self, vaddr: int) -> Optional[Extent]:
+        """kvtop_extent through the PT_LOADs' p_vaddr (dump.load_vaddr_to_paddr's rule)."""
         loads = self.dump.loads
         for i, load in enumerate(loads):
             if load.vaddr <= vaddr < load.vaddr + load.memsz:

@@ -115,7 +115,7 @@ class X86_64(Arch):
         if self.root is not None:
             return walk_page_tables_extent(self.read_entry_reader(8), self.root, vaddr,
                                            self.levels, 8, self.address_mask)
-        return super().kvtop_extent(vaddr)
+        return self.load_extent(vaddr)
 
     def describe_translation(self) -> List[str]:
         out = []

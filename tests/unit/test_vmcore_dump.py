@@ -149,6 +149,23 @@ def test_generic_extent_stops_where_an_earlier_load_takes_over():
     assert arch.kvtop_extent(0x5800) == (0x9800, 0x800)
     assert arch.kvtop_extent(0x6000) == (0x105000, 0x3000)   # after it, the later load again
     assert arch.kvtop_extent(0x9000) is None
+    # an Arch with its own kvtop and no extents of its own is asked one 4 KiB page at a time
+    class OwnTranslation(Arch):
+        def kvtop(self, vaddr):
+            return None if vaddr >= 0x10000 else 0x40000000 + vaddr
+    own = OwnTranslation(SimpleNamespace(loads=loads, elfclass=64))
+    assert own.kvtop_extent(0x2345) == (0x40002345, 0x1000 - 0x345)
+    assert own.kvtop_extent(0x10000) is None
+    # x86_64 without page tables falls back to the PT_LOADs for what is neither text nor
+    # the direct map (and its kvtop agrees)
+    from pykexec.vmcore.x86 import X86_64
+    x86_loads = [Load(0, 0, PAGE_OFFSET, 0, 0x100000, 0x100000),
+                 Load(1, 0x200000, 0x1000, 0, 0x1000, 0x1000)]
+    x86 = X86_64(SimpleNamespace(loads=x86_loads, elfclass=64, vmcoreinfo=None))
+    assert x86.kvtop_extent(0x1800) == (0x200800, 0x800) and x86.kvtop(0x1800) == 0x200800
+    # the direct map is linear up to the highest PT_LOAD end (0x201000), as kvtop says
+    assert x86.kvtop_extent(PAGE_OFFSET + 0x10) == (0x10, 0x201000 - 0x10)
+    assert x86.kvtop(PAGE_OFFSET + 0x200FFF) == 0x200FFF
     # the last byte of each extent still belongs to the PT_LOAD its first byte did
     for vaddr, load in ((0x2000, 1), (0x5800, 0), (0x6000, 1)):
         paddr, size = arch.kvtop_extent(vaddr)
