@@ -17,6 +17,7 @@ import functools
 import struct
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
 
+MIN_PAGE = 0x1000             # no architecture maps less: a 4 KiB extent is always right
 
 
 class CpuRegisters(NamedTuple):
@@ -24,6 +25,11 @@ class CpuRegisters(NamedTuple):
     regs: Dict[str, int]          # register name -> value, in pr_reg order
     pc: Optional[int]             # program counter at the crash (rip / eip / pc)
     sp: Optional[int]
+
+
+class Extent(NamedTuple):
+    paddr: int                    # where a kernel virtual address is in physical memory
+    size: int                     # bytes from there on that the same mapping holds (>= 1)
 
 
 class Level(NamedTuple):
@@ -39,6 +45,16 @@ def walk_page_tables(read_entry: Callable[[int], int], root: int, vaddr: int,
 
     `read_entry(paddr)` reads one table entry; `address_mask` keeps an entry's physical
     address bits (no flags, no NX, no memory-encryption bit)."""
+    found = walk_page_tables_extent(read_entry, root, vaddr, levels, entry_size, address_mask,
+                                    present, large_bit)
+    return None if found is None else found[0]
+
+
+def walk_page_tables_extent(read_entry: Callable[[int], int], root: int, vaddr: int,
+                            levels: Sequence[Level], entry_size: int, address_mask: int,
+                            present: int = 1, large_bit: int = 1 << 7) -> Optional[Extent]:
+    """walk_page_tables, with how many bytes from `vaddr` on the same page (small or large)
+    maps contiguously: a reader of a long range walks once a page, not once a 4 KiB."""
     table = root
     for level in levels:
         index = (vaddr >> level.shift) & ((1 << level.bits) - 1)
@@ -47,9 +63,10 @@ def walk_page_tables(read_entry: Callable[[int], int], root: int, vaddr: int,
             return None
         if level.large and entry & large_bit:
             page_mask = (1 << level.shift) - 1
-            return (entry & address_mask & ~page_mask) | (vaddr & page_mask)
+            offset = vaddr & page_mask
+            return Extent((entry & address_mask & ~page_mask) | offset, page_mask + 1 - offset)
         table = entry & address_mask
-    return table | (vaddr & 0xFFF)
+    return Extent(table | (vaddr & 0xFFF), 0x1000 - (vaddr & 0xFFF))
 
 
 class DumpReader:
@@ -71,6 +88,28 @@ class DumpReader:
 
     def kvtop(self, vaddr: int) -> Optional[int]:
         return self.dump.load_vaddr_to_paddr(vaddr)
+
+    def kvtop_extent(self, vaddr: int) -> Optional[Extent]:
+        """kvtop(vaddr), and how many bytes on kvtop stays paddr + distance (the mapping's
+        rest). This generic one knows only the PT_LOAD that maps vaddr; for a reader that
+        translates its own way (kvtop) but gives no extents, it answers 4 KiB at a time."""
+        if type(self).kvtop is not DumpReader.kvtop:
+            paddr = self.kvtop(vaddr)
+            return None if paddr is None else Extent(paddr, MIN_PAGE - vaddr % MIN_PAGE)
+        return self.load_extent(vaddr)
+
+    def load_extent(self, vaddr: int) -> Optional[Extent]:
+        """kvtop_extent through the PT_LOADs' p_vaddr (dump.load_vaddr_to_paddr's rule)."""
+        loads = self.dump.loads
+        for i, load in enumerate(loads):
+            if load.vaddr <= vaddr < load.vaddr + load.memsz:
+                end = load.vaddr + load.memsz
+                # an earlier PT_LOAD starting inside the rest would win from its start on
+                for other in loads[:i]:
+                    if vaddr < other.vaddr < end and other.memsz:
+                        end = other.vaddr
+                return Extent(load.paddr + vaddr - load.vaddr, end - vaddr)
+        return None
 
     def describe_translation(self) -> List[str]:
         return ["PT_LOAD p_vaddr only"]

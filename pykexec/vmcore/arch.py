@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Type
 
 from pykexec.arch import by_elf_machine, optional_hook
-from pykexec.arch.dumpreader import CpuRegisters, DumpReader, Level, walk_page_tables  # noqa: F401
+from pykexec.arch.dumpreader import (CpuRegisters, DumpReader, Extent, Level,  # noqa: F401
+                                     walk_page_tables, walk_page_tables_extent)
 
 
 def arch_for(e_machine: int) -> Type[DumpReader]:

@@ -9,7 +9,7 @@ Every command takes FILE (default /proc/vmcore). Bad input is one line on stderr
 
 from __future__ import annotations
 
-import json
+import gc
 import struct
 import sys
 
@@ -53,6 +53,8 @@ def vmcore():
 @click.option("--debug", is_flag=True, help="tracebacks for errors")
 def dmesg(path, as_json, debug):
     """The kernel log kept in the dump (as kexec-tools' vmcore-dmesg prints it)."""
+    import json
+
     from pykexec.vmcore import dmesg as log
 
     def body():
@@ -75,6 +77,8 @@ def dmesg(path, as_json, debug):
 @click.option("--debug", is_flag=True, help="tracebacks for errors")
 def info(path, as_json, lines, debug):
     """Release, panic, CPUs' registers, memory, VMCOREINFO and completeness of a dump."""
+    import json
+
     from pykexec.vmcore.info import gather, table
 
     def body():
@@ -102,6 +106,10 @@ def save(out, path, level, verbose, debug):
             from pykexec.vmcore.save import report, save_vmcore
         except ImportError as e:
             raise VmcoreError(f"save needs numpy, which this Python lacks ({e})") from None
+        # what is alive now (numpy, click, every module) lives to the end: the garbage
+        # collector need not walk it again, during the save nor in the collections Python
+        # runs at exit (20-30 ms of CPU, a tenth of a 1 GiB save)
+        gc.freeze()
         try:
             result = save_vmcore(path, out, level, progress=sys.stderr.isatty())
         except OSError as e:

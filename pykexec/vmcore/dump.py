@@ -8,6 +8,7 @@
         dump.read_phys(paddr, size)     # bytes-like (a memoryview into the mmap when it can)
         dump.iter_phys(paddr, size)     # the same in bounded chunks
         dump.kvtop(vaddr)               # kernel virtual -> physical (or None)
+        dump.kvtop_extent(vaddr)        # (paddr, bytes the same mapping holds on) or None
         dump.read_virt(vaddr, size)     # kernel virtual read, page by page
         dump.read_ulong(vaddr) / read_u32 / read_u64 / read_u16
         dump.missing()                  # [(Load, bytes absent)]: PT_LOADs cut by the file's end
@@ -31,7 +32,7 @@ from typing import Iterator, List, NamedTuple, Optional, Tuple
 
 from pykexec.abi.elf import (ELF_MAGIC, ELFCLASS32, ELFCLASS64, ELFDATA2LSB, ET_CORE,
                                  NT_PRSTATUS, PT_LOAD, PT_NOTE, elf_structs)
-from pykexec.vmcore.arch import CpuRegisters, DumpReader, arch_for
+from pykexec.vmcore.arch import CpuRegisters, DumpReader, Extent, arch_for
 from pykexec.vmcore.error import VmcoreError
 from pykexec.vmcore.notes import Note, iter_segment_notes
 from pykexec.vmcore.vmcoreinfo import VmcoreInfo
@@ -257,6 +258,10 @@ class Vmcore:
 
     def kvtop(self, vaddr: int) -> Optional[int]:
         return self.arch.kvtop(vaddr)
+
+    def kvtop_extent(self, vaddr: int) -> Optional[Extent]:
+        """kvtop, with how many bytes from vaddr on the same mapping holds contiguously."""
+        return self.arch.kvtop_extent(vaddr)
 
     def read_virt(self, vaddr: int, size: int) -> bytes:
         """`size` bytes at kernel virtual `vaddr`, translated page by page."""

@@ -25,6 +25,7 @@ from pykexec.errors import PykexecError
 # dump-level bits (makedumpfile -d)
 DL_ZERO, DL_CACHE, DL_CACHE_PRIVATE, DL_USER, DL_FREE = 1, 2, 4, 8, 16
 MAX_DUMP_LEVEL = 31
+BATCH_PAGES = 8192            # struct pages classified at once (temporaries of 64 KiB)
 
 
 class Reason(enum.IntEnum):
@@ -239,12 +240,15 @@ class Classifier:
         offline = ((~slab & (mapcount == _as_int32(r.offline_mapcount)))
                    if r.offline_mapcount is not None and r.off_mapcount is not None else false)
 
-        # the order of makedumpfile's if/else chain; the first true condition wins
-        reason = np.select(
-            [skip_buddy, buddy_ok, cache_np, cache_all & private_flag, cache_all, user,
-             hwpoison, offline],
-            [Reason.KEEP, Reason.FREE, Reason.CACHE, Reason.CACHE_PRIVATE, Reason.CACHE,
-             Reason.USER, Reason.HWPOISON, Reason.OFFLINE], Reason.KEEP).astype(np.uint8)
+        # the order of makedumpfile's if/else chain; the first true condition wins, so they
+        # are written last to first (a rule the level or the kernel does not have is skipped)
+        chain = [(skip_buddy, Reason.KEEP), (buddy_ok, Reason.FREE), (cache_np, Reason.CACHE),
+                 (cache_all & private_flag, Reason.CACHE_PRIVATE), (cache_all, Reason.CACHE),
+                 (user, Reason.USER), (hwpoison, Reason.HWPOISON), (offline, Reason.OFFLINE)]
+        reason = np.zeros(n, np.uint8)
+        for condition, why in reversed(chain):
+            if condition is not false:
+                reason[condition] = why
         length_order = np.where(buddy_ok, np.minimum(private, np.uint64(63)), order)
         length = np.uint64(1) << length_order
         if r.off_compound_head is not None:   # a tail page (compound_head bit 0): decided by its head
@@ -254,6 +258,22 @@ class Classifier:
 
     def classify(self, first_pfn: int, raw, in_dump: Optional[np.ndarray] = None) -> np.ndarray:
         pages = np.frombuffer(raw, dtype=self.dtype)
+        if len(pages) <= BATCH_PAGES:
+            return self._classify(first_pfn, pages, in_dump)
+        # in batches: the temporaries stay small enough for malloc to reuse (larger ones are
+        # fresh mappings, faulted in page by page every time). A batch starts at a multiple
+        # of BATCH_PAGES, so a compound head and its first tail page (the order) share one,
+        # and a block longer than a batch is carried over as it is between calls.
+        out = np.empty(len(pages), np.uint8)
+        b0 = 0
+        while b0 < len(pages):
+            b1 = min(len(pages), b0 + BATCH_PAGES - (first_pfn + b0) % BATCH_PAGES)
+            out[b0:b1] = self._classify(first_pfn + b0, pages[b0:b1],
+                                        None if in_dump is None else in_dump[b0:b1])
+            b0 = b1
+        return out
+
+    def _classify(self, first_pfn: int, pages: np.ndarray, in_dump: Optional[np.ndarray]):
         n = len(pages)
         pfns = np.arange(first_pfn, first_pfn + n, dtype=np.int64)
         names = self.dtype.names
@@ -281,10 +301,12 @@ class Classifier:
             effective = starts >= before
             starts, ends = starts[effective], ends[effective]
             reasons = start_reason[starts_idx[effective]]
-            idx = np.searchsorted(starts, pfns, side="right") - 1
-            has = idx >= 0
-            covered = has & (pfns < ends[np.maximum(idx, 0)])
-            out[covered] = reasons[idx[covered]]
+            # effective blocks do not overlap: each page's block is the last one starting
+            # at or before it (a running count of starts), if that one reaches the page
+            block = np.cumsum(np.bincount(starts - first_pfn, minlength=n)[:n]) - 1
+            covered = block >= 0
+            covered[covered] = pfns[covered] < ends[block[covered]]
+            out[covered] = reasons[block[covered]]
             last = int(np.argmax(ends))
             if ends[last] > self.covered_until:
                 self.covered_until = int(ends[last])

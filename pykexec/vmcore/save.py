@@ -8,33 +8,45 @@ does for ELF output, a run of fewer than MIN_HOLE_PAGES left-out pages between k
 written anyway (a PT_LOAD costs a header, and the table must stay small), and the program
 headers follow the ELF header (makedumpfile reads them there).
 
-Two passes, both streaming: the struct page arrays (one memory section at a time) give
-each page's class (pageclass.py); then each PT_LOAD is copied in CHUNK_PAGES pieces,
-zero pages found with numpy on the piece just read. Memory: one byte per page of the dump
-for the classes, plus a few chunk buffers. The output is written to a temporary file beside
-OUT and renamed over it only when complete.
+Two passes, both streaming: the struct page arrays (one memory section at a time, one read
+a mapping) give each page's class (pageclass.py); then each PT_LOAD, WINDOW_PAGES at a time:
+the pages the classes keep are scanned for zeros through the mapped input (numpy, CHUNK_PAGES
+at a time, unmapped after), and each output segment is copied by the kernel
+(copy_file_range), never through Python. Memory: one byte per page of the dump for the
+classes, plus a window's arrays and one mapped chunk. The output is written to a temporary
+file beside OUT and renamed over it only when complete.
 """
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
+import queue
 import sys
-import tempfile
+import threading
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-import numpy as np
+# numpy's OpenBLAS starts a thread per CPU when it loads, for linear algebra this command
+# never does: one thread cuts tens of ms off every save (a user's own setting still wins)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import numpy as np  # noqa: E402
 
-from pykexec.abi.elf import PT_LOAD, PT_NOTE, elf_structs
-from pykexec.vmcore.dump import Vmcore
-from pykexec.vmcore.error import VmcoreError
-from pykexec.vmcore.pageclass import (DL_ZERO, MAX_DUMP_LEVEL, Classifier, PageClassError,
-                                      PageRules, Reason)
+from pykexec.abi.elf import PT_LOAD, PT_NOTE, elf_structs  # noqa: E402
+from pykexec.vmcore.dump import Vmcore  # noqa: E402
+from pykexec.vmcore.error import VmcoreError  # noqa: E402
+from pykexec.vmcore.pageclass import (DL_ZERO, MAX_DUMP_LEVEL, Classifier,  # noqa: E402
+                                      PageClassError, PageRules, Reason)
 
 MIN_HOLE_PAGES = 256          # shorter runs of left-out pages are written (makedumpfile's rule)
 MAX_PHNUM = 65000             # e_phnum is 16 bits (PN_XNUM 0xffff is an escape few readers know)
-CHUNK_PAGES = 1024            # 4 MiB pieces: the copy's memory does not grow with the dump
+CHUNK_PAGES = 4096            # 16 MiB pieces scanned for zero pages: bounded memory (RSS)
+GATHER_PAGES = 256            # pages copied together for the whole-page zero test
+WINDOW_PAGES = 1 << 14        # pages laid out at once (64 MiB of the dump; copies overlap the next)
+COPY_BUFFER = 4 << 20         # bytes a read+write copy moves at once
+# errnos by which copy_file_range / sendfile say "not for these two files": try another way
+COPY_UNSUPPORTED = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP}
 SECTION_MAP_FLAG_BITS = 0x3F  # low bits of mem_section.section_mem_map that are flags
 SECTION_HAS_MEM_MAP = 0x2
 
@@ -120,36 +132,28 @@ def _mem_map_chunks(dump: Vmcore, rules: PageRules, max_pfn: int, page: int):
                          "cannot find the struct page array")
 
 
-def _read_virt_range(dump: Vmcore, addr: int, size: int, page: int, fd: Optional[int]):
-    """Kernel virtual [addr, addr+size) as bytes, one physical read per contiguous run
-    (a section's struct pages are one run under a 2 MiB mapping); None if unmapped."""
-    runs = []                            # [physical start, length]
-    at, end = addr, addr + size
-    while at < end:
-        take = min(end - at, page - at % page)
-        pa = dump.kvtop(at)
-        if pa is None:
-            return None
-        if runs and runs[-1][0] + runs[-1][1] == pa:
-            runs[-1][1] += take
-        else:
-            runs.append([pa, take])
-        at += take
-    parts = []
-    for pa, n in runs:
+def _read_virt_into(dump: Vmcore, addr: int, out: memoryview, fd: Optional[int]) -> bool:
+    """Fill `out` with kernel virtual memory from `addr`, one read per mapping (a section's
+    struct pages sit in one or a few 2 MiB pages); False if some of it is not mapped."""
+    at, size = 0, len(out)
+    while at < size:
+        found = dump.kvtop_extent(addr + at)
+        if found is None:
+            return False
+        pa, take = found.paddr, min(size - at, found.size)
+        piece = out[at:at + take]
         load = dump.find_load(pa)
-        if fd is not None and load is not None and pa + n <= load.paddr + load.filesz:
+        if fd is not None and load is not None and pa + take <= load.paddr + load.filesz:
             # pread, not the dump's mmap: mapped pages would stay in this process's RSS
-            data = os.pread(fd, n, load.offset + pa - load.paddr)
-            if len(data) != n:
-                return None
-            parts.append(data)
-            continue
-        try:
-            parts.append(bytes(dump.read_phys(pa, n)))
-        except VmcoreError:
-            return None
-    return parts[0] if len(parts) == 1 else b"".join(parts)
+            if os.preadv(fd, [piece], load.offset + pa - load.paddr) != take:
+                return False
+        else:
+            try:
+                piece[:] = dump.read_phys(pa, take)
+            except VmcoreError:
+                return False
+        at += take
+    return True
 
 
 def classify_pages(dump: Vmcore, level: int, page: int, fd: Optional[int] = None):
@@ -170,6 +174,7 @@ def classify_pages(dump: Vmcore, level: int, page: int, fd: Optional[int] = None
     except PageClassError as e:
         raise dump.error(str(e)) from None
     unclassified = 0
+    buffer = bytearray()                 # one section's struct pages, reused
     for first, count, addr in _mem_map_chunks(dump, rules, max_pfn, page):
         count = min(count, max_pfn - first)
         in_dump = _in_dump_mask(dump, first, count, page)
@@ -177,7 +182,12 @@ def classify_pages(dump: Vmcore, level: int, page: int, fd: Optional[int] = None
             continue
         raw = None
         if addr is not None:
-            raw = _read_virt_range(dump, addr, count * rules.size_page, page, fd)
+            size = count * rules.size_page
+            if len(buffer) < size:
+                buffer = bytearray(size)
+            raw = memoryview(buffer)[:size]
+            if not _read_virt_into(dump, addr, raw, fd):
+                raw = None
         if raw is None:
             unclassified += int(in_dump.sum())
             # a block carried over from the previous section still covers its pages
@@ -191,14 +201,29 @@ def classify_pages(dump: Vmcore, level: int, page: int, fd: Optional[int] = None
 # --- the copy ----------------------------------------------------------------------------
 
 class _Copier:
-    """Appends file bytes of the input to the output: from the chunk buffer when it has
-    them, else with copy_file_range (pread + write where the kernel cannot)."""
+    """Appends byte ranges of the input to the output, in the kernel where it can:
+    copy_file_range (page cache to page cache), else sendfile (/proc/vmcore is no regular
+    file for copy_file_range), else pread + pwrite through one reused buffer.
 
-    def __init__(self, src_fd: int, dst_fd: int, offset: int):
+    With `background`, copies run in a worker thread, in order, while the caller scans
+    the next pages for zeros (both wait in the kernel or in numpy, without the GIL);
+    `offset`, where the next copy lands, is known at once. `finish()` waits for them and
+    raises what one met; `stop()` (in a finally) ends the worker either way."""
+
+    def __init__(self, src_fd: int, dst_fd: int, offset: int, background: bool = False):
         self.src, self.dst, self.offset = src_fd, dst_fd, offset
-        self.can_splice = hasattr(os, "copy_file_range")
+        self.ways = [self._copy_file_range, self._sendfile, self._read_write]
+        self.buffer: Optional[bytearray] = None
+        self.failure: Optional[BaseException] = None
+        self.cancelled = False
+        self.jobs: Optional[queue.SimpleQueue] = None
+        if background:
+            self.jobs = queue.SimpleQueue()
+            self.worker = threading.Thread(target=self._work, name="vmcore-copy", daemon=True)
+            self.worker.start()
 
     def write(self, data) -> None:
+        """Append `data` now (headers and notes: never while copies are queued before it)."""
         view = memoryview(data)
         while len(view):
             n = os.pwrite(self.dst, view, self.offset)
@@ -206,27 +231,77 @@ class _Copier:
             view = view[n:]
 
     def copy(self, src_offset: int, size: int) -> None:
-        while size > 0:
-            n = 0
-            if self.can_splice:
+        dst_offset = self.offset
+        self.offset += size
+        if self.jobs is None:
+            self._copy(src_offset, dst_offset, size)
+            return
+        if self.failure is not None:
+            raise self.failure
+        self.jobs.put((src_offset, dst_offset, size))
+
+    def finish(self) -> None:
+        self._join()
+        if self.failure is not None:
+            raise self.failure
+
+    def stop(self) -> None:
+        """After an error (or ^C) in the caller: the copies still queued are dropped."""
+        self.cancelled = True
+        self._join()
+
+    def _join(self) -> None:
+        if self.jobs is not None:
+            self.jobs.put(None)
+            self.worker.join()
+            self.jobs = None
+
+    def _work(self) -> None:
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                return
+            if self.failure is None and not self.cancelled:
                 try:
-                    n = os.copy_file_range(self.src, self.dst, size, src_offset, self.offset)
-                except OSError:
-                    self.can_splice = False
+                    self._copy(*job)
+                except BaseException as e:  # noqa: BLE001 - handed to the caller by finish()
+                    self.failure = e
+
+    def _copy(self, src_offset: int, dst_offset: int, size: int) -> None:
+        while size > 0:
+            try:
+                n = self.ways[0](src_offset, dst_offset, size)
+            except OSError as e:
+                if len(self.ways) == 1 or e.errno not in COPY_UNSUPPORTED:
+                    raise
+                self.ways.pop(0)         # this way does not work for these files: the next
+                continue
             if n <= 0:
-                data = os.pread(self.src, min(size, CHUNK_PAGES * 4096), src_offset)
-                if not data:
-                    raise OSError(5, "unexpected end of input")
-                self.write(data)
-                n = len(data)
-            else:
-                self.offset += n
+                raise OSError(errno.EIO, f"unexpected end of input at offset {src_offset:#x}")
             src_offset += n
+            dst_offset += n
             size -= n
+
+    def _copy_file_range(self, src_offset: int, dst_offset: int, size: int) -> int:
+        return os.copy_file_range(self.src, self.dst, size, src_offset, dst_offset)
+
+    def _sendfile(self, src_offset: int, dst_offset: int, size: int) -> int:
+        os.lseek(self.dst, dst_offset, os.SEEK_SET)
+        return os.sendfile(self.dst, self.src, src_offset, size)
+
+    def _read_write(self, src_offset: int, dst_offset: int, size: int) -> int:
+        if self.buffer is None:
+            self.buffer = bytearray(COPY_BUFFER)
+        view = memoryview(self.buffer)[:min(size, COPY_BUFFER)]
+        n = os.preadv(self.src, [view], src_offset)
+        done = 0
+        while done < n:
+            done += os.pwrite(self.dst, view[done:n], dst_offset + done)
+        return n
 
 
 class _ChunkSource:
-    """The input's bytes of one chunk at a time, for the zero-page test and the copy.
+    """The input's bytes of one chunk at a time, for the zero-page test.
 
     Mapped (no copy, and the chunk's pages are unmapped again after use, so the RSS stays
     bounded), or read into one reused buffer where the input cannot be mapped."""
@@ -240,16 +315,16 @@ class _ChunkSource:
             self.fd = fd
             self.buf = bytearray(CHUNK_PAGES * page)
 
-    def window(self, offset: int, n: int):
-        """(memoryview, pages as an (n, page/8) uint64 array) of file bytes at offset."""
+    def window(self, offset: int, n: int) -> np.ndarray:
+        """Pages as an (n, page/8) uint64 array of file bytes at offset (call fill first)."""
         self.offset, self.size = offset, n * self.page
         if self.map is not None:
             if offset + self.size > len(self.map):
-                raise OSError(5, f"unexpected end of input at offset {offset:#x}")
+                raise OSError(errno.EIO, f"unexpected end of input at offset {offset:#x}")
             view = memoryview(self.map)[offset:offset + self.size]
         else:
             view = memoryview(self.buf)[:self.size]
-        return view, np.frombuffer(view, np.uint64).reshape(n, self.page // 8)
+        return np.frombuffer(view, np.uint64).reshape(n, self.page // 8)
 
     def fill(self, first: int, end: int) -> None:
         """Make pages first..end-1 of the window hold the file's bytes."""
@@ -257,7 +332,7 @@ class _ChunkSource:
             view = memoryview(self.buf)[first * self.page:end * self.page]
             at = self.offset + first * self.page
             if os.preadv(self.fd, [view], at) != len(view):
-                raise OSError(5, f"short read of the input at offset {at:#x}")
+                raise OSError(errno.EIO, f"short read of the input at offset {at:#x}")
 
     def release(self) -> None:
         if self.map is not None and hasattr(self.map, "madvise"):
@@ -266,13 +341,94 @@ class _ChunkSource:
 
     def close(self) -> None:
         if self.map is not None:
-            self.map.close()
+            try:
+                self.map.close()
+            except BufferError:      # a view is still alive (an error mid-scan): the GC closes it
+                pass
 
 
 def _runs(mask: np.ndarray):
     """[(start, end)] of the True runs of a bool array."""
     edges = np.flatnonzero(np.diff(np.concatenate(([0], mask.view(np.int8), [0]))))
     return edges.reshape(-1, 2)
+
+
+def _mark_zero_pages(source: "_ChunkSource", offset: int, why: np.ndarray, page: int,
+                     bar: "_Progress") -> None:
+    """Mark Reason.ZERO on the kept pages of `why` (pages of the file from `offset`) that
+    hold only zeros. Only those pages are read: one the classes leave out never is."""
+    gather = np.empty((GATHER_PAGES, page // 8), np.uint64)
+    for c0 in range(0, len(why), CHUNK_PAGES):
+        c1 = min(len(why), c0 + CHUNK_PAGES)
+        maybe = why[c0:c1] == Reason.KEEP
+        if maybe.any():
+            pages = source.window(offset + c0 * page, c1 - c0)
+            for r0, r1 in _runs(maybe).tolist():
+                source.fill(r0, r1)
+            # most kept pages show a non-zero first word: only the others are read whole,
+            # gathered a few at a time into one reused buffer (no new memory per chunk)
+            candidates = np.flatnonzero(maybe)
+            candidates = candidates[pages[candidates, 0] == 0]
+            for g0 in range(0, len(candidates), GATHER_PAGES):
+                group = candidates[g0:g0 + GATHER_PAGES]
+                # mode="clip": the indices are valid, and "raise" would buffer `out` anew
+                gathered = np.take(pages, group, axis=0, out=gather[:len(group)], mode="clip")
+                why[c0 + group[~gathered.any(axis=1)]] = Reason.ZERO
+            del pages                    # no view of the mapping left: it can be released
+            source.release()
+        bar.add((c1 - c0) * page)
+
+
+class _LoadLayout:
+    """The output segments of one whole-page PT_LOAD, built as the runs of kept pages come
+    (ascending, window by window) and copied at once: a segment ends where a run of
+    MIN_HOLE_PAGES or more left-out pages starts; a shorter run between kept pages (or
+    before the first, from the PT_LOAD's start) is written anyway; a trailing one is not.
+    Pages are counted from the PT_LOAD's first."""
+
+    def __init__(self, copier: _Copier, src_offset: int, paddr: int, page: int,
+                 min_hole: int, add_segment):
+        self.copier, self.src_offset, self.paddr, self.page = copier, src_offset, paddr, page
+        self.min_hole, self.add_segment = min_hole, add_segment
+        self.start: Optional[int] = None   # first page of the open segment
+        self.out_offset = 0                # where it starts in the output
+        self.done = 0                      # page up to which it is written
+        self.last_kept = 0                 # page after the last kept one: a gap starts there
+        self.filled = 0                    # left-out pages written anyway
+
+    def add_runs(self, starts: np.ndarray, ends: np.ndarray) -> None:
+        """Kept pages starts[i]..ends[i]-1, after all the runs added before."""
+        if not len(starts):
+            return
+        gaps = starts - np.concatenate(([self.last_kept], ends[:-1]))
+        short = gaps < self.min_hole
+        self.filled += int(gaps[short].sum())
+        new = ~short
+        if self.start is None:
+            new[0] = True
+        for i in np.flatnonzero(new).tolist():
+            if self.start is not None:
+                self._extend(int(ends[i - 1]) if i else self.last_kept)
+                self._close()
+            # before the first kept run, a short gap from the PT_LOAD's start is written
+            self.start = self.last_kept if i == 0 and short[0] else int(starts[i])
+            self.out_offset, self.done = self.copier.offset, self.start
+        self.last_kept = int(ends[-1])
+        self._extend(self.last_kept)
+
+    def finish(self) -> None:
+        if self.start is not None:
+            self._close()
+
+    def _extend(self, to: int) -> None:
+        if to > self.done:
+            self.copier.copy(self.src_offset + self.done * self.page, (to - self.done) * self.page)
+            self.done = to
+
+    def _close(self) -> None:
+        self.add_segment(self.paddr + self.start * self.page, self.out_offset,
+                         (self.done - self.start) * self.page)
+        self.start = None
 
 
 def _segments_bound(dump: Vmcore, page: int, min_hole: int) -> int:
@@ -336,10 +492,23 @@ def save_vmcore(src_path: str, out_path: str, level: int, progress: bool = False
         return result
 
 
+def _create_beside(out_path: str, out_dir: str):
+    """(fd, path) of a new file `.OUT.PID.N` in out_dir, mode 0600 (what tempfile.mkstemp
+    does, without the ~5 ms its import costs every save)."""
+    base = f".{os.path.basename(out_path)}.{os.getpid()}"
+    for n in range(1000):
+        path = os.path.join(out_dir, f"{base}.{n}")
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary name", f"{out_dir}/{base}.*")
+
+
 def _save_to(dump, src_fd, out_path, out_dir, reasons, level, page, progress) -> SaveResult:
     """Write the output into a temporary file beside OUT, renamed to OUT when complete."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(out_path)}.", dir=out_dir)
+        fd, tmp = _create_beside(out_path, out_dir)
     except OSError as e:
         raise VmcoreError(f"{out_path}: cannot create a file in {out_dir}: "
                           f"{e.strerror or e}") from None
@@ -359,6 +528,29 @@ def _save_to(dump, src_fd, out_path, out_dir, reasons, level, page, progress) ->
     return result
 
 
+def _write_kept_pages(p, reasons: np.ndarray, level: int, page: int, min_hole: int,
+                      copier: _Copier, source: _ChunkSource, counts: np.ndarray,
+                      bar: _Progress, add_segment) -> int:
+    """Copy the pages of the whole-page PT_LOAD `p` that `level` keeps, WINDOW_PAGES at a
+    time; count each page's Reason into `counts`. Returns the left-out pages written anyway."""
+    first_pfn, npages = p.p_paddr // page, p.p_filesz // page
+    layout = _LoadLayout(copier, p.p_offset, p.p_paddr, page, min_hole, add_segment)
+    for w0 in range(0, npages, WINDOW_PAGES):
+        n = min(WINDOW_PAGES, npages - w0)
+        pfn0 = first_pfn + w0
+        lo, hi = min(pfn0, len(reasons)), min(pfn0 + n, len(reasons))
+        why = np.zeros(n, np.uint8)
+        why[:hi - lo] = reasons[lo:hi]
+        if level & DL_ZERO:
+            _mark_zero_pages(source, p.p_offset + w0 * page, why, page, bar)
+        counts += np.bincount(why, minlength=len(Reason))
+        runs = _runs(why == Reason.KEEP) + w0
+        layout.add_runs(runs[:, 0], runs[:, 1])
+        bar.add(n * page)
+    layout.finish()
+    return layout.filled
+
+
 def _write(dump: Vmcore, src_fd: int, out_fd: int, reasons: np.ndarray, level: int,
            page: int, progress: bool) -> SaveResult:
     s = elf_structs(dump.ehdr.e_ident.elfclass)
@@ -376,99 +568,46 @@ def _write(dump: Vmcore, src_fd: int, out_fd: int, reasons: np.ndarray, level: i
                                p_align=p.p_align))
         at += p.p_filesz
     data_at = -(-at // page) * page
-    copier = _Copier(src_fd, out_fd, notes_at)
+    copier = _Copier(src_fd, out_fd, notes_at, background=True)
     for p in notes:
         copier.write(bytes(dump._file(p.p_offset, p.p_filesz)))
     copier.offset = data_at
 
     result = SaveResult(loads_in=len(loads_in))
     counts = np.zeros(len(Reason), np.int64)
-    bar = _Progress(sum(p.p_filesz for p in loads_in), progress)
-    source = _ChunkSource(src_fd, page)
+    scans = bool(level & DL_ZERO)
+    # bytes to go through: each PT_LOAD is scanned for zero pages (if asked), then copied
+    bar = _Progress(sum(p.p_filesz for p in loads_in) * (2 if scans else 1), progress)
     load_phdrs: List[dict] = []
-    for p in loads_in:
-        # a piece keeps its source's p_vaddr - p_paddr; "no virtual address" (all ones, as
-        # kexec-tools writes for highmem above a direct map) stays that on every piece
-        delta = None if p.p_vaddr == s.addr_max else p.p_vaddr - p.p_paddr
+    source = _ChunkSource(src_fd, page)
+    try:
+        for p in loads_in:
+            # a piece keeps its source's p_vaddr - p_paddr; "no virtual address" (all ones, as
+            # kexec-tools writes for highmem above a direct map) stays that on every piece
+            delta = None if p.p_vaddr == s.addr_max else p.p_vaddr - p.p_paddr
 
-        def add_segment(paddr, offset, size, memsz=None, _p=p, _delta=delta):
-            load_phdrs.append(dict(p_type=PT_LOAD, p_flags=_p.p_flags, p_offset=offset,
-                                   p_vaddr=s.addr_max if _delta is None else (paddr + _delta) & s.addr_max,
-                                   p_paddr=paddr, p_filesz=size,
-                                   p_memsz=size if memsz is None else memsz, p_align=_p.p_align))
+            def add_segment(paddr, offset, size, memsz=None, _p=p, _delta=delta):
+                load_phdrs.append(dict(p_type=PT_LOAD, p_flags=_p.p_flags, p_offset=offset,
+                                       p_vaddr=s.addr_max if _delta is None else (paddr + _delta) & s.addr_max,
+                                       p_paddr=paddr, p_filesz=size,
+                                       p_memsz=size if memsz is None else memsz, p_align=_p.p_align))
 
-        if p.p_paddr % page or p.p_filesz % page:
-            # not whole pages: copied as it is
-            add_segment(p.p_paddr, copier.offset, p.p_filesz, p.p_memsz)
-            copier.copy(p.p_offset, p.p_filesz)
-            bar.add(p.p_filesz)
-            continue
-        first_pfn, npages = p.p_paddr // page, p.p_filesz // page
-        result.pages += npages
-        seg_start = None          # first PFN of the open segment
-        seg_offset = 0
-        last_kept = first_pfn     # PFN after the last page written (the gap starts there)
-        for c0 in range(0, npages, CHUNK_PAGES):
-            n = min(CHUNK_PAGES, npages - c0)
-            pfn0 = first_pfn + c0
-            lo, hi = min(pfn0, len(reasons)), min(pfn0 + n, len(reasons))
-            why = np.zeros(n, np.uint8)
-            why[:hi - lo] = reasons[lo:hi]
-            keep = why == Reason.KEEP
-            src_chunk = p.p_offset + c0 * page
-            have_buf = False
-            if level & DL_ZERO and keep.any():
-                # only the candidates are read; a page the classes leave out never is
-                have_buf = True
-                data, pages = source.window(src_chunk, n)
-                nonzero = np.zeros(n, bool)
-                for r0, r1 in _runs(keep):
-                    r0, r1 = int(r0), int(r1)
-                    source.fill(r0, r1)
-                    nonzero[r0:r1] = pages[r0:r1].any(axis=1)
-                why[keep & ~nonzero] = Reason.ZERO
-                keep &= nonzero
-            counts += np.bincount(why, minlength=len(Reason))
-
-            def emit(a, b):
-                """Append kept pages a..b-1 (PFNs of this chunk)."""
-                if have_buf:
-                    copier.write(data[(a - pfn0) * page:(b - pfn0) * page])
-                else:
-                    copier.copy(p.p_offset + (a - first_pfn) * page, (b - a) * page)
-
-            def emit_hole(a, b):
-                """Append pages a..b-1 of a short hole (never read into the buffer)."""
-                copier.copy(p.p_offset + (a - first_pfn) * page, (b - a) * page)
-
-            for r0, r1 in _runs(keep):
-                a, b = pfn0 + int(r0), pfn0 + int(r1)
-                gap = a - last_kept
-                if seg_start is not None and 0 < gap < min_hole:
-                    emit_hole(last_kept, a)            # a short hole: written anyway
-                    result.kept_in_short_holes += gap
-                elif seg_start is None and 0 < gap < min_hole:
-                    seg_start, seg_offset = last_kept, copier.offset
-                    emit_hole(last_kept, a)
-                    result.kept_in_short_holes += gap
-                elif gap:
-                    if seg_start is not None:
-                        add_segment(seg_start * page, seg_offset, copier.offset - seg_offset)
-                    seg_start, seg_offset = a, copier.offset
-                elif seg_start is None:
-                    seg_start, seg_offset = a, copier.offset
-                emit(a, b)
-                last_kept = b
-            if have_buf:
-                del data, pages
-                source.release()
-            bar.add(n * page)
-        if seg_start is not None:
-            add_segment(seg_start * page, seg_offset, copier.offset - seg_offset)
-        if p.p_memsz > p.p_filesz:     # the input's own zero tail stays a zero tail
-            add_segment(p.p_paddr + p.p_filesz, 0, 0, p.p_memsz - p.p_filesz)
+            if p.p_paddr % page or p.p_filesz % page:
+                # not whole pages: copied as it is
+                add_segment(p.p_paddr, copier.offset, p.p_filesz, p.p_memsz)
+                copier.copy(p.p_offset, p.p_filesz)
+                bar.add(p.p_filesz * (2 if scans else 1))
+                continue
+            result.pages += p.p_filesz // page
+            result.kept_in_short_holes += _write_kept_pages(
+                p, reasons, level, page, min_hole, copier, source, counts, bar, add_segment)
+            if p.p_memsz > p.p_filesz:     # the input's own zero tail stays a zero tail
+                add_segment(p.p_paddr + p.p_filesz, 0, 0, p.p_memsz - p.p_filesz)
+        copier.finish()                # every copy done (or its error raised)
+    finally:
+        copier.stop()
+        source.close()
     bar.close()
-    source.close()
 
     phdrs = note_phdrs + load_phdrs
     assert len(phdrs) <= reserve
@@ -491,7 +630,6 @@ def _write(dump: Vmcore, src_fd: int, out_fd: int, reasons: np.ndarray, level: i
     result.loads_out = len(load_phdrs)
     result.size = end
     return result
-
 
 
 def report(result: SaveResult, src: str, out: str) -> None:

@@ -111,6 +111,69 @@ def test_x86_64_translation(tmp_path, levels):
         assert d.read_ulong(PAGE_OFFSET + 0x10000) == struct.unpack("<Q", b"direct m")[0]
 
 
+@pytest.mark.parametrize("levels", [4, 5])
+def test_x86_64_translation_extent(tmp_path, levels):
+    """kvtop_extent: the physical address and how far the same mapping goes on (a struct
+    page array is read once a mapping); every byte of the extent translates linearly, and
+    where a page-table mapping ends, the next byte is another (here unmapped) page."""
+    v = VMALLOC + 0x5000
+    ram_end = TEXT_PHYS + 0x10000                 # the highest PT_LOAD end: the direct map's
+    cases = [
+        (v + 3, 0x7003, 0x1000 - 3, True),                                 # 4 KiB PTE
+        (VMALLOC + 0x200000 + 0x1234, 0x1234, 0x200000 - 0x1234, True),    # 2 MiB page
+        (VMALLOC + 0x40000000 + 0x17345, 0x80017345, 0x40000000 - 0x17345, True),  # 1 GiB
+        (PAGE_OFFSET + 0x10000, 0x10000, ram_end - 0x10000, False),       # direct map
+        (TEXT + 0x100, TEXT_PHYS + 0x100, 0xFFFFFFFFC0000000 - TEXT - 0x100, False),  # 1 GiB image
+    ]
+    with Vmcore.open(str(x86_64_dump(tmp_path, levels))) as d:
+        for vaddr, paddr, size, ends_unmapped in cases:
+            assert d.kvtop_extent(vaddr) == (paddr, size), hex(vaddr)
+            for k in (1, size // 2, size - 1):
+                assert d.kvtop(vaddr + k) == paddr + k
+            if ends_unmapped:
+                assert d.kvtop(vaddr + size) is None
+        assert d.kvtop_extent(v + 0x1000) is None
+
+
+def test_generic_extent_stops_where_an_earlier_load_takes_over():
+    """The generic (PT_LOAD p_vaddr) translation gives the first PT_LOAD holding an address:
+    an extent ends where an earlier PT_LOAD begins inside the later one's range."""
+    from types import SimpleNamespace
+
+    from pykexec.arch.dumpreader import DumpReader as Arch
+    from pykexec.vmcore.dump import Load
+    loads = [Load(0, 0x9000, 0x5000, 0, 0x1000, 0x1000),      # vaddr 0x5000-0x6000
+             Load(1, 0x100000, 0x1000, 0, 0x8000, 0x8000)]    # vaddr 0x1000-0x9000
+    arch = Arch(SimpleNamespace(loads=loads, elfclass=64))
+    assert arch.kvtop_extent(0x2000) == (0x101000, 0x3000)   # up to 0x5000
+    assert arch.kvtop_extent(0x5800) == (0x9800, 0x800)
+    assert arch.kvtop_extent(0x6000) == (0x105000, 0x3000)   # after it, the later load again
+    assert arch.kvtop_extent(0x9000) is None
+    # an Arch with its own kvtop and no extents of its own is asked one 4 KiB page at a time
+    class OwnTranslation(Arch):
+        def kvtop(self, vaddr):
+            return None if vaddr >= 0x10000 else 0x40000000 + vaddr
+    own = OwnTranslation(SimpleNamespace(loads=loads, elfclass=64))
+    assert own.kvtop_extent(0x2345) == (0x40002345, 0x1000 - 0x345)
+    assert own.kvtop_extent(0x10000) is None
+    # x86_64 without page tables falls back to the PT_LOADs for what is neither text nor
+    # the direct map (and its kvtop agrees)
+    from pykexec.arch.x86.vmcore import X86_64
+    x86_loads = [Load(0, 0, PAGE_OFFSET, 0, 0x100000, 0x100000),
+                 Load(1, 0x200000, 0x1000, 0, 0x1000, 0x1000)]
+    x86 = X86_64(SimpleNamespace(loads=x86_loads, elfclass=64, vmcoreinfo=None))
+    assert x86.kvtop_extent(0x1800) == (0x200800, 0x800) and x86.kvtop(0x1800) == 0x200800
+    # the direct map is linear up to the highest PT_LOAD end (0x201000), as kvtop says
+    assert x86.kvtop_extent(PAGE_OFFSET + 0x10) == (0x10, 0x201000 - 0x10)
+    assert x86.kvtop(PAGE_OFFSET + 0x200FFF) == 0x200FFF
+    # the last byte of each extent still belongs to the PT_LOAD its first byte did
+    for vaddr, load in ((0x2000, 1), (0x5800, 0), (0x6000, 1)):
+        paddr, size = arch.kvtop_extent(vaddr)
+        last = vaddr + size - 1
+        assert loads[load].vaddr <= last < loads[load].vaddr + loads[load].memsz
+        assert paddr + size - 1 == loads[load].paddr + last - loads[load].vaddr
+
+
 def test_read_virt_crosses_pages(tmp_path):
     with Vmcore.open(str(x86_64_dump(tmp_path))) as d:
         assert d.read_virt(PAGE_OFFSET + 0x6FFC, 8) == bytes(4) + b"vmal"
@@ -154,6 +217,11 @@ def test_i386_elf32(tmp_path, pae):
         large = 0xF8400100 if pae else 0xF8400000 + 0x200100   # 2 MiB or 4 MiB page
         assert bytes(d.read_virt(large, 5)) == b"large"
         assert d.kvtop(0xF8004000) is None
+        # how far each mapping goes on: a 4 KiB PTE, a 2 MiB (PAE) or 4 MiB page
+        assert d.kvtop_extent(0xF8003005) == (0x5005, 0x1000 - 5)
+        rest = 0x200000 - 0x100 if pae else 0x400000 - 0x200100
+        assert d.kvtop_extent(large) == (0x200100, rest)
+        assert d.kvtop(large + rest - 1) == 0x200100 + rest - 1
 
 
 # ---------------------------------------------------------------------------------------

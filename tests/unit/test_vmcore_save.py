@@ -375,3 +375,52 @@ def test_unmappable_input_is_read_instead(source, tmp_path, monkeypatch):
     rep = check_saved(source, str(out), may_drop=expected_dropped(31))
     assert rep.ok, rep.problems
     assert set(page_table(source)) - set(page_table(str(out))) == set(expected_dropped(31))
+
+
+@pytest.mark.parametrize("kernel_refuses", [["copy_file_range"], ["copy_file_range", "sendfile"]])
+def test_copy_falls_back_when_the_kernel_cannot_copy(source, tmp_path, monkeypatch,
+                                                     kernel_refuses):
+    """/proc/vmcore is no regular file for copy_file_range (EXDEV), and sendfile may refuse
+    it too (EINVAL): the same pages come out through the next way, then pread + pwrite."""
+    import errno
+
+    from pykexec.vmcore import save as save_module
+    calls = {"copy_file_range": 0, "sendfile": 0}
+    real = {name: getattr(os, name) for name in calls}
+
+    def refusing(name, code):
+        def call(*args, **kw):
+            calls[name] += 1
+            if name in kernel_refuses:
+                raise OSError(code, os.strerror(code))
+            return real[name](*args, **kw)
+        return call
+    monkeypatch.setattr(save_module.os, "copy_file_range", refusing("copy_file_range", errno.EXDEV))
+    monkeypatch.setattr(save_module.os, "sendfile", refusing("sendfile", errno.EINVAL))
+    out = tmp_path / "saved"
+    save_module.save_vmcore(source, str(out), 31)
+    rep = check_saved(source, str(out), may_drop=expected_dropped(31))
+    assert rep.ok, rep.problems
+    assert set(page_table(source)) - set(page_table(str(out))) == set(expected_dropped(31))
+    # each refusing way was tried once, then left for the next (sendfile, or pread + pwrite)
+    assert [calls[name] for name in kernel_refuses] == [1] * len(kernel_refuses)
+    if "sendfile" not in kernel_refuses:
+        assert calls["sendfile"] > 1
+
+
+def test_a_failed_copy_is_one_error_and_no_output(source, tmp_path, monkeypatch):
+    """A copy that fails in the background (a full disk) stops the save: the error names
+    OUT, and neither OUT nor the temporary file is left."""
+    import errno
+
+    from pykexec.vmcore import save as save_module
+    from pykexec.vmcore.error import VmcoreError
+
+    def full(*_args, **_kw):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(save_module.os, "copy_file_range", full)
+    out = tmp_path / "saved"
+    with pytest.raises(VmcoreError) as caught:
+        save_module.save_vmcore(source, str(out), 31)
+    assert str(caught.value) == f"{out}: No space left on device"
+    assert os.listdir(tmp_path) == []

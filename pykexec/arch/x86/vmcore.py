@@ -17,7 +17,8 @@ from __future__ import annotations
 import struct
 from typing import List, Optional
 
-from pykexec.arch.dumpreader import CpuRegisters, DumpReader, Level, walk_page_tables
+from pykexec.arch.dumpreader import (CpuRegisters, DumpReader, Extent, Level,
+                                     walk_page_tables_extent)
 from pykexec.arch.x86.abi import START_KERNEL_MAP
 
 # struct elf_prstatus: pr_reg (the saved pt_regs) after siginfo, signal sets, pids and times.
@@ -101,15 +102,19 @@ class X86_64(DumpReader):
         return None
 
     def kvtop(self, vaddr):
+        found = self.kvtop_extent(vaddr)
+        return None if found is None else found.paddr
+
+    def kvtop_extent(self, vaddr):
         paddr = self._text(vaddr)
         if paddr is not None:
-            return paddr
+            return Extent(paddr, START_KERNEL_MAP + self.image_size - vaddr)
         if self.page_offset is not None and 0 <= vaddr - self.page_offset < self.ram_end:
-            return vaddr - self.page_offset
+            return Extent(vaddr - self.page_offset, self.page_offset + self.ram_end - vaddr)
         if self.root is not None:
-            return walk_page_tables(self.read_entry_reader(8), self.root, vaddr, self.levels,
-                                    8, self.address_mask)
-        return self.dump.load_vaddr_to_paddr(vaddr)
+            return walk_page_tables_extent(self.read_entry_reader(8), self.root, vaddr,
+                                           self.levels, 8, self.address_mask)
+        return self.load_extent(vaddr)
 
     def describe_translation(self) -> List[str]:
         out = []
@@ -144,14 +149,19 @@ class I386(DumpReader):
         return decode_prstatus(desc, 32)
 
     def kvtop(self, vaddr):
+        found = self.kvtop_extent(vaddr)
+        return None if found is None else found.paddr
+
+    def kvtop_extent(self, vaddr):
         if self.root is not None:
             try:
-                return walk_page_tables(self.read_entry_reader(self.entry_size), self.root,
-                                        vaddr, self.levels, self.entry_size, self.address_mask)
+                return walk_page_tables_extent(self.read_entry_reader(self.entry_size),
+                                               self.root, vaddr, self.levels, self.entry_size,
+                                               self.address_mask)
             except ValueError:
                 pass            # the tables are not in the dump: lowmem is still linear
         if 0 <= vaddr - self.page_offset < self.ram_end:
-            return vaddr - self.page_offset
+            return Extent(vaddr - self.page_offset, self.page_offset + self.ram_end - vaddr)
         return None
 
     def describe_translation(self) -> List[str]:
