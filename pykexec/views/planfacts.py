@@ -12,6 +12,7 @@ region, and every pointer derived from them) from what two correct loaders must 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import struct
 from dataclasses import dataclass, field
@@ -67,6 +68,17 @@ def _read_cstring(plan: Plan, addr: int, limit: int = 4096) -> Optional[str]:
     return from_bytes(raw.split(b"\0", 1)[0])
 
 
+@functools.lru_cache(maxsize=4)
+def _parse_boot_params(page: bytes):
+    return bp.BootParams.parse(page)
+
+
+def _boot_params(seg: Segment):
+    """boot_params parsed from `seg` (read only by callers): one parse per plan, not one per
+    fact (the 4 KiB parse is the slowest step of a listing)."""
+    return _parse_boot_params(seg.read(seg.mem, bp.BOOT_PARAMS_SIZE))
+
+
 def read_cmdline(plan: Plan) -> Optional[str]:
     """The command line the new kernel will see, read back through boot_params."""
     if plan.syscall == "kexec_file_load":
@@ -74,7 +86,7 @@ def read_cmdline(plan: Plan) -> Optional[str]:
     seg = boot_params_segment(plan)
     if seg is None:
         return plan.cmdline
-    params = bp.BootParams.parse(seg.read(seg.mem, bp.BOOT_PARAMS_SIZE))
+    params = _boot_params(seg)
     ptr = params.hdr.cmd_line_ptr | (params.ext_cmd_line_ptr << 32)
     if ptr == 0:
         return None
@@ -86,7 +98,7 @@ def setup_data_chain(plan: Plan) -> List[Tuple[int, int, int, bytes]]:
     seg = boot_params_segment(plan)
     if seg is None:
         return []
-    addr = bp.BootParams.parse(seg.read(seg.mem, bp.BOOT_PARAMS_SIZE)).hdr.setup_data
+    addr = _boot_params(seg).hdr.setup_data
     chain, seen = [], set()
     while addr and addr not in seen:
         seen.add(addr)
@@ -104,7 +116,7 @@ def read_e820(plan: Plan) -> List[Tuple[int, int, int]]:
     seg = boot_params_segment(plan)
     if seg is None:
         return []
-    params = bp.BootParams.parse(seg.read(seg.mem, bp.BOOT_PARAMS_SIZE))
+    params = _boot_params(seg)
     entries = [(e.addr, e.size, e.type) for e in params.e820_table[:params.e820_entries]]
     for _addr, typ, length, data in setup_data_chain(plan):
         if typ == bp.SETUP_E820_EXT:
@@ -293,7 +305,7 @@ def decode_plan(plan: Plan) -> PlanFacts:
     boot_header: Dict[str, int] = {}
     params_seg = boot_params_segment(plan)
     if params_seg is not None:
-        params = bp.BootParams.parse(params_seg.read(params_seg.mem, bp.BOOT_PARAMS_SIZE))
+        params = _boot_params(params_seg)
         boot_header = {name: params.hdr[name] for name in _BOOT_HEADER_FIELDS}
         boot_header["acpi_rsdp_addr"] = params.acpi_rsdp_addr
         boot_header["address"] = params_seg.mem
