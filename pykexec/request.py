@@ -15,17 +15,10 @@ from __future__ import annotations
 
 import getopt
 
+from pykexec.abi.kexec import (KEXEC_FILE_FORCE_DTB, KEXEC_FILE_NO_CMA, KEXEC_FILE_ON_CRASH,
+                               KEXEC_FILE_UNLOAD, KEXEC_ON_CRASH, KEXEC_PRESERVE_CONTEXT)
 from pykexec.errors import PykexecError
 
-# kexec_load flags
-KEXEC_ON_CRASH = 0x1
-KEXEC_PRESERVE_CONTEXT = 0x2
-KEXEC_UPDATE_ELFCOREHDR = 0x4
-# kexec_file_load flags
-KEXEC_FILE_UNLOAD = 0x1
-KEXEC_FILE_ON_CRASH = 0x2
-KEXEC_FILE_NO_CMA = 0x10
-KEXEC_FILE_FORCE_DTB = 0x20
 
 SHORT_OPTIONS = "h?vdfixyluet:pscaS"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from functools import lru_cache
 from types import SimpleNamespace
 
-from construct import Const, Int8ul, Int16ul, Int32ul, Int64ul, Padding, Struct
+from construct import Bytes, Const, Int8ul, Int16ul, Int32ul, Int64ul, Padding, Struct
 
 ELFCLASS32 = 1
 ELFCLASS64 = 2
@@ -24,10 +24,17 @@ ET_CORE = 4
 PT_LOAD = 1
 PT_NOTE = 4
 PF_X, PF_W, PF_R = 1, 2, 4
-EM_386 = 3
-EM_X86_64 = 62
+# e_machine values live with no construct import (abi.machines), for the light paths
+from pykexec.abi.machines import EM_386, EM_AARCH64, EM_X86_64  # noqa: E402,F401
 NT_PRSTATUS = 1
+# core-file note types (elf.h), by the names a report gives them
+NOTE_TYPE_NAMES = {NT_PRSTATUS: "NT_PRSTATUS", 2: "NT_PRFPREG", 3: "NT_PRPSINFO",
+                   4: "NT_TASKSTRUCT", 6: "NT_AUXV", 0x202: "NT_X86_XSTATE"}
 ELF_MAGIC = b"\x7fELF"
+
+
+# What both classes share at the start of the header: enough to tell a file's kind.
+ElfHead = Struct("e_ident" / Bytes(16), "e_type" / Int16ul, "e_machine" / Int16ul)
 
 
 @lru_cache(maxsize=None)

@@ -1,13 +1,24 @@
-"""Which machines run kernels of each ELF e_machine: a table like elf.h's, so that the
-machine layer can tell a machine folder's architecture from its /proc/kcore header or
-kallsyms addresses, and check a recorded `uname -m` against them, without asking the
-architectures (which sit above it). A new architecture adds its row here too."""
+"""ELF e_machine values and the machines that run them: a table like elf.h's, kept free of
+construct so that light paths (`pykexec -v`, the kexec flag names) can use it, and below the
+architectures so that the machine layer can tell a machine folder's architecture from its
+/proc/kcore header or kallsyms addresses, and check a recorded `uname -m` against them. A new
+architecture adds its row here too."""
 
 from __future__ import annotations
 
 from typing import NamedTuple, Optional, Tuple
 
-from pykexec.abi.elf import EM_386, EM_X86_64
+# the kexec_load arch values are these shifted (abi.kexec)
+EM_386 = 3
+EM_PPC64 = 21
+EM_S390 = 22
+EM_ARM = 40
+EM_X86_64 = 62
+EM_AARCH64 = 183
+EM_NAMES = {EM_386: "i386", EM_X86_64: "x86_64", EM_AARCH64: "aarch64"}  # as `uname -m`
+EM_DESCRIPTIONS = {EM_386: "i386 (EM_386)", EM_X86_64: "x86_64 (EM_X86_64)",
+                   EM_AARCH64: "aarch64 (EM_AARCH64)", EM_ARM: "arm (EM_ARM)",
+                   EM_PPC64: "ppc64 (EM_PPC64)", EM_S390: "s390 (EM_S390)"}
 
 
 class MachineNames(NamedTuple):

@@ -133,3 +133,17 @@ def option_refusal(request, machine):
 def plan_load(request, machine, **kwargs):
     """Build the plan for `request` on `machine` with that machine's architecture."""
     return machine_arch(machine).plan_load(request, machine, **kwargs)
+
+
+def optional_hook(arch, name: str):
+    """What an architecture's optional view hook gives (plan_decoder, dump_reader,
+    image_explainer, relocations), or None when there is no architecture or no such hook:
+    an architecture needs none of them to load, and views then show generic facts."""
+    hook = getattr(arch, name, None) if arch is not None else None
+    return hook() if hook is not None else None
+
+
+def image_explainers():
+    """Each architecture's explainer of its kernel image formats (inspect), once each."""
+    found = (optional_hook(a, "image_explainer") for a in registered())
+    return tuple(dict.fromkeys(e for e in found if e is not None))

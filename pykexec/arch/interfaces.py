@@ -106,3 +106,58 @@ class Arch(Protocol):
     def file_load_refusal(self, kernel: bytes) -> Optional[str]:
         """Why this kernel's kexec_file_load would refuse `kernel` (ENOEXEC), or None: the
         formats it accepts (its kexec_file_ops), probed on the (decompressed) file."""
+
+# --- What views and vmcore ask of an architecture (abi helper) ---------------------------
+# An Arch also offers `plan_decoder()` (a PlanDecoder), `dump_reader()` (its vmcore reader,
+# a pykexec.arch.dumpreader.DumpReader subclass), `image_explainer()` (an ImageExplainer)
+# and `relocations()` (its purgatory's pykexec.purgatory.elfrel.RelocationSet), found
+# through pykexec.arch's by_name, by_elf_machine, registered and image_explainers.
+
+@runtime_checkable
+class PlanDecoder(Protocol):
+    """Reads an architecture's boot structures back out of a plan (views.planfacts, show)."""
+
+    E820_TYPE_NAMES: dict        # memory-map type number -> short name ("RAM", "ACPI"...)
+    E820_IN_BOOT_PARAMS: int     # entries the boot parameters hold before an extension
+    SETUP_DATA_NAMES: dict       # linked boot-data item type -> name
+    SETUP_DATA_MEANING: dict     # ... -> what it is for
+
+    def is_kernel_text(self, vaddr: int) -> bool:
+        """A core PT_LOAD at `vaddr` maps kernel text, not the direct map of RAM."""
+
+    def is_boot_params(self, seg) -> bool:
+        """The segment's bytes are the new kernel's boot parameters (by content)."""
+
+    def boot_params_segment(self, plan: "Plan"):
+        """The segment holding the new kernel's boot parameters, or None."""
+
+    def cmdline_address(self, plan: "Plan") -> Optional[int]:
+        """Where the boot parameters put the command line (0: none; None: no parameters)."""
+
+    def setup_data_chain(self, plan: "Plan") -> list:
+        """(address, type, len, data) of each item the boot parameters link."""
+
+    def read_e820(self, plan: "Plan") -> list:
+        """The new kernel's memory map as (addr, size, type)."""
+
+    def boot_header(self, plan: "Plan") -> dict:
+        """The boot header fields two loaders must agree on."""
+
+    def find_entry_registers(self, plan: "Plan") -> Optional[dict]:
+        """Purgatory's register block found by content, as {name: value}, or None."""
+
+    def bzimage_payload(self, kernel: bytes) -> Optional[bytes]:
+        """The part of a kernel image file a loader copies (to label a recorded plan)."""
+
+
+@runtime_checkable
+class ImageExplainer(Protocol):
+    """Explains an architecture's kernel image format for `pykexec inspect`."""
+
+    KIND: str
+
+    def probe(self, head: bytes) -> bool:
+        """The file's first bytes are this format."""
+
+    def explain(self, data: bytes, path: str, file_size: int) -> str:
+        """The report; ValueError naming `path` when the file cannot be explained."""

@@ -28,9 +28,6 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator, Optional, Tuple, Union
 
 from pykexec.errors import PykexecError
-from pykexec.abi.bootparams import (
-    E820_ACPI, E820_NVS, E820_PMEM, E820_PRAM, E820_RAM, E820_RESERVED,
-)
 
 PAGE_SIZE = 4096
 ADDR_LIMIT = 1 << 64  # one past the highest 64-bit physical address
@@ -303,7 +300,10 @@ def free_pieces(ram: Iterable[Range], used: Iterable[Range]) -> Tuple[Range, ...
 
 
 class MemType(str, enum.Enum):
-    """Memory-map entry types, named as the kernel spells them in memmap and iomem."""
+    """Memory-map entry types, named as the kernel spells them in memmap and iomem.
+
+    These names are every architecture's (/proc/iomem, /sys/firmware/memmap); the numbers
+    a boot protocol gives them are the architecture's to declare."""
 
     RAM = "System RAM"
     RESERVED = "reserved"
@@ -313,19 +313,8 @@ class MemType(str, enum.Enum):
     PMEM = "Persistent Memory"
     PRAM = "Persistent Memory (legacy)"
 
-    @property
-    def e820(self) -> int:
-        """The boot protocol's e820 type number (everything unknown is reserved, 2)."""
-        return _E820_OF.get(self, E820_RESERVED)
-
     def __str__(self) -> str:
         return self.value
-
-
-_E820_OF = {
-    MemType.RAM: E820_RAM, MemType.ACPI: E820_ACPI, MemType.NVS: E820_NVS,
-    MemType.PMEM: E820_PMEM, MemType.PRAM: E820_PRAM,
-}
 
 
 @dataclass(frozen=True)

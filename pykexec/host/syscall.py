@@ -21,21 +21,11 @@ import os
 
 from pykexec.errors import PykexecError
 
-KEXEC_ARCH_DEFAULT = 0
-KEXEC_ARCH_386 = 3 << 16
-KEXEC_ARCH_X86_64 = 62 << 16
-KEXEC_ARCH_MASK = 0xFFFF0000
-KEXEC_ON_CRASH = 0x1
-KEXEC_PRESERVE_CONTEXT = 0x2
-
-KEXEC_FILE_UNLOAD = 0x1
-KEXEC_FILE_ON_CRASH = 0x2
-KEXEC_FILE_NO_INITRAMFS = 0x4
-KEXEC_FILE_DEBUG = 0x8
-KEXEC_FILE_NO_CMA = 0x10
-KEXEC_FILE_FORCE_DTB = 0x20
-
-LINUX_REBOOT_CMD_KEXEC = 0x45584543
+# the ABI's values, here too because callers and tests reach them as syscall.KEXEC_*
+from pykexec.abi.kexec import (KEXEC_ARCH_DEFAULT, KEXEC_ARCH_MASK,  # noqa: F401
+                               KEXEC_FILE_DEBUG, KEXEC_FILE_FORCE_DTB, KEXEC_FILE_NO_CMA,
+                               KEXEC_FILE_NO_INITRAMFS, KEXEC_FILE_ON_CRASH, KEXEC_FILE_UNLOAD,
+                               KEXEC_ON_CRASH, KEXEC_PRESERVE_CONTEXT, LINUX_REBOOT_CMD_KEXEC)
 CAP_SYS_BOOT = 22
 
 # errnos after which kexec-tools (2.0.27+) retries a failed kexec_file_load with kexec_load

@@ -21,11 +21,11 @@ import json
 import os
 import re
 import shutil
-import struct
 import tempfile
 from datetime import datetime, timezone
 from typing import Iterable, List, Optional
 
+from pykexec.abi.elf import ELFCLASS32, ELFCLASS64, PT_NOTE, ElfHead, elf_structs
 from pykexec.abi.machines import ELF_MACHINE_NAMES, family_of, uname_by_address_digits
 from pykexec.errors import PykexecError
 from pykexec.machine import read_machine_file
@@ -137,26 +137,22 @@ def kcore_header_length(data: bytes) -> int:
     """
     if data[:4] != b"\x7fELF":
         raise ValueError("not an ELF file")
-    if data[4] == 2:
-        phoff, = struct.unpack_from("<Q", data, 0x20)
-        phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
-        phdr = "<IIQQQQQQ"     # type, flags, offset, vaddr, paddr, filesz, memsz, align
-        fields = (0, 2, 5)
-    elif data[4] == 1:
-        phoff, = struct.unpack_from("<I", data, 0x1C)
-        phentsize, phnum = struct.unpack_from("<HH", data, 0x2A)
-        phdr = "<IIIIIIII"     # type, offset, vaddr, paddr, filesz, memsz, flags, align
-        fields = (0, 1, 4)
-    else:
+    if data[4] not in (ELFCLASS32, ELFCLASS64):
         raise ValueError(f"unknown ELF class {data[4]}")
-    end = max(phoff + phentsize * phnum, 64)
+    elf = elf_structs(data[4])
+    if len(data) < elf.ehdr_size:
+        raise ValueError(f"the ELF header is cut at {len(data):#x} bytes")
+    ehdr = elf.Ehdr.parse(data)
+    end = max(ehdr.e_phoff + ehdr.e_phentsize * ehdr.e_phnum, 64)
     if end > len(data):
         raise ValueError(f"program headers end at {end:#x}, past the {len(data):#x} bytes read")
-    for i in range(phnum):
-        values = struct.unpack_from(phdr, data, phoff + i * phentsize)
-        ptype, offset, filesz = (values[k] for k in fields)
-        if ptype == 4:         # PT_NOTE
-            end = max(end, offset + filesz)
+    for i in range(ehdr.e_phnum):
+        start = ehdr.e_phoff + i * ehdr.e_phentsize
+        if start + elf.phdr_size > len(data):
+            raise ValueError(f"program header {i} is cut at {len(data):#x} bytes")
+        phdr = elf.Phdr.parse(data[start:start + elf.phdr_size])
+        if phdr.p_type == PT_NOTE:
+            end = max(end, phdr.p_offset + phdr.p_filesz)
     return (end + PAGE - 1) // PAGE * PAGE
 
 
@@ -166,7 +162,7 @@ def _kcore(root: str, dest: str) -> bool:
         return False
     try:
         n = kcore_header_length(data)
-    except (ValueError, struct.error) as e:
+    except ValueError as e:
         raise SnapshotError(f"cannot use /proc/kcore: {e} (under root {root})") from None
     if n > len(data):
         raise SnapshotError(f"cannot use /proc/kcore: headers and notes end at {n:#x}, "
@@ -222,7 +218,7 @@ def source_machine(root: str) -> str:
         found.append(("proc/sys/kernel/arch", arch.decode("ascii", "replace").strip()))
     kcore = _read(root, "proc/kcore", limit=20)
     if kcore is not None and len(kcore) >= 20 and kcore[:4] == b"\x7fELF":
-        e_machine, = struct.unpack_from("<H", kcore, 18)
+        e_machine = ElfHead.parse(kcore).e_machine
         if e_machine in ELF_MACHINE_NAMES:
             found.append(("proc/kcore's ELF header", ELF_MACHINE_NAMES[e_machine].uname))
     meta = _read(root, "snapshot.json")

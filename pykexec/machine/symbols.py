@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import re
-import struct
 from functools import cached_property
 from typing import NamedTuple, Optional, Tuple
 
-from pykexec.abi.elf import ELF_MAGIC, ET_CORE, PT_LOAD, elf_structs
+from pykexec.abi.elf import ELF_MAGIC, ET_CORE, PT_LOAD, ElfHead, elf_structs
 from pykexec.machine.reader import EXIT_LOAD_FAILED, MachineError, _Missing
 
 KCORE_HEADERS_SIZE = 64 * 1024  # kexec-tools parses only this much of /proc/kcore
@@ -86,4 +85,4 @@ class SymbolFacts:
             return None
         if not head or len(head) < 20 or head[:4] != ELF_MAGIC:
             return None
-        return struct.unpack_from("<H", head, 18)[0]
+        return ElfHead.parse(head).e_machine

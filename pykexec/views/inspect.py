@@ -3,7 +3,8 @@
 The kind is found from the content, never from the name:
 
 - a plan folder (plan.json): the dry-run report (`pykexec.views.show`);
-- a bzImage (boot sector + "HdrS"): the setup header, field by field, with what each means;
+- a kernel image in an architecture's own format (a bzImage: the setup header, field by
+  field, with what each means), explained by that architecture (`image_explainer()`);
 - an ELF executable (vmlinux): machine, entry, PT_LOADs;
 - an ELF relocatable object (purgatory): sections, relocations by type, the symbols a loader
   sets;
@@ -13,6 +14,8 @@ The kind is found from the content, never from the name:
 
 `inspect_path(path) -> str` is pure apart from reading the file; bad input raises
 `InspectError` with one line naming the file and the problem.
+
+(Longer than 400 lines because it is one short explainer per file kind, read together.)
 """
 
 from __future__ import annotations
@@ -24,24 +27,18 @@ import struct
 from collections import Counter
 from typing import Dict, List, Optional, Tuple
 
-from pykexec.errors import PykexecError
-from pykexec.core.files import NotRegularFile, ReadPolicy, read_regular
-from pykexec.views.show import hex_range, human_size
-from pykexec.abi import bootparams as bp
 from pykexec.abi.elf import (ELF_MAGIC, ET_CORE, ET_DYN, ET_EXEC, ET_REL, NT_PRSTATUS,
-                                 PT_LOAD, PT_NOTE, iter_notes, parse_core_header)
+                             NOTE_TYPE_NAMES, PT_LOAD, PT_NOTE, ElfHead, iter_notes,
+                             parse_core_header)
+from pykexec.abi.machines import EM_DESCRIPTIONS, EM_NAMES
+from pykexec.arch import by_elf_machine, image_explainers, optional_hook, registered
+from pykexec.core.files import NotRegularFile, ReadPolicy, read_regular
+from pykexec.errors import PykexecError
+from pykexec.views.show import hex_range, human_size
 
 READ_LIMIT = 64 << 20          # whole files up to this size; vmcores are read by pieces
 VMLINUX_NOTES_LIMIT = 1 << 20  # a vmlinux's notes (build id, Xen) are a few hundred bytes
 CORE_NOTES_LIMIT = 64 << 20    # per-CPU NT_PRSTATUS + VMCOREINFO: ~32 MiB at 8192 CPUs
-NT_PRPSINFO = 3
-NT_TASKSTRUCT = 4
-NT_AUXV = 6
-NOTE_TYPES = {1: "NT_PRSTATUS", 2: "NT_PRFPREG", 3: "NT_PRPSINFO", 4: "NT_TASKSTRUCT",
-              6: "NT_AUXV", 0x202: "NT_X86_XSTATE"}
-MACHINES = {3: "i386 (EM_386)", 62: "x86_64 (EM_X86_64)", 183: "aarch64 (EM_AARCH64)",
-            40: "arm (EM_ARM)", 21: "ppc64 (EM_PPC64)", 22: "s390 (EM_S390)"}
-KERNEL_MAP_START = 0xFFFFFFFF80000000
 
 # Global symbols of a purgatory that a loader writes, and why.
 PURGATORY_SYMBOLS = {
@@ -67,58 +64,8 @@ PURGATORY_SYMBOLS = {
     "entry64": "64-bit trampoline into the kernel",
 }
 
-# Setup header fields (offset, name, meaning).
-SETUP_FIELDS = (
-    (0x1F1, "setup_sects", "512-byte sectors of real-mode setup code after the boot sector "
-     "(0 means 4)"),
-    (0x1F2, "root_flags", "mount root read-only if non-zero (obsolete)"),
-    (0x1F4, "syssize", "size of the protected-mode code in 16-byte paragraphs"),
-    (0x1FA, "vid_mode", "video mode (0xffff: normal)"),
-    (0x1FC, "root_dev", "default root device (obsolete)"),
-    (0x1FE, "boot_flag", "0xaa55: boot sector signature"),
-    (0x202, "header", "'HdrS': the boot protocol header is present"),
-    (0x206, "version", "boot protocol version"),
-    (0x20E, "kernel_version", "offset - 0x200 of the kernel version string"),
-    (0x210, "type_of_loader", "boot loader id (a loader writes it; kexec: 0xd0)"),
-    (0x211, "loadflags", "LOADED_HIGH (protected-mode code at 1 MiB), CAN_USE_HEAP, ..."),
-    (0x214, "code32_start", "32-bit entry for the boot loader (protected-mode code address)"),
-    (0x218, "ramdisk_image", "physical address of the initrd (a loader writes it)"),
-    (0x21C, "ramdisk_size", "initrd size (a loader writes it)"),
-    (0x224, "heap_end_ptr", "end of the setup heap (a loader writes it)"),
-    (0x228, "cmd_line_ptr", "physical address of the command line (a loader writes it)"),
-    (0x22C, "initrd_addr_max", "highest address the initrd may end at"),
-    (0x230, "kernel_alignment", "physical alignment the kernel needs when relocated"),
-    (0x234, "relocatable_kernel", "the kernel can run at any aligned address"),
-    (0x235, "min_alignment", "smallest alignment the kernel accepts, as a power of two"),
-    (0x236, "xloadflags", "64-bit entry, loadable above 4 GiB, EFI handover, kexec EFI..."),
-    (0x238, "cmdline_size", "longest command line without its NUL"),
-    (0x23C, "hardware_subarch", "0: PC"),
-    (0x248, "payload_offset", "offset of the compressed kernel in the protected-mode code"),
-    (0x24C, "payload_length", "length of the compressed kernel"),
-    (0x250, "setup_data", "physical address of the first setup_data item (a loader writes it)"),
-    (0x258, "pref_address", "preferred load address of the kernel"),
-    (0x260, "init_size", "memory the kernel needs from its load address while it "
-     "decompresses and starts"),
-    (0x264, "handover_offset", "EFI handover entry, from the protected-mode code"),
-    (0x268, "kernel_info_offset", "offset of the kernel_info structure"),
-)
-LOADFLAGS = {0x01: "LOADED_HIGH", 0x20: "QUIET_FLAG", 0x40: "KEEP_SEGMENTS",
-             0x80: "CAN_USE_HEAP"}
-XLOADFLAGS = {0x01: "XLF_KERNEL_64", 0x02: "XLF_CAN_BE_LOADED_ABOVE_4G",
-              0x04: "XLF_EFI_HANDOVER_32", 0x08: "XLF_EFI_HANDOVER_64",
-              0x10: "XLF_EFI_KEXEC", 0x20: "XLF_5LEVEL", 0x40: "XLF_5LEVEL_ENABLED"}
-
-
 class InspectError(PykexecError):
     """The file cannot be explained: one line naming it and the problem."""
-
-
-def _bits(value: int, names: Dict[int, str]) -> str:
-    parts = [name for bit, name in names.items() if value & bit]
-    rest = value & ~sum(names)
-    if rest:
-        parts.append(f"{rest:#x}")
-    return " | ".join(parts) or "none"
 
 
 # ------------------------------------------------------------------------------------------
@@ -130,14 +77,15 @@ def detect(path: str, head: bytes) -> str:
         if os.path.exists(os.path.join(path, "plan.json")):
             return "plan"
         raise InspectError(f"{path}: a folder without plan.json (not a plan folder)")
-    if len(head) >= 0x206 and head[0x202:0x206] == b"HdrS" and head[0x1FE:0x200] == b"\x55\xaa":
-        return "bzimage"
+    explainer = _image_explainer(head)
+    if explainer is not None:
+        return explainer.KIND
     if head[:4] == ELF_MAGIC:
         if len(head) < 20 or head[4] not in (1, 2):
             raise InspectError(f"{path}: truncated or unknown ELF header")
         if head[5] != 1:
             raise InspectError(f"{path}: big-endian ELF files are not supported")
-        e_type = struct.unpack_from("<H", head, 16)[0]
+        e_type = ElfHead.parse(head).e_type
         if e_type in (ET_EXEC, ET_DYN):
             return "vmlinux"
         if e_type == ET_REL:
@@ -194,9 +142,9 @@ def inspect_path(path: str) -> str:
             except InspectError as e:
                 raise InspectError(f"{path}: {e}") from None
         data = _read(path)
-        if kind == "bzimage":
-            return explain_bzimage(data, path, os.path.getsize(path))
-        return explain_object(data, path)
+        if kind == "object":
+            return explain_object(data, path)
+        return explain_image(data, path, os.path.getsize(path))
     except InspectError:
         raise
     except (ValueError, struct.error, IndexError, KeyError, OverflowError) as e:
@@ -213,52 +161,20 @@ def inspect_path(path: str) -> str:
 # ------------------------------------------------------------------------------------------
 # bzImage
 
-def explain_bzimage(data: bytes, path: str = "bzImage", file_size: Optional[int] = None) -> str:
-    if len(data) < 0x1F1 + bp.SETUP_HEADER_SIZE:
-        raise InspectError(f"{path}: too short for a setup header")
-    hdr = bp.SetupHeader.parse(data[0x1F1:0x1F1 + bp.SETUP_HEADER_SIZE])
-    setup_sects = hdr.setup_sects or 4
-    pm_offset = (setup_sects + 1) * 512
-    if pm_offset > len(data):
-        raise InspectError(f"{path}: setup_sects {hdr.setup_sects} puts the kernel past the "
-                           f"end of the file")
-    version = f"{hdr.version >> 8}.{hdr.version & 0xFF:02d}"
-    kver = ""
-    if hdr.kernel_version and 0x200 + hdr.kernel_version < len(data):
-        raw = data[0x200 + hdr.kernel_version:0x200 + hdr.kernel_version + 256]
-        kver = raw.split(b"\0", 1)[0].decode("latin-1", "replace")
-    file_size = len(data) if file_size is None else file_size
-    out = [f"{path}: bzImage (x86 boot protocol {version}), {file_size} bytes"]
-    if kver:
-        out.append(f"  kernel version: {kver}")
-    out.append(f"  real-mode setup: {pm_offset:#x} bytes (boot sector + {setup_sects} sectors); "
-               f"protected-mode code: {file_size - pm_offset:#x} bytes at file offset {pm_offset:#x}")
-    if hdr.version >= 0x20C and hdr.xloadflags & bp.XLF_KERNEL_64:
-        out.append("  64-bit entry (startup_64): protected-mode code + 0x200")
-    out.append("")
-    out.append("  setup header (offset, field, value, meaning)")
-    for offset, name, meaning in SETUP_FIELDS:
-        if name == "header":
-            value = "HdrS"
-        else:
-            value_int = hdr[name]
-            if name == "loadflags":
-                value = f"{value_int:#x} ({_bits(value_int, LOADFLAGS)})"
-            elif name == "xloadflags":
-                value = f"{value_int:#x} ({_bits(value_int, XLOADFLAGS)})"
-            elif name == "version":
-                value = f"{value_int:#06x} ({version})"
-            elif name in ("init_size", "kernel_alignment", "syssize") and value_int:
-                shown = value_int * 16 if name == "syssize" else value_int
-                value = f"{value_int:#x} ({human_size(shown)})"
-            elif name == "min_alignment":
-                value = f"{value_int} ({human_size(1 << value_int) if value_int < 64 else '?'})"
-            elif name == "cmdline_size":
-                value = f"{value_int:#x} ({value_int} bytes)"
-            else:
-                value = f"{value_int:#x}"
-        out.append(f"  {offset:#05x}  {name:<19} {value:<34} {meaning}")
-    return "\n".join(out) + "\n"
+def _image_explainer(head: bytes):
+    """The explainer of the architecture whose kernel image format `head` starts, or None."""
+    return next((e for e in image_explainers() if e.probe(head)), None)
+
+
+def explain_image(data: bytes, path: str, file_size: Optional[int] = None) -> str:
+    """A kernel image file in an architecture's own format, explained by that architecture."""
+    explainer = _image_explainer(data)
+    if explainer is None:
+        raise InspectError(f"{path}: not a kernel image format pykexec knows")
+    try:
+        return explainer.explain(data, path, len(data) if file_size is None else file_size)
+    except ValueError as e:
+        raise InspectError(str(e)) from None
 
 
 # ------------------------------------------------------------------------------------------
@@ -286,6 +202,9 @@ def explain_vmlinux(data, path: str = "vmlinux") -> str:
         raise InspectError(f"program headers end at {end:#x}, past the end of the file "
                            f"({size:#x} bytes): truncated or corrupt")
     machine = elf["e_machine"]
+    stream.seek(0)
+    e_machine = ElfHead.parse(stream.read(ElfHead.sizeof())).e_machine
+    is_text = _kernel_text_rule(e_machine)
     out = [f"{path}: ELF{elf.elfclass} {elf['e_type']} for {machine}, entry {elf['e_entry']:#x}"]
     loads = [s for s in elf.iter_segments() if s["p_type"] == "PT_LOAD"]
     out.append(f"  {len(loads)} PT_LOADs (what a loader copies: file bytes at p_paddr, "
@@ -293,7 +212,7 @@ def explain_vmlinux(data, path: str = "vmlinux") -> str:
     out.append(f"  {'vaddr':>18} {'paddr':>18} {'filesz':>10} {'memsz':>10} flags  "
                f"{'file offset':>11}  what")
     for s in loads:
-        what = ("kernel image" if s["p_vaddr"] >= KERNEL_MAP_START
+        what = ("kernel image" if is_text(s["p_vaddr"])
                 else "per-CPU data template" if s["p_vaddr"] == 0 else "")
         out.append(f"  {s['p_vaddr']:>#18x} {s['p_paddr']:>#18x} {s['p_filesz']:>#10x} "
                    f"{s['p_memsz']:>#10x} {_flags(s['p_flags']):<5}  {s['p_offset']:>#11x}  {what}")
@@ -304,8 +223,9 @@ def explain_vmlinux(data, path: str = "vmlinux") -> str:
             out.append(f"  entry {entry:#x} is virtual: physical {phys:#x}")
             break
         if s["p_paddr"] <= entry < s["p_paddr"] + s["p_memsz"]:
+            note = getattr(by_elf_machine(e_machine), "vmlinux_entry_note", None)
             out.append(f"  entry {entry:#x} is physical: {entry - s['p_paddr']:#x} into the "
-                       f"PT_LOAD at {s['p_paddr']:#x} (startup_64 for an x86_64 vmlinux)")
+                       f"PT_LOAD at {s['p_paddr']:#x}" + (f" ({note})" if note else ""))
             break
     xen = 0
     for s in elf.iter_segments():
@@ -335,9 +255,9 @@ def explain_vmlinux(data, path: str = "vmlinux") -> str:
 
 
 def _relocation_sets():
-    # TODO(seam): every registered architecture's relocation sets, through the registry
-    from pykexec.arch.x86.relocations import I386_RELOCATIONS, X86_64_RELOCATIONS
-    return (X86_64_RELOCATIONS, I386_RELOCATIONS)
+    """Every architecture's purgatory relocation types (pykexec.purgatory.elfrel sets)."""
+    found = (optional_hook(a, "relocations") for a in registered())
+    return tuple(r for r in found if r is not None)
 
 
 def explain_object(data: bytes, path: str = "purgatory.o") -> str:
@@ -345,7 +265,8 @@ def explain_object(data: bytes, path: str = "purgatory.o") -> str:
     elf = _elffile(data)
     out = [f"{path}: ELF{elf.elfclass} relocatable object for {elf['e_machine']}"]
     try:
-        obj = RelocatableObject.from_bytes(data, relocations=_relocation_sets())
+        sets = _relocation_sets()
+        obj = RelocatableObject.from_bytes(data, relocations=sets)
     except ElfRelError as e:
         raise InspectError(f"{path}: cannot be loaded as a purgatory: {e}") from None
     out.append(f"  loaded size {obj.size:#x} ({human_size(obj.size)}), base alignment "
@@ -358,9 +279,7 @@ def explain_object(data: bytes, path: str = "purgatory.o") -> str:
         out.append(f"    {p.offset:>#8x} {p.size:>#8x} align {p.align:<4} {kind:<8} {flags:<3} {p.name}")
     counts: Counter = Counter()
     from elftools.elf.relocation import RelocationSection
-    from elftools.elf.enums import ENUM_RELOC_TYPE_i386, ENUM_RELOC_TYPE_x64
-    names = {v: k for k, v in (ENUM_RELOC_TYPE_x64 if elf.elfclass == 64
-                               else ENUM_RELOC_TYPE_i386).items()}
+    names = next((dict(s.type_names) for s in sets if elf["e_machine"] in s.machines), {})
     for section in elf.iter_sections():
         if isinstance(section, RelocationSection):
             target = elf.get_section(section["sh_info"]).name
@@ -440,7 +359,7 @@ def _notes_parse(note_data) -> bool:
 def _core_head(path: str, ehdr, phdrs) -> List[str]:
     cls = 64 if ehdr.e_ident.elfclass == 2 else 32
     loads = [p for p in phdrs if p.p_type == PT_LOAD]
-    return [f"{path}: ELF{cls} core for {MACHINES.get(ehdr.e_machine, ehdr.e_machine)}, "
+    return [f"{path}: ELF{cls} core for {EM_DESCRIPTIONS.get(ehdr.e_machine, ehdr.e_machine)}, "
             f"{len(phdrs)} program headers ({sum(1 for p in phdrs if p.p_type == PT_NOTE)} "
             f"PT_NOTE, {len(loads)} PT_LOAD)"]
 
@@ -451,7 +370,7 @@ def explain_elfcorehdr(data: bytes, path: str = "elfcorehdr") -> str:
     from pykexec.views.show import _describe_phdrs
     from pykexec.views.planfacts import decode_plan
     ehdr, raw = parse_core_header(data)
-    plan = Plan("x86_64", "kexec_load", 0, None, None,
+    plan = Plan(_arch_name(ehdr.e_machine), "kexec_load", 0, None, None,
                 (Segment(0, max(len(data), 1), data, "elfcorehdr", path),))
     facts = decode_plan(plan)
     described = _describe_phdrs(plan, facts.program_headers, None)
@@ -466,11 +385,27 @@ def explain_elfcorehdr(data: bytes, path: str = "elfcorehdr") -> str:
     return "\n".join(out) + "\n"
 
 
-def decode_prstatus(desc: bytes, elfclass: int) -> Tuple[int, Dict[str, int]]:
-    """(pr_pid, registers) of an x86 NT_PRSTATUS descriptor (layout: pykexec.vmcore.x86)."""
-    from pykexec.vmcore.x86 import decode_prstatus as decode
-    cpu = decode(desc, elfclass)
-    return cpu.pid, cpu.regs
+def _arch_name(e_machine: int) -> str:
+    """The name pykexec's architecture for `e_machine` goes by (else the ELF name, which
+    no architecture module answers to: only generic facts are decoded)."""
+    arch = by_elf_machine(e_machine)
+    return arch.name if arch is not None else EM_NAMES.get(e_machine, str(e_machine))
+
+
+def _kernel_text_rule(e_machine: int):
+    """vaddr -> whether a PT_LOAD there maps kernel text, by the machine's architecture."""
+    arch = by_elf_machine(e_machine)
+    decoder = optional_hook(arch, "plan_decoder")
+    return decoder.is_kernel_text if decoder is not None else (lambda _vaddr: False)
+
+
+def decode_prstatus(desc: bytes, e_machine: int) -> Optional[Tuple[int, Dict[str, int]]]:
+    """(pr_pid, registers) of an NT_PRSTATUS descriptor, in the layout of the machine's
+    architecture; None for a machine pykexec has no reader for."""
+    arch = by_elf_machine(e_machine)
+    reader = optional_hook(arch, "dump_reader")
+    cpu = reader.prstatus(desc) if reader is not None else None
+    return (cpu.pid, cpu.regs) if cpu is not None else None
 
 
 def explain_vmcore(path, head, ehdr, phdrs, note_data, size) -> str:
@@ -478,24 +413,28 @@ def explain_vmcore(path, head, ehdr, phdrs, note_data, size) -> str:
     out = _core_head(path, ehdr, phdrs)
     out[0] += f"; a vmcore ({human_size(size)})"
     loads = [p for p in phdrs if p.p_type == PT_LOAD]
-    ram = sum(p.p_memsz for p in loads if p.p_vaddr < KERNEL_MAP_START)
+    is_text = _kernel_text_rule(ehdr.e_machine)
+    ram = sum(p.p_memsz for p in loads if not is_text(p.p_vaddr))
     out.append(f"  memory: {human_size(ram)} of RAM in {len(loads)} PT_LOADs")
     for p in loads:
-        what = "kernel text" if p.p_vaddr >= KERNEL_MAP_START else "RAM"
+        what = "kernel text" if is_text(p.p_vaddr) else "RAM"
         out.append(f"    {what:<11} {hex_range(p.p_paddr, p.p_paddr + p.p_memsz):<33} "
                    f"{human_size(p.p_memsz):>9}  vaddr {p.p_vaddr:#x}, file offset {p.p_offset:#x}")
     cpu = 0
     for p, data in note_data:
         out.append(f"  PT_NOTE at file offset {p.p_offset:#x}, {p.p_filesz} bytes:")
         for name, ntype, desc in iter_notes(data):
-            tname = NOTE_TYPES.get(ntype, f"type {ntype}") if name != "VMCOREINFO" else "VMCOREINFO"
-            if name == "CORE" and ntype == NT_PRSTATUS and ehdr.e_machine in (3, 62):
+            tname = NOTE_TYPE_NAMES.get(ntype, f"type {ntype}") if name != "VMCOREINFO" else "VMCOREINFO"
+            decoded = None
+            if name == "CORE" and ntype == NT_PRSTATUS:
                 try:
-                    pid, regs = decode_prstatus(desc, elfclass)
+                    decoded = decode_prstatus(desc, ehdr.e_machine)
                 except ValueError as e:
                     out.append(f"    CPU {cpu}: {e}")
                     cpu += 1
                     continue
+            if decoded is not None:
+                pid, regs = decoded
                 out.append(f"    CPU {cpu} (note {cpu}): NT_PRSTATUS, pid {pid}, registers at the panic:")
                 items = list(regs.items())
                 for i in range(0, len(items), 4):

@@ -1,8 +1,9 @@
 """Decode a plan into comparable facts, and compare two plans.
 
 A plan is bytes at addresses; what a reader wants to know is what those bytes say: the ELF
-core header's program headers, the capture kernel's e820 map, the command line it will see,
-the registers purgatory will load. `decode_plan` reads them back out of the segments, the
+core header's program headers, the capture kernel's memory map, the command line it will
+see, the registers purgatory will load. What an architecture's boot structures say is read
+by that architecture's decoder (`plan_decoder(plan)`, found by `plan.arch`). `decode_plan` reads them back out of the segments, the
 way the capture kernel and purgatory will, so it works the same on a plan recorded from
 Debian's kexec (the oracle) and on one built by pykexec.
 
@@ -12,44 +13,32 @@ region, and every pointer derived from them) from what two correct loaders must 
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import struct
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from pykexec.abi.elf import (ELF_MAGIC, ET_CORE, PT_LOAD, PT_NOTE, ElfHead, elf_class_of,
+                             parse_core_header)
+from pykexec.arch import by_name, optional_hook
 from pykexec.core.plan import Plan, Segment
-from pykexec.abi import bootparams as bp
-from pykexec.abi.elf import (ELF_MAGIC, ET_CORE, PT_LOAD, PT_NOTE, elf_class_of,
-                                 parse_core_header)
-
-ENTRY64_REGS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp",
-                "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rip")
-ENTRY32_REGS = ("eax", "ebx", "ecx", "edx", "esi", "edi", "esp", "ebp", "eip")
-E820_TYPE_NAMES = {bp.E820_RAM: "RAM", bp.E820_RESERVED: "reserved", bp.E820_ACPI: "ACPI",
-                   bp.E820_NVS: "NVS", bp.E820_UNUSABLE: "unusable", bp.E820_PMEM: "PMEM",
-                   bp.E820_PRAM: "PRAM"}
 
 
-# ----------------------------------------------------------------------------------------
-# Reading structures out of a plan
-
-def _is_boot_params(seg: Segment) -> bool:
-    return (seg.mem is not None and seg.bufsz >= 0x290
-            and struct.unpack_from("<I", seg.data, 0x202)[0] == bp.HDRS_MAGIC)
+def plan_decoder(plan: Plan):
+    """The plan's architecture's decoder of its boot structures (None: only generic facts)."""
+    arch = by_name(plan.arch)
+    return optional_hook(arch, "plan_decoder")
 
 
 def _is_core_header(seg: Segment) -> bool:
-    return (seg.bufsz >= 20 and seg.data[:4] == ELF_MAGIC
-            and struct.unpack_from("<H", seg.data, 16)[0] == ET_CORE)
+    return (seg.bufsz >= ElfHead.sizeof() and seg.data[:4] == ELF_MAGIC
+            and ElfHead.parse(seg.data).e_type == ET_CORE)
 
 
 def boot_params_segment(plan: Plan) -> Optional[Segment]:
-    """The segment holding boot_params (bzImage) or the ELF `--args-linux` parameter block."""
-    for seg in plan.segments:
-        if seg.kind in ("boot_params", "param_block"):
-            return seg
-    return next((s for s in plan.segments if _is_boot_params(s)), None)
+    """The segment holding the new kernel's boot parameters, as the plan's architecture
+    finds it."""
+    decoder = plan_decoder(plan)
+    return decoder.boot_params_segment(plan) if decoder is not None else None
 
 
 def core_header_segment(plan: Plan) -> Optional[Segment]:
@@ -68,106 +57,27 @@ def _read_cstring(plan: Plan, addr: int, limit: int = 4096) -> Optional[str]:
     return from_bytes(raw.split(b"\0", 1)[0])
 
 
-@functools.lru_cache(maxsize=4)
-def _parse_boot_params(page: bytes):
-    return bp.BootParams.parse(page)
-
-
-def _boot_params(seg: Segment):
-    """boot_params parsed from `seg` (read only by callers): one parse per plan, not one per
-    fact (the 4 KiB parse is the slowest step of a listing)."""
-    return _parse_boot_params(seg.read(seg.mem, bp.BOOT_PARAMS_SIZE))
-
-
 def read_cmdline(plan: Plan) -> Optional[str]:
-    """The command line the new kernel will see, read back through boot_params."""
+    """The command line the new kernel will see, read back through its boot parameters."""
     if plan.syscall == "kexec_file_load":
         return plan.cmdline
-    seg = boot_params_segment(plan)
-    if seg is None:
+    decoder = plan_decoder(plan)
+    ptr = decoder.cmdline_address(plan) if decoder is not None else None
+    if ptr is None:
         return plan.cmdline
-    params = _boot_params(seg)
-    ptr = params.hdr.cmd_line_ptr | (params.ext_cmd_line_ptr << 32)
     if ptr == 0:
         return None
     return _read_cstring(plan, ptr)
 
 
 def setup_data_chain(plan: Plan) -> List[Tuple[int, int, int, bytes]]:
-    """(address, type, len, data) for each setup_data item linked from boot_params."""
-    seg = boot_params_segment(plan)
-    if seg is None:
-        return []
-    addr = _boot_params(seg).hdr.setup_data
-    chain, seen = [], set()
-    while addr and addr not in seen:
-        seen.add(addr)
-        holder = plan.segment_at(addr)
-        if holder is None:
-            break
-        hdr = bp.SetupDataHeader.parse(holder.read(addr, 16))
-        chain.append((addr, hdr.type, hdr.len, holder.read(addr + 16, hdr.len)))
-        addr = hdr.next
-    return chain
-
-
-def read_e820(plan: Plan) -> List[Tuple[int, int, int]]:
-    """The capture kernel's e820 table: boot_params entries, then SETUP_E820_EXT ones."""
-    seg = boot_params_segment(plan)
-    if seg is None:
-        return []
-    params = _boot_params(seg)
-    entries = [(e.addr, e.size, e.type) for e in params.e820_table[:params.e820_entries]]
-    for _addr, typ, length, data in setup_data_chain(plan):
-        if typ == bp.SETUP_E820_EXT:
-            for off in range(0, length - length % 20, 20):
-                e = bp.E820Entry.parse(data[off:off + 20])
-                entries.append((e.addr, e.size, e.type))
-    return entries
-
-
-def find_entry_registers(plan: Plan) -> Optional[Dict[str, int]]:
-    """Locate purgatory's register block by what it must hold, not by symbol tables.
-
-    A plan recorded from another loader has no symbols, so search the purgatory segment for
-    a 64-bit block whose rsi is the boot_params address and whose rip lands in a segment
-    (or a 32-bit block with esi/eip likewise).
-    """
-    params = boot_params_segment(plan)
-    purg = next((s for s in plan.segments if s.kind == "purgatory"), None)
-    if purg is None and plan.entry is not None:
-        purg = plan.segment_at(plan.entry)
-    if params is None or purg is None:
-        return None
-    data = purg.data
-    for off in range(0, len(data) - 17 * 8 + 1, 8):
-        if struct.unpack_from("<Q", data, off + 4 * 8)[0] != params.mem:
-            continue
-        regs = dict(zip(ENTRY64_REGS, struct.unpack_from("<17Q", data, off)))
-        if plan.segment_at(regs["rip"]) is not None:
-            regs["_block_offset"] = off
-            regs["_width"] = 64
-            return regs
-    for off in range(0, len(data) - 9 * 4 + 1, 4):
-        if struct.unpack_from("<I", data, off + 4 * 4)[0] != params.mem:
-            continue
-        regs = dict(zip(ENTRY32_REGS, struct.unpack_from("<9I", data, off)))
-        if plan.segment_at(regs["eip"]) is not None:
-            regs["_block_offset"] = off
-            regs["_width"] = 32
-            return regs
-    return None
+    """(address, type, len, data) of each item the boot parameters link."""
+    decoder = plan_decoder(plan)
+    return decoder.setup_data_chain(plan) if decoder is not None else []
 
 
 # ----------------------------------------------------------------------------------------
 # Classifying an unlabelled plan (the oracle records bytes, not purposes)
-
-def _bzimage_payload(kernel: bytes) -> Optional[bytes]:
-    if len(kernel) < 0x290 or kernel[0x202:0x206] != b"HdrS":
-        return None
-    setup_sects = kernel[0x1F1] or 4
-    return kernel[(setup_sects + 1) * 512:]
-
 
 def _elf_load_chunks(kernel: bytes) -> List[bytes]:
     if kernel[:4] != ELF_MAGIC:
@@ -197,7 +107,8 @@ def annotate(plan: Plan, kernel_path: Optional[str] = None,
                 for i, s in enumerate(plan.segments)]
         return Plan(plan.arch, plan.syscall, plan.flags, plan.entry, plan.cmdline, segs, plan.notes)
 
-    payload = _bzimage_payload(kernel) if kernel else None
+    decoder = plan_decoder(plan)
+    payload = decoder.bzimage_payload(kernel) if kernel and decoder is not None else None
     elf_chunks = {hashlib.sha256(c).digest() for c in _elf_load_chunks(kernel)} if kernel else set()
     initrd_digest = hashlib.sha256(initrd).digest() if initrd is not None else None
     payload_digest = hashlib.sha256(payload).digest() if payload is not None else None
@@ -213,7 +124,7 @@ def annotate(plan: Plan, kernel_path: Optional[str] = None,
             kinds[i] = "initrd"
         elif _is_core_header(seg):
             kinds[i] = "elfcorehdr"
-        elif _is_boot_params(seg):
+        elif decoder is not None and decoder.is_boot_params(seg):
             kinds[i] = "param_block" if elf_chunks else "boot_params"
     provisional = plan.with_segments(
         Segment(s.mem, s.memsz, s.data, kinds.get(i, "unknown"), s.source)
@@ -286,10 +197,6 @@ class PlanFacts:
         return next((s for s in self.segments if s[0] == kind), None)
 
 
-_BOOT_HEADER_FIELDS = ("type_of_loader", "loadflags", "ramdisk_image", "ramdisk_size",
-                       "cmd_line_ptr", "setup_data", "version", "cmdline_size")
-
-
 def decode_plan(plan: Plan) -> PlanFacts:
     segments = tuple((s.kind, s.mem, s.memsz, s.bufsz, s.sha256) for s in plan.segments)
     core_class = core_machine = None
@@ -302,19 +209,15 @@ def decode_plan(plan: Plan) -> PlanFacts:
         phdrs = tuple(ProgramHeader(names.get(p.p_type, str(p.p_type)), p.p_offset, p.p_vaddr,
                                     p.p_paddr, p.p_filesz, p.p_memsz, p.p_flags, p.p_align)
                       for p in raw)
-    boot_header: Dict[str, int] = {}
-    params_seg = boot_params_segment(plan)
-    if params_seg is not None:
-        params = _boot_params(params_seg)
-        boot_header = {name: params.hdr[name] for name in _BOOT_HEADER_FIELDS}
-        boot_header["acpi_rsdp_addr"] = params.acpi_rsdp_addr
-        boot_header["address"] = params_seg.mem
+    decoder = plan_decoder(plan)
     return PlanFacts(
         arch=plan.arch, syscall=plan.syscall, flags=plan.flags, entry=plan.entry,
         segments=segments, cmdline=read_cmdline(plan), core_class=core_class,
-        core_machine=core_machine, program_headers=phdrs, e820=tuple(read_e820(plan)),
+        core_machine=core_machine, program_headers=phdrs,
+        e820=tuple(decoder.read_e820(plan)) if decoder is not None else (),
         setup_data_types=tuple(t for _a, t, _l, _d in setup_data_chain(plan)),
-        registers=find_entry_registers(plan), boot_header=boot_header)
+        registers=decoder.find_entry_registers(plan) if decoder is not None else None,
+        boot_header=decoder.boot_header(plan) if decoder is not None else {})
 
 
 # ----------------------------------------------------------------------------------------

@@ -17,6 +17,9 @@ Optional `plan.notes` keys that add facts when a loader records them:
 
 Without them the crash window is inferred from the gap the ELF core header leaves in the
 dumped RAM, and the CPU of a note from the machine when one is given.
+
+(Longer than 400 lines: the facts and the report that prints them are kept side by side,
+so a fact and its wording change together.)
 """
 
 from __future__ import annotations
@@ -25,31 +28,13 @@ import json
 import re
 from typing import Any, Dict, List, Optional, TextIO, Tuple
 
+from pykexec.abi import kexec as kexec_abi
+from pykexec.abi.machines import EM_NAMES
 from pykexec.core.plan import Plan
+from pykexec.core.units import hex_range, human_size  # noqa: F401 (views import them here)
 from pykexec.views import planfacts
-from pykexec.abi import bootparams as bp
 
-KEXEC_ON_CRASH = 0x1
-KEXEC_PRESERVE_CONTEXT = 0x2
-KEXEC_UPDATE_ELFCOREHDR = 0x4
-KEXEC_ARCH_MASK = 0xFFFF0000
-KEXEC_FILE_FLAGS = {0x1: "KEXEC_FILE_UNLOAD", 0x2: "KEXEC_FILE_ON_CRASH",
-                    0x4: "KEXEC_FILE_NO_INITRAMFS", 0x8: "KEXEC_FILE_DEBUG"}
-KEXEC_ARCHES = {0: "KEXEC_ARCH_DEFAULT", 3: "KEXEC_ARCH_386", 62: "KEXEC_ARCH_X86_64",
-                183: "KEXEC_ARCH_AARCH64", 40: "KEXEC_ARCH_ARM", 21: "KEXEC_ARCH_PPC64",
-                22: "KEXEC_ARCH_S390"}
-KERNEL_MAP_START = 0xFFFFFFFF80000000   # x86_64 __START_KERNEL_map
 VMCOREINFO_MIN_SIZE = 2048              # CPU crash notes are < 1 KiB; vmcoreinfo ~4 KiB
-
-SETUP_DATA_NAMES = {1: "SETUP_E820_EXT", 2: "SETUP_DTB", 3: "SETUP_PCI", 4: "SETUP_EFI",
-                    5: "SETUP_APPLE_PROPERTIES", 6: "SETUP_JAILHOUSE", 7: "SETUP_CC_BLOB",
-                    8: "SETUP_IMA", 9: "SETUP_RNG_SEED"}
-SETUP_DATA_MEANING = {
-    1: "e820 entries that did not fit the 128 slots of boot_params",
-    4: "EFI system table and runtime map addresses for the capture kernel",
-    9: "random seed for the capture kernel's RNG",
-    3: "PCI option ROM images",
-}
 
 SEGMENT_PURPOSE = {
     "kernel": "the capture kernel (bzImage protected-mode code), runs where it is loaded",
@@ -85,25 +70,6 @@ REGISTER_MEANING = {
 # ------------------------------------------------------------------------------------------
 # Small formatting helpers
 
-def human_size(n: int) -> str:
-    """1536 -> '1.5 KiB', 4096 -> '4 KiB', 100 -> '100 B'."""
-    if n < 1024:
-        return f"{n} B"
-    value = float(n)
-    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
-        value /= 1024
-        if value < 1024 or unit == "EiB":
-            if value == int(value):
-                return f"{int(value)} {unit}"
-            return f"{value:.1f} {unit}" if value < 100 else f"{value:.0f} {unit}"
-    raise AssertionError("unreachable")
-
-
-def hex_range(start: int, end: int) -> str:
-    """Half-open [start, end) written the /proc/iomem way: first-last inclusive."""
-    return f"{start:#x}-{max(end - 1, start):#x}"
-
-
 def _ordinal(n: int) -> str:
     suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
     return f"{n}{suffix}"
@@ -114,24 +80,7 @@ def _ordinal(n: int) -> str:
 
 def decode_flags(plan: Plan) -> List[str]:
     """The flag names of `plan.flags` (kexec_load: arch + KEXEC_*; file load: KEXEC_FILE_*)."""
-    names = []
-    if plan.syscall == "kexec_file_load":
-        for bit, name in KEXEC_FILE_FLAGS.items():
-            if plan.flags & bit:
-                names.append(name)
-        rest = plan.flags & ~sum(KEXEC_FILE_FLAGS)
-    else:
-        for bit, name in ((KEXEC_ON_CRASH, "KEXEC_ON_CRASH"),
-                          (KEXEC_PRESERVE_CONTEXT, "KEXEC_PRESERVE_CONTEXT"),
-                          (KEXEC_UPDATE_ELFCOREHDR, "KEXEC_UPDATE_ELFCOREHDR")):
-            if plan.flags & bit:
-                names.append(name)
-        arch = (plan.flags & KEXEC_ARCH_MASK) >> 16
-        names.append(KEXEC_ARCHES.get(arch, f"KEXEC_ARCH({arch})"))
-        rest = plan.flags & ~KEXEC_ARCH_MASK & ~0x7
-    if rest:
-        names.append(f"{rest:#x}")
-    return names
+    return kexec_abi.decode_flags(plan.flags, plan.syscall == "kexec_file_load")
 
 
 def _machine_fact(machine, name):
@@ -146,6 +95,13 @@ def _machine_fact(machine, name):
 
 def _pairs(value) -> List[Tuple[int, int]]:
     return [(int(a), int(b)) for a, b in value]
+
+
+def _kernel_text_rule(plan: Plan):
+    """vaddr -> whether a core PT_LOAD there maps kernel text (the plan's architecture's rule;
+    none for an architecture pykexec does not know)."""
+    decoder = planfacts.plan_decoder(plan)
+    return decoder.is_kernel_text if decoder is not None else (lambda _vaddr: False)
 
 
 def crash_windows(plan: Plan, machine=None, phdrs=None) -> List[Dict[str, Any]]:
@@ -168,8 +124,9 @@ def crash_windows(plan: Plan, machine=None, phdrs=None) -> List[Dict[str, Any]]:
         return [entry(r.start, r.end, "machine's /proc/iomem Crash kernel line") for r in regions]
     if phdrs is None:
         return []
+    is_text = _kernel_text_rule(plan)
     loads = sorted((p.paddr, p.paddr + p.memsz) for p in phdrs
-                   if p.type == "LOAD" and p.vaddr < KERNEL_MAP_START)
+                   if p.type == "LOAD" and not is_text(p.vaddr))
     out = []
     for (_a, prev_end), (next_start, _b) in zip(loads, loads[1:]):
         if next_start <= prev_end:
@@ -234,6 +191,7 @@ def _elfcorehdr_param(cmdline: Optional[str]) -> Optional[int]:
 
 
 def _describe_phdrs(plan: Plan, phdrs, machine) -> List[Dict[str, Any]]:
+    is_text = _kernel_text_rule(plan)
     cpu_by_addr: Dict[int, int] = {}
     for item in plan.notes.get("cpu_notes", ()) or ():
         cpu_by_addr[int(item[1])] = int(item[0])
@@ -282,7 +240,7 @@ def _describe_phdrs(plan: Plan, phdrs, machine) -> List[Dict[str, Any]]:
             if item["stands_for"] == "cpu_notes":
                 cpu_seen += 1
         elif p.type == "LOAD":
-            if p.vaddr >= KERNEL_MAP_START:
+            if is_text(p.vaddr):
                 item["stands_for"] = "kernel_text"
                 item["what"] = (f"kernel text: virtual {p.vaddr:#x} = physical {p.paddr:#x}, "
                                 f"{human_size(p.memsz)}")
@@ -319,6 +277,7 @@ def describe_plan(plan: Plan, machine=None) -> Dict[str, Any]:
     """Every fact the report shows, as plain data (stable keys, integers as numbers)."""
     facts = planfacts.decode_plan(plan)
     core_seg = planfacts.core_header_segment(plan)
+    is_text = _kernel_text_rule(plan)
     phdrs = facts.program_headers
     windows = crash_windows(plan, machine, phdrs)
     segments = []
@@ -337,15 +296,16 @@ def describe_plan(plan: Plan, machine=None) -> Dict[str, Any]:
             "elf_class": facts.core_class, "machine": facts.core_machine,
             "size": len(core_seg.data.rstrip(b"\0")) if core_seg.data else 0,
             "program_headers": _describe_phdrs(plan, phdrs, machine),
-            "dumped_bytes": sum(p.memsz for p in loads if p.vaddr < KERNEL_MAP_START),
+            "dumped_bytes": sum(p.memsz for p in loads if not is_text(p.vaddr)),
         }
+    decoder = planfacts.plan_decoder(plan)   # e820 and setup_data come from it alone
     e820 = [{"addr": a, "size": n, "end": a + n, "type": t,
-             "type_name": planfacts.E820_TYPE_NAMES.get(t, f"type {t}"),
+             "type_name": decoder.E820_TYPE_NAMES.get(t, f"type {t}"),
              "in_crash_window": _in_window(a, a + n, windows),
-             "where": "boot_params" if k < bp.E820_MAX_ENTRIES_ZEROPAGE else "setup_data"}
+             "where": "boot_params" if k < decoder.E820_IN_BOOT_PARAMS else "setup_data"}
             for k, (a, n, t) in enumerate(facts.e820)]
-    setup = [{"address": a, "type": t, "type_name": SETUP_DATA_NAMES.get(t, f"type {t}"),
-              "len": n, "meaning": SETUP_DATA_MEANING.get(t, "")}
+    setup = [{"address": a, "type": t, "type_name": decoder.SETUP_DATA_NAMES.get(t, f"type {t}"),
+              "len": n, "meaning": decoder.SETUP_DATA_MEANING.get(t, "")}
              for a, t, n, _d in planfacts.setup_data_chain(plan)]
     purgatory = None
     purg_seg = next((s for s in plan.segments if s.kind == "purgatory"), None)
@@ -461,7 +421,7 @@ def plan_report(plan: Plan, machine=None, facts: Optional[Dict[str, Any]] = None
     if core is not None:
         add("")
         cls = {1: "ELF32", 2: "ELF64"}.get(core["elf_class"], f"class {core['elf_class']}")
-        mach = {62: "x86_64", 3: "i386"}.get(core["machine"], f"machine {core['machine']}")
+        mach = EM_NAMES.get(core["machine"], f"machine {core['machine']}")
         add(f"ELF core header at {core['address']:#x} (segment #{core['segment']}): {cls} {mach}, "
             f"{len(core['program_headers'])} program headers; the capture kernel's /proc/vmcore "
             f"will hold {human_size(core['dumped_bytes'])} of RAM")
@@ -476,7 +436,7 @@ def plan_report(plan: Plan, machine=None, facts: Optional[Dict[str, Any]] = None
             + (f", {len(f['e820']) - in_bp} in SETUP_E820_EXT" if len(f["e820"]) > in_bp else ""))
         for e in f["e820"]:
             mark = "  <- inside the crash window: memory the capture kernel runs in" \
-                if e["in_crash_window"] and e["type"] == bp.E820_RAM else ""
+                if e["in_crash_window"] and e["type_name"] == "RAM" else ""
             add(f"  {e['addr']:#018x}-{e['end'] - 1:#018x} {e['size']:>#12x} "
                 f"{human_size(e['size']):>9}  {e['type_name']}{mark}")
     if f["cmdline"] is not None:

@@ -143,7 +143,9 @@ def _category(name: str) -> str:
     return "device"
 
 
-_E820_CAT = {1: "ram", 2: "reserved", 3: "acpi", 4: "nvs", 5: "unusable", 7: "pmem", 12: "pmem"}
+# by the names the plan's decoder gives its memory-map types (views.show's "type_name")
+_MEMMAP_CAT = {"RAM": "ram", "reserved": "reserved", "ACPI": "acpi", "NVS": "nvs",
+               "unusable": "unusable", "PMEM": "pmem", "PRAM": "pmem"}
 
 
 def _typed_ranges(facts: Dict[str, Any], machine) -> List[Tuple[int, int, str, str]]:
@@ -161,7 +163,7 @@ def _typed_ranges(facts: Dict[str, Any], machine) -> List[Tuple[int, int, str, s
     for e in facts["e820"]:
         if e["in_crash_window"]:
             continue
-        cat = _E820_CAT.get(e["type"], "reserved")
+        cat = _MEMMAP_CAT.get(e["type_name"], "reserved")
         out.append((e["addr"], e["end"], cat, e["type_name"]))
     core = facts["elf_core_header"]
     if core is not None:

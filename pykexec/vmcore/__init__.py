@@ -5,8 +5,8 @@ One concept a module:
                  virtual memory (its docstring is the API)
   vmcoreinfo.py  VmcoreInfo: the VMCOREINFO note with symbol/offset/size/length/number
   notes.py       strict PT_NOTE iteration
-  arch.py        the Arch interface and registry (register decode, address translation)
-  x86.py         x86_64 and i386
+  arch.py        the dump reader for a machine, from the architecture registry (register
+                 decode, address translation; each architecture's own under pykexec/arch/)
   error.py       VmcoreError: every user-facing problem, one line naming the file
 """
 

@@ -1,106 +1,19 @@
-"""What a vmcore reader needs from an architecture, and the registry that finds it.
+"""The dump reader for a vmcore's e_machine, from the architecture registry.
 
-An `Arch` decodes NT_PRSTATUS registers and turns kernel virtual addresses into physical
-ones. Generic code asks `arch_for(e_machine)` and never names an architecture: a new one
-(arm64) is a module in ARCH_MODULES that calls `register`. A machine without a module
-gets `Arch` itself: addresses are translated through the PT_LOADs' p_vaddr only (what
-kexec-tools' vmcore-dmesg does) and registers are left undecoded.
-
-Page tables are walked by `walk_page_tables` from a level description, so x86_64's 4- and
-5-level tables and i386's 2- and 3-level (PAE) ones share one loop.
+Generic vmcore code never names an architecture: it asks `arch_for(e_machine)`, which
+takes the reader an architecture module offers (`dump_reader()`), or the generic
+`DumpReader` (PT_LOAD p_vaddr mapping only, registers undecoded) when none does.
 """
 
 from __future__ import annotations
 
-import functools
-import struct
-from typing import TYPE_CHECKING, Callable, Dict, List, NamedTuple, Optional, Sequence, Type
+from typing import Type
 
-if TYPE_CHECKING:
-    from pykexec.vmcore.dump import Vmcore
-
-ARCH_MODULES = ("pykexec.vmcore.x86",)
-_REGISTRY: Dict[int, Type["Arch"]] = {}
+from pykexec.arch import by_elf_machine, optional_hook
+from pykexec.arch.dumpreader import CpuRegisters, DumpReader, Level, walk_page_tables  # noqa: F401
 
 
-class CpuRegisters(NamedTuple):
-    pid: int
-    regs: Dict[str, int]          # register name -> value, in pr_reg order
-    pc: Optional[int]             # program counter at the crash (rip / eip / pc)
-    sp: Optional[int]
-
-
-class Level(NamedTuple):
-    shift: int                    # lowest virtual-address bit this level indexes
-    bits: int                     # index width
-    large: bool                   # an entry here may map a large page (PS bit)
-
-
-def walk_page_tables(read_entry: Callable[[int], int], root: int, vaddr: int,
-                     levels: Sequence[Level], entry_size: int, address_mask: int,
-                     present: int = 1, large_bit: int = 1 << 7) -> Optional[int]:
-    """The physical address `vaddr` maps to, or None where an entry is not present.
-
-    `read_entry(paddr)` reads one table entry; `address_mask` keeps an entry's physical
-    address bits (no flags, no NX, no memory-encryption bit)."""
-    table = root
-    for level in levels:
-        index = (vaddr >> level.shift) & ((1 << level.bits) - 1)
-        entry = read_entry(table + index * entry_size)
-        if not entry & present:
-            return None
-        if level.large and entry & large_bit:
-            page_mask = (1 << level.shift) - 1
-            return (entry & address_mask & ~page_mask) | (vaddr & page_mask)
-        table = entry & address_mask
-    return table | (vaddr & 0xFFF)
-
-
-class Arch:
-    """The generic reader: PT_LOAD p_vaddr mapping only, registers not decoded."""
-
-    name = "unknown"
-    machines: Sequence[int] = ()
-    pointer_size = 0              # 0: the ELF class's word size
-
-    def __init__(self, dump: "Vmcore"):
-        self.dump = dump
-        if not self.pointer_size:
-            self.pointer_size = 8 if dump.elfclass == 64 else 4
-
-    def prstatus(self, desc: bytes) -> Optional[CpuRegisters]:
-        return None
-
-    def kvtop(self, vaddr: int) -> Optional[int]:
-        return self.dump.load_vaddr_to_paddr(vaddr)
-
-    def describe_translation(self) -> List[str]:
-        return ["PT_LOAD p_vaddr only"]
-
-    # helpers for subclasses
-    def read_entry_reader(self, entry_size: int) -> Callable[[int], int]:
-        # a dump's page tables never change: one bounded cache per entry size, so walking
-        # many neighbouring addresses (a struct page array) reads each table entry once
-        readers = self.__dict__.setdefault("_entry_readers", {})
-        if entry_size not in readers:
-            fmt = "<Q" if entry_size == 8 else "<I"
-
-            @functools.lru_cache(maxsize=1 << 14)
-            def read(paddr: int) -> int:
-                return struct.unpack(fmt, self.dump.read_phys(paddr, entry_size))[0]
-            readers[entry_size] = read
-        return readers[entry_size]
-
-
-def register(cls: Type[Arch]) -> Type[Arch]:
-    for machine in cls.machines:
-        _REGISTRY[machine] = cls
-    return cls
-
-
-def arch_for(e_machine: int) -> Type[Arch]:
-    if not _REGISTRY:
-        import importlib
-        for module in ARCH_MODULES:
-            importlib.import_module(module)
-    return _REGISTRY.get(e_machine, Arch)
+def arch_for(e_machine: int) -> Type[DumpReader]:
+    arch = by_elf_machine(e_machine)
+    reader = optional_hook(arch, "dump_reader")
+    return reader if reader is not None else DumpReader

@@ -4,7 +4,7 @@ Every command takes FILE (default /proc/vmcore). Bad input is one line on stderr
 "pykexec vmcore CMD: FILE: problem", exit 1; a traceback only with --debug.
 
 `save` is declared here and imports pykexec/vmcore/save.py (numpy) only when it runs:
-`dmesg` and `info` must work in a capture kernel whose Python has no numpy (the i386 bed's).
+`dmesg` and `info` must work in a capture kernel whose Python has no numpy (the 32-bit bed's).
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from typing import Iterator, List, NamedTuple, Optional, Tuple
 
 from pykexec.abi.elf import (ELF_MAGIC, ELFCLASS32, ELFCLASS64, ELFDATA2LSB, ET_CORE,
                                  NT_PRSTATUS, PT_LOAD, PT_NOTE, elf_structs)
-from pykexec.vmcore.arch import Arch, CpuRegisters, arch_for
+from pykexec.vmcore.arch import CpuRegisters, DumpReader, arch_for
 from pykexec.vmcore.error import VmcoreError
 from pykexec.vmcore.notes import Note, iter_segment_notes
 from pykexec.vmcore.vmcoreinfo import VmcoreInfo
@@ -176,7 +176,7 @@ class Vmcore:
                 raise self.error(f"PT_NOTE {i}: {e}") from None
         infos = [n for n in self.notes if n.name == "VMCOREINFO"]
         self.vmcoreinfo: Optional[VmcoreInfo] = VmcoreInfo(infos[-1].desc) if infos else None
-        self.arch: Arch = arch_for(self.machine)(self)
+        self.arch: DumpReader = arch_for(self.machine)(self)
         self.cpus: List[CpuRegisters] = []
         for note in self.notes:
             if note.name == "CORE" and note.type == NT_PRSTATUS:

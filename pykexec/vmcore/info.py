@@ -20,13 +20,14 @@ import datetime
 import re
 from typing import List, Optional
 
+from pykexec.abi.machines import EM_NAMES
 from pykexec.vmcore import dmesg
+from pykexec.vmcore.arch import arch_for
 from pykexec.vmcore.dump import Vmcore
 from pykexec.vmcore.error import VmcoreError
 
 PANIC_MARK = b"Kernel panic - not syncing"
 CPU_LINE = re.compile(rb"CPU: (\d+) PID: (\d+)")
-MACHINES = {3: "i386", 62: "x86_64", 183: "aarch64"}
 
 
 def _human(n: int) -> str:
@@ -88,7 +89,7 @@ def gather(dump: Vmcore, last_lines: int = 10) -> dict:
         "file": dump.path,
         "file_size": dump.file_size,
         "elf_class": dump.elfclass,
-        "machine": MACHINES.get(dump.machine, str(dump.machine)),
+        "machine": EM_NAMES.get(dump.machine, str(dump.machine)),
         "release": info.osrelease if info else None,
         "build_id": info.get("BUILD-ID") if info else None,
         "page_size": info.page_size if info else None,
@@ -112,8 +113,15 @@ def gather(dump: Vmcore, last_lines: int = 10) -> dict:
     }
 
 
+def _pointer_size(facts: dict) -> int:
+    """Bytes of a kernel pointer of the dump's machine (its reader's, else the ELF class's)."""
+    machine = next((m for m, name in EM_NAMES.items() if name == facts["machine"]), None)
+    size = arch_for(machine).pointer_size if machine is not None else 0
+    return size or facts["elf_class"] // 8
+
+
 def table(facts: dict) -> str:
-    width = 18 if facts["elf_class"] == 64 and facts["machine"] != "i386" else 10
+    width = 2 + 2 * _pointer_size(facts)
     out = [f"{facts['file']}: ELF{facts['elf_class']} vmcore for {facts['machine']}, "
            f"{_human(facts['file_size'])}"]
     row = lambda k, v: out.append(f"  {k:<14} {v}")  # noqa: E731

@@ -388,7 +388,7 @@ def _write(dump: Vmcore, src_fd: int, out_fd: int, reasons: np.ndarray, level: i
     load_phdrs: List[dict] = []
     for p in loads_in:
         # a piece keeps its source's p_vaddr - p_paddr; "no virtual address" (all ones, as
-        # kexec-tools writes for i386 highmem) stays that on every piece
+        # kexec-tools writes for highmem above a direct map) stays that on every piece
         delta = None if p.p_vaddr == s.addr_max else p.p_vaddr - p.p_paddr
 
         def add_segment(paddr, offset, size, memsz=None, _p=p, _delta=delta):

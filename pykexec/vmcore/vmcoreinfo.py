@@ -81,5 +81,5 @@ class VmcoreInfo(Mapping):
         return self._int("KERNELOFFSET", 16)
 
     def config(self, name: str) -> bool:
-        """CONFIG_name=y was written (for example X86_PAE)."""
+        """CONFIG_name=y was written (an architecture reader asks for its page-table mode)."""
         return self._values.get(f"CONFIG_{name}") == "y"

@@ -14,7 +14,7 @@ from pykexec.arch import plan_load
 from pykexec.machine import Machine
 from pykexec.views.planfacts import boot_params_segment
 from pykexec.request import parse_args
-from pykexec.abi import bootparams as bp
+from pykexec.arch.x86 import bootparams as bp
 from tests.bed import synthetic
 from tests.bed.fakekernel import FakeKernel, make_bzimage
 from tests.bed.oracle import run_oracle

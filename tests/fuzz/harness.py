@@ -24,6 +24,7 @@ import tracemalloc
 from dataclasses import dataclass, field
 from typing import List, Optional
 
+from pykexec.arch.x86.abi import KEXEC_ARCH_X86_64
 from tests.bed import plancheck
 
 # Generous: a planning run takes well under a second, but the machine is shared and loaded;
@@ -134,7 +135,7 @@ def run_cli(argv: List[str], live_root: Optional[str] = None, plan_dir: Optional
     argv = list(argv) + (["--save-plan", plan_dir] if plan_dir else [])
     saved = (kexec_syscall._backend, kexec_syscall.arch_flag, cli._LIVE_ROOTS)
     kexec_syscall._backend = kexec_syscall.Faults(recorder, {"kexec_file_load": errno.ENOSYS})
-    kexec_syscall.arch_flag = lambda: kexec_syscall.KEXEC_ARCH_X86_64
+    kexec_syscall.arch_flag = lambda: KEXEC_ARCH_X86_64
     if live_root is not None:
         cli._LIVE_ROOTS = ("/", "", live_root)
     out, err = io.StringIO(), io.StringIO()

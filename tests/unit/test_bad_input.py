@@ -16,6 +16,7 @@ import shutil
 
 import pytest
 
+from pykexec.arch.x86.abi import KEXEC_ARCH_X86_64
 import pykexec.host.syscall as kexec_syscall
 from pykexec.cli import run
 from tests.bed import synthetic
@@ -44,7 +45,7 @@ def world(tmp_path, good_machine, monkeypatch):
     # kexec_load, so pykexec's own checks decide. A case may clear w["faults"].
     faults = kexec_syscall.Faults(recorder, {"kexec_file_load": errno.ENOSYS})
     monkeypatch.setattr(kexec_syscall, "_backend", faults)
-    monkeypatch.setattr(kexec_syscall, "arch_flag", lambda: kexec_syscall.KEXEC_ARCH_X86_64)
+    monkeypatch.setattr(kexec_syscall, "arch_flag", lambda: KEXEC_ARCH_X86_64)
     return {"dir": tmp_path, "machine": str(machine), "kernel": str(kernel), "initrd": initrd,
             "calls": recorder.calls, "faults": faults.faults}
 

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 from pykexec.arch.x86.efi import (EFI_MEMDESC_SIZE, efi_boot_data, patch_efi_info)
 from pykexec.machine import EfiFacts, EfiRuntimeMapEntry
-from pykexec.abi import bootparams as bp
+from pykexec.arch.x86 import bootparams as bp
 
 
 def machine(memmap_size=0x118, version=1, entries=2, present=True):

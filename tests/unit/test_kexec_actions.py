@@ -16,12 +16,13 @@ import sys
 
 import pytest
 
+from pykexec.arch.x86.abi import KEXEC_ARCH_X86_64
 from pykexec.host import syscall
 from pykexec.cli import run
 from tests.bed import synthetic
 from tests.bed.fakekernel import FakeKernel, bzimage_bytes, make_initrd
 
-X86_64 = syscall.KEXEC_ARCH_X86_64
+X86_64 = KEXEC_ARCH_X86_64
 APPEND = "console=ttyS0"
 
 

@@ -19,6 +19,7 @@ import subprocess
 
 import pytest
 
+from pykexec.arch.x86.abi import KEXEC_ARCH_X86_64
 import pykexec.host.syscall as kexec_syscall
 from pykexec.cli import run
 from tests.bed import synthetic
@@ -26,7 +27,7 @@ from tests.bed.fakekernel import FakeKernel, bzimage_bytes, make_initrd
 from tests.conftest import require, require_root
 
 APPEND = "console=ttyS0 irqpoll"
-X86_64 = kexec_syscall.KEXEC_ARCH_X86_64
+X86_64 = KEXEC_ARCH_X86_64
 
 # Refusals that come before the kernel touches the loaded crash image (kexec_load_check:
 # capability and load limits, IMA/LSM; the kexec lock; no such syscall).

@@ -4,6 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pykexec.arch.x86.bootparams import e820_type
 from pykexec.core.ranges import (
     ADDR_LIMIT, MemoryRegion, MemType, NoHoleError, Range, RangeSet, align_down,
     align_up, find_hole, free_pieces, regions_of_type,
@@ -240,7 +241,7 @@ def test_free_pieces():
     (MemType.UNCACHED, 2), (MemType.PMEM, 7), (MemType.PRAM, 12),
 ])
 def test_e820_types(kind, e820):
-    assert kind.e820 == e820
+    assert e820_type(kind) == e820
 
 
 def test_memory_region():

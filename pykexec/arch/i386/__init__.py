@@ -15,12 +15,12 @@ or --args-none) before a bzImage.
 from __future__ import annotations
 
 from pykexec.abi.elf import EM_386
+from pykexec.abi.kexec import KEXEC_ARCH_DEFAULT
 from pykexec.arch.x86.crashmem import I386_PAGE_OFFSET, LOWMEM_LIMIT_I386
 from pykexec.arch.x86.family import X86Arch
 
 NAME = "i386"
 # Debian's i386 kexec sends KEXEC_ARCH_DEFAULT, which the kernel takes as its own arch.
-KEXEC_ARCH_DEFAULT = 0
 
 
 class I386(X86Arch):
@@ -33,6 +33,15 @@ class I386(X86Arch):
 
     def page_offset(self, machine) -> int:
         return I386_PAGE_OFFSET
+
+    # what views and vmcore ask of i386 (pykexec.arch.interfaces)
+    def dump_reader(self):
+        from pykexec.arch.x86.vmcore import I386 as reader
+        return reader
+
+    def relocations(self):
+        from pykexec.arch.x86.relocations import I386_RELOCATIONS
+        return I386_RELOCATIONS
 
 
 ARCH = I386(NAME, ("i386", "i486", "i586", "i686"), KEXEC_ARCH_DEFAULT, EM_386, 32,

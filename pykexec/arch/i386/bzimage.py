@@ -23,7 +23,7 @@ from pykexec.core.cmdline import check_final, check_user_part
 from pykexec.errors import LoadError
 from pykexec.core.plan import Plan
 from pykexec.core.ranges import align_up
-from pykexec.abi import bootparams as bp
+from pykexec.arch.x86 import bootparams as bp
 
 NAME = "bzImage"
 KERNEL_MIN_ADDR = 0x100000

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from pykexec.errors import PykexecError
-from pykexec.abi import bootparams as bp
+from pykexec.arch.x86 import bootparams as bp
 
 PAGE_SIZE = 0x1000
 

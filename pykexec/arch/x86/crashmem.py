@@ -21,6 +21,7 @@ from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from pykexec.abi.elf import ELFCLASS32, ELFCLASS64
 from pykexec.errors import PykexecError
+from pykexec.arch.x86.bootparams import e820_type  # (this module moves to arch/x86/)
 from pykexec.core.ranges import MemoryRegion, MemType, Range, align_down, align_up
 
 LOWMEM_LIMIT_I386 = 0x38000000  # X86_MAXMEM: end of the i386 kernel's direct map
@@ -199,11 +200,11 @@ class CaptureMemoryMap:
 
     @property
     def entries(self) -> Tuple[E820Entry, ...]:
-        return tuple(E820Entry(r.start, r.size, r.type.e820) for r in self.regions)
+        return tuple(E820Entry(r.start, r.size, e820_type(r.type)) for r in self.regions)
 
     def describe(self) -> str:
         """One line per entry, for humans: inclusive range, size, kexec-tools type, e820 type."""
-        return "\n".join(f"{r.range.to_iomem()} {r.size:#12x} {r.type.value} (e820 {r.type.e820})"
+        return "\n".join(f"{r.range.to_iomem()} {r.size:#12x} {r.type.value} (e820 {e820_type(r.type)})"
                          for r in self.regions)
 
 

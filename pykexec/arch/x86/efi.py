@@ -16,10 +16,11 @@ import struct
 from dataclasses import dataclass
 from typing import Optional
 
-from pykexec.abi import bootparams as bp
+from pykexec.abi.fields import field_offset
+from pykexec.arch.x86 import bootparams as bp
 
-EFI_INFO_OFFSET = 0x1C0
-EFI_INFO_SIZE = 0x20
+EFI_INFO_OFFSET = field_offset(bp.BootParams, "efi_info")
+EFI_INFO_SIZE = bp.EfiInfo.sizeof()
 EFI_MEMDESC_SIZE = 40          # kexec-tools' runtime-map record: u32 type, u32 pad, 4 × u64
 EFI_MEMDESC_VERSION = 1
 RUNTIME_MAP_MIN_ADDR = 0x100000
@@ -46,9 +47,8 @@ def efi_boot_data(machine, xloadflags: int, noefi: bool) -> Optional[EfiBootData
     if not running or len(running) < EFI_INFO_OFFSET + EFI_INFO_SIZE or not efi.present:
         return None
     info = running[EFI_INFO_OFFSET:EFI_INFO_OFFSET + EFI_INFO_SIZE]
-    (_signature, _systab, _desc_size, desc_version, _memmap, memmap_size, _systab_hi,
-     _memmap_hi) = struct.unpack("<8I", info)
-    if memmap_size == 0 or desc_version != EFI_MEMDESC_VERSION or not efi.has_runtime_map:
+    parsed = bp.EfiInfo.parse(info)
+    if parsed.efi_memmap_size == 0 or parsed.efi_memdesc_version != EFI_MEMDESC_VERSION or not efi.has_runtime_map:
         return None
     runtime_map = b"".join(struct.pack("<IIQQQQ", e.type, 0, e.phys_addr, e.virt_addr,
                                        e.num_pages, e.attribute) for e in efi.runtime_map)
@@ -73,9 +73,10 @@ def place_efi_data(layout, data: EfiBootData) -> tuple:
 
 def patch_efi_info(zero_page: bytes, data: EfiBootData, memmap_addr: int) -> bytes:
     """The running efi_info, pointing at the copied runtime map."""
+    info = bp.EfiInfo.parse(data.efi_info)
+    info.efi_memdesc_size = EFI_MEMDESC_SIZE
+    info.efi_memmap, info.efi_memmap_hi = memmap_addr & 0xFFFFFFFF, memmap_addr >> 32
+    info.efi_memmap_size = len(data.runtime_map)
     page = bytearray(zero_page)
-    page[EFI_INFO_OFFSET:EFI_INFO_OFFSET + EFI_INFO_SIZE] = data.efi_info
-    struct.pack_into("<I", page, 0x1C8, EFI_MEMDESC_SIZE)
-    struct.pack_into("<II", page, 0x1D0, memmap_addr & 0xFFFFFFFF, len(data.runtime_map))
-    struct.pack_into("<I", page, 0x1DC, memmap_addr >> 32)
+    page[EFI_INFO_OFFSET:EFI_INFO_OFFSET + EFI_INFO_SIZE] = bp.EfiInfo.build(info)
     return bytes(page)

@@ -9,7 +9,7 @@ from elftools.elf.elffile import ELFFile
 from pykexec.core.cmdline import COMMAND_LINE_MAX
 from pykexec.errors import LoadError
 from pykexec.core.ranges import PAGE_SIZE, align_down, align_up
-from pykexec.abi import bootparams as bp
+from pykexec.arch.x86 import bootparams as bp
 
 
 class ImageChunk(NamedTuple):

@@ -94,6 +94,18 @@ class X86Arch:
     def page_offset(self, machine) -> int:  # pragma: no cover - every arch has one
         raise NotImplementedError
 
+    # what views ask of an x86 architecture (pykexec.arch.interfaces)
+    # inspect's note on a vmlinux entered at a physical address (the 64-bit boot entry)
+    vmlinux_entry_note = "startup_64 for an x86_64 vmlinux"
+
+    def plan_decoder(self):
+        from pykexec.arch.x86 import planfacts
+        return planfacts
+
+    def image_explainer(self):
+        from pykexec.arch.x86 import explain
+        return explain
+
     def crash_elf_info(self, machine, request) -> CrashElfInfo:
         kernel_text = self.kernel_text(machine)
         vmcoreinfo = machine.vmcoreinfo

@@ -11,7 +11,8 @@ import struct
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
-from pykexec.abi import bootparams as bp
+from pykexec.abi.fields import field_offset
+from pykexec.arch.x86 import bootparams as bp
 from pykexec.machine import Machine, MachineError
 
 
@@ -133,8 +134,9 @@ def acpi_rsdp(machine: Machine) -> Optional[int]:
     The systab value must be written 0x... (kexec-tools scans "0x%llx"). None if neither.
     """
     params = machine.boot_params
-    if params is not None and len(params) >= 0x78:
-        value = struct.unpack_from("<Q", params, 0x70)[0]
+    offset = field_offset(bp.BootParams, "acpi_rsdp_addr")   # a u64
+    if params is not None and len(params) >= offset + 8:
+        value = int.from_bytes(params[offset:offset + 8], "little")
         if value:
             return value
     text = machine.file_text("sys/firmware/efi/systab")

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from typing import Optional
 
 from pykexec.core.ranges import Range, align_down, align_up
+from pykexec.arch.x86.abi import START_KERNEL_MAP
 from pykexec.machine import EXIT_LOAD_FAILED, Machine, MachineError
 
 X86_64_PAGE_OFFSET = 0xFFFF888000000000  # direct map base without KASLR
-X86_64_START_KERNEL_MAP = 0xFFFFFFFF80000000
+X86_64_START_KERNEL_MAP = START_KERNEL_MAP
 X86_64_KERNEL_TEXT_SIZE = 512 << 20
 KERNEL_VADDR_ALIGN = 1 << 20
 PAGE_OFFSET_ALIGN = 1 << 30  # KASLR moves the direct map in PUD (1 GiB) steps
@@ -55,7 +56,7 @@ def kernel_text_mapping(loads, stext: Optional[int], page_size: int = 4096):
     """(vaddr, size) of the kernel text mapping among kcore PT_LOADs, or None.
 
     The PT_LOAD containing `_stext` when known (non-zero), else the first one inside
-    [0xffffffff80000000, +512 MiB); vaddr rounded down to 1 MiB, size to the end of the
+    [__START_KERNEL_map, +512 MiB); vaddr rounded down to 1 MiB, size to the end of the
     PT_LOAD rounded up to a page.
     """
     def mapping(load):

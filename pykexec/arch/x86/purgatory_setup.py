@@ -8,11 +8,14 @@ only in which object is loaded and in the register block its entry code loads.
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass, replace
 from typing import Dict, Tuple
 
+from construct import Struct
+
+from pykexec.abi.fields import field_names
 from pykexec.arch.x86 import purgatory_spec
+from pykexec.arch.x86.abi import Entry32Regs, Entry64Regs
 from pykexec.arch.x86.relocations import I386_RELOCATIONS, X86_64_RELOCATIONS
 from pykexec.core.digest import sha256_regions
 from pykexec.core.layout import Layout
@@ -29,14 +32,17 @@ class RegisterBlock:
     """The registers purgatory's entry code loads before jumping to the kernel."""
 
     symbol: str
-    names: Tuple[str, ...]
-    word: str          # struct code of one register: "Q" (64-bit) or "I" (32-bit)
+    layout: Struct     # x86/abi.py's Entry64Regs or Entry32Regs
     entry: str         # the instruction pointer
     boot_params: str   # where the boot protocol wants the zero page's address
     stack: str
 
+    @property
+    def names(self) -> Tuple[str, ...]:
+        return field_names(self.layout)
+
     def pack(self, regs: Dict[str, int]) -> bytes:
-        return struct.pack(f"<{len(self.names)}{self.word}", *(regs[r] for r in self.names))
+        return self.layout.build({name: regs[name] for name in self.names})
 
 
 @dataclass(frozen=True)
@@ -49,14 +55,10 @@ class PurgatoryKind:
 
 X86_64 = PurgatoryKind(
     purgatory_spec.X86_64, X86_64_RELOCATIONS, "arch/x86_64/purgatory (pykexec's own, gcc-built)",
-    RegisterBlock(
-    "entry64_regs", ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp", "r8", "r9", "r10",
-                     "r11", "r12", "r13", "r14", "r15", "rip"), "Q", "rip", "rsi", "rsp"))
+    RegisterBlock("entry64_regs", Entry64Regs, "rip", "rsi", "rsp"))
 I386 = PurgatoryKind(
     purgatory_spec.I386, I386_RELOCATIONS, "arch/i386/purgatory (pykexec's own, gcc -m32)",
-    RegisterBlock(
-    "entry32_regs", ("eax", "ebx", "ecx", "edx", "esi", "edi", "esp", "ebp", "eip"),
-    "I", "eip", "esi", "esp"))
+    RegisterBlock("entry32_regs", Entry32Regs, "eip", "esi", "esp"))
 
 
 @dataclass(frozen=True)

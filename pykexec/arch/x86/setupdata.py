@@ -12,7 +12,7 @@ from typing import Callable, Sequence, Tuple
 
 from pykexec.arch.x86.zeropage import e820_ext_payload, setup_data_item, split_e820
 from pykexec.core.layout import Layout
-from pykexec.abi import bootparams as bp
+from pykexec.arch.x86 import bootparams as bp
 
 SETUP_DATA_MIN_ADDR = 0x100000
 RNG_SEED_BYTES = 32

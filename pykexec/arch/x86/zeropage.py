@@ -12,7 +12,10 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, Sequence, Tuple
 
-from pykexec.abi import bootparams as bp
+from construct import Int32ul
+
+from pykexec.abi.fields import field_offset
+from pykexec.arch.x86 import bootparams as bp
 
 if TYPE_CHECKING:
     from pykexec.arch.x86.firmware import EddFacts
@@ -25,6 +28,9 @@ CL_MAGIC = 0xA33F
 DEFAULT_SCREEN_INFO = struct.pack("<BBHHBBBBHHBBH", 0, 0, 0, 0, 0, 80, 0, 0, 0, 0, 25, 1, 16)
 
 E820Entry = Tuple[int, int, int]  # (addr, size, e820 type)
+SCREEN_INFO_SIZE = bp.ScreenInfo.sizeof()
+# where the running kernel's hardware_subarch is (its boot_params may be that short)
+_SUBARCH_AT = bp.SETUP_HEADER_OFFSET + field_offset(bp.SetupHeader, "hardware_subarch")
 
 
 @dataclass(frozen=True)
@@ -53,8 +59,8 @@ def e820_ext_payload(entries: Sequence[E820Entry]) -> bytes:
 def build_zero_page(inputs: ZeroPageInputs) -> bytes:
     page = bytearray(bp.BOOT_PARAMS_SIZE)
     running = inputs.running_boot_params
-    if running and len(running) >= 0x40:
-        page[0:0x40] = running[0:0x40]
+    if running and len(running) >= SCREEN_INFO_SIZE:
+        page[0:SCREEN_INFO_SIZE] = running[0:SCREEN_INFO_SIZE]
     else:
         page[0:len(DEFAULT_SCREEN_INFO)] = DEFAULT_SCREEN_INFO
     hdr_at = bp.SETUP_HEADER_OFFSET
@@ -76,8 +82,8 @@ def build_zero_page(inputs: ZeroPageInputs) -> bytes:
     else:
         hdr.ramdisk_image = hdr.ramdisk_size = 0
         params.ext_ramdisk_image = params.ext_ramdisk_size = 0
-    if running and len(running) >= 0x240:
-        hdr.hardware_subarch = struct.unpack_from("<I", running, 0x23C)[0]
+    if running and len(running) >= _SUBARCH_AT + 4:
+        hdr.hardware_subarch = Int32ul.parse(running[_SUBARCH_AT:_SUBARCH_AT + 4])
     hdr.setup_data = inputs.setup_data_head
     params.acpi_rsdp_addr = inputs.acpi_rsdp
 
@@ -98,10 +104,10 @@ def build_zero_page(inputs: ZeroPageInputs) -> bytes:
     params.alt_mem_k = alt_mem_k
     _fill_edd(params, inputs.edd)
 
-    out = bytearray(bp.BootParams.build(params))
-    struct.pack_into("<H", out, 0x02, ext_mem_k)
-    struct.pack_into("<HH", out, 0x20, CL_MAGIC, inputs.cmdline_offset & 0xFFFF)
-    return bytes(out)
+    params.screen_info.ext_mem_k = ext_mem_k
+    params.screen_info.cl_magic = CL_MAGIC
+    params.screen_info.cl_offset = inputs.cmdline_offset & 0xFFFF
+    return bp.BootParams.build(params)
 
 
 def setup_data_item(next_addr: int, typ: int, payload: bytes) -> bytes:

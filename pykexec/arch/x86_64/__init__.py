@@ -10,10 +10,10 @@ from __future__ import annotations
 from pykexec.abi.elf import ELFCLASS64, EM_X86_64
 from pykexec.arch.interfaces import KernelTextMap
 from pykexec.arch.x86 import kerneltext
+from pykexec.arch.x86.abi import KEXEC_ARCH_X86_64
 from pykexec.arch.x86.family import X86Arch
 
 NAME = "x86_64"
-KEXEC_ARCH_X86_64 = EM_X86_64 << 16   # kexec_load's arch bits: the ELF machine number
 
 
 class X86_64(X86Arch):
@@ -27,6 +27,15 @@ class X86_64(X86Arch):
 
     def page_offset(self, machine) -> int:
         return kerneltext.page_offset(machine)   # kcore's (KASLR) direct-map base
+
+    # what views and vmcore ask of x86_64 (pykexec.arch.interfaces)
+    def dump_reader(self):
+        from pykexec.arch.x86.vmcore import X86_64 as reader
+        return reader
+
+    def relocations(self):
+        from pykexec.arch.x86.relocations import X86_64_RELOCATIONS
+        return X86_64_RELOCATIONS
 
 
 ARCH = X86_64(

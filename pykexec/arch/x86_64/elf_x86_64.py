@@ -23,7 +23,7 @@ from pykexec.arch.x86.load import open_load
 from pykexec.core.cmdline import COMMAND_LINE_MAX, as_bytes, byte_length, check_final, check_user_part
 from pykexec.errors import LoadError
 from pykexec.core.plan import Plan
-from pykexec.abi import bootparams as bp
+from pykexec.arch.x86 import bootparams as bp
 from pykexec.abi.elf import ELFCLASS64, EM_X86_64
 
 NAME = "elf-x86_64"

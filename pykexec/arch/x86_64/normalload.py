@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import List, Optional, Tuple
 
+from pykexec.arch.x86.bootparams import e820_type
 from pykexec.arch.x86.efi import efi_boot_data, patch_efi_info, place_efi_data
 from pykexec.arch.x86.firmware import acpi_rsdp, edd
 from pykexec.arch.x86.load import place_initrd
@@ -48,7 +49,7 @@ class NormalLoad:
         machine = inputs.machine
         self.window = normal_window(request.mem_min, request.mem_max)
         self.layout = Layout(machine.ram, self.window, crash=False)
-        self.e820 = tuple((r.range.start, r.range.size, r.type.e820) for r in machine.memory_map)
+        self.e820 = tuple((r.range.start, r.range.size, e820_type(r.type)) for r in machine.memory_map)
         self.cmdline = inputs.cmdline
         self.purgatory = None
         self.efi = efi_boot_data(machine, _xloadflags(inputs.kernel), request.noefi)

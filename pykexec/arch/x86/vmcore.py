@@ -1,4 +1,4 @@
-"""x86_64 and i386 vmcores: NT_PRSTATUS registers and kernel virtual-to-physical translation.
+"""x86_64 and i386 vmcores (the dump readers x86_64/ and i386/ offer): NT_PRSTATUS registers and kernel virtual-to-physical translation.
 
 x86_64: the kernel image is mapped at __START_KERNEL_map + (paddr - phys_base) (phys_base
 from VMCOREINFO NUMBER(phys_base), else from the kernel-text PT_LOAD); RAM is mapped
@@ -17,8 +17,8 @@ from __future__ import annotations
 import struct
 from typing import List, Optional
 
-from pykexec.abi.elf import EM_386, EM_X86_64
-from pykexec.vmcore.arch import Arch, CpuRegisters, Level, register, walk_page_tables
+from pykexec.arch.dumpreader import CpuRegisters, DumpReader, Level, walk_page_tables
+from pykexec.arch.x86.abi import START_KERNEL_MAP
 
 # struct elf_prstatus: pr_reg (the saved pt_regs) after siginfo, signal sets, pids and times.
 X86_64_PR_REG = ("r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax",
@@ -31,7 +31,6 @@ I386_PR_REG_OFFSET = 72
 X86_64_PR_PID_OFFSET = 32
 I386_PR_PID_OFFSET = 24
 
-START_KERNEL_MAP = 0xFFFFFFFF80000000
 DEFAULT_KERNEL_IMAGE_SIZE = 1 << 30
 I386_DEFAULT_PAGE_OFFSET = 0xC0000000
 PHYS_ADDR_MASK_52 = ((1 << 52) - 1) & ~0xFFF
@@ -70,10 +69,8 @@ def _linear_offset(dump, keep) -> Optional[int]:
     return max(weight, key=weight.get) if weight else None
 
 
-@register
-class X86_64(Arch):
+class X86_64(DumpReader):
     name = "x86_64"
-    machines = (EM_X86_64,)
     pointer_size = 8
 
     def __init__(self, dump):
@@ -94,7 +91,8 @@ class X86_64(Arch):
         self.root = self._text(root) if root is not None else None
         self.ram_end = max((ld.paddr + ld.memsz for ld in dump.loads), default=0)
 
-    def prstatus(self, desc):
+    @staticmethod
+    def prstatus(desc):
         return decode_prstatus(desc, 64)
 
     def _text(self, vaddr: int) -> Optional[int]:
@@ -124,10 +122,8 @@ class X86_64(Arch):
         return out
 
 
-@register
-class I386(Arch):
+class I386(DumpReader):
     name = "i386"
-    machines = (EM_386,)
     pointer_size = 4
 
     def __init__(self, dump):
@@ -143,7 +139,8 @@ class I386(Arch):
         self.root = root - self.page_offset if root is not None and root >= self.page_offset else None
         self.ram_end = max((ld.paddr + ld.memsz for ld in dump.loads), default=0)
 
-    def prstatus(self, desc):
+    @staticmethod
+    def prstatus(desc):
         return decode_prstatus(desc, 32)
 
     def kvtop(self, vaddr):

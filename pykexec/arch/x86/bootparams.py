@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from construct import Array, Bytes, Int8ul, Int16ul, Int32ul, Int64ul, Padding, Struct, this
 
+from pykexec.core.ranges import MemType
+
 BOOT_PARAMS_SIZE = 4096
 SETUP_HEADER_OFFSET = 0x1F1
 E820_MAX_ENTRIES_ZEROPAGE = 128
@@ -40,6 +42,14 @@ E820_NVS = 4
 E820_UNUSABLE = 5
 E820_PMEM = 7
 E820_PRAM = 12
+_E820_OF_MEMTYPE = {MemType.RAM: E820_RAM, MemType.ACPI: E820_ACPI, MemType.NVS: E820_NVS,
+                    MemType.PMEM: E820_PMEM, MemType.PRAM: E820_PRAM}
+
+
+def e820_type(kind: MemType) -> int:
+    """The boot protocol's e820 type number of a memory type (anything else: reserved)."""
+    return _E820_OF_MEMTYPE.get(kind, E820_RESERVED)
+
 
 SetupHeader = Struct(
     "setup_sects" / Int8ul,          # 0x1f1
@@ -104,8 +114,31 @@ EddInfo = Struct(
     "params" / Bytes(EDD_DEVICE_PARAM_SIZE),
 )
 
+# The two legacy corners of screen_info a loader writes: the extended-memory size and the
+# old command-line protocol (cl_magic, cl_offset); the rest is copied as it is.
+ScreenInfo = Struct(
+    "orig_x" / Int8ul,                   # 0x00
+    "orig_y" / Int8ul,                   # 0x01
+    "ext_mem_k" / Int16ul,               # 0x02
+    "video" / Bytes(0x1C),               # 0x04
+    "cl_magic" / Int16ul,                # 0x20
+    "cl_offset" / Int16ul,               # 0x22
+    "lfb_and_rest" / Bytes(0x1C),        # 0x24
+)
+# struct efi_info: what the running kernel got from its EFI stub
+EfiInfo = Struct(
+    "efi_loader_signature" / Int32ul,    # 0x00
+    "efi_systab" / Int32ul,              # 0x04
+    "efi_memdesc_size" / Int32ul,        # 0x08
+    "efi_memdesc_version" / Int32ul,     # 0x0c
+    "efi_memmap" / Int32ul,              # 0x10
+    "efi_memmap_size" / Int32ul,         # 0x14
+    "efi_systab_hi" / Int32ul,           # 0x18
+    "efi_memmap_hi" / Int32ul,           # 0x1c
+)
+
 BootParams = Struct(
-    "screen_info" / Bytes(0x40),                 # 0x000
+    "screen_info" / ScreenInfo,                  # 0x000
     "apm_bios_info" / Bytes(0x14),               # 0x040
     Padding(4),                                  # 0x054
     "tboot_addr" / Int64ul,                      # 0x058
@@ -121,7 +154,7 @@ BootParams = Struct(
     "ext_cmd_line_ptr" / Int32ul,                # 0x0c8
     Padding(0x74),                               # 0x0cc
     "edid_info" / Bytes(0x80),                   # 0x140
-    "efi_info" / Bytes(0x20),                    # 0x1c0
+    "efi_info" / EfiInfo,                        # 0x1c0
     "alt_mem_k" / Int32ul,                       # 0x1e0
     "scratch" / Int32ul,                         # 0x1e4
     "e820_entries" / Int8ul,                     # 0x1e8
@@ -145,5 +178,6 @@ SetupDataHeader = Struct("next" / Int64ul, "type" / Int32ul, "len" / Int32ul)
 SetupData = Struct("next" / Int64ul, "type" / Int32ul, "len" / Int32ul, "data" / Bytes(this.len))
 
 assert BootParams.sizeof() == BOOT_PARAMS_SIZE
+assert ScreenInfo.sizeof() == 0x40 and EfiInfo.sizeof() == 0x20
 assert E820Entry.sizeof() == 20
 assert EddInfo.sizeof() == 82
