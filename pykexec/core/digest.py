@@ -22,10 +22,10 @@ def sha256_regions(segments: Iterable[Segment]) -> Tuple[bytes, bytes, List[Tupl
         raise ValueError(f"{len(ordered)} segments to verify; purgatory holds {SHA256_REGIONS_MAX}")
     h = hashlib.sha256()
     regions = []
+    zero = memoryview(bytes(1 << 20))   # views of one zero buffer: no slice copied
     for seg in ordered:
         h.update(seg.data)
         pad = seg.memsz - seg.bufsz
-        zero = bytes(min(pad, 1 << 20))
         while pad > 0:
             chunk = min(pad, len(zero))
             h.update(zero[:chunk])

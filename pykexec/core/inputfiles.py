@@ -81,8 +81,12 @@ def read_fd(fd: int, path: str, what: str, limit: int, limit_what: str) -> bytes
     size = input_size(fd)
     if size > limit:
         raise _too_big(path, what, size, limit, limit_what)
-    # positional reads: the descriptor may go on to kexec_file_load as it is
-    data = read_upto(fd, size, INPUT_STEP, offset=0)
+    # positional reads: the descriptor may go on to kexec_file_load as it is. One read
+    # allocates the result once and the kernel fills it (no chunks joined into a copy);
+    # steps only for what a short read leaves.
+    data = os.pread(fd, size, 0)
+    if 0 < len(data) < size:
+        data += read_upto(fd, size - len(data), INPUT_STEP, offset=len(data))
     if len(data) < size:
         raise InputFileError(f"{path}: Cannot read the {what}: it shrank to {len(data):#x} "
                              f"bytes while being read ({size:#x} expected)")
@@ -139,13 +143,28 @@ def decompress_bounded(data: bytes, kind: str, path: str, what: str, limit: int,
     return bytes(out)
 
 
+# The last kernel read, by (path, limits, file identity): a dry run reads the kernel both for
+# kexec_file_load's check and for the plan; the second read of an unchanged file is free.
+_last_kernel: Tuple[Optional[tuple], bytes] = (None, b"")
+
+
 def read_kernel(path: Optional[str], limit: int, limit_what: str) -> bytes:
     """The kernel file, decompressed if it is a gzip or xz file (as kexec-tools'
     kexec_load path reads it), within `limit` bytes before and after decompression."""
+    global _last_kernel
+    try:
+        st = os.stat(path)
+        key = (path, limit, limit_what, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    except (OSError, TypeError, ValueError):
+        key = None                      # read_input words the refusal
+    if key is not None and _last_kernel[0] == key:
+        return _last_kernel[1]
     data = read_input(path, "kernel", limit, limit_what)
     kind = compression_of(data[:6])
-    return data if kind is None else decompress_bounded(data, kind, path, "kernel", limit,
-                                                        limit_what)
+    if kind is not None:
+        data = decompress_bounded(data, kind, path, "kernel", limit, limit_what)
+    _last_kernel = (key, data)
+    return data
 
 
 def input_limit(request, machine) -> Tuple[int, str]:

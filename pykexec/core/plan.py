@@ -11,6 +11,7 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping, Optional, Tuple
 
@@ -52,8 +53,9 @@ class Segment:
         """First address after the segment (half-open)."""
         return self.mem + self.memsz
 
-    @property
+    @cached_property
     def sha256(self) -> str:
+        # cached: the dry-run listing and the plan facts both show it; one pass over the data
         return hashlib.sha256(self.data).hexdigest()
 
     def contains(self, addr: int) -> bool:

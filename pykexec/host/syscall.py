@@ -214,10 +214,12 @@ def kexec_load(entry: int, segments: list, flags: int) -> None:
     arr = (KexecSegment * max(1, len(segments)))()
     keep = []
     for i, (data, mem, memsz) in enumerate(segments):
-        buf = ctypes.create_string_buffer(bytes(data), len(data)) if data else None
+        # the kernel only reads the buffers: point at the bytes themselves (no copy of a
+        # 64 MiB initrd); `keep` holds them alive until the call returns
+        buf = bytes(data) if data else None
         keep.append(buf)
-        arr[i] = KexecSegment(ctypes.cast(buf, ctypes.c_void_p) if buf is not None else None,
-                              len(data), mem, memsz)
+        arr[i] = KexecSegment(ctypes.cast(ctypes.c_char_p(buf), ctypes.c_void_p)
+                              if buf is not None else None, len(data), mem, memsz)
     libc = _libc()
     libc.syscall.restype = ctypes.c_long
     ret = libc.syscall(ctypes.c_long(nr_load), ctypes.c_ulong(entry or 0),

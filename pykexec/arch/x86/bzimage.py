@@ -29,7 +29,9 @@ class BzImage:
     def parse(cls, data: bytes) -> "BzImage":
         if len(data) < 1024:
             raise ImageError("too short for a bzImage")
-        hdr = bp.SetupHeader.parse(data[bp.SETUP_HEADER_OFFSET:])
+        # only the header's bytes: a slice to the end would copy the whole kernel per parse
+        hdr = bp.SetupHeader.parse(
+            data[bp.SETUP_HEADER_OFFSET:bp.SETUP_HEADER_OFFSET + bp.SETUP_HEADER_SIZE])
         if hdr.boot_flag != bp.BOOT_FLAG or hdr.header != bp.HDRS_MAGIC:
             raise ImageError("no Linux boot header (missing 0xAA55 / HdrS)")
         image = cls(data, hdr)
@@ -65,6 +67,11 @@ class BzImage:
         return self.data[self.setup_size:]
 
     @property
+    def payload_size(self) -> int:
+        """len(payload), without copying it."""
+        return max(len(self.data) - self.setup_size, 0)
+
+    @property
     def header_bytes(self) -> bytes:
         """The setup header as the kernel file has it, from 0x1f1 up to where `jump` says it
         ends (0x202 + the jump's offset byte), capped at the fields this protocol defines."""
@@ -85,7 +92,7 @@ class BzImage:
     @property
     def init_size(self) -> int:
         """Memory the kernel needs from its load address while it decompresses and starts."""
-        return self.header.init_size if self.protocol >= 0x020A else 4 * len(self.payload)
+        return self.header.init_size if self.protocol >= 0x020A else 4 * self.payload_size
 
 
 def _is_power_of_two(value: int) -> bool:
@@ -123,8 +130,8 @@ HEADER_RULES = (
                lambda im, v: "not a page-aligned physical address"),
     # The memory the kernel needs from its load address while it decompresses: at least
     # the protected-mode part the loader copies there.
-    HeaderRule("init_size", 0x020A, lambda im, v: v >= len(im.payload),
-               lambda im, v: f"smaller than the {len(im.payload):#x}-byte protected-mode part "
+    HeaderRule("init_size", 0x020A, lambda im, v: v >= im.payload_size,
+               lambda im, v: f"smaller than the {im.payload_size:#x}-byte protected-mode part "
                              "that has to fit there"),
 )
 

@@ -11,6 +11,7 @@ register block found by what it must hold.
 
 from __future__ import annotations
 
+import functools
 from typing import Dict, List, Optional, Tuple
 
 from pykexec.abi.fields import field_offset
@@ -69,11 +70,18 @@ def boot_params_segment(plan: Plan) -> Optional[Segment]:
     return next((s for s in plan.segments if is_boot_params(s)), None)
 
 
+@functools.lru_cache(maxsize=4)
+def _parse_boot_params(page: bytes):
+    return bp.BootParams.parse(page)
+
+
 def _boot_params(plan: Plan):
+    """(segment, parsed boot_params; callers only read it): parsed once per listing, not
+    once per fact (the 4 KiB parse is the slowest step of a listing)."""
     seg = boot_params_segment(plan)
     if seg is None:
         return None, None
-    return seg, bp.BootParams.parse(seg.read(seg.mem, bp.BOOT_PARAMS_SIZE))
+    return seg, _parse_boot_params(seg.read(seg.mem, bp.BOOT_PARAMS_SIZE))
 
 
 def cmdline_address(plan: Plan) -> Optional[int]:
