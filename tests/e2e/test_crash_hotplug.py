@@ -33,7 +33,7 @@ pytestmark = pytest.mark.e2e
 
 CPU_SYSFS = "/sys/devices/system/cpu/crash_hotplug"
 MEMORY_SYSFS = "/sys/devices/system/memory/crash_hotplug"
-PLAN = HotplugPlan(cpus=0, dimms=(128,))
+PLAN = HotplugPlan(dimms=(128,))
 
 
 def built_kexec():
