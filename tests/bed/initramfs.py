@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import lzma
 import os
 import subprocess
 from pathlib import Path
 from typing import Iterable, List, Tuple
+
+from elftools.elf.elffile import ELFFile
 
 from tests.bed.kernels import ARCH, BedError, Kernel, cache_lock, cache_root
 
@@ -26,7 +29,8 @@ GUEST_DIR = Path(__file__).resolve().parent / "guest"
 INIT_SCRIPT = GUEST_DIR / "init"
 BUSYBOX = Path(os.environ.get("PYKEXEC_BED_BUSYBOX", "/bin/busybox"))
 
-# Dependency order (no modules.dep in the package): virtio core, PCI transport, 9p.
+# Preferred order: virtio core, PCI transport, 9p; load_order() moves a module after
+# what its .modinfo says it depends on (the package ships no modules.dep).
 MODULES: Tuple[Tuple[str, str], ...] = (
     ("virtio_ring", "kernel/drivers/virtio"),
     ("virtio", "kernel/drivers/virtio"),
@@ -39,7 +43,60 @@ MODULES: Tuple[Tuple[str, str], ...] = (
     ("fscache", "kernel/fs/fscache"),
     ("9p", "kernel/fs/9p"),
 )
-BUILDER_VERSION = "2"
+# fscache became part of netfs in Linux 6.4: newer kernels have no module of that name.
+MERGED_AWAY = {"fscache"}
+BUILDER_VERSION = "3"
+
+
+def _builtin_modules(kernel: Kernel) -> set:
+    """Names of the modules built into the kernel (modules.builtin; empty if absent)."""
+    listing = kernel.modules_dir / "modules.builtin"
+    if not listing.exists():
+        return set()
+    return {Path(line).name.split(".ko")[0] for line in listing.read_text().split()}
+
+
+def bed_modules(kernel: Kernel) -> List[Tuple[str, str]]:
+    """MODULES that `kernel` ships as loadable modules (6.12 builds virtio in, 6.1 does not)."""
+    builtin = _builtin_modules(kernel)
+    wanted = []
+    for name, subdir in MODULES:
+        if name in builtin:
+            continue
+        if name in MERGED_AWAY and not any(
+                (kernel.modules_dir / subdir / f"{name}.ko{ext}").exists()
+                for ext in ("", ".xz", ".zst")):
+            continue
+        wanted.append((name, subdir))
+    return wanted
+
+
+def module_depends(blob: bytes) -> List[str]:
+    """The `depends=` names in a module's .modinfo section."""
+    section = ELFFile(io.BytesIO(blob)).get_section_by_name(".modinfo")
+    for field in (section.data() if section else b"").split(b"\0"):
+        if field.startswith(b"depends="):
+            return [d for d in field[8:].decode().split(",") if d]
+    return []
+
+
+def load_order(modules: List[Tuple[str, str, bytes]]) -> List[Tuple[str, str, bytes]]:
+    """`modules` (name, subdir, bytes) reordered so each comes after what it depends on.
+
+    The order changes between kernels (6.12's 9pnet needs netfs), so it is read from the
+    modules themselves; dependencies outside the set are built in or missing (insmod says).
+    """
+    names = {name for name, _, _ in modules}
+    deps = {name: [d for d in module_depends(blob) if d in names] for name, _, blob in modules}
+    placed: List[str] = []
+    while len(placed) < len(modules):
+        ready = [name for name, _, _ in modules
+                 if name not in placed and all(d in placed for d in deps[name])]
+        if not ready:
+            raise BedError(f"module dependency cycle among {sorted(names - set(placed))}")
+        placed.append(ready[0])
+    by_name = {m[0]: m for m in modules}
+    return [by_name[name] for name in placed]
 
 
 def _module_bytes(kernel: Kernel, name: str, subdir: str) -> bytes:
@@ -102,9 +159,11 @@ def initramfs_entries(kernel: Kernel) -> List[Tuple[str, int, bytes]]:
     entries.append(("dev/console", CHR, b"5:1"))
     entries.append(("bin/busybox", EXEC, BUSYBOX.read_bytes()))
     entries.append(("init", EXEC, INIT_SCRIPT.read_bytes()))
-    for name, subdir in MODULES:
-        entries.append((f"lib/modules/bed/{name}.ko", FILE, _module_bytes(kernel, name, subdir)))
-    entries.append(("lib/modules/bed/order", FILE, "".join(n + "\n" for n, _ in MODULES).encode()))
+    modules = load_order([(name, subdir, _module_bytes(kernel, name, subdir))
+                          for name, subdir in bed_modules(kernel)])
+    for name, _, blob in modules:
+        entries.append((f"lib/modules/bed/{name}.ko", FILE, blob))
+    entries.append(("lib/modules/bed/order", FILE, "".join(m[0] + "\n" for m in modules).encode()))
     return entries
 
 

@@ -2,14 +2,17 @@
 
 `get_kernel()` returns a `Kernel` for Debian's current `linux-image-6.1.0-NN-amd64`
 (the one `linux-image-amd64` depends on), fetched with `apt-get download` and unpacked
-with `dpkg -x` into a cache outside the repository:
+with `dpkg -x` into a cache outside the repository. `get_kernel(series="backports")`
+does the same for bookworm-backports' `linux-image-amd64` (6.12 in 2026), through the
+bed's private apt state (tests/bed/aptstate.py), never the machine's sources:
 
     $PYKEXEC_BED_CACHE (default ~/.cache/pykexec-bed)/
       x86_64/kernel-<package version>/
         linux-image-....deb
         root/                      dpkg -x output (boot/vmlinuz-*, lib/modules/*)
         vmlinux                    ELF, extracted from the bzImage by `extract_vmlinux`
-        READY                      written last; a folder without it is rebuilt
+        READY                      written last (package, version, release, series);
+                                   a folder without it is rebuilt
 
 Everything is keyed by the package name and version, so a new Debian kernel gets a new
 folder. Concurrent callers (two test workers) serialise on a lock file.
@@ -32,6 +35,11 @@ from typing import Optional
 
 ARCH = "x86_64"
 META_PACKAGE = "linux-image-amd64"
+# Kernel series the bed boots: "6.1" is bookworm's own kernel (the machine's apt lists),
+# "backports" bookworm-backports' newer one (the bed's private apt state). Both follow
+# the meta package, never a pinned version.
+SERIES = ("6.1", "backports")
+DEFAULT_SERIES = "6.1"
 
 
 class BedError(RuntimeError):
@@ -68,6 +76,7 @@ class Kernel:
     version: str          # 6.1.192-2 (Debian package version)
     release: str          # 6.1.0-56-amd64 (uname -r)
     folder: Path          # the cache folder holding root/ and vmlinux
+    series: str = DEFAULT_SERIES   # SERIES: which meta package it came from
 
     @property
     def root(self) -> Path:
@@ -102,9 +111,19 @@ def _run(argv, **kw) -> str:
     return proc.stdout
 
 
-def resolve_package(meta: str = META_PACKAGE) -> str:
+def _apt_cache(series: str):
+    """apt-cache for `series`: the machine's for 6.1, the bed's private state for backports."""
+    if series == DEFAULT_SERIES:
+        return lambda *args: _run(["apt-cache", *args])
+    from tests.bed.aptstate import BedApt
+    apt = BedApt()
+    apt.update()
+    return apt.cache
+
+
+def resolve_package(meta: str = META_PACKAGE, series: str = DEFAULT_SERIES) -> str:
     """The versioned kernel package `meta` depends on, e.g. linux-image-6.1.0-56-amd64."""
-    out = _run(["apt-cache", "depends", meta])
+    out = _apt_cache(series)("depends", meta)
     for line in out.splitlines():
         m = re.match(r"\s*Depends:\s*(linux-image-[0-9][\w.+-]*)", line)
         if m:
@@ -112,33 +131,41 @@ def resolve_package(meta: str = META_PACKAGE) -> str:
     raise BedError(f"apt-cache depends {meta}: no linux-image-* dependency in {out!r}")
 
 
-def package_version(package: str) -> str:
+def package_version(package: str, series: str = DEFAULT_SERIES) -> str:
     """The candidate version apt would download for `package`."""
-    out = _run(["apt-cache", "policy", package])
+    out = _apt_cache(series)("policy", package)
     m = re.search(r"Candidate:\s*(\S+)", out)
     if not m or m.group(1) == "(none)":
         raise BedError(f"apt-cache policy {package}: no candidate version (run apt-get update?)")
     return m.group(1)
 
 
-def _cached_kernels(base: Path):
-    return sorted(p for p in base.glob("linux-image-*") if (p / "READY").exists())
+def _cached_kernels(base: Path, series: str):
+    return sorted(p for p in base.glob("linux-image-*")
+                  if (p / "READY").exists() and _load_ready(p).series == series)
 
 
-def get_kernel(package: Optional[str] = None) -> Kernel:
+def get_kernel(package: Optional[str] = None, series: Optional[str] = None) -> Kernel:
     """Download (once) and unpack a Debian kernel package; also extract its vmlinux.
 
-    `package` defaults to $PYKEXEC_BED_KERNEL, else what `linux-image-amd64` depends on.
-    Offline, an already cached kernel is used when apt cannot answer.
+    `series` (SERIES; default $PYKEXEC_BED_SERIES, else "6.1") picks the meta package's
+    suite. `package` defaults to $PYKEXEC_BED_KERNEL (6.1 series only), else what
+    `linux-image-amd64` depends on in that suite. Offline, an already cached kernel of
+    the series is used when apt cannot answer.
     """
+    series = series or os.environ.get("PYKEXEC_BED_SERIES") or DEFAULT_SERIES
+    if series not in SERIES:
+        raise BedError(f"kernel series {series!r}: expected one of {', '.join(SERIES)}")
     base = cache_root() / ARCH
     base.mkdir(exist_ok=True)
-    package = package or os.environ.get("PYKEXEC_BED_KERNEL")
+    if series == DEFAULT_SERIES:
+        package = package or os.environ.get("PYKEXEC_BED_KERNEL")
     try:
-        package = package or resolve_package()
-        version = package_version(package)
+        package = package or resolve_package(series=series)
+        version = package_version(package, series)
     except BedError:
-        cached = [p for p in _cached_kernels(base) if package is None or p.name.startswith(package + "_")]
+        cached = [p for p in _cached_kernels(base, series)
+                  if package is None or p.name.startswith(package + "_")]
         if not cached:
             raise
         return _load_ready(cached[-1])
@@ -152,7 +179,11 @@ def get_kernel(package: Optional[str] = None) -> Kernel:
             shutil.rmtree(folder)
         tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=base))
         try:
-            _run(["apt-get", "download", f"{package}={version}"], cwd=tmp)
+            if series == DEFAULT_SERIES:
+                _run(["apt-get", "download", f"{package}={version}"], cwd=tmp)
+            else:
+                from tests.bed.aptstate import BedApt
+                BedApt().get("download", f"{package}={version}", cwd=tmp)
             debs = list(tmp.glob("*.deb"))
             if len(debs) != 1:
                 raise BedError(f"apt-get download {package}: expected one .deb, got {debs}")
@@ -164,7 +195,7 @@ def get_kernel(package: Optional[str] = None) -> Kernel:
             bz = tmp / "root" / "boot" / f"vmlinuz-{release}"
             data = extract_vmlinux(bz.read_bytes())
             (tmp / "vmlinux").write_bytes(data)
-            (tmp / "READY").write_text(f"{package}\n{version}\n{release}\n")
+            (tmp / "READY").write_text(f"{package}\n{version}\n{release}\n{series}\n")
             os.rename(tmp, folder)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -173,8 +204,12 @@ def get_kernel(package: Optional[str] = None) -> Kernel:
 
 
 def _load_ready(folder: Path) -> Kernel:
-    package, version, release = (folder / "READY").read_text().split()[:3]
-    return Kernel(package=package, version=version, release=release, folder=folder)
+    fields = (folder / "READY").read_text().split()
+    package, version, release = fields[:3]
+    # folders cached before the series existed are bookworm's own kernels
+    series = fields[3] if len(fields) > 3 else DEFAULT_SERIES
+    return Kernel(package=package, version=version, release=release, folder=folder,
+                  series=series)
 
 
 # --- bzImage → vmlinux ---------------------------------------------------------------
@@ -211,7 +246,10 @@ def decompress_payload(payload: bytes) -> bytes:
         import zlib
         return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(payload)
     if payload.startswith(b"\x28\xb5\x2f\xfd"):
-        out = subprocess.run(["zstd", "-dc"], input=payload, capture_output=True, check=False)
+        # As for xz, the build appends the uncompressed size (4 bytes), which zstd would
+        # read as the start of a second frame; the kernel's zstd -22 window needs --long.
+        out = subprocess.run(["zstd", "-dc", "--long=31"], input=payload[:-4],
+                             capture_output=True, check=False)
         if out.returncode != 0:
             raise BedError(f"zstd: {out.stderr.decode(errors='replace').strip()}")
         return out.stdout
@@ -229,6 +267,7 @@ def extract_vmlinux(image: bytes) -> bytes:
 
 
 if __name__ == "__main__":  # pragma: no cover - manual use
-    k = get_kernel()
-    print(f"{k.package} {k.version} ({k.release})")
+    import sys
+    k = get_kernel(series=sys.argv[1] if len(sys.argv) > 1 else None)
+    print(f"{k.package} {k.version} ({k.release}, series {k.series})")
     print(f"bzImage {k.bzimage}\nvmlinux {k.vmlinux}\nmodules {k.modules_dir}")

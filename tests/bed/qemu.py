@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 from tests.bed.initramfs import GUEST_DIR, get_initramfs
-from tests.bed.kernels import BedError, Kernel, cache_root, get_kernel
+from tests.bed.kernels import SERIES, BedError, Kernel, cache_root, get_kernel
 
 QEMU = os.environ.get("PYKEXEC_BED_QEMU", "qemu-system-x86_64")
 REPO_ROOT = GUEST_DIR.parents[2]
@@ -602,11 +602,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--snapshot", action="store_true",
                     help="also save a machine snapshot of the guest (in the run folder)")
     ap.add_argument("--timeout", type=float, default=300, help="seconds before QEMU is killed")
+    ap.add_argument("--series", choices=SERIES, default=None,
+                    help="Debian kernel series to boot: 6.1 (bookworm, default) or backports "
+                         "(bookworm-backports' linux-image-amd64, fetched through the bed's "
+                         "own apt state)")
     args = ap.parse_args(argv)
 
     print("preparing: Debian kernel package and busybox initramfs (cached in "
           f"{cache_root()}) ...", flush=True)
-    kernel = get_kernel()
+    kernel = get_kernel(series=args.series)
     initrd = get_initramfs(kernel)
     image = kernel.bzimage if args.format == "bzimage" else kernel.vmlinux
     extra = ["--args-linux"] if args.format == "elf" else []

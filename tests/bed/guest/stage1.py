@@ -2,7 +2,9 @@
 
 Usage: stage1.py RESULTS_DIR. Reads RESULTS_DIR/config.json:
   take_snapshot (bool), snapshot_notes (str), loader_argv (list or null), pattern_mib (int),
-  loader_timeout (seconds).
+  loader_timeout (seconds), hotplug (bool: after the load, hand over to the host for a
+  CPU and memory hot-add and online what came, guest/hotplug.py).
+Records the kernel's crash sysfs files (crash hotplug on 6.6+) before and after the load.
 Optionally takes a machine snapshot (pykexec.machine.snapshot) into RESULTS_DIR/snapshot, runs the
 loader, records its exit code/stdout/stderr and /sys/kernel/kexec_crash_loaded, starts the
 pattern filler, writes RESULTS_DIR/stage1.json and panics the kernel (sysrq c). With no
@@ -74,6 +76,9 @@ def main(results):
             save()
             print("BED: no crash region reserved", flush=True)
             return 7
+        sys.path.insert(0, HERE)
+        import hotplug
+        out["crash_sysfs"] = hotplug.crash_sysfs()
         if cfg.get("take_snapshot"):
             from pykexec.machine.snapshot import take_snapshot
             t = time.monotonic()
@@ -101,11 +106,17 @@ def main(results):
         print(f"BED: loader done rc={out['loader_exit']}", flush=True)
         loaded = read_text("/sys/kernel/kexec_crash_loaded")
         out["crash_loaded"] = int(loaded) if loaded.isdigit() else None
+        out["crash_sysfs_loaded"] = hotplug.crash_sysfs()
         if out["loader_exit"] != 0 or out["crash_loaded"] != 1:
             out["result"] = "load-failed"
             save()
             print("BED: load failed, not panicking", flush=True)
             return 3
+        if cfg.get("hotplug"):
+            t = time.monotonic()
+            out["hotplug"] = hotplug.hot_add(results)
+            out["times"]["hotplug"] = round(time.monotonic() - t, 3)
+            save()
         t = time.monotonic()
         line = start_filler(cfg.get("pattern_mib", 64), results)
         out["times"]["pattern_fill"] = round(time.monotonic() - t, 3)
