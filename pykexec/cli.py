@@ -18,6 +18,9 @@ Exit statuses follow kexec-tools: 0 success, 1 usage errors and fatal refusals (
 when loaded), 253 kexec_file_load missing with -s, 255 a failed load, unload or exec.
 When the reader of stdout goes away (`pykexec --dry-run ... | head`), pykexec stops quietly
 and dies of SIGPIPE as a C tool does (a shell shows 141); `run()` in-process returns 141.
+
+(Longer than 400 lines: kexec's action order, exit statuses and the one error path are one
+state machine over a Request; the subcommands beside it are thin.)
 """
 
 from __future__ import annotations

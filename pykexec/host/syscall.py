@@ -11,6 +11,10 @@ PYKEXEC_SYSCALL_FAULTS (e.g. "kexec_file_load=ENOSYS") wraps the live backend th
 way, so a guest can play a kernel built without kexec_file_load.
 
 Every errno is turned into one sentence a kdump maintainer can act on.
+
+(Longer than 400 lines: the syscalls, the recording and fault-injecting layers the tests
+and the guest use, and the errno diagnoses are one interface to the running kernel, and a
+diagnosis needs the call it explains beside it.)
 """
 
 from __future__ import annotations

@@ -24,6 +24,10 @@ Two stages, both immutable:
   nothing is mutated, so a loaded purgatory can be shared, compared and kept in a
   plan while variants (different registers, digests) are derived from it.  Copying
   the buffer (a few KiB) per call is cheap next to building a load.
+
+(Longer than 400 lines: parsing, layout, relocation and symbol access are the one linker
+pass a purgatory object goes through; split, each part would need the others' private
+state.)
 """
 
 from __future__ import annotations

@@ -17,6 +17,9 @@ external fonts, images or style sheets) that a browser shows as:
   up to its copy in the window.
 
 `write_svg(plan, machine, path)` writes the same text to a file.
+
+(Longer than 400 lines: one drawing, whose bands, labels and legend are placed against
+each other.)
 """
 
 from __future__ import annotations

@@ -15,6 +15,9 @@ at a time, unmapped after), and each output segment is copied by the kernel
 (copy_file_range), never through Python. Memory: one byte per page of the dump for the
 classes, plus a window's arrays and one mapped chunk. The output is written to a temporary
 file beside OUT and renamed over it only when complete.
+
+(Longer than 400 lines: the window loop, the copy thread and the ELF writer share one
+output file's state; the page classes live in pageclass.py.)
 """
 
 from __future__ import annotations

@@ -44,3 +44,16 @@ def test_a_planted_violation_breaks_its_contract(tmp_path, module, planted, cont
     assert proc.returncode != 0, proc.stdout
     broken = proc.stdout[proc.stdout.index("Broken contracts"):]
     assert contract in broken and module.replace("/", ".")[:-3] in broken, proc.stdout
+
+
+def test_every_architecture_package_is_in_the_no_arch_contract():
+    """A new pykexec/arch/<name>/ must join the forbidden list, or generic code could
+    import it unnoticed (docs/design.md, "Adding an architecture")."""
+    import tomllib
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        contracts = tomllib.load(f)["tool"]["importlinter"]["contracts"]
+    forbidden = next(c for c in contracts if c["id"] == "no-arch-outside-arch")
+    arch_dir = os.path.join(ROOT, "pykexec", "arch")
+    packages = {f"pykexec.arch.{d}" for d in os.listdir(arch_dir)
+                if os.path.isfile(os.path.join(arch_dir, d, "__init__.py"))}
+    assert packages == set(forbidden["forbidden_modules"])
