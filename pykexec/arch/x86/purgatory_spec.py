@@ -9,10 +9,10 @@ from typing import Tuple
 
 from pykexec.purgatory.build import PurgatorySpec
 
-# Compiler flags for the x86_64 purgatory, and why.  The code runs with no OS, no
+# Compiler flags both x86 purgatories take, and why.  The code runs with no OS, no
 # libc, an identity map at an arbitrary physical address (possibly above 4 GiB) and
 # a small stack of its own.
-X86_64_CFLAGS: Tuple[str, ...] = (
+FREESTANDING_CFLAGS: Tuple[str, ...] = (
     "-std=gnu11",
     "-Wall",
     "-Wextra",
@@ -24,21 +24,14 @@ X86_64_CFLAGS: Tuple[str, ...] = (
     # GOTPCREL relocations the loader does not (and should not) implement.
     "-fno-PIC",
     "-fno-PIE",
-    # The canary lives at %fs:0x28, which does not exist here.
+    # The canary lives at %fs:0x28 (%gs:0x14 on i386), which does not exist here.
     "-fno-stack-protector",
-    # Symbol addresses may be anywhere in 64-bit space: no R_X86_64_32/32S.
-    "-mcmodel=large",
-    # A target for the baseline ISA, never the build host's.
-    "-march=x86-64",
     "-mtune=generic",
-    # No red zone below rsp: nothing may rely on memory under the stack pointer.
-    "-mno-red-zone",
     # Only general-purpose registers: the FPU/SIMD state belongs to nobody here
     # (and CR0/CR4 may not even allow it).
     "-mno-mmx",
     "-mno-sse",
     "-mno-sse2",
-    "-mno-avx",
     "-mgeneral-regs-only",
     "-Os",
     # No .eh_frame (and its relocations): nothing unwinds.
@@ -61,37 +54,21 @@ X86_64_CFLAGS: Tuple[str, ...] = (
     "-fno-ident",
 )
 
+X86_64_CFLAGS: Tuple[str, ...] = FREESTANDING_CFLAGS + (
+    # Symbol addresses may be anywhere in 64-bit space: no R_X86_64_32/32S.
+    "-mcmodel=large",
+    # A target for the baseline ISA, never the build host's.
+    "-march=x86-64",
+    # No red zone below rsp: nothing may rely on memory under the stack pointer.
+    "-mno-red-zone",
+    "-mno-avx",
+)
 
 # The i386 purgatory: the same freestanding rules for 32-bit code.  It runs in flat
 # protected mode with paging off, below 4 GiB, so plain absolute addressing is right.
-I386_CFLAGS: Tuple[str, ...] = (
-    "-m32",
-    "-std=gnu11",
-    "-Wall",
-    "-Wextra",
-    "-ffreestanding",
-    "-fno-builtin",
-    "-nostdlib",
-    "-fno-PIC",
-    "-fno-PIE",
-    "-fno-stack-protector",
+I386_CFLAGS: Tuple[str, ...] = ("-m32",) + FREESTANDING_CFLAGS + (
     # Debian's 32-bit kernels need a 686 anyway; no later ISA.
     "-march=i686",
-    "-mtune=generic",
-    "-mno-mmx",
-    "-mno-sse",
-    "-mno-sse2",
-    "-mgeneral-regs-only",
-    "-Os",
-    "-fno-asynchronous-unwind-tables",
-    "-fno-unwind-tables",
-    "-fno-zero-initialized-in-bss",
-    "-fno-common",
-    "-fno-merge-constants",
-    "-fno-tree-loop-distribute-patterns",
-    "-fno-delete-null-pointer-checks",
-    "-fcf-protection=none",
-    "-fno-ident",
 )
 
 
