@@ -240,7 +240,7 @@ def _check_hotplug(request, machine) -> None:
         raise Failure("--hotplug is for crash loads (-p): only the capture kernel's elfcorehdr "
                       "is rewritten on CPU/memory hotplug", EXIT_FATAL)
     if not machine.crash_elfcorehdr_size:   # absent, or 0 (kexec-tools dies on both)
-        raise Failure(f"{machine.path('sys/kernel/crash_elfcorehdr_size')} does not exist: "
+        raise Failure("/sys/kernel/crash_elfcorehdr_size does not exist: "
                       "--hotplug needs a kernel with CONFIG_CRASH_HOTPLUG", EXIT_FATAL)
 
 

@@ -343,7 +343,8 @@ def describe_plan(plan: Plan, machine=None) -> Dict[str, Any]:
         "format": 1,
         "arch": plan.arch, "syscall": plan.syscall, "flags": plan.flags,
         "flag_names": decode_flags(plan), "entry": plan.entry,
-        "crash_hotplug": crash_hotplug(plan),
+        # only when on, so that every other plan's JSON stays as it was
+        **({"crash_hotplug": True} if crash_hotplug(plan) else {}),
         "entry_in": _locate(plan, plan.entry),
         "cmdline": cmdline,
         "cmdline_parameters": cmdline_parameters(plan, cmdline),

@@ -79,7 +79,7 @@ def test_hotplug_sizes_the_header_leaves_it_unhashed_and_sets_the_flag(
     assert hot["flags"] == plain["flags"] | KEXEC_UPDATE_ELFCOREHDR
     assert hot["flags"] & KEXEC_ON_CRASH
     assert "KEXEC_UPDATE_ELFCOREHDR" in hot["flag_names"]
-    assert (hot["crash_hotplug"], plain["crash_hotplug"]) == (True, False)
+    assert hot["crash_hotplug"] is True and "crash_hotplug" not in plain
     # the capture kernel's memory map leaves out the whole header area
     e820 = [(e["addr"], e["addr"] + e["size"]) for e in hot["e820"]]
     assert not any(a < hdr["mem"] + HOTPLUG_SIZE and hdr["mem"] < b for a, b in e820)

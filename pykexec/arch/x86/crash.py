@@ -65,7 +65,7 @@ def place_crash_segments(layout: Layout, machine: Machine, info: CrashElfInfo,
     if hotplug:
         hotplug_size = machine.crash_elfcorehdr_size
         if not hotplug_size:
-            raise LoadError(f"{machine.path('sys/kernel/crash_elfcorehdr_size')} does not "
+            raise LoadError("/sys/kernel/crash_elfcorehdr_size does not "
                             "exist: --hotplug needs a kernel with CONFIG_CRASH_HOTPLUG")
     backup_src = info.backup
     backup_size = crashmem.backup_segment_size(backup_src)
