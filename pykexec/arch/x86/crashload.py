@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import List, Optional, Tuple
 
 from pykexec.abi.kexec import KEXEC_UPDATE_ELFCOREHDR
-
 from pykexec.arch.x86.crash import CrashSetup, crash_window, place_crash_segments
 from pykexec.arch.x86.firmware import acpi_rsdp, edd
 from pykexec.arch.x86.purgatory_setup import (PURGATORY_MIN_ADDR, PurgatoryKind,
