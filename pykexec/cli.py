@@ -236,13 +236,24 @@ def _check_fatal(request) -> None:
         raise Failure(reuse_initrd_refusal(), EXIT_FATAL)
 
 
+def _check_hotplug(request, machine) -> None:
+    """--hotplug: kexec-tools dies without the kernel's elfcorehdr size, whatever the
+    syscall; with kexec_file_load the kernel supports hotplug by itself, so -s ignores it."""
+    if not request.crash:
+        raise Failure("--hotplug is for crash loads (-p): only the capture kernel's elfcorehdr "
+                      "is rewritten on CPU/memory hotplug", EXIT_FATAL)
+    if not machine.crash_elfcorehdr_size:   # absent, or 0 (kexec-tools dies on both)
+        raise Failure("/sys/kernel/crash_elfcorehdr_size does not exist: "
+                      "--hotplug needs a kernel with CONFIG_CRASH_HOTPLUG", EXIT_FATAL)
+
+
 def _check_refused(request, machine) -> None:
     if not request.do_load:
         return
     for option, why in request.refused:
-        if option == "--hotplug" and not request.crash:
-            continue
         raise Failure(why)
+    if request.hotplug:
+        _check_hotplug(request, machine)
     from pykexec.arch import option_refusal
     why = option_refusal(request, machine)
     if why is not None:

@@ -82,8 +82,8 @@ GENERIC_OPTIONS: Tuple[Option, ...] = (
                           "--load-jump-back-helper)", GENERIC, "ADDR"),
     Option("print-ckr-size", False, "print the size of the crash kernel region and exit",
            GENERIC),
-    Option("hotplug", False, "let the kernel update the elfcorehdr on CPU/memory hotplug "
-                             "(refused: not implemented)", GENERIC),
+    Option("hotplug", False, "-p: let the kernel rewrite the elfcorehdr on CPU/memory hotplug "
+                             "(needs /sys/kernel/crash_elfcorehdr_size)", GENERIC),
     Option("no-cma", False, "kexec_file_load: do not place segments in CMA", GENERIC),
     Option("force-dtb", False, "kexec_file_load: pass the current DTB", GENERIC),
     Option("exec-live-update", False, "Xen live update: boot the loaded image (Xen only)",
@@ -118,10 +118,7 @@ SHORT_TO_LONG = {"h": "help", "?": "?", "v": "version", "d": "debug", "f": "forc
                  "c": "kexec-syscall", "a": "kexec-syscall-auto", "S": "status"}
 LONG_TO_SHORT = {v: k for k, v in SHORT_TO_LONG.items() if k != "?"}
 # Generic options kexec-tools honours that pykexec refuses when they would matter, and why.
-REFUSED = {
-    "hotplug": "pykexec does not size the elfcorehdr for crash hotplug yet (--hotplug); "
-               "reload the crash kernel after hotplug instead (kdump-tools' udev rules do)",
-}
+REFUSED: Dict[str, str] = {}
 REUSE_INITRD_REFUSED = ("--reuseinitrd is not implemented by pykexec: pass the initrd again "
                         "with --initrd")
 

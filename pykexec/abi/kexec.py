@@ -15,10 +15,13 @@ from pykexec.abi.machines import EM_386, EM_AARCH64, EM_ARM, EM_PPC64, EM_S390, 
 # kexec_load flags
 KEXEC_ON_CRASH = 0x1
 KEXEC_PRESERVE_CONTEXT = 0x2
-KEXEC_UPDATE_ELFCOREHDR = 0x4
+KEXEC_UPDATE_ELFCOREHDR = 0x4       # crash hotplug, as x86 kernels (6.5+) test it
+KEXEC_CRASH_HOTPLUG_SUPPORT = 0x8   # crash hotplug, the generic bit (6.10+, other arches)
+CRASH_HOTPLUG_FLAGS = KEXEC_UPDATE_ELFCOREHDR | KEXEC_CRASH_HOTPLUG_SUPPORT
 KEXEC_FLAG_NAMES = {KEXEC_ON_CRASH: "KEXEC_ON_CRASH",
                     KEXEC_PRESERVE_CONTEXT: "KEXEC_PRESERVE_CONTEXT",
-                    KEXEC_UPDATE_ELFCOREHDR: "KEXEC_UPDATE_ELFCOREHDR"}
+                    KEXEC_UPDATE_ELFCOREHDR: "KEXEC_UPDATE_ELFCOREHDR",
+                    KEXEC_CRASH_HOTPLUG_SUPPORT: "KEXEC_CRASH_HOTPLUG_SUPPORT"}
 
 # kexec_load's arch field: the high 16 bits, an ELF e_machine value (0: the kernel's own)
 KEXEC_ARCH_MASK = 0xFFFF0000

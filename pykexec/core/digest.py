@@ -8,11 +8,19 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from typing import Iterable, List, Tuple
+from typing import Collection, Iterable, List, Tuple
 
 from pykexec.core.plan import Segment
 
 SHA256_REGIONS_MAX = 16
+
+
+def hashed_segments(segments: Iterable[Segment], purgatory_base: int,
+                    unhashed_kinds: Collection[str] = ()) -> List[Segment]:
+    """The segments purgatory checks: all but itself (it is patched with the digest) and
+    those of `unhashed_kinds`, which the kernel may rewrite after the load (the elfcorehdr
+    under crash hotplug)."""
+    return [s for s in segments if s.mem != purgatory_base and s.kind not in unhashed_kinds]
 
 
 def sha256_regions(segments: Iterable[Segment]) -> Tuple[bytes, bytes, List[Tuple[int, int]]]:

@@ -83,6 +83,14 @@ def decode_flags(plan: Plan) -> List[str]:
     return kexec_abi.decode_flags(plan.flags, plan.syscall == "kexec_file_load")
 
 
+def crash_hotplug(plan: Plan) -> bool:
+    """Whether the kernel may rewrite this crash load's elfcorehdr on CPU/memory hotplug:
+    a kexec_load crash load asks with a flag (kexec_file_load's crash loads always may,
+    when the kernel has CONFIG_CRASH_HOTPLUG)."""
+    return (plan.syscall == "kexec_load" and bool(plan.flags & kexec_abi.KEXEC_ON_CRASH)
+            and bool(plan.flags & kexec_abi.CRASH_HOTPLUG_FLAGS))
+
+
 def _machine_fact(machine, name):
     """machine.<name>, or None when there is no machine or it cannot say."""
     if machine is None:
@@ -335,6 +343,8 @@ def describe_plan(plan: Plan, machine=None) -> Dict[str, Any]:
         "format": 1,
         "arch": plan.arch, "syscall": plan.syscall, "flags": plan.flags,
         "flag_names": decode_flags(plan), "entry": plan.entry,
+        # only when on, so that every other plan's JSON stays as it was
+        **({"crash_hotplug": True} if crash_hotplug(plan) else {}),
         "entry_in": _locate(plan, plan.entry),
         "cmdline": cmdline,
         "cmdline_parameters": cmdline_parameters(plan, cmdline),
@@ -399,6 +409,9 @@ def plan_report(plan: Plan, machine=None, facts: Optional[Dict[str, Any]] = None
         add(f"crash kernel window: {hex_range(w['start'], w['end'])} "
             f"[{w['start']:#x}, {w['end']:#x}) {human_size(w['size'])}, {usage} "
             f"(from the {w['source']})")
+    if f.get("crash_hotplug"):
+        add("crash hotplug: on (the kernel rewrites the elfcorehdr on CPU/memory hotplug; "
+            "purgatory does not check it)")
     add("")
     add("segments (copied in this order when the panic comes)")
     add(f"{'#':>2}  {'kind':<11} {'physical range':<37} {'memsz':>10} {'bufsz':>10}  "

@@ -13,13 +13,13 @@ sockets, CPU model or machine type), so a `device_add`ed CPU is refused by the g
 (HotplugPlan.cpus) for a host where the guest accepts them.
 
 The loader is a parameter (HOTPLUG_LOADERS): Debian's kexec-tools 2.0.28+ built from source
-(tests/bed/kexec_tools.py) is the oracle; pykexec's `--hotplug` will be held to the same
-test by adding it there.
+(tests/bed/kexec_tools.py) is the oracle, and pykexec is held to the same test.
 """
 
 from __future__ import annotations
 
 import shutil
+import sys
 
 import pytest
 
@@ -41,9 +41,15 @@ def built_kexec():
     return [str(get_kexec_tools().kexec)]
 
 
+def pykexec():
+    from pykexec.arch.x86 import purgatory_spec
+    from pykexec.purgatory.build import purgatory_object
+    purgatory_object(purgatory_spec.X86_64)     # built on the host: the guest's view is read-only
+    return [sys.executable, "-m", "pykexec"]
+
+
 # name -> a function giving the loader's argv prefix (it may build or download first).
-# pykexec joins with: "pykexec": lambda: [sys.executable, "-m", "pykexec"]
-HOTPLUG_LOADERS = {"kexec-tools-built": built_kexec}
+HOTPLUG_LOADERS = {"kexec-tools-built": built_kexec, "pykexec": pykexec}
 
 
 @pytest.fixture(scope="module")

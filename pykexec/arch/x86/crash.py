@@ -54,16 +54,26 @@ def crash_window(machine: Machine, mem_min: int = 0, mem_max: Optional[int] = No
 
 
 def place_crash_segments(layout: Layout, machine: Machine, info: CrashElfInfo,
-                         user_cmdline: str, acpi_rsdp: Optional[int]) -> CrashSetup:
+                         user_cmdline: str, acpi_rsdp: Optional[int],
+                         hotplug: bool = False) -> CrashSetup:
     """Place the backup and elfcorehdr segments top-down and derive the capture memory map;
-    `info` is the architecture's facts for the core header (Arch.crash_elf_info)."""
+    `info` is the architecture's facts for the core header (Arch.crash_elf_info).
+
+    With `hotplug` the elfcorehdr's memsz is the kernel's crash_elfcorehdr_size: the most
+    the kernel will write there when it rebuilds the header after a CPU or memory change."""
+    hotplug_size = None
+    if hotplug:
+        hotplug_size = machine.crash_elfcorehdr_size
+        if not hotplug_size:
+            raise LoadError("/sys/kernel/crash_elfcorehdr_size does not "
+                            "exist: --hotplug needs a kernel with CONFIG_CRASH_HOTPLUG")
     backup_src = info.backup
     backup_size = crashmem.backup_segment_size(backup_src)
     backup_start = layout.add(bytes(backup_size), "backup",
                               f"zeros; purgatory copies {backup_src.range} here at crash time",
                               align=1024)
     header = core_header_for(info, backup_start)
-    memsz = crashmem.elfcorehdr_memsz(header.size)
+    memsz = crashmem.elfcorehdr_memsz(header.size, hotplug_size)
     where = f"ELF{32 if info.elf_class == 1 else 64} core header: " + \
         f"{sum(1 for p in header.phdrs if p.p_type == 4)} PT_NOTE, " + \
         f"{sum(1 for p in header.phdrs if p.p_type == 1)} PT_LOAD"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import List, Optional, Tuple
 
+from pykexec.abi.kexec import KEXEC_UPDATE_ELFCOREHDR
 from pykexec.arch.x86.crash import CrashSetup, crash_window, place_crash_segments
 from pykexec.arch.x86.firmware import acpi_rsdp, edd
 from pykexec.arch.x86.purgatory_setup import (PURGATORY_MIN_ADDR, PurgatoryKind,
@@ -25,6 +26,18 @@ from pykexec.errors import LoadError
 from pykexec.core.layout import Layout
 from pykexec.core.plan import Plan, Segment
 from pykexec.core.ranges import ADDR_LIMIT, Range
+
+
+# With --hotplug the kernel rewrites the elfcorehdr after the load, so purgatory must not
+# check it.
+HOTPLUG_UNHASHED = ("elfcorehdr",)
+
+
+def hotplug_flag(request) -> int:
+    """x86's kexec_load flag for crash hotplug. x86 kernels (6.5+) test
+    KEXEC_UPDATE_ELFCOREHDR for kexec_load, also after KEXEC_CRASH_HOTPLUG_SUPPORT was
+    added (6.10); 6.5-6.9 refuse the latter with EINVAL."""
+    return KEXEC_UPDATE_ELFCOREHDR if request.crash and request.hotplug else 0
 
 
 class X86CrashLoad:
@@ -53,7 +66,7 @@ class X86CrashLoad:
         info = self.arch.crash_elf_info(machine, self.inputs.request)
         # pykexec passes no EFI runtime data to a capture kernel, so it always names the RSDP.
         self.crash = place_crash_segments(self.layout, machine, info, self.inputs.cmdline,
-                                          acpi_rsdp(machine))
+                                          acpi_rsdp(machine), self.inputs.request.hotplug)
         check_final(self.crash.cmdline, COMMAND_LINE_MAX, self.inputs.kernel_path,
                     self.inputs.cmdline)
         return self.crash.cmdline
@@ -90,7 +103,8 @@ class X86CrashLoad:
                 backup_src_start=crash.backup_src.start, backup_src_size=crash.backup_src.size,
                 skip_checks=request.skip_checks, console_serial=options.console_serial,
                 serial_base=options.serial_base, serial_baud=options.serial_baud,
-                cmdline_end=cmdline_addr + byte_length(crash.cmdline)))
+                cmdline_end=cmdline_addr + byte_length(crash.cmdline),
+                unhashed_kinds=HOTPLUG_UNHASHED if request.hotplug else ()))
         self.check_segments(segments)
         return self.plan(segments, self.purgatory.entry, symbols, **notes)
 
@@ -104,7 +118,7 @@ class X86CrashLoad:
         request, crash = self.inputs.request, self.crash
         return Plan(
             arch=self.arch.name, syscall="kexec_load",
-            flags=request.kexec_flags | self.arch.kexec_arch,
+            flags=request.kexec_flags | self.arch.kexec_arch | hotplug_flag(request),
             entry=entry, cmdline=crash.cmdline if crash else self.inputs.cmdline,
             segments=segments,
             notes={"format": self.format_name,

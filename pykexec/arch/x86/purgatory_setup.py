@@ -17,7 +17,7 @@ from pykexec.abi.fields import field_names
 from pykexec.arch.x86 import purgatory_spec
 from pykexec.arch.x86.abi import Entry32Regs, Entry64Regs
 from pykexec.arch.x86.relocations import I386_RELOCATIONS, X86_64_RELOCATIONS
-from pykexec.core.digest import sha256_regions
+from pykexec.core.digest import hashed_segments, sha256_regions
 from pykexec.core.layout import Layout
 from pykexec.core.plan import Segment
 from pykexec.core.ranges import ADDR_LIMIT
@@ -72,6 +72,7 @@ class PurgatoryOptions:
     serial_base: int = 0x3F8
     serial_baud: int = 0
     cmdline_end: int = 0
+    unhashed_kinds: Tuple[str, ...] = ()   # segments the kernel may rewrite after the load
 
 
 def place_purgatory(layout: Layout, kind: PurgatoryKind, low: int = PURGATORY_MIN_ADDR,
@@ -100,7 +101,7 @@ def finish_purgatory(segments: Tuple[Segment, ...], loaded: LoadedObject, kind: 
                      regs: Dict[str, int], options: PurgatoryOptions
                      ) -> Tuple[Tuple[Segment, ...], Dict[str, object]]:
     """Patch purgatory's symbols, with the digest of all other (final) segments."""
-    others = [s for s in segments if s.mem != loaded.base]
+    others = hashed_segments(segments, loaded.base, options.unhashed_kinds)
     if options.skip_checks:
         table, digest, regions = bytes(256), bytes(32), []
     else:
