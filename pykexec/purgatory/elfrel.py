@@ -34,13 +34,10 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
-from construct import ConstructError
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
-from elftools.elf.relocation import RelocationSection
-from elftools.elf.sections import SymbolTableSection
-
 from pykexec.errors import PykexecError
+
+# pyelftools is imported where an object is parsed: elftools.elf.elffile pulls in the whole
+# DWARF reader, which a load that uses the build's record (from_record) never needs.
 
 __all__ = [
     "ElfRelError",
@@ -180,7 +177,8 @@ class RelocatableObject:
                  contents: Mapping[int, bytes], section_names: Mapping[int, str],
                  symtabs: Mapping[int, Tuple[Symbol, ...]], relocs: Tuple[_Reloc, ...],
                  bufsz: int, memsz: int, required_alignment: int,
-                 entry_section: int, entry_offset: int, shnum: int):
+                 entry_section: int, entry_offset: int, shnum: int,
+                 file_offsets: Mapping[int, int]):
         self._machine = machine
         self.sections = sections
         self._placement = {s.index: s for s in sections}
@@ -194,12 +192,16 @@ class RelocatableObject:
         self._entry_section = entry_section
         self._entry_offset = entry_offset
         self._shnum = shnum
+        self._file_offsets = MappingProxyType(dict(file_offsets))  # PROGBITS: sh_offset
 
     # -- construction --------------------------------------------------------------
 
     @classmethod
     def from_bytes(cls, data: bytes, *, relocations: Sequence[RelocationSet],
                    entry_symbol: Optional[str] = None) -> "RelocatableObject":
+        from construct import ConstructError
+        from elftools.common.exceptions import ELFError
+        from elftools.elf.elffile import ELFFile
         data = bytes(data)
         try:
             elf = ELFFile(io.BytesIO(data))
@@ -214,8 +216,10 @@ class RelocatableObject:
                               f"{exc}") from None
 
     @classmethod
-    def _parse(cls, elf: ELFFile, relocations: Sequence[RelocationSet],
+    def _parse(cls, elf, relocations: Sequence[RelocationSet],
                entry_symbol: Optional[str]) -> "RelocatableObject":
+        from elftools.elf.relocation import RelocationSection
+        from elftools.elf.sections import SymbolTableSection
         if elf["e_type"] != "ET_REL":
             raise ElfRelError(f"not a relocatable object: e_type is {elf['e_type']}")
         machine = next((r for r in relocations if elf["e_machine"] in r.machines), None)
@@ -241,6 +245,7 @@ class RelocatableObject:
         # Layout: PROGBITS-like sections packed in index order, NOBITS after them.
         placements: List[SectionPlacement] = []
         contents: Dict[int, bytes] = {}
+        file_offsets: Dict[int, int] = {}
         bufsz = 0
         bss_size = 0
         max_align = 1
@@ -267,6 +272,7 @@ class RelocatableObject:
                 raise ElfRelError(f"section {section.name}: {len(raw)} bytes of data for sh_size {size}")
             placements.append(SectionPlacement(index, section.name, bufsz, size, align, False, flags))
             contents[index] = raw
+            file_offsets[index] = section["sh_offset"]
             bufsz += size
         bss_start = _align_up(bufsz, max_bss_align) if nobits_pending else bufsz
         for index, name, offset, size, align, flags in nobits_pending:
@@ -315,7 +321,59 @@ class RelocatableObject:
             machine=machine, sections=tuple(placements), contents=contents,
             section_names=names, symtabs=symtabs, relocs=tuple(relocs), bufsz=bufsz,
             memsz=memsz, required_alignment=max_align, entry_section=entry_section,
-            entry_offset=entry_offset, shnum=shnum,
+            entry_offset=entry_offset, shnum=shnum, file_offsets=file_offsets,
+        )
+
+    # -- the build's record ----------------------------------------------------------
+    #
+    # What _parse reads from an object, as plain JSON values, so a load need not parse the
+    # object again: the purgatory build writes it next to the object (pykexec.purgatory.build),
+    # keyed by the object's SHA-256. Section contents are not copied: the record says where
+    # in the object each allocated section's bytes are.
+
+    def to_record(self, data: bytes) -> dict:
+        """The parsed object as JSON values, for the object `data` it was parsed from."""
+        import hashlib
+        return {
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "machine": self._machine.name, "elfclass": self._machine.elfclass, "shnum": self._shnum, "bufsz": self.bufsz,
+            "memsz": self.memsz, "required_alignment": self.required_alignment,
+            "entry": [self._entry_section, self._entry_offset],
+            "sections": [[p.index, p.name, p.offset, p.size, p.align, p.nobits, p.flags,
+                          self._file_offsets.get(p.index)] for p in self.sections],
+            "section_names": [[index, name] for index, name in self._section_names.items()],
+            "symtabs": [[index, [[s.index, s.name, s.value, s.size, s.bind, s.type, s.shndx]
+                                 for s in syms]] for index, syms in self._symtabs.items()],
+            "relocs": [[r.section, r.target, r.offset, r.type, r.symtab, r.symbol, r.addend]
+                       for r in self._relocs],
+        }
+
+    @classmethod
+    def from_record(cls, data: bytes, record: Mapping, *,
+                    relocations: Sequence[RelocationSet]) -> Optional["RelocatableObject"]:
+        """The object `data` as its build record describes it; None when the record is of
+        another object (a rebuilt or replaced one) or for a machine not in `relocations`:
+        then parse the object with from_bytes."""
+        import hashlib
+        if record.get("sha256") != hashlib.sha256(data).hexdigest():
+            return None
+        machine = next((r for r in relocations if record["machine"] in r.machines), None)
+        if machine is None or machine.elfclass != record["elfclass"]:
+            return None
+        sections, contents, offsets = [], {}, {}
+        for index, name, offset, size, align, nobits, flags, at in record["sections"]:
+            sections.append(SectionPlacement(index, name, offset, size, align, nobits, flags))
+            if not nobits:
+                contents[index], offsets[index] = data[at:at + size], at
+        entry_section, entry_offset = record["entry"]
+        return cls(
+            machine=replace(machine, machines=(record["machine"],)), sections=tuple(sections),
+            contents=contents, section_names={i: n for i, n in record["section_names"]},
+            symtabs={i: tuple(Symbol(*s) for s in syms) for i, syms in record["symtabs"]},
+            relocs=tuple(_Reloc(*r) for r in record["relocs"]), bufsz=record["bufsz"],
+            memsz=record["memsz"], required_alignment=record["required_alignment"],
+            entry_section=entry_section, entry_offset=entry_offset, shnum=record["shnum"],
+            file_offsets=offsets,
         )
 
     @staticmethod
@@ -432,6 +490,15 @@ class RelocatableObject:
         if kind.rule == "signed" and not -(1 << (bits - 1)) <= value < (1 << (bits - 1)):
             raise RelocationError(f"overflow in {kind.name} in {where}: {value:#x} does not fit in s{bits}")
         struct.pack_into("<Q" if bits == 64 else "<I", buf, loc, value & ((1 << bits) - 1))
+
+
+def object_record(data: bytes) -> dict:
+    """RelocatableObject.to_record of the object `data`, whatever its machine (the build
+    writes it; the load checks the machine against its RelocationSet in from_record)."""
+    from elftools.elf.elffile import ELFFile
+    elf = ELFFile(io.BytesIO(bytes(data)))
+    as_declared = RelocationSet((elf["e_machine"],), elf.elfclass, {}, {}, (1 << elf.elfclass) - 1)
+    return RelocatableObject.from_bytes(data, relocations=(as_declared,)).to_record(data)
 
 
 def _find_global(symtabs: Mapping[int, Tuple[Symbol, ...]], name: str) -> Optional[Symbol]:

@@ -21,7 +21,7 @@ from pykexec.core.digest import sha256_regions
 from pykexec.core.layout import Layout
 from pykexec.core.plan import Segment
 from pykexec.core.ranges import ADDR_LIMIT
-from pykexec.purgatory.build import PurgatorySpec, purgatory_object
+from pykexec.purgatory.build import PurgatorySpec, purgatory_object, purgatory_record
 from pykexec.purgatory.elfrel import LoadedObject, RelocatableObject, RelocationSet
 
 PURGATORY_MIN_ADDR = 0x3000  # below it sit the real-mode IVT and BIOS data
@@ -76,8 +76,13 @@ class PurgatoryOptions:
 
 def place_purgatory(layout: Layout, kind: PurgatoryKind, low: int = PURGATORY_MIN_ADDR,
                     high: int = ADDR_LIMIT, top_down: bool = True) -> LoadedObject:
-    obj = RelocatableObject.from_bytes(purgatory_object(kind.spec),
-                                       relocations=(kind.relocations,))
+    data = purgatory_object(kind.spec)
+    record = purgatory_record(kind.spec)
+    obj = None
+    if isinstance(record, dict):
+        obj = RelocatableObject.from_record(data, record, relocations=(kind.relocations,))
+    if obj is None:     # no record, or one of another object: parse it here
+        obj = RelocatableObject.from_bytes(data, relocations=(kind.relocations,))
     base = layout.place(obj.memsz, "purgatory", kind.source, align=obj.required_alignment,
                         low=low, high=high, top_down=top_down)
     loaded = obj.layout(base)
