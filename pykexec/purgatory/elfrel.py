@@ -28,6 +28,7 @@ Two stages, both immutable:
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 from dataclasses import dataclass, field, replace
@@ -51,6 +52,8 @@ __all__ = [
     "RelocationSet",
     "relocation_set",
 ]
+
+RECORD_FORMAT = 1  # of RelocatableObject.to_record
 
 SHF_WRITE = 0x1
 SHF_ALLOC = 0x2
@@ -100,22 +103,33 @@ class RelocationSet:
 
     machines: Tuple[str, ...]  # pyelftools' e_machine names this set applies to
     elfclass: int
-    kinds: Mapping[int, RelocKind]
-    type_names: Mapping[int, str]  # every type pyelftools knows, for error messages
+    enum: str  # pyelftools' relocation enum of these machines (in elftools.elf.enums)
+    table: Mapping[str, Tuple[int, bool, str]]  # type name -> (width, pc-relative, rule)
     max_address: int
 
     @property
     def name(self) -> str:
         return self.machines[0]
 
+    @functools.cached_property
+    def type_names(self) -> Mapping[int, str]:
+        """Every type pyelftools knows, by number (parsing and messages; a load from the
+        build's record has the names already and never imports the enums)."""
+        from elftools.elf import enums
+        return {value: name for name, value in getattr(enums, self.enum).items()
+                if not name.startswith("_")}
 
-def relocation_set(machines: Sequence[str], elfclass: int, enum: Mapping[str, int],
+    def kind(self, type_name: str) -> Optional[RelocKind]:
+        spec = self.table.get(type_name)
+        return RelocKind(type_name, *spec) if spec is not None else None
+
+
+def relocation_set(machines: Sequence[str], elfclass: int, enum: str,
                    table: Mapping[str, Tuple[int, bool, str]]) -> RelocationSet:
-    """A RelocationSet from pyelftools' relocation enum and a table name -> (width in
-    bytes, pc-relative, range rule)."""
-    kinds = {enum[name]: RelocKind(name, *spec) for name, spec in table.items()}
-    names = {value: name for name, value in enum.items() if not name.startswith("_")}
-    return RelocationSet(tuple(machines), elfclass, kinds, names, (1 << elfclass) - 1)
+    """A RelocationSet from the name of pyelftools' relocation enum and a table name ->
+    (width in bytes, pc-relative, range rule)."""
+    return RelocationSet(tuple(machines), elfclass, enum, MappingProxyType(dict(table)),
+                         (1 << elfclass) - 1)
 
 
 def _align_up(value: int, align: int) -> int:
@@ -157,6 +171,7 @@ class _Reloc:
     symtab: int  # index of the symbol table section
     symbol: int
     addend: Optional[int]  # None for REL: the addend is read from the location
+    type_name: str  # pyelftools' name of `type` ("R_X86_64_PC32"), "unknown" if it has none
 
 
 def _shndx(value) -> int:
@@ -314,6 +329,7 @@ class RelocatableObject:
                     section=index, target=target, offset=rel["r_offset"],
                     type=rel["r_info_type"], symtab=link, symbol=rel["r_info_sym"],
                     addend=rel["r_addend"] if is_rela else None,
+                    type_name=machine.type_names.get(rel["r_info_type"], "unknown"),
                 ))
 
         entry_section, entry_offset = cls._find_entry(elf, placements, symtabs, entry_symbol)
@@ -325,6 +341,7 @@ class RelocatableObject:
         )
 
     # -- the build's record ----------------------------------------------------------
+    # (RECORD_FORMAT changes with what a record holds: an older record is then not used)
     #
     # What _parse reads from an object, as plain JSON values, so a load need not parse the
     # object again: the purgatory build writes it next to the object (pykexec.purgatory.build),
@@ -335,7 +352,7 @@ class RelocatableObject:
         """The parsed object as JSON values, for the object `data` it was parsed from."""
         import hashlib
         return {
-            "sha256": hashlib.sha256(data).hexdigest(),
+            "format": RECORD_FORMAT, "sha256": hashlib.sha256(data).hexdigest(),
             "machine": self._machine.name, "elfclass": self._machine.elfclass, "shnum": self._shnum, "bufsz": self.bufsz,
             "memsz": self.memsz, "required_alignment": self.required_alignment,
             "entry": [self._entry_section, self._entry_offset],
@@ -344,8 +361,8 @@ class RelocatableObject:
             "section_names": [[index, name] for index, name in self._section_names.items()],
             "symtabs": [[index, [[s.index, s.name, s.value, s.size, s.bind, s.type, s.shndx]
                                  for s in syms]] for index, syms in self._symtabs.items()],
-            "relocs": [[r.section, r.target, r.offset, r.type, r.symtab, r.symbol, r.addend]
-                       for r in self._relocs],
+            "relocs": [[r.section, r.target, r.offset, r.type, r.symtab, r.symbol, r.addend,
+                        r.type_name] for r in self._relocs],
         }
 
     @classmethod
@@ -355,26 +372,29 @@ class RelocatableObject:
         another object (a rebuilt or replaced one) or for a machine not in `relocations`:
         then parse the object with from_bytes."""
         import hashlib
-        if record.get("sha256") != hashlib.sha256(data).hexdigest():
+        if record.get("format") != RECORD_FORMAT or record.get("sha256") != hashlib.sha256(data).hexdigest():
             return None
         machine = next((r for r in relocations if record["machine"] in r.machines), None)
         if machine is None or machine.elfclass != record["elfclass"]:
             return None
-        sections, contents, offsets = [], {}, {}
-        for index, name, offset, size, align, nobits, flags, at in record["sections"]:
-            sections.append(SectionPlacement(index, name, offset, size, align, nobits, flags))
-            if not nobits:
-                contents[index], offsets[index] = data[at:at + size], at
-        entry_section, entry_offset = record["entry"]
-        return cls(
-            machine=replace(machine, machines=(record["machine"],)), sections=tuple(sections),
-            contents=contents, section_names={i: n for i, n in record["section_names"]},
-            symtabs={i: tuple(Symbol(*s) for s in syms) for i, syms in record["symtabs"]},
-            relocs=tuple(_Reloc(*r) for r in record["relocs"]), bufsz=record["bufsz"],
-            memsz=record["memsz"], required_alignment=record["required_alignment"],
-            entry_section=entry_section, entry_offset=entry_offset, shnum=record["shnum"],
-            file_offsets=offsets,
-        )
+        try:
+            sections, contents, offsets = [], {}, {}
+            for index, name, offset, size, align, nobits, flags, at in record["sections"]:
+                sections.append(SectionPlacement(index, name, offset, size, align, nobits, flags))
+                if not nobits:
+                    contents[index], offsets[index] = data[at:at + size], at
+            entry_section, entry_offset = record["entry"]
+            return cls(
+                machine=replace(machine, machines=(record["machine"],)), sections=tuple(sections),
+                contents=contents, section_names={i: n for i, n in record["section_names"]},
+                symtabs={i: tuple(Symbol(*s) for s in syms) for i, syms in record["symtabs"]},
+                relocs=tuple(_Reloc(*r) for r in record["relocs"]), bufsz=record["bufsz"],
+                memsz=record["memsz"], required_alignment=record["required_alignment"],
+                entry_section=entry_section, entry_offset=entry_offset, shnum=record["shnum"],
+                file_offsets=offsets,
+            )
+        except (KeyError, TypeError, ValueError):
+            return None     # not a record this version writes: parse the object instead
 
     @staticmethod
     def _find_entry(elf, placements, symtabs, entry_symbol) -> Tuple[int, int]:
@@ -460,11 +480,11 @@ class RelocatableObject:
 
     def _apply(self, buf: bytearray, rel: _Reloc, addresses: Mapping[int, int]) -> None:
         machine = self._machine
-        kind = machine.kinds.get(rel.type)
+        kind = machine.kind(rel.type_name)
         where = f"{self._section_names[rel.section]} at offset {rel.offset:#x}"
         if kind is None:
-            name = machine.type_names.get(rel.type, "unknown")
-            raise RelocationError(f"unsupported {machine.name} relocation {name} (type {rel.type}) in {where}")
+            raise RelocationError(f"unsupported {machine.name} relocation {rel.type_name} "
+                                  f"(type {rel.type}) in {where}")
         if kind.width == 0:
             return
         target = self._placement[rel.target]
@@ -495,9 +515,16 @@ class RelocatableObject:
 def object_record(data: bytes) -> dict:
     """RelocatableObject.to_record of the object `data`, whatever its machine (the build
     writes it; the load checks the machine against its RelocationSet in from_record)."""
+    from elftools.elf import enums
     from elftools.elf.elffile import ELFFile
     elf = ELFFile(io.BytesIO(bytes(data)))
-    as_declared = RelocationSet((elf["e_machine"],), elf.elfclass, {}, {}, (1 << elf.elfclass) - 1)
+    # the enum pyelftools itself uses for this machine's relocation names
+    enum = {"x64": "ENUM_RELOC_TYPE_x64", "x86": "ENUM_RELOC_TYPE_i386",
+            "AArch64": "ENUM_RELOC_TYPE_AARCH64", "ARM": "ENUM_RELOC_TYPE_ARM"}.get(
+                elf.get_machine_arch(), "")
+    if not hasattr(enums, enum):
+        raise ElfRelError(f"no relocation names for {elf['e_machine']} objects")
+    as_declared = relocation_set((elf["e_machine"],), elf.elfclass, enum, {})
     return RelocatableObject.from_bytes(data, relocations=(as_declared,)).to_record(data)
 
 
