@@ -33,10 +33,12 @@ import io
 import struct
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 from pykexec.errors import PykexecError
 
+# The small value types are NamedTuples: a dataclass costs about a millisecond to create at
+# import, and every load imports this module.
 # pyelftools is imported where an object is parsed: elftools.elf.elffile pulls in the whole
 # DWARF reader, which a load that uses the build's record (from_record) never needs.
 
@@ -88,8 +90,7 @@ class SymbolError(ElfRelError, KeyError):
 # location.  Range rules: "wrap" truncates to the width; "unsigned"/"signed" raise
 # RelocationError unless the value fits as that kind of integer of the width.
 
-@dataclass(frozen=True)
-class RelocKind:
+class RelocKind(NamedTuple):
     name: str
     width: int  # bytes written; 0 for a no-op
     pc_relative: bool
@@ -138,8 +139,7 @@ def _align_up(value: int, align: int) -> int:
 
 # --- parsed object -----------------------------------------------------------------
 
-@dataclass(frozen=True)
-class SectionPlacement:
+class SectionPlacement(NamedTuple):
     """Where an allocated section goes, relative to the segment base."""
 
     index: int
@@ -151,8 +151,7 @@ class SectionPlacement:
     flags: int
 
 
-@dataclass(frozen=True)
-class Symbol:
+class Symbol(NamedTuple):
     index: int
     name: str
     value: int  # st_value: offset in its section (ET_REL)
@@ -162,8 +161,7 @@ class Symbol:
     shndx: int  # numeric; SHN_UNDEF/SHN_ABS/SHN_COMMON or a section index
 
 
-@dataclass(frozen=True)
-class _Reloc:
+class _Reloc(NamedTuple):
     section: int  # index of the SHT_REL/SHT_RELA section (for messages)
     target: int  # index of the section being patched
     offset: int  # r_offset within the target
