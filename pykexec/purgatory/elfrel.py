@@ -117,7 +117,7 @@ class RelocationSet:
         """Every type pyelftools knows, by number (parsing and messages; a load from the
         build's record has the names already and never imports the enums)."""
         from elftools.elf import enums
-        return {value: name for name, value in getattr(enums, self.enum).items()
+        return {value: name for name, value in getattr(enums, self.enum, {}).items()
                 if not name.startswith("_")}
 
     def kind(self, type_name: str) -> Optional[RelocKind]:
@@ -169,7 +169,7 @@ class _Reloc(NamedTuple):
     symtab: int  # index of the symbol table section
     symbol: int
     addend: Optional[int]  # None for REL: the addend is read from the location
-    type_name: str  # pyelftools' name of `type` ("R_X86_64_PC32"), "unknown" if it has none
+    type_name: str  # pyelftools' name of `type`, "unknown" if it has none
 
 
 def _shndx(value) -> int:
@@ -513,17 +513,14 @@ class RelocatableObject:
 def object_record(data: bytes) -> dict:
     """RelocatableObject.to_record of the object `data`, whatever its machine (the build
     writes it; the load checks the machine against its RelocationSet in from_record)."""
-    from elftools.elf import enums
+    from elftools.elf.descriptions import describe_reloc_type
     from elftools.elf.elffile import ELFFile
     elf = ELFFile(io.BytesIO(bytes(data)))
-    # the enum pyelftools itself uses for this machine's relocation names
-    enum = {"x64": "ENUM_RELOC_TYPE_x64", "x86": "ENUM_RELOC_TYPE_i386",
-            "AArch64": "ENUM_RELOC_TYPE_AARCH64", "ARM": "ENUM_RELOC_TYPE_ARM"}.get(
-                elf.get_machine_arch(), "")
-    if not hasattr(enums, enum):
-        raise ElfRelError(f"no relocation names for {elf['e_machine']} objects")
-    as_declared = relocation_set((elf["e_machine"],), elf.elfclass, enum, {})
-    return RelocatableObject.from_bytes(data, relocations=(as_declared,)).to_record(data)
+    as_declared = relocation_set((elf["e_machine"],), elf.elfclass, "", {})
+    record = RelocatableObject.from_bytes(data, relocations=(as_declared,)).to_record(data)
+    for rel in record["relocs"]:    # pyelftools' own name for each type of this machine
+        rel[7] = describe_reloc_type(rel[3], elf)
+    return record
 
 
 def _find_global(symtabs: Mapping[int, Tuple[Symbol, ...]], name: str) -> Optional[Symbol]:
