@@ -41,7 +41,8 @@ def _purgatory_builder():
 
 
 class build_py_with_purgatory(build_py):
-    """build_py that also compiles arch/<arch>/purgatory into pykexec/_purgatory/<arch>.o."""
+    """build_py that also compiles arch/<arch>/purgatory into pykexec/_purgatory/<arch>.o
+    (and its record <arch>.json, parsed with pyelftools: a build requirement)."""
 
     def _purgatory_outputs(self):
         builder = _purgatory_builder()
@@ -61,7 +62,9 @@ class build_py_with_purgatory(build_py):
     def get_outputs(self, include_bytecode=1):
         outputs = list(super().get_outputs(include_bytecode))
         if not getattr(self, "editable_mode", False):
-            outputs.extend(str(path) for _, path in self._purgatory_outputs()[1])
+            builder, objects = self._purgatory_outputs()
+            for _, path in objects:     # the object and its parsed record (build.write_record)
+                outputs.extend((str(path), str(builder.record_path(path))))
         return outputs
 
 

@@ -30,6 +30,8 @@ __all__ = [
     "declared_specs",
     "installed_path",
     "purgatory_object",
+    "purgatory_record",
+    "record_path",
     "source_dir",
 ]
 
@@ -73,6 +75,24 @@ def source_dir(spec: PurgatorySpec, root: Optional[Path] = None) -> Path:
 def installed_path(spec: PurgatorySpec) -> Path:
     """Where the built object lives inside the package (installed or in-tree)."""
     return _PACKAGE_DIR / "_purgatory" / f"{spec.arch}.o"
+
+
+def record_path(obj: Path) -> Path:
+    """The build's parsed record of the object `obj` (elfrel.RelocatableObject.to_record)."""
+    return Path(obj).with_suffix(".json")
+
+
+def write_record(obj: Path) -> Path:
+    """Parse the object `obj` once (pyelftools) and keep the result next to it, so a load
+    reads a few KiB of JSON instead of importing and running the ELF parser."""
+    import json
+    from pykexec.purgatory.elfrel import object_record
+    record = object_record(Path(obj).read_bytes())
+    out = record_path(obj)
+    staged = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    staged.write_text(json.dumps(record, separators=(",", ":")))
+    os.replace(staged, out)
+    return out
 
 
 # shlex, shutil, subprocess and tempfile are imported where a build needs them: a load
@@ -143,6 +163,7 @@ def build_purgatory(spec: PurgatorySpec, output: Path, *, root: Optional[Path] =
         staged = output.with_name(f".{output.name}.{os.getpid()}.tmp")
         shutil.copyfile(linked, staged)
         os.replace(staged, output)
+    write_record(output)
     return output
 
 
@@ -210,6 +231,25 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     out = build_purgatory(spec, args.output or installed_path(spec))
     print(out)
     return 0
+
+
+@functools.lru_cache(maxsize=None)
+def purgatory_record(spec: PurgatorySpec) -> Optional[dict]:
+    """The build's record of the installed object, or None (not there or unreadable: the
+    load then parses the object itself; from_record also checks it is of this object).
+    A source checkout whose object predates records gets one written here."""
+    import json
+    obj = installed_path(spec)
+    path = record_path(obj)
+    if not path.is_file() and source_dir(spec).is_dir() and obj.is_file():
+        try:
+            write_record(obj)
+        except OSError:
+            return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 if __name__ == "__main__":

@@ -32,19 +32,19 @@ state.)
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
-
-from construct import ConstructError
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
-from elftools.elf.relocation import RelocationSection
-from elftools.elf.sections import SymbolTableSection
+from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 from pykexec.errors import PykexecError
+
+# The small value types are NamedTuples: a dataclass costs about a millisecond to create at
+# import, and every load imports this module.
+# pyelftools is imported where an object is parsed: elftools.elf.elffile pulls in the whole
+# DWARF reader, which a load that uses the build's record (from_record) never needs.
 
 __all__ = [
     "ElfRelError",
@@ -58,6 +58,8 @@ __all__ = [
     "RelocationSet",
     "relocation_set",
 ]
+
+RECORD_FORMAT = 1  # of RelocatableObject.to_record
 
 SHF_WRITE = 0x1
 SHF_ALLOC = 0x2
@@ -92,8 +94,7 @@ class SymbolError(ElfRelError, KeyError):
 # location.  Range rules: "wrap" truncates to the width; "unsigned"/"signed" raise
 # RelocationError unless the value fits as that kind of integer of the width.
 
-@dataclass(frozen=True)
-class RelocKind:
+class RelocKind(NamedTuple):
     name: str
     width: int  # bytes written; 0 for a no-op
     pc_relative: bool
@@ -107,22 +108,33 @@ class RelocationSet:
 
     machines: Tuple[str, ...]  # pyelftools' e_machine names this set applies to
     elfclass: int
-    kinds: Mapping[int, RelocKind]
-    type_names: Mapping[int, str]  # every type pyelftools knows, for error messages
+    enum: str  # pyelftools' relocation enum of these machines (in elftools.elf.enums)
+    table: Mapping[str, Tuple[int, bool, str]]  # type name -> (width, pc-relative, rule)
     max_address: int
 
     @property
     def name(self) -> str:
         return self.machines[0]
 
+    @functools.cached_property
+    def type_names(self) -> Mapping[int, str]:
+        """Every type pyelftools knows, by number (parsing and messages; a load from the
+        build's record has the names already and never imports the enums)."""
+        from elftools.elf import enums
+        return {value: name for name, value in getattr(enums, self.enum, {}).items()
+                if not name.startswith("_")}
 
-def relocation_set(machines: Sequence[str], elfclass: int, enum: Mapping[str, int],
+    def kind(self, type_name: str) -> Optional[RelocKind]:
+        spec = self.table.get(type_name)
+        return RelocKind(type_name, *spec) if spec is not None else None
+
+
+def relocation_set(machines: Sequence[str], elfclass: int, enum: str,
                    table: Mapping[str, Tuple[int, bool, str]]) -> RelocationSet:
-    """A RelocationSet from pyelftools' relocation enum and a table name -> (width in
-    bytes, pc-relative, range rule)."""
-    kinds = {enum[name]: RelocKind(name, *spec) for name, spec in table.items()}
-    names = {value: name for name, value in enum.items() if not name.startswith("_")}
-    return RelocationSet(tuple(machines), elfclass, kinds, names, (1 << elfclass) - 1)
+    """A RelocationSet from the name of pyelftools' relocation enum and a table name ->
+    (width in bytes, pc-relative, range rule)."""
+    return RelocationSet(tuple(machines), elfclass, enum, MappingProxyType(dict(table)),
+                         (1 << elfclass) - 1)
 
 
 def _align_up(value: int, align: int) -> int:
@@ -131,8 +143,7 @@ def _align_up(value: int, align: int) -> int:
 
 # --- parsed object -----------------------------------------------------------------
 
-@dataclass(frozen=True)
-class SectionPlacement:
+class SectionPlacement(NamedTuple):
     """Where an allocated section goes, relative to the segment base."""
 
     index: int
@@ -144,8 +155,7 @@ class SectionPlacement:
     flags: int
 
 
-@dataclass(frozen=True)
-class Symbol:
+class Symbol(NamedTuple):
     index: int
     name: str
     value: int  # st_value: offset in its section (ET_REL)
@@ -155,8 +165,7 @@ class Symbol:
     shndx: int  # numeric; SHN_UNDEF/SHN_ABS/SHN_COMMON or a section index
 
 
-@dataclass(frozen=True)
-class _Reloc:
+class _Reloc(NamedTuple):
     section: int  # index of the SHT_REL/SHT_RELA section (for messages)
     target: int  # index of the section being patched
     offset: int  # r_offset within the target
@@ -164,6 +173,7 @@ class _Reloc:
     symtab: int  # index of the symbol table section
     symbol: int
     addend: Optional[int]  # None for REL: the addend is read from the location
+    type_name: str  # pyelftools' name of `type`, "unknown" if it has none
 
 
 def _shndx(value) -> int:
@@ -184,7 +194,8 @@ class RelocatableObject:
                  contents: Mapping[int, bytes], section_names: Mapping[int, str],
                  symtabs: Mapping[int, Tuple[Symbol, ...]], relocs: Tuple[_Reloc, ...],
                  bufsz: int, memsz: int, required_alignment: int,
-                 entry_section: int, entry_offset: int, shnum: int):
+                 entry_section: int, entry_offset: int, shnum: int,
+                 file_offsets: Mapping[int, int]):
         self._machine = machine
         self.sections = sections
         self._placement = {s.index: s for s in sections}
@@ -198,12 +209,16 @@ class RelocatableObject:
         self._entry_section = entry_section
         self._entry_offset = entry_offset
         self._shnum = shnum
+        self._file_offsets = MappingProxyType(dict(file_offsets))  # PROGBITS: sh_offset
 
     # -- construction --------------------------------------------------------------
 
     @classmethod
     def from_bytes(cls, data: bytes, *, relocations: Sequence[RelocationSet],
                    entry_symbol: Optional[str] = None) -> "RelocatableObject":
+        from construct import ConstructError
+        from elftools.common.exceptions import ELFError
+        from elftools.elf.elffile import ELFFile
         data = bytes(data)
         try:
             elf = ELFFile(io.BytesIO(data))
@@ -218,8 +233,10 @@ class RelocatableObject:
                               f"{exc}") from None
 
     @classmethod
-    def _parse(cls, elf: ELFFile, relocations: Sequence[RelocationSet],
+    def _parse(cls, elf, relocations: Sequence[RelocationSet],
                entry_symbol: Optional[str]) -> "RelocatableObject":
+        from elftools.elf.relocation import RelocationSection
+        from elftools.elf.sections import SymbolTableSection
         if elf["e_type"] != "ET_REL":
             raise ElfRelError(f"not a relocatable object: e_type is {elf['e_type']}")
         machine = next((r for r in relocations if elf["e_machine"] in r.machines), None)
@@ -245,6 +262,7 @@ class RelocatableObject:
         # Layout: PROGBITS-like sections packed in index order, NOBITS after them.
         placements: List[SectionPlacement] = []
         contents: Dict[int, bytes] = {}
+        file_offsets: Dict[int, int] = {}
         bufsz = 0
         bss_size = 0
         max_align = 1
@@ -271,6 +289,7 @@ class RelocatableObject:
                 raise ElfRelError(f"section {section.name}: {len(raw)} bytes of data for sh_size {size}")
             placements.append(SectionPlacement(index, section.name, bufsz, size, align, False, flags))
             contents[index] = raw
+            file_offsets[index] = section["sh_offset"]
             bufsz += size
         bss_start = _align_up(bufsz, max_bss_align) if nobits_pending else bufsz
         for index, name, offset, size, align, flags in nobits_pending:
@@ -312,6 +331,7 @@ class RelocatableObject:
                     section=index, target=target, offset=rel["r_offset"],
                     type=rel["r_info_type"], symtab=link, symbol=rel["r_info_sym"],
                     addend=rel["r_addend"] if is_rela else None,
+                    type_name=machine.type_names.get(rel["r_info_type"], "unknown"),
                 ))
 
         entry_section, entry_offset = cls._find_entry(elf, placements, symtabs, entry_symbol)
@@ -319,8 +339,64 @@ class RelocatableObject:
             machine=machine, sections=tuple(placements), contents=contents,
             section_names=names, symtabs=symtabs, relocs=tuple(relocs), bufsz=bufsz,
             memsz=memsz, required_alignment=max_align, entry_section=entry_section,
-            entry_offset=entry_offset, shnum=shnum,
+            entry_offset=entry_offset, shnum=shnum, file_offsets=file_offsets,
         )
+
+    # -- the build's record ----------------------------------------------------------
+    # (RECORD_FORMAT changes with what a record holds: an older record is then not used)
+    #
+    # What _parse reads from an object, as plain JSON values, so a load need not parse the
+    # object again: the purgatory build writes it next to the object (pykexec.purgatory.build),
+    # keyed by the object's SHA-256. Section contents are not copied: the record says where
+    # in the object each allocated section's bytes are.
+
+    def to_record(self, data: bytes) -> dict:
+        """The parsed object as JSON values, for the object `data` it was parsed from."""
+        import hashlib
+        return {
+            "format": RECORD_FORMAT, "sha256": hashlib.sha256(data).hexdigest(),
+            "machine": self._machine.name, "elfclass": self._machine.elfclass, "shnum": self._shnum, "bufsz": self.bufsz,
+            "memsz": self.memsz, "required_alignment": self.required_alignment,
+            "entry": [self._entry_section, self._entry_offset],
+            "sections": [[p.index, p.name, p.offset, p.size, p.align, p.nobits, p.flags,
+                          self._file_offsets.get(p.index)] for p in self.sections],
+            "section_names": [[index, name] for index, name in self._section_names.items()],
+            "symtabs": [[index, [[s.index, s.name, s.value, s.size, s.bind, s.type, s.shndx]
+                                 for s in syms]] for index, syms in self._symtabs.items()],
+            "relocs": [[r.section, r.target, r.offset, r.type, r.symtab, r.symbol, r.addend,
+                        r.type_name] for r in self._relocs],
+        }
+
+    @classmethod
+    def from_record(cls, data: bytes, record: Mapping, *,
+                    relocations: Sequence[RelocationSet]) -> Optional["RelocatableObject"]:
+        """The object `data` as its build record describes it; None when the record is of
+        another object (a rebuilt or replaced one) or for a machine not in `relocations`:
+        then parse the object with from_bytes."""
+        import hashlib
+        if record.get("format") != RECORD_FORMAT or record.get("sha256") != hashlib.sha256(data).hexdigest():
+            return None
+        machine = next((r for r in relocations if record["machine"] in r.machines), None)
+        if machine is None or machine.elfclass != record["elfclass"]:
+            return None
+        try:
+            sections, contents, offsets = [], {}, {}
+            for index, name, offset, size, align, nobits, flags, at in record["sections"]:
+                sections.append(SectionPlacement(index, name, offset, size, align, nobits, flags))
+                if not nobits:
+                    contents[index], offsets[index] = data[at:at + size], at
+            entry_section, entry_offset = record["entry"]
+            return cls(
+                machine=replace(machine, machines=(record["machine"],)), sections=tuple(sections),
+                contents=contents, section_names={i: n for i, n in record["section_names"]},
+                symtabs={i: tuple(Symbol(*s) for s in syms) for i, syms in record["symtabs"]},
+                relocs=tuple(_Reloc(*r) for r in record["relocs"]), bufsz=record["bufsz"],
+                memsz=record["memsz"], required_alignment=record["required_alignment"],
+                entry_section=entry_section, entry_offset=entry_offset, shnum=record["shnum"],
+                file_offsets=offsets,
+            )
+        except (KeyError, TypeError, ValueError):
+            return None     # not a record this version writes: parse the object instead
 
     @staticmethod
     def _find_entry(elf, placements, symtabs, entry_symbol) -> Tuple[int, int]:
@@ -406,11 +482,11 @@ class RelocatableObject:
 
     def _apply(self, buf: bytearray, rel: _Reloc, addresses: Mapping[int, int]) -> None:
         machine = self._machine
-        kind = machine.kinds.get(rel.type)
+        kind = machine.kind(rel.type_name)
         where = f"{self._section_names[rel.section]} at offset {rel.offset:#x}"
         if kind is None:
-            name = machine.type_names.get(rel.type, "unknown")
-            raise RelocationError(f"unsupported {machine.name} relocation {name} (type {rel.type}) in {where}")
+            raise RelocationError(f"unsupported {machine.name} relocation {rel.type_name} "
+                                  f"(type {rel.type}) in {where}")
         if kind.width == 0:
             return
         target = self._placement[rel.target]
@@ -436,6 +512,19 @@ class RelocatableObject:
         if kind.rule == "signed" and not -(1 << (bits - 1)) <= value < (1 << (bits - 1)):
             raise RelocationError(f"overflow in {kind.name} in {where}: {value:#x} does not fit in s{bits}")
         struct.pack_into("<Q" if bits == 64 else "<I", buf, loc, value & ((1 << bits) - 1))
+
+
+def object_record(data: bytes) -> dict:
+    """RelocatableObject.to_record of the object `data`, whatever its machine (the build
+    writes it; the load checks the machine against its RelocationSet in from_record)."""
+    from elftools.elf.descriptions import describe_reloc_type
+    from elftools.elf.elffile import ELFFile
+    elf = ELFFile(io.BytesIO(bytes(data)))
+    as_declared = relocation_set((elf["e_machine"],), elf.elfclass, "", {})
+    record = RelocatableObject.from_bytes(data, relocations=(as_declared,)).to_record(data)
+    for rel in record["relocs"]:    # pyelftools' own name for each type of this machine
+        rel[7] = describe_reloc_type(rel[3], elf)
+    return record
 
 
 def _find_global(symtabs: Mapping[int, Tuple[Symbol, ...]], name: str) -> Optional[Symbol]:

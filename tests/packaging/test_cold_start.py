@@ -52,6 +52,25 @@ def test_a_crash_plan_imports_only_what_it_uses(tmp_path):
     assert not unneeded(modules), unneeded(modules)
 
 
+def test_a_bzimage_crash_plan_never_imports_the_elf_parser(tmp_path):
+    """pyelftools' ELFFile drags in its DWARF reader (about a tenth of a bare load's start):
+    a bzImage load takes the purgatory from the build's record and parses no ELF file."""
+    modules = imported_by(tmp_path, "-p", str(EXAMPLES / "kernels" / "stand-in-bzImage"),
+                          "--append=console=ttyS0", "--sysroot",
+                          str(EXAMPLES / "qemu-x86_64-1g-2cpu"), "--dry-run")
+    assert "pykexec.purgatory.elfrel" in modules
+    parser = sorted(m for m in modules if m.startswith(("elftools.dwarf", "elftools.elf.elffile")))
+    assert not parser, parser
+
+
+def test_the_probe_sees_the_elf_parser_when_a_vmlinux_is_loaded(tmp_path):
+    """The check above can fail: an ELF kernel is parsed with pyelftools."""
+    modules = imported_by(tmp_path, "-p", str(EXAMPLES / "kernels" / "stand-in-vmlinux-i386"),
+                          "--args-linux", "--append=console=ttyS0", "--sysroot",
+                          str(EXAMPLES / "kdump-2006-i386" / "machine"), "--dry-run")
+    assert "elftools.elf.elffile" in modules and "elftools.dwarf" in modules
+
+
 def test_a_crash_plan_with_an_initrd_imports_only_what_it_uses(tmp_path):
     modules = imported_by(tmp_path, "-p", str(EXAMPLES / "kernels" / "stand-in-bzImage"),
                           "--initrd=" + str(EXAMPLES / "kernels" / "stand-in-initrd"),

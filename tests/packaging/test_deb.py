@@ -40,6 +40,8 @@ def test_packages_hold_the_program_man_page_and_completion(deb_build):
     assert "/usr/share/bash-completion/completions/pykexec" in main
     site = "/usr/lib/python3/dist-packages/pykexec/"
     assert site + "_purgatory/x86_64.o" in main and site + "_purgatory/i386.o" in main
+    # with the records the build parsed them into (a load reads these, not the ELF)
+    assert site + "_purgatory/x86_64.json" in main and site + "_purgatory/i386.json" in main
     assert not [f for f in main if "/bin/" in f and f.endswith("kexec") and "pykexec" not in f]
     assert not [f for f in main if f.endswith(".pyc")]   # compiled by py3compile at install
     alias = _contents(deb_build.debs["pykexec-kexec"])

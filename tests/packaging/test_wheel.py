@@ -7,6 +7,7 @@ were called and fail, then the virtualenv's bin: a purgatory build would call on
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -17,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require
+from pykexec.purgatory.elfrel import RelocatableObject
+from tests.unit.relocs import X86_RELOCATIONS
 from tests.packaging.build import REPO
 
 pytestmark = pytest.mark.packaging
@@ -51,6 +54,8 @@ def test_wheel_is_a_platform_wheel_with_the_purgatory_objects(dists):
         wheel_meta = whl.read("pykexec-0.1.0.dist-info/WHEEL").decode()
         metadata = whl.read("pykexec-0.1.0.dist-info/METADATA").decode()
         objects = {arch: whl.read(f"pykexec/_purgatory/{arch}.o") for arch in ("x86_64", "i386")}
+        records = {arch: json.loads(whl.read(f"pykexec/_purgatory/{arch}.json"))
+                   for arch in ("x86_64", "i386")}
         assert not [n for n in whl.namelist() if n.endswith(".pyc")]  # pip compiles on install
     assert "Root-Is-Purelib: false" in wheel_meta, wheel_meta
     assert "License-Expression: GPL-2.0-or-later" in metadata, metadata
@@ -58,6 +63,12 @@ def test_wheel_is_a_platform_wheel_with_the_purgatory_objects(dists):
     for arch, (machine_name, elfclass) in {"x86_64": ("EM_X86_64", 64), "i386": ("EM_386", 32)}.items():
         elf = ELFFile(io.BytesIO(objects[arch]))
         assert (elf["e_type"], elf["e_machine"], elf.elfclass) == ("ET_REL", machine_name, elfclass)
+        # the build's parsed record, which loads use instead of parsing: of this very object
+        recorded = RelocatableObject.from_record(objects[arch], records[arch],
+                                                 relocations=X86_RELOCATIONS)
+        parsed = RelocatableObject.from_bytes(objects[arch], relocations=X86_RELOCATIONS)
+        assert recorded is not None
+        assert recorded.layout(0x100000).data == parsed.layout(0x100000).data
 
 
 def _trap_path(tmp_path: Path) -> tuple[Path, Path]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import random
 import shutil
@@ -160,6 +161,37 @@ def test_reproducible_build(tmp_path, obj_bytes):
     need_toolchain()
     out = purgatory.build_purgatory(purgatory_spec.X86_64, tmp_path / "again.o")
     assert out.read_bytes() == obj_bytes
+
+
+@pytest.mark.parametrize("spec", [purgatory_spec.X86_64, purgatory_spec.I386], ids=lambda s: s.arch)
+def test_the_build_record_loads_as_the_parsed_object(tmp_path, spec):
+    """A load reads the build's record instead of parsing the object (cold start): every
+    byte, address and symbol of the laid-out object is what pyelftools' parse gives."""
+    need_toolchain()
+    out = purgatory.build_purgatory(spec, tmp_path / f"{spec.arch}.o")
+    data = out.read_bytes()
+    record = json.loads(purgatory.record_path(out).read_text())
+    parsed = RelocatableObject.from_bytes(data, relocations=X86_RELOCATIONS)
+    recorded = RelocatableObject.from_record(data, record, relocations=X86_RELOCATIONS)
+    assert recorded is not None
+    assert (recorded.bufsz, recorded.memsz, recorded.required_alignment) == \
+        (parsed.bufsz, parsed.memsz, parsed.required_alignment)
+    assert list(recorded.symbols()) == list(parsed.symbols())
+    for base in (0x3000 * recorded.required_alignment, 0x7F000 * recorded.required_alignment):
+        mine, theirs = recorded.layout(base), parsed.layout(base)
+        assert (mine.data, mine.entry, mine.sections) == (theirs.data, theirs.entry, theirs.sections)
+        assert mine.data != parsed.layout(base * 2).data      # relocated: the base shows
+
+
+def test_a_record_of_another_object_is_not_used(tmp_path):
+    need_toolchain()
+    out = purgatory.build_purgatory(purgatory_spec.X86_64, tmp_path / "x86_64.o")
+    record = json.loads(purgatory.record_path(out).read_text())
+    data = bytearray(out.read_bytes())
+    data[-1] ^= 1                                   # a rebuilt or replaced object
+    assert RelocatableObject.from_record(bytes(data), record, relocations=X86_RELOCATIONS) is None
+    i386 = tuple(r for r in X86_RELOCATIONS if "EM_386" in r.machines)
+    assert RelocatableObject.from_record(out.read_bytes(), record, relocations=i386) is None
 
 
 def test_missing_compiler_is_a_clear_error(tmp_path, monkeypatch):

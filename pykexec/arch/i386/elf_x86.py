@@ -23,10 +23,7 @@ the initrd top-down from 16 MiB (below the direct-map limit), setup_data bottom-
 from __future__ import annotations
 
 from io import BytesIO
-from typing import Optional
-
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
+from typing import TYPE_CHECKING, Optional
 
 from pykexec.arch.x86.elfimage import (check_entry, checked_loads, first_misfit, image_chunks,
                                        vmlinux_setup_header)
@@ -36,6 +33,9 @@ from pykexec.core.cmdline import COMMAND_LINE_MAX, as_bytes, check_final, check_
 from pykexec.errors import LoadError
 from pykexec.core.plan import Plan
 from pykexec.abi.elf import ELFCLASS32, EM_386
+
+if TYPE_CHECKING:
+    from elftools.elf.elffile import ELFFile
 
 NAME = "elf-x86"
 EM_486 = 6
@@ -54,6 +54,7 @@ def probe(data: bytes) -> Optional[str]:
     machine = int.from_bytes(data[18:20], "little")
     if machine not in (EM_386, EM_486):
         return f"ELF for machine {machine}, not i386 ({EM_386})"
+    from elftools.elf.elffile import ELFFile   # here: only an ELF kernel needs pyelftools
     try:
         elf = ELFFile(BytesIO(data))
         if elf["e_type"] not in ("ET_EXEC", "ET_DYN"):
@@ -62,7 +63,7 @@ def probe(data: bytes) -> Optional[str]:
             return "a dynamically linked program, not a kernel"
         if not any(s["p_type"] == "PT_LOAD" for s in elf.iter_segments()):
             return "no PT_LOAD segments"
-    except (ELFError, Exception) as err:  # pyelftools raises several types on truncation
+    except Exception as err:  # pyelftools raises several types on truncation
         return f"truncated or damaged ELF ({err})"
     return None
 
@@ -95,6 +96,7 @@ def load(inputs) -> Plan:
         raise LoadError(f"{path}: --args-elf (the default for an ELF kernel) passes ELF boot "
                         "notes, which give a Linux capture kernel no elfcorehdr= and no memory "
                         "map; load a Linux vmlinux with --args-linux")
+    from elftools.elf.elffile import ELFFile
     elf = ELFFile(BytesIO(inputs.kernel))
     entry = elf["e_entry"]
     loads = checked_loads(elf, path, len(inputs.kernel), 32)

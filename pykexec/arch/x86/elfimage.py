@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import List, NamedTuple
+from typing import TYPE_CHECKING, List, NamedTuple
 
-from elftools.elf.elffile import ELFFile
+if TYPE_CHECKING:       # pyelftools is imported by the ELF loaders, when a kernel is ELF
+    from elftools.elf.elffile import ELFFile
 
 from pykexec.core.cmdline import COMMAND_LINE_MAX
 from pykexec.errors import LoadError

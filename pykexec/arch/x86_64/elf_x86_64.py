@@ -12,10 +12,7 @@ crash region, and says so.
 from __future__ import annotations
 
 from io import BytesIO
-from typing import Optional
-
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
+from typing import TYPE_CHECKING, Optional
 
 from pykexec.arch.x86.elfimage import (check_entry, checked_loads, first_misfit, image_chunks,
                                        vmlinux_setup_header)
@@ -26,6 +23,9 @@ from pykexec.errors import LoadError
 from pykexec.core.plan import Plan
 from pykexec.arch.x86 import bootparams as bp
 from pykexec.abi.elf import ELFCLASS64, EM_X86_64
+
+if TYPE_CHECKING:       # pyelftools is imported when the kernel is an ELF file
+    from elftools.elf.elffile import ELFFile
 
 NAME = "elf-x86_64"
 KERNEL_MIN_ALIGN = 0x200000     # startup_64 refuses a load offset that is not 2 MiB aligned
@@ -42,13 +42,14 @@ def probe(data: bytes) -> Optional[str]:
     machine = int.from_bytes(data[18:20], "little")
     if machine != EM_X86_64:
         return f"ELF for machine {machine}, not x86_64 ({EM_X86_64})"
+    from elftools.elf.elffile import ELFFile   # here: only an ELF kernel needs pyelftools
     try:
         elf = ELFFile(BytesIO(data))
         if elf["e_type"] not in ("ET_EXEC", "ET_DYN"):
             return f"ELF type {elf['e_type']}, not an executable"
         if not any(s["p_type"] == "PT_LOAD" for s in elf.iter_segments()):
             return "no PT_LOAD segments"
-    except (ELFError, Exception) as err:  # pyelftools raises several types on truncation
+    except Exception as err:  # pyelftools raises several types on truncation
         return f"truncated or damaged ELF ({err})"
     return None
 
@@ -134,6 +135,7 @@ def _place_image(layout, chunks, delta: int, path: str) -> None:
 
 def _checked_image(inputs):
     """The ELF file and its PT_LOADs as chunks, after the ELF validation layer."""
+    from elftools.elf.elffile import ELFFile
     elf = ELFFile(BytesIO(inputs.kernel))
     loads = checked_loads(elf, inputs.kernel_path, len(inputs.kernel), 64)
     check_entry(elf["e_entry"], loads, inputs.kernel_path)
