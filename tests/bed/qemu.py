@@ -89,9 +89,10 @@ class CycleConfig:
     argv_builder: Optional[Callable[..., List[str]]] = None
     guest_config: Dict[str, object] = field(default_factory=dict)  # more keys for config.json
     # A fixed crash region (crashkernel=256M@16M) is not reserved when KASLR happened to
-    # put the first kernel there (about 1 boot in 3 with 1 GiB): boot again, up to this
-    # many times in all. Only such boots are retried, nothing else.
-    attempts: int = 6
+    # put the first kernel there (about 1 boot in 3 with 1 GiB; a CI run on a busy machine
+    # once met 6 such boots in a row): boot again, up to this many times in all. A refused
+    # boot costs about 12 s. Only such boots are retried, nothing else.
+    attempts: int = 12
     # Stage 2 copies /proc/vmcore into results/vmcore (streamed; ~the guest's RAM in size).
     # Off by default: only the vmcore tests ask for it (tests/bed/keep.py).
     keep_vmcore: bool = False
