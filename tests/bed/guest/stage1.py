@@ -73,6 +73,9 @@ def main(results):
         if cfg.get("require_crash_region") and not out["crash_size"]:
             # e.g. crashkernel=256M@16M when KASLR put this kernel there: the host retries.
             out["result"] = "no-crash-region"
+            # where this kernel sat, to tell a KASLR collision from anything else
+            out["iomem_kernel"] = [l.strip() for l in read_text("/proc/iomem").splitlines()
+                                   if "Kernel " in l]
             save()
             print("BED: no crash region reserved", flush=True)
             return 7
