@@ -137,6 +137,8 @@ def kcore_header_length(data: bytes) -> int:
     """
     if data[:4] != b"\x7fELF":
         raise ValueError("not an ELF file")
+    if len(data) < 5:
+        raise ValueError("the ELF header ends after its magic")
     if data[4] not in (ELFCLASS32, ELFCLASS64):
         raise ValueError(f"unknown ELF class {data[4]}")
     elf = elf_structs(data[4])

@@ -122,6 +122,18 @@ def test_kcore_header_length_rounds_to_pages():
     assert kcore_header_length(fake_kcore(80, notes=b"")) == 8192   # 64 + 80*56 = 4544
 
 
+@pytest.mark.parametrize("data, why", [
+    (b"", "not an ELF file"),
+    (b"\x7fELF", "ends after its magic"),
+    (b"\x7fELF\x09" + bytes(60), "unknown ELF class 9"),
+    (fake_kcore(3)[:40], "ELF header is cut"),
+    (fake_kcore(3)[:64], "program headers end at"),
+])
+def test_a_damaged_kcore_is_one_value_error(data, why):
+    with pytest.raises(ValueError, match=why):
+        kcore_header_length(data)
+
+
 def test_kcore_keeps_the_notes():
     # headers end at 232, notes (5000 bytes) at 5232: kexec-tools parses the notes too.
     assert kcore_header_length(fake_kcore(3, notes=b"\0" * 5000)) == 8192
