@@ -49,7 +49,7 @@ def unregister(machine_names: Tuple[str, ...]) -> None:
 register(("x86_64",), "pykexec.arch.x86_64", options="pykexec.arch.x86.options")
 register(("i386", "i486", "i586", "i686"), "pykexec.arch.i386",
          options="pykexec.arch.x86.options")
-_SYSCALLS_ONLY["aarch64"] = (104, 294)   # loader: issue 11
+register(("aarch64",), "pykexec.arch.arm64", options="pykexec.arch.arm64.options")
 
 
 def _resolve(target):
