@@ -79,10 +79,10 @@ class Arm64Arch:
         return user_cmdline(request, machine)
 
     def option_refusal(self, request) -> Optional[str]:
-        foreign = [name for name, _ in request.arch_options if name not in ARM64_OPTION_NAMES]
-        if foreign:
-            return (f"--{foreign[0]}: not an arm64 option (kexec-tools for arm64 does not "
-                    "know it)")
+        from pykexec.request import ForeignOptionError
+        for name, _ in request.arch_options:
+            if name not in ARM64_OPTION_NAMES:
+                raise ForeignOptionError(name, NAME)
         return None
 
     def file_load_refusal(self, kernel: bytes) -> Optional[str]:
