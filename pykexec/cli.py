@@ -516,7 +516,7 @@ def _dry_run(request, machine, plan, file_args) -> int:
     if file_args is not None:
         out = sys.stderr if request.json else sys.stdout   # stdout stays the plan's JSON
         first = "first" if request.syscall_mode == "auto" else "would load with"
-        refusal = file_args.kernel_refusal()
+        refusal = file_args.kernel_refusal(machine.machine_arch if machine is not None else None)
         if refusal is not None and request.syscall_mode == "file":
             _err(f"{refusal}; syscall kexec_file_load not available.")
             return EXIT_FALLBACK

@@ -42,12 +42,13 @@ class FileLoad:
                 f"cmdline={text!r} ({len(self.cmdline)} bytes with the NUL), "
                 f"flags={self.flags:#x})")
 
-    def kernel_refusal(self) -> Optional[str]:
+    def kernel_refusal(self, machine_name: Optional[str] = None) -> Optional[str]:
         """Why the running kernel's kexec_file_load would refuse this kernel file (ENOEXEC),
         or None: its architecture says which formats it takes (None also when pykexec does
-        not know the architecture: the kernel will say)."""
+        not know the architecture: the kernel will say). `machine_name`: the planned
+        machine's `uname -m` (a snapshot's), else this one's."""
         from pykexec.arch import find_machine
-        arch = find_machine(os.uname().machine)
+        arch = find_machine(machine_name or os.uname().machine)
         if arch is None:
             return None
         why = arch.file_load_refusal(read_kernel(self.kernel_path, *self.limit))
