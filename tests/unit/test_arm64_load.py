@@ -145,6 +145,7 @@ def test_dtb_option_reads_the_file(files):
     assert tree.find("/memory") is None                    # the UEFI stub's tree, not DT's
     assert tree.get("/chosen", "linux,elfcorehdr") is not None
     assert p.notes["dtb_source"].endswith("qemu-arm64-2g-1cpu-uefi/sys/firmware/fdt")
+    assert plan(["-p", str(files["Image"])]).notes["dtb_source"] == "/sys/firmware/fdt"
 
 
 def test_serial_without_the_console_warns_and_stays_silent(files):
