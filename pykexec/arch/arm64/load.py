@@ -29,7 +29,7 @@ from pykexec.core.elfcore import core_header_for
 from pykexec.core.layout import Layout
 from pykexec.core.plan import Plan
 from pykexec.core.ranges import ADDR_LIMIT, Range, align_down, align_up
-from pykexec.errors import FatalLoadError, LoadError
+from pykexec.errors import LoadError
 from pykexec.machine import Machine
 
 MACHINE_DTB = "sys/firmware/fdt"
@@ -59,7 +59,7 @@ def machine_dtb(machine: Machine, path: Optional[str]) -> Tuple[bytes, str]:
             path
     data = machine.flattened_device_tree
     if data is None:
-        raise FatalLoadError(f"{machine.path(MACHINE_DTB)}: no device tree available "
+        raise LoadError(f"{machine.path(MACHINE_DTB)}: no device tree available "
                              "(pass one with --dtb FILE)")
     # named as the machine names it: a plan of a snapshot names no temporary folder
     return data, "/" + MACHINE_DTB
