@@ -18,6 +18,14 @@ E820_TYPE_NAMES: dict = {}
 E820_IN_BOOT_PARAMS = 0
 SETUP_DATA_NAMES: dict = {}
 SETUP_DATA_MEANING: dict = {}
+# the views' words for arm64's segments
+SEGMENT_PURPOSE = {
+    "kernel": "the new kernel's Image, run where it is loaded (image_size includes its BSS)",
+    "dtb": "device tree for the new kernel: /chosen holds its command line, initrd and, for "
+           "-p, the core header's address and the memory it may use",
+    "purgatory": "runs before the new kernel: checks the segments' SHA-256, enters the Image "
+                 "with x0 = the device tree's address",
+}
 
 
 def is_kernel_text(vaddr: int) -> bool:
