@@ -31,6 +31,11 @@ class FileLoad:
     cmdline: bytes            # with the terminating NUL
     flags: int
     limit: Tuple[int, str] = NO_LIMIT   # bytes an input may have, and what bounds it
+    machine_name: str = ""              # the planned machine's `uname -m` ("": this one's)
+
+    @property
+    def arch_name(self) -> str:
+        return self.machine_name or os.uname().machine
 
     @property
     def crash(self) -> bool:
@@ -47,7 +52,7 @@ class FileLoad:
         or None: its architecture says which formats it takes (None also when pykexec does
         not know the architecture: the kernel will say)."""
         from pykexec.arch import find_machine
-        arch = find_machine(os.uname().machine)
+        arch = find_machine(self.arch_name)
         if arch is None:
             return None
         why = arch.file_load_refusal(read_kernel(self.kernel_path, *self.limit))
@@ -85,7 +90,7 @@ class FileLoad:
             finally:
                 os.close(fd)
             segs.append(Segment(mem=None, memsz=len(data), data=data, kind=what, source=path))
-        return Plan(arch=os.uname().machine, syscall="kexec_file_load", flags=self.flags,
+        return Plan(arch=self.arch_name, syscall="kexec_file_load", flags=self.flags,
                     entry=None, cmdline=from_bytes(self.cmdline[:-1]),
                     segments=segs, notes={"cmdline_len": len(self.cmdline)})
 
@@ -117,7 +122,9 @@ def file_load(request, user_cmdline: str, machine=None) -> FileLoad:
     for path, what in ((request.kernel, "kernel"), (request.initrd, "initrd")):
         if path is not None:
             os.close(open_input(path, what, open_status=255))
-    limit = NO_LIMIT
+    limit, machine_name = NO_LIMIT, ""
     if machine is not None:
         limit = input_limit(request, machine)
-    return FileLoad(request.kernel, request.initrd, as_bytes(user_cmdline) + b"\0", flags, limit)
+        machine_name = machine.machine_arch or ""
+    return FileLoad(request.kernel, request.initrd, as_bytes(user_cmdline) + b"\0", flags, limit,
+                    machine_name)
