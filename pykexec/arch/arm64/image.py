@@ -173,6 +173,9 @@ def _pe_info(data: bytes, offset: int, name: str) -> Optional[PeInfo]:
     opt = offset + 24                      # the optional header follows the COFF header
     if pe.optional_magic == PE32_PLUS_MAGIC and pe.size_of_optional_header >= \
             PE32_PLUS_DATA_DIRECTORIES + 8 * (IMAGE_DIRECTORY_ENTRY_SECURITY + 1):
+        if opt + PE32_PLUS_DATA_DIRECTORIES + 8 * (IMAGE_DIRECTORY_ENTRY_SECURITY + 1) > len(data):
+            raise ImageError(f"{name}: the PE optional header at {opt:#x} runs past the end of "
+                             f"the file ({len(data):#x})")
         count = Int32ul.parse(data[opt + PE32_PLUS_NUMBER_OF_RVA_AND_SIZES:][:4])
         if count > IMAGE_DIRECTORY_ENTRY_SECURITY:
             at = opt + PE32_PLUS_DATA_DIRECTORIES + 8 * IMAGE_DIRECTORY_ENTRY_SECURITY
