@@ -243,7 +243,7 @@ PAYLOADS["zstd22"] = (compress(padded(efi_image(cert_size=0x100), 0x10000), "zst
 def test_truncated_pe_header_is_one_line():
     """Found by test_arm64_explain's hypothesis run: a file cut inside the PE optional
     header raised construct's StreamError."""
-    data = efi_image()[:0x100]
+    data = efi_image()[:0xE0]
     with pytest.raises(ImageError, match=r"^Image: the PE optional header at 0x58 runs past the "
                                          r"end of the file \(0x100\)$"):
         parse_image(data, "Image")
