@@ -245,5 +245,5 @@ def test_truncated_pe_header_is_one_line():
     header raised construct's StreamError."""
     data = efi_image()[:0xE0]
     with pytest.raises(ImageError, match=r"^Image: the PE optional header at 0x58 runs past the "
-                                         r"end of the file \(0x100\)$"):
+                                         r"end of the file \(0xe0\)$"):
         parse_image(data, "Image")
