@@ -71,6 +71,7 @@ TOKEN_ALIGN = WORD
 PROP_LEN_AT = WORD + field_offset(PropHead, "len")
 PROP_NAMEOFF_AT = WORD + field_offset(PropHead, "nameoff")
 PROP_VALUE_AT = WORD + PropHead.sizeof()
+PROP_HEAD_SIZE = PropHead.sizeof()
 
 RSVMAP_ALIGN = 8
 STRUCT_ALIGN = 4
@@ -362,8 +363,7 @@ class Fdt:
                 pad = n.padding.get(prop)
                 if pad is None or len(pad) != -len(value) % TOKEN_ALIGN:
                     pad = bytes(-len(value) % TOKEN_ALIGN)
-                put(prop_tok + PropHead.build(dict(len=len(value), nameoff=nameoff(prop)))
-                    + value + pad)
+                put(prop_tok + _prop_head(len(value), nameoff(prop)) + value + pad)
             for c in n.children:
                 put(nop * n.nops.get(("node", c.name), 0))
                 emit(c)
@@ -399,6 +399,14 @@ def _align(value: int, to: int) -> int:
 
 def _word(value: int) -> bytes:
     return value.to_bytes(WORD, "big")
+
+
+def _prop_head(length: int, nameoff: int) -> bytes:
+    """PropHead's bytes (its fields placed at their declared offsets)."""
+    head = bytearray(PROP_HEAD_SIZE)
+    for field, value in ((PROP_LEN_AT, length), (PROP_NAMEOFF_AT, nameoff)):
+        head[field - WORD:field] = _word(value)
+    return bytes(head)
 
 
 def _read_structure(block: bytes, strings: bytes, name_offsets: Dict[str, int],
