@@ -175,9 +175,10 @@ def _zboot_lines(data: bytes, path: str, file_size: int) -> List[str]:
                   f"{z.pe.certificate_size:#x} bytes" if z.pe.certificate_size else "not signed")
         out.append(f"  PE header at {z.pe.offset:#x}, machine {z.pe.machine:#x}, "
                    f"{z.pe.sections} sections; {signed}")
+    from pykexec.core.inputfiles import InputFileError
     try:
         inner = img.zboot_image(data, path)
-    except img.ImageError as e:
+    except (img.ImageError, InputFileError) as e:
         out.append(f"  the Image inside cannot be read: {str(e).split(': ', 1)[-1]}")
         return out
     out.append(f"  inside: an arm64 Image of {len(inner)} bytes (a signed one ends at its "

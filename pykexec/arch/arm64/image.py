@@ -14,16 +14,15 @@
   compression's name (Makefile.zboot: "gzip", "lz4", "lzma", "lzo", "xzkern", "zstd22");
   the payload holds an Image padded with zeros to its image_size (BSS included), itself
   possibly signed. `zboot_image` decompresses gzip, zstd (the zstandard package), lzma and
-  xz, and ends a signed inner Image at the end of its certificate table (kexec-tools'
+  xz (core.inputfiles' bounded readers), and ends a signed inner Image at the end of its certificate table (kexec-tools'
   rule: the signature stays for a kernel that checks it, the padding goes).
 """
 
 from __future__ import annotations
 
-import lzma
 import zlib
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional
+from typing import Optional
 
 from construct import (Bytes, Const, ConstructError, Int16ul, Int32ul, Int64ul, PaddedString,
                        Struct)
@@ -236,70 +235,27 @@ def gunzip_image(data: bytes, name: str = "kernel", limit: int = 1 << 30) -> byt
 
 
 IMAGE_LIMIT = 1 << 30           # no arm64 Image is near 1 GiB: more is a decompression bomb
-ZSTD_STEP = 1024
-
-
-def _gunzip(data: bytes, name: str, limit: int) -> bytes:
-    return gunzip_image(data, name, limit)
-
-
-def _unxz(data: bytes, name: str, limit: int) -> bytes:
-    """.xz or .lzma ("alone"): liblzma tells them apart."""
-    dec = lzma.LZMADecompressor()
-    try:
-        out = dec.decompress(data, limit + 1)
-    except lzma.LZMAError as e:
-        raise ImageError(f"{name}: bad lzma/xz data in the zboot payload ({e})") from None
-    if len(out) > limit:
-        raise ImageError(f"{name}: the zboot payload decompresses to more than {limit:#x} bytes")
-    if not dec.eof:
-        raise ImageError(f"{name}: the zboot payload's lzma/xz stream is truncated")
-    return out
-
-
-def _unzstd(data: bytes, name: str, limit: int) -> bytes:
-    try:
-        import zstandard
-    except ImportError:
-        raise ImageError(f"{name}: a zstd zboot payload needs the Python package zstandard "
-                         f"(pip install zstandard, or apt install python3-zstandard)") from None
-    # zstd -22 --ultra (the kernel's) uses windows up to 2**27; allow the format's most.
-    # Input is fed in small pieces so that a bomb is caught within ZSTD_STEP * the
-    # format's largest ratio (an RLE block: 4 bytes for 128 KiB) past the limit.
-    dec = zstandard.ZstdDecompressor(max_window_size=1 << 31).decompressobj()
-    out = bytearray()
-    try:
-        for at in range(0, len(data), ZSTD_STEP):
-            out += dec.decompress(data[at:at + ZSTD_STEP])
-            if len(out) > limit:
-                raise ImageError(f"{name}: the zboot payload decompresses to more than "
-                                 f"{limit:#x} bytes")
-            if dec.eof:
-                break
-    except zstandard.ZstdError as e:
-        raise ImageError(f"{name}: bad zstd data in the zboot payload ({e})") from None
-    if not dec.eof:
-        raise ImageError(f"{name}: the zboot payload's zstd stream is truncated")
-    return bytes(out)
-
-
-# zboot's compression names (Makefile.zboot's comp-type) -> decompressor
-ZBOOT_DECOMPRESSORS: Dict[str, Callable[[bytes, str, int], bytes]] = {
-    "gzip": _gunzip, "lzma": _unxz, "xzkern": _unxz, "zstd22": _unzstd, "zstd": _unzstd,
-}
+# zboot's compression names (Makefile.zboot's comp-type) -> core.inputfiles' decompressors
+# (liblzma reads both the .lzma "alone" format of cmd_lzma and xz_wrap.sh's .xz)
+ZBOOT_COMPRESSIONS = {"gzip": "gzip", "lzma": "xz", "xzkern": "xz", "zstd22": "zstd",
+                      "zstd": "zstd"}
 
 
 def zboot_image(data: bytes, name: str = "kernel", limit: int = IMAGE_LIMIT) -> bytes:
     """The Image inside an EFI zboot file: its payload decompressed (at most `limit`
-    bytes) and, when that Image is signed, ended at its certificate table's end (the
-    zero padding zboot adds up to image_size dropped). ImageError (one line naming
-    `name`) for a compression pykexec cannot undo, damaged data, or no Image inside."""
+    bytes, by core.inputfiles.decompress_bounded, whose InputFileError says a bomb or
+    damaged data with the exit status kexec-tools gives) and, when that Image is signed,
+    ended at its certificate table's end (the zero padding zboot adds up to image_size
+    dropped). ImageError (one line naming `name`) for a compression pykexec cannot undo
+    or no Image inside."""
+    from pykexec.core.inputfiles import decompress_bounded
     zboot = parse_zboot(data, name)
-    decompress = ZBOOT_DECOMPRESSORS.get(zboot.compress_type)
-    if decompress is None:
+    method = ZBOOT_COMPRESSIONS.get(zboot.compress_type)
+    if method is None:
         raise ImageError(f"{name}: the zboot payload is compressed with "
                          f"{zboot.compress_type!r}; pykexec reads gzip, lzma, xzkern and zstd")
-    inner = decompress(zboot.payload(data), name, limit)
+    inner = decompress_bounded(zboot.payload(data), method, name, "zboot payload", limit,
+                               "an arm64 Image's limit")
     image = parse_image(inner, f"{name} (zboot payload)")
     return inner[:image.signed_size]
 
