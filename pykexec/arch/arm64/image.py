@@ -27,11 +27,11 @@ from typing import Optional
 from construct import (Bytes, Const, ConstructError, Int16ul, Int32ul, Int64ul, PaddedString,
                        Struct)
 
+from pykexec.abi.pe import MZ_MAGIC, PE_SIGNATURE, CoffHeader
 from pykexec.errors import PykexecError
 
 ARM64_IMAGE_MAGIC = b"ARM\x64"
-MZ_MAGIC = b"MZ"
-PE_MAGIC = b"PE\0\0"
+PE_MAGIC = PE_SIGNATURE
 GZIP_MAGIC = b"\x1f\x8b"
 ZBOOT_IMAGE_TYPE = b"zimg"
 IMAGE_FILE_MACHINE_ARM64 = 0xAA64
@@ -69,18 +69,9 @@ ZbootHeader = Struct(
     "pe_offset" / Int32ul,
 )
 
-# Only the PE fields that locate the certificate table.
-PeCoffHeader = Struct(
-    "signature" / Const(PE_MAGIC),
-    "machine" / Int16ul,
-    "number_of_sections" / Int16ul,
-    "time_date_stamp" / Int32ul,
-    "pointer_to_symbol_table" / Int32ul,
-    "number_of_symbols" / Int32ul,
-    "size_of_optional_header" / Int16ul,
-    "characteristics" / Int16ul,
-    "optional_magic" / Int16ul,
-)
+# The PE header (abi.pe's COFF header) and the first field of the optional header: only
+# what locates the certificate table.
+PeCoffHeader = Struct(*CoffHeader.subcons, "optional_magic" / Int16ul)
 PE32_PLUS_NUMBER_OF_RVA_AND_SIZES = 108   # offsets in the PE32+ optional header
 PE32_PLUS_DATA_DIRECTORIES = 112
 DataDirectory = Struct("virtual_address" / Int32ul, "size" / Int32ul)
@@ -169,7 +160,7 @@ def _pe_info(data: bytes, offset: int, name: str) -> Optional[PeInfo]:
     except ConstructError:
         raise ImageError(f"{name}: no PE header at {offset:#x}, where the header points") from None
     cert_offset = cert_size = 0
-    opt = offset + 24                      # the optional header follows the COFF header
+    opt = offset + CoffHeader.sizeof()     # the optional header follows the COFF header
     if pe.optional_magic == PE32_PLUS_MAGIC and pe.size_of_optional_header >= \
             PE32_PLUS_DATA_DIRECTORIES + 8 * (IMAGE_DIRECTORY_ENTRY_SECURITY + 1):
         if opt + PE32_PLUS_DATA_DIRECTORIES + 8 * (IMAGE_DIRECTORY_ENTRY_SECURITY + 1) > len(data):
