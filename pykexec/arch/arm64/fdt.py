@@ -404,8 +404,8 @@ def _word(value: int) -> bytes:
 def _prop_head(length: int, nameoff: int) -> bytes:
     """PropHead's bytes (its fields placed at their declared offsets)."""
     head = bytearray(PROP_HEAD_SIZE)
-    for field, value in ((PROP_LEN_AT, length), (PROP_NAMEOFF_AT, nameoff)):
-        head[field - WORD:field] = _word(value)
+    for at, value in ((PROP_LEN_AT, length), (PROP_NAMEOFF_AT, nameoff)):
+        head[at - WORD:at] = _word(value)
     return bytes(head)
 
 
