@@ -14,25 +14,24 @@
   compression's name (Makefile.zboot: "gzip", "lz4", "lzma", "lzo", "xzkern", "zstd22");
   the payload holds an Image padded with zeros to its image_size (BSS included), itself
   possibly signed. `zboot_image` decompresses gzip, zstd (the zstandard package), lzma and
-  xz, and ends a signed inner Image at the end of its certificate table (kexec-tools'
+  xz (core.inputfiles' bounded readers), and ends a signed inner Image at the end of its certificate table (kexec-tools'
   rule: the signature stays for a kernel that checks it, the padding goes).
 """
 
 from __future__ import annotations
 
-import lzma
 import zlib
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional
+from typing import Optional
 
 from construct import (Bytes, Const, ConstructError, Int16ul, Int32ul, Int64ul, PaddedString,
                        Struct)
 
+from pykexec.abi.pe import MZ_MAGIC, PE_SIGNATURE, CoffHeader
 from pykexec.errors import PykexecError
 
 ARM64_IMAGE_MAGIC = b"ARM\x64"
-MZ_MAGIC = b"MZ"
-PE_MAGIC = b"PE\0\0"
+PE_MAGIC = PE_SIGNATURE
 GZIP_MAGIC = b"\x1f\x8b"
 ZBOOT_IMAGE_TYPE = b"zimg"
 IMAGE_FILE_MACHINE_ARM64 = 0xAA64
@@ -70,18 +69,9 @@ ZbootHeader = Struct(
     "pe_offset" / Int32ul,
 )
 
-# Only the PE fields that locate the certificate table.
-PeCoffHeader = Struct(
-    "signature" / Const(PE_MAGIC),
-    "machine" / Int16ul,
-    "number_of_sections" / Int16ul,
-    "time_date_stamp" / Int32ul,
-    "pointer_to_symbol_table" / Int32ul,
-    "number_of_symbols" / Int32ul,
-    "size_of_optional_header" / Int16ul,
-    "characteristics" / Int16ul,
-    "optional_magic" / Int16ul,
-)
+# The PE header (abi.pe's COFF header) and the first field of the optional header: only
+# what locates the certificate table.
+PeCoffHeader = Struct(*CoffHeader.subcons, "optional_magic" / Int16ul)
 PE32_PLUS_NUMBER_OF_RVA_AND_SIZES = 108   # offsets in the PE32+ optional header
 PE32_PLUS_DATA_DIRECTORIES = 112
 DataDirectory = Struct("virtual_address" / Int32ul, "size" / Int32ul)
@@ -170,9 +160,12 @@ def _pe_info(data: bytes, offset: int, name: str) -> Optional[PeInfo]:
     except ConstructError:
         raise ImageError(f"{name}: no PE header at {offset:#x}, where the header points") from None
     cert_offset = cert_size = 0
-    opt = offset + 24                      # the optional header follows the COFF header
+    opt = offset + CoffHeader.sizeof()     # the optional header follows the COFF header
     if pe.optional_magic == PE32_PLUS_MAGIC and pe.size_of_optional_header >= \
             PE32_PLUS_DATA_DIRECTORIES + 8 * (IMAGE_DIRECTORY_ENTRY_SECURITY + 1):
+        if opt + PE32_PLUS_DATA_DIRECTORIES + 8 * (IMAGE_DIRECTORY_ENTRY_SECURITY + 1) > len(data):
+            raise ImageError(f"{name}: the PE optional header at {opt:#x} runs past the end of "
+                             f"the file ({len(data):#x})")
         count = Int32ul.parse(data[opt + PE32_PLUS_NUMBER_OF_RVA_AND_SIZES:][:4])
         if count > IMAGE_DIRECTORY_ENTRY_SECURITY:
             at = opt + PE32_PLUS_DATA_DIRECTORIES + 8 * IMAGE_DIRECTORY_ENTRY_SECURITY
@@ -233,70 +226,27 @@ def gunzip_image(data: bytes, name: str = "kernel", limit: int = 1 << 30) -> byt
 
 
 IMAGE_LIMIT = 1 << 30           # no arm64 Image is near 1 GiB: more is a decompression bomb
-ZSTD_STEP = 1024
-
-
-def _gunzip(data: bytes, name: str, limit: int) -> bytes:
-    return gunzip_image(data, name, limit)
-
-
-def _unxz(data: bytes, name: str, limit: int) -> bytes:
-    """.xz or .lzma ("alone"): liblzma tells them apart."""
-    dec = lzma.LZMADecompressor()
-    try:
-        out = dec.decompress(data, limit + 1)
-    except lzma.LZMAError as e:
-        raise ImageError(f"{name}: bad lzma/xz data in the zboot payload ({e})") from None
-    if len(out) > limit:
-        raise ImageError(f"{name}: the zboot payload decompresses to more than {limit:#x} bytes")
-    if not dec.eof:
-        raise ImageError(f"{name}: the zboot payload's lzma/xz stream is truncated")
-    return out
-
-
-def _unzstd(data: bytes, name: str, limit: int) -> bytes:
-    try:
-        import zstandard
-    except ImportError:
-        raise ImageError(f"{name}: a zstd zboot payload needs the Python package zstandard "
-                         f"(pip install zstandard, or apt install python3-zstandard)") from None
-    # zstd -22 --ultra (the kernel's) uses windows up to 2**27; allow the format's most.
-    # Input is fed in small pieces so that a bomb is caught within ZSTD_STEP * the
-    # format's largest ratio (an RLE block: 4 bytes for 128 KiB) past the limit.
-    dec = zstandard.ZstdDecompressor(max_window_size=1 << 31).decompressobj()
-    out = bytearray()
-    try:
-        for at in range(0, len(data), ZSTD_STEP):
-            out += dec.decompress(data[at:at + ZSTD_STEP])
-            if len(out) > limit:
-                raise ImageError(f"{name}: the zboot payload decompresses to more than "
-                                 f"{limit:#x} bytes")
-            if dec.eof:
-                break
-    except zstandard.ZstdError as e:
-        raise ImageError(f"{name}: bad zstd data in the zboot payload ({e})") from None
-    if not dec.eof:
-        raise ImageError(f"{name}: the zboot payload's zstd stream is truncated")
-    return bytes(out)
-
-
-# zboot's compression names (Makefile.zboot's comp-type) -> decompressor
-ZBOOT_DECOMPRESSORS: Dict[str, Callable[[bytes, str, int], bytes]] = {
-    "gzip": _gunzip, "lzma": _unxz, "xzkern": _unxz, "zstd22": _unzstd, "zstd": _unzstd,
-}
+# zboot's compression names (Makefile.zboot's comp-type) -> core.inputfiles' decompressors
+# (liblzma reads both the .lzma "alone" format of cmd_lzma and xz_wrap.sh's .xz)
+ZBOOT_COMPRESSIONS = {"gzip": "gzip", "lzma": "xz", "xzkern": "xz", "zstd22": "zstd",
+                      "zstd": "zstd"}
 
 
 def zboot_image(data: bytes, name: str = "kernel", limit: int = IMAGE_LIMIT) -> bytes:
     """The Image inside an EFI zboot file: its payload decompressed (at most `limit`
-    bytes) and, when that Image is signed, ended at its certificate table's end (the
-    zero padding zboot adds up to image_size dropped). ImageError (one line naming
-    `name`) for a compression pykexec cannot undo, damaged data, or no Image inside."""
+    bytes, by core.inputfiles.decompress_bounded, whose InputFileError says a bomb or
+    damaged data with the exit status kexec-tools gives) and, when that Image is signed,
+    ended at its certificate table's end (the zero padding zboot adds up to image_size
+    dropped). ImageError (one line naming `name`) for a compression pykexec cannot undo
+    or no Image inside."""
+    from pykexec.core.inputfiles import decompress_bounded
     zboot = parse_zboot(data, name)
-    decompress = ZBOOT_DECOMPRESSORS.get(zboot.compress_type)
-    if decompress is None:
+    method = ZBOOT_COMPRESSIONS.get(zboot.compress_type)
+    if method is None:
         raise ImageError(f"{name}: the zboot payload is compressed with "
                          f"{zboot.compress_type!r}; pykexec reads gzip, lzma, xzkern and zstd")
-    inner = decompress(zboot.payload(data), name, limit)
+    inner = decompress_bounded(zboot.payload(data), method, name, "zboot payload", limit,
+                               "an arm64 Image's limit")
     image = parse_image(inner, f"{name} (zboot payload)")
     return inner[:image.signed_size]
 
