@@ -419,3 +419,14 @@ def test_qemu_skip_checks_and_silence(qemu, tmp_path):
     segments, loaded, dtb, _ = boot_plan(tmp_path, uart_base=None)
     out = run_qemu(tmp_path, segments, purgatory_setup.entry_address(loaded))
     assert "pykexec purgatory" not in out and kernel_line(out)[0][0] == dtb
+
+
+def test_an_installed_package_without_the_object_names_the_compilers(tmp_path, monkeypatch):
+    """A wheel built where the cross compiler was missing has no arm64 object and no
+    sources: the refusal says which compiler its build needed."""
+    spec = replace(ARM64, arch="arm64-not-built")   # no such folder: no sources either
+    with pytest.raises(build.PurgatoryBuildError) as raised:
+        build.purgatory_object(spec)
+    line = describe(raised.value)
+    assert "\n" not in line and line.startswith("the arm64-not-built purgatory is not installed")
+    assert line.endswith("(the build needs gcc, or aarch64-linux-gnu-gcc on other hosts)")
