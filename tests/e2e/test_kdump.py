@@ -42,13 +42,16 @@ class Case:
     crashkernel: str
     firmware: str = "bios"
     elf32: bool = False          # --elf32-core-headers (x86_64 loaders write ELF64 anyway)
+    compress: str = ""           # the kernel file compressed whole: "zstd" | "xz" | "gzip"
+    syscall: str = "-c"          # pykexec's syscall option (-s: the kernel places the image)
 
     @property
     def name(self) -> str:
         suffix = "" if self.firmware == "bios" else f"-{self.firmware}"
         at = "-at16m" if "@16M" in self.crashkernel else ""
         return f"{self.fmt}-{self.memory_mib // 1024}g-{self.cpus}cpu{at}{suffix}" + \
-            ("-elf32" if self.elf32 else "")
+            ("-elf32" if self.elf32 else "") + (f"-{self.compress}" if self.compress else "") + \
+            ("" if self.syscall == "-c" else self.syscall)
 
 
 CASES = (
@@ -70,6 +73,10 @@ PYKEXEC_CASES = (
     Case("elf", 1024, 1, "crashkernel=256M@16M", elf32=True),
     # UEFI: pykexec passes no EFI runtime data; the capture kernel finds ACPI via acpi_rsdp=.
     Case("bzimage", 1024, 2, "crashkernel=256M", firmware="uefi"),
+    # A whole-file-compressed kernel (compressed by the zstd and xz tools): decompressed by
+    # pykexec for kexec_load (-c), and into a memfd for kexec_file_load (-s).
+    Case("bzimage", 1024, 1, "crashkernel=256M", compress="zstd"),
+    Case("bzimage", 1024, 1, "crashkernel=256M", compress="xz", syscall="-s"),
 )
 LOADER_CASES = {"kexec": CASES, "pykexec": PYKEXEC_CASES}
 # Loaders whose -d output we parse and compare with the oracle.
@@ -94,7 +101,7 @@ class Bed:
 @pytest.fixture(scope="session")
 def bed() -> Bed:
     require_root()
-    for tool in ("qemu-system-x86_64", "/usr/sbin/kexec", "/usr/sbin/vmcore-dmesg"):
+    for tool in ("qemu-system-x86_64", "/usr/sbin/kexec", "/usr/sbin/vmcore-dmesg", "zstd", "xz"):
         require(shutil.which(tool) is not None, f"{tool} not installed")
     require(os.path.exists("/bin/busybox"), "busybox-static not installed")
     try:
@@ -105,14 +112,37 @@ def bed() -> Bed:
     return Bed(kernel=kernel, initrd=initrd)
 
 
+COMPRESSORS = {"zstd": ["zstd", "-q", "-19", "-c"], "xz": ["xz", "-c", "--check=crc32"],
+               "gzip": ["gzip", "-9", "-n", "-c"]}
+
+
+def compressed_kernel(image: str, kind: str) -> str:
+    """`image` compressed whole by the `kind` tool (not pykexec's library), cached beside
+    the bed's other files."""
+    import subprocess
+    from tests.bed.kernels import cache_lock, cache_root
+    out = cache_root() / "compressed" / f"{os.path.basename(os.path.dirname(os.path.dirname(image)))}-" \
+        f"{os.path.basename(image)}.{kind}"
+    with cache_lock("compressed-kernels"):
+        if not out.exists():
+            out.parent.mkdir(exist_ok=True)
+            tmp = out.with_suffix(".tmp")
+            with open(tmp, "wb") as f:
+                subprocess.run(COMPRESSORS[kind] + [image], stdout=f, check=True)
+            os.replace(tmp, out)
+    return str(out)
+
+
 def config_for(bed: Bed, loader: str, case: Case, run_dir) -> CycleConfig:
     image = bed.kernel.bzimage if case.fmt == "bzimage" else bed.kernel.vmlinux
+    if case.compress:
+        image = compressed_kernel(str(image), case.compress)
     extra = ("--args-linux",) if case.fmt == "elf" else ()
     if case.elf32:
         extra += ("--elf32-core-headers",)
     if loader in PLANNING_LOADERS:
         # -c: this matrix is about kexec_load with pykexec's own purgatory and headers.
-        extra += ("-c", f"--save-plan={PLAN_IN_GUEST}")
+        extra += (case.syscall, f"--save-plan={PLAN_IN_GUEST}")
     debug = loader in DEBUG_LOADERS
     argv = loader_argv(LOADERS[loader], str(image), bed.initrd, append=DEFAULT_APPEND,
                        extra=extra, debug=debug)
@@ -223,7 +253,10 @@ def test_acpi_rsdp_only_without_efi(cycle):
     """kexec-tools passes acpi_rsdp= on BIOS machines and EFI data (not acpi_rsdp=) on UEFI;
     pykexec passes acpi_rsdp= on both."""
     assert cycle.captured, cycle.describe()
-    if cycle.config.loader_argv[0] != LOADERS["kexec"][0]:
+    if "-s" in cycle.config.loader_argv:
+        # kexec_file_load: the running kernel wrote the boot parameters, RSDP included
+        assert "acpi_rsdp=" not in cycle.capture_cmdline
+    elif cycle.config.loader_argv[0] != LOADERS["kexec"][0]:
         # pykexec (docs/differences.md) always names the RSDP: it passes no EFI data.
         assert "acpi_rsdp=0x" in cycle.capture_cmdline
     elif cycle.config.firmware == "uefi":
@@ -245,7 +278,8 @@ def test_timings_recorded(cycle):
     assert t.total < cycle.config.timeout
 
 
-PLAN_PARAMS = [p for p in PARAMS if p[0] in PLANNING_LOADERS]
+# (a -s load's saved plan is the kexec_file_load call: the kernel made the core header)
+PLAN_PARAMS = [p for p in PARAMS if p[0] in PLANNING_LOADERS and p[1].syscall == "-c"]
 
 
 @pytest.mark.parametrize("param", PLAN_PARAMS, ids=param_id)
