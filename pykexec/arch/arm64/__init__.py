@@ -97,6 +97,10 @@ class Arm64Arch:
         from pykexec.arch.arm64 import planfacts
         return planfacts
 
+    def image_explainer(self):
+        from pykexec.arch.arm64 import explain
+        return explain
+
     def relocations(self):
         from pykexec.arch.arm64.relocations import ARM64_RELOCATIONS
         return ARM64_RELOCATIONS
