@@ -205,3 +205,17 @@ def test_json_plan_shows_the_arm64_facts(files):
     doc = json.loads(out)
     assert doc["arch"] == "arm64" and doc["flags"] == 0xB70001
     assert [s["kind"] for s in doc["segments"]] == ["kernel", "dtb", "purgatory", "elfcorehdr"]
+
+
+def test_a_crash_load_without_a_crash_region_is_one_line(files, tmp_path):
+    import shutil
+    from pykexec.errors import LoadError
+    snap = tmp_path / "m"
+    shutil.copytree(DT, snap)
+    iomem = snap / "proc/iomem"
+    iomem.write_text("".join(l for l in iomem.read_text().splitlines(True)
+                             if "Crash kernel" not in l))
+    with pytest.raises(LoadError, match="no 'Crash kernel' region") as err:
+        plan(["-p", str(files["Image"])], snap)
+    assert "\n" not in str(err.value)
+    assert by_kind(plan(["-l", str(files["Image"])], snap))["kernel"].mem == 0x40000000

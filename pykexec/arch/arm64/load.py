@@ -108,6 +108,9 @@ class Arm64Load:
         request = self.request
         if request.crash:
             region = self.machine.crash_region
+            if region is None:
+                raise LoadError(f"{self.machine.path('proc/iomem')}: no 'Crash kernel' region: "
+                                "memory for a crash kernel is not reserved (crashkernel=)")
             start = max(region.start, request.mem_min)
             end = region.end if request.mem_max is None else min(region.end, request.mem_max + 1)
             if start >= end:
