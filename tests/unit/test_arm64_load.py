@@ -219,3 +219,13 @@ def test_a_crash_load_without_a_crash_region_is_one_line(files, tmp_path):
         plan(["-p", str(files["Image"])], snap)
     assert "\n" not in str(err.value)
     assert by_kind(plan(["-l", str(files["Image"])], snap))["kernel"].mem == 0x40000000
+
+
+def test_hotplug_is_refused_on_arm64(files, tmp_path):
+    import shutil
+    snap = tmp_path / "m"
+    shutil.copytree(DT, snap)
+    (snap / "sys/kernel/crash_elfcorehdr_size").write_text("4096\n")
+    status, out, err = cli(["-p", "-c", str(files["Image"]), "--hotplug", "--sysroot", str(snap),
+                            "--dry-run"])
+    assert status == 255 and out == "" and err.count("\n") == 1 and "--hotplug" in err

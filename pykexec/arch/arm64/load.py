@@ -106,6 +106,9 @@ class Arm64Load:
                             f"{byte_length(inputs.cmdline)} bytes, more than the kernel's "
                             f"{COMMAND_LINE_MAX}")
         request = self.request
+        if request.hotplug:
+            raise LoadError("--hotplug: arm64 kernels do not rewrite a kexec_load'ed "
+                            "elfcorehdr on CPU/memory hotplug (no crash hotplug on arm64)")
         if request.crash:
             region = self.machine.crash_region
             if region is None:
