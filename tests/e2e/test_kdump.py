@@ -43,6 +43,7 @@ class Case:
     firmware: str = "bios"
     elf32: bool = False          # --elf32-core-headers (x86_64 loaders write ELF64 anyway)
     compress: str = ""           # the kernel file compressed whole: "zstd" | "xz" | "gzip"
+    uki: bool = False            # the kernel, initrd and command line as one UKI, no options
     syscall: str = "-c"          # pykexec's syscall option (-s: the kernel places the image)
 
     @property
@@ -51,6 +52,7 @@ class Case:
         at = "-at16m" if "@16M" in self.crashkernel else ""
         return f"{self.fmt}-{self.memory_mib // 1024}g-{self.cpus}cpu{at}{suffix}" + \
             ("-elf32" if self.elf32 else "") + (f"-{self.compress}" if self.compress else "") + \
+            ("-uki" if self.uki else "") + \
             ("" if self.syscall == "-c" else self.syscall)
 
 
@@ -71,13 +73,17 @@ PYKEXEC_CASES = (
     Case("bzimage", 4096, 2, "crashkernel=256M"),
     Case("elf", 1024, 2, "crashkernel=256M"),
     Case("elf", 1024, 1, "crashkernel=256M@16M", elf32=True),
-    # UEFI: pykexec passes no EFI runtime data; the capture kernel finds ACPI via acpi_rsdp=.
+    # UEFI: pykexec passes the EFI runtime map and SETUP_EFI, as kexec-tools does.
     Case("bzimage", 1024, 2, "crashkernel=256M", firmware="uefi"),
     # A whole-file-compressed kernel (compressed by the zstd and xz tools): decompressed by
     # pykexec for kexec_load (-c), and into a memfd for kexec_file_load (-s).
     Case("bzimage", 1024, 1, "crashkernel=256M", compress="zstd"),
     Case("bzimage", 1024, 1, "crashkernel=256M", compress="xz", syscall="-s"),
+    # A unified kernel image under OVMF, loaded with no --initrd/--append: the capture kernel
+    # must boot with the UKI's .cmdline and .initrd (the bed's initramfs).
+    Case("bzimage", 1024, 1, "crashkernel=256M", firmware="uefi", uki=True, syscall="-s"),
 )
+UKI_MARK = "pykexec.uki=1"    # only in the UKI's .cmdline
 LOADER_CASES = {"kexec": CASES, "pykexec": PYKEXEC_CASES}
 # Loaders whose -d output we parse and compare with the oracle.
 DEBUG_LOADERS = {"kexec"}
@@ -101,8 +107,10 @@ class Bed:
 @pytest.fixture(scope="session")
 def bed() -> Bed:
     require_root()
-    for tool in ("qemu-system-x86_64", "/usr/sbin/kexec", "/usr/sbin/vmcore-dmesg", "zstd", "xz"):
-        require(shutil.which(tool) is not None, f"{tool} not installed")
+    for tool in ("qemu-system-x86_64", "/usr/sbin/kexec", "/usr/sbin/vmcore-dmesg", "zstd", "xz",
+                 "objcopy", UKI_STUB):
+        require(shutil.which(tool) is not None or (tool == UKI_STUB and os.path.exists(tool)),
+                f"{tool} not installed")
     require(os.path.exists("/bin/busybox"), "busybox-static not installed")
     try:
         kernel = get_kernel()
@@ -133,6 +141,37 @@ def compressed_kernel(image: str, kind: str) -> str:
     return str(out)
 
 
+UKI_STUB = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub"
+
+
+def uki_of(image: str, initrd: str, cmdline: str) -> str:
+    """A UKI (objcopy onto systemd-boot's stub, as systemd documents) of the bed's kernel and
+    initramfs, cached by their names and the command line."""
+    import hashlib
+    import subprocess
+    import tempfile
+    from tests.bed.kernels import cache_lock, cache_root
+    key = hashlib.sha256(f"{image}\0{initrd}\0{cmdline}".encode()).hexdigest()[:16]
+    out = cache_root() / "uki" / f"{key}.efi"
+    with cache_lock("uki"):
+        if not out.exists():
+            out.parent.mkdir(exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+                cmd = os.path.join(tmp, "cmdline")
+                with open(cmd, "w") as f:
+                    f.write(cmdline)
+                built = os.path.join(tmp, "uki.efi")
+                subprocess.run(["objcopy", "--add-section", f".cmdline={cmd}",
+                                "--change-section-vma", ".cmdline=0x30000",
+                                "--add-section", f".linux={image}",
+                                "--change-section-vma", ".linux=0x2000000",
+                                "--add-section", f".initrd={initrd}",
+                                "--change-section-vma", ".initrd=0x3000000",
+                                UKI_STUB, built], check=True)
+                os.replace(built, out)
+    return str(out)
+
+
 def config_for(bed: Bed, loader: str, case: Case, run_dir) -> CycleConfig:
     image = bed.kernel.bzimage if case.fmt == "bzimage" else bed.kernel.vmlinux
     if case.compress:
@@ -144,8 +183,12 @@ def config_for(bed: Bed, loader: str, case: Case, run_dir) -> CycleConfig:
         # -c: this matrix is about kexec_load with pykexec's own purgatory and headers.
         extra += (case.syscall, f"--save-plan={PLAN_IN_GUEST}")
     debug = loader in DEBUG_LOADERS
-    argv = loader_argv(LOADERS[loader], str(image), bed.initrd, append=DEFAULT_APPEND,
-                       extra=extra, debug=debug)
+    if case.uki:
+        argv = [*LOADERS[loader], "-p", uki_of(str(image), bed.initrd,
+                                               f"{DEFAULT_APPEND} {UKI_MARK}"), *extra]
+    else:
+        argv = loader_argv(LOADERS[loader], str(image), bed.initrd, append=DEFAULT_APPEND,
+                           extra=extra, debug=debug)
     return CycleConfig(loader_argv=argv, memory_mib=case.memory_mib, cpus=case.cpus,
                        cmdline_extra=case.crashkernel, firmware=case.firmware,
                        pattern_mib=PATTERN_MIB,
@@ -224,6 +267,15 @@ def test_capture_kernel_boots_with_elfcorehdr(cycle):
     assert not cycle.timed_out and not cycle.errors, cycle.describe()
 
 
+def test_a_uki_boots_with_its_own_command_line(cycle):
+    """The UKI case had no --append: the capture kernel's line is the .cmdline's; and it got
+    to stage 2, which only the .initrd (the bed's initramfs) runs."""
+    uki = "-uki" in cycle.config.name
+    assert (UKI_MARK in cycle.capture_cmdline) == uki, cycle.capture_cmdline
+    if uki:
+        assert cycle.captured and cycle.pattern.checked > 0, cycle.describe()
+
+
 def test_vmcore_is_elf64_with_a_prstatus_per_cpu(cycle, bed):
     assert cycle.captured, cycle.describe()
     assert cycle.vmcore_class == 64
@@ -250,20 +302,20 @@ def test_pattern_check_discriminates_in_the_guest(cycle):
 
 
 def test_acpi_rsdp_only_without_efi(cycle):
-    """kexec-tools passes acpi_rsdp= on BIOS machines and EFI data (not acpi_rsdp=) on UEFI;
-    pykexec passes acpi_rsdp= on both."""
+    """Both loaders pass acpi_rsdp= on BIOS machines, and EFI data (not acpi_rsdp=) on UEFI,
+    where the capture kernel then has EFI runtime services; with -s the running kernel
+    writes the boot parameters itself."""
     assert cycle.captured, cycle.describe()
     if "-s" in cycle.config.loader_argv:
         # kexec_file_load: the running kernel wrote the boot parameters, RSDP included
         assert "acpi_rsdp=" not in cycle.capture_cmdline
-    elif cycle.config.loader_argv[0] != LOADERS["kexec"][0]:
-        # pykexec (docs/differences.md) always names the RSDP: it passes no EFI data.
-        assert "acpi_rsdp=0x" in cycle.capture_cmdline
     elif cycle.config.firmware == "uefi":
         assert "acpi_rsdp=" not in cycle.capture_cmdline
+        assert cycle.capture_efi_runtime is True, cycle.describe()
         assert cycle.snapshot is None or (cycle.snapshot / "sys/firmware/efi/runtime-map").is_dir()
     else:
         assert "acpi_rsdp=0x" in cycle.capture_cmdline
+        assert cycle.capture_efi_runtime is False
 
 
 def test_vmcore_dmesg_shows_the_panic(cycle):
@@ -326,6 +378,45 @@ def test_oracle_is_faithful_to_the_guest(param, cycles):
     assert [(s.mem, s.memsz, s.bufsz) for s in plan.segments] == sorted(guest.segments)
     # The oracle's own -d output agrees too (same parser, same numbers).
     assert host is not None and host.segments == guest.segments
+
+
+UEFI_ORACLE = [p for p in ORACLE_PARAMS if p[1].firmware == "uefi"]
+
+
+@pytest.mark.parametrize("param", UEFI_ORACLE, ids=param_id)
+def test_pykexec_passes_the_efi_data_kexec_passes(param, cycles):
+    """Differential on the UEFI guest's snapshot: Debian's kexec (under the recording shim)
+    and pykexec, same argv, pass the same SETUP_EFI payload, the same runtime map and the
+    same efi_info (the map's address included); neither adds acpi_rsdp=."""
+    import struct
+    from pykexec.arch import parse_args, plan_load
+    from pykexec.arch.x86 import bootparams as bp
+    from pykexec.machine import Machine
+    from tests.bed.oracle import run_oracle
+    cycle = cycles.get(*param)
+    assert cycle.snapshot is not None, cycle.describe()
+    args = [a for a in cycle.config.loader_argv[len(LOADERS["kexec"]):] if a != "-d"]
+    theirs = run_oracle(str(cycle.snapshot), args).plan
+    ours = plan_load(parse_args(["-c", *args, "--sysroot", str(cycle.snapshot)]),
+                     Machine.read(str(cycle.snapshot)))
+
+    def efi_parts(plan):
+        setup = [s.data for s in plan.segments
+                 if len(s.data) >= 16 and struct.unpack_from("<QII", s.data)[1:] == (bp.SETUP_EFI, 96)]
+        pages = [s.data for s in plan.segments if s.data[0x202:0x206] == b"HdrS"
+                 and s.data[0x1C0:0x1C4] == b"EL64"]
+        assert len(setup) == 1 and len(pages) == 1, [(s.mem, s.memsz) for s in plan.segments]
+        info = bp.EfiInfo.parse(pages[0][0x1C0:0x1E0])
+        memmap = info.efi_memmap | info.efi_memmap_hi << 32
+        [map_seg] = [s for s in plan.segments if s.mem <= memmap < s.mem + s.memsz]
+        data, size = map_seg.read(memmap, info.efi_memmap_size), info.efi_memdesc_size
+        # as a set: kexec-tools lists runtime-map/ in readdir order (here the snapshot
+        # folder's, on a live machine sysfs' name-hash order), pykexec by entry number
+        descriptors = sorted(data[i:i + size] for i in range(0, len(data), size))
+        return setup[0][16:], descriptors, bp.EfiInfo.build(info)
+
+    assert efi_parts(ours) == efi_parts(theirs)
+    assert "acpi_rsdp=" not in ours.cmdline
 
 
 def test_failed_load_is_reported_and_powers_off(bed, tmp_path):
