@@ -43,6 +43,7 @@ class Case:
     firmware: str = "bios"
     elf32: bool = False          # --elf32-core-headers (x86_64 loaders write ELF64 anyway)
     compress: str = ""           # the kernel file compressed whole: "zstd" | "xz" | "gzip"
+    uki: bool = False            # the kernel, initrd and command line as one UKI, no options
     syscall: str = "-c"          # pykexec's syscall option (-s: the kernel places the image)
 
     @property
@@ -51,6 +52,7 @@ class Case:
         at = "-at16m" if "@16M" in self.crashkernel else ""
         return f"{self.fmt}-{self.memory_mib // 1024}g-{self.cpus}cpu{at}{suffix}" + \
             ("-elf32" if self.elf32 else "") + (f"-{self.compress}" if self.compress else "") + \
+            ("-uki" if self.uki else "") + \
             ("" if self.syscall == "-c" else self.syscall)
 
 
@@ -77,7 +79,11 @@ PYKEXEC_CASES = (
     # pykexec for kexec_load (-c), and into a memfd for kexec_file_load (-s).
     Case("bzimage", 1024, 1, "crashkernel=256M", compress="zstd"),
     Case("bzimage", 1024, 1, "crashkernel=256M", compress="xz", syscall="-s"),
+    # A unified kernel image under OVMF, loaded with no --initrd/--append: the capture kernel
+    # must boot with the UKI's .cmdline and .initrd (the bed's initramfs).
+    Case("bzimage", 1024, 1, "crashkernel=256M", firmware="uefi", uki=True, syscall="-s"),
 )
+UKI_MARK = "pykexec.uki=1"    # only in the UKI's .cmdline
 LOADER_CASES = {"kexec": CASES, "pykexec": PYKEXEC_CASES}
 # Loaders whose -d output we parse and compare with the oracle.
 DEBUG_LOADERS = {"kexec"}
@@ -101,8 +107,10 @@ class Bed:
 @pytest.fixture(scope="session")
 def bed() -> Bed:
     require_root()
-    for tool in ("qemu-system-x86_64", "/usr/sbin/kexec", "/usr/sbin/vmcore-dmesg", "zstd", "xz"):
-        require(shutil.which(tool) is not None, f"{tool} not installed")
+    for tool in ("qemu-system-x86_64", "/usr/sbin/kexec", "/usr/sbin/vmcore-dmesg", "zstd", "xz",
+                 "objcopy", UKI_STUB):
+        require(shutil.which(tool) is not None or (tool == UKI_STUB and os.path.exists(tool)),
+                f"{tool} not installed")
     require(os.path.exists("/bin/busybox"), "busybox-static not installed")
     try:
         kernel = get_kernel()
@@ -133,6 +141,37 @@ def compressed_kernel(image: str, kind: str) -> str:
     return str(out)
 
 
+UKI_STUB = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub"
+
+
+def uki_of(image: str, initrd: str, cmdline: str) -> str:
+    """A UKI (objcopy onto systemd-boot's stub, as systemd documents) of the bed's kernel and
+    initramfs, cached by their names and the command line."""
+    import hashlib
+    import subprocess
+    import tempfile
+    from tests.bed.kernels import cache_lock, cache_root
+    key = hashlib.sha256(f"{image}\0{initrd}\0{cmdline}".encode()).hexdigest()[:16]
+    out = cache_root() / "uki" / f"{key}.efi"
+    with cache_lock("uki"):
+        if not out.exists():
+            out.parent.mkdir(exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+                cmd = os.path.join(tmp, "cmdline")
+                with open(cmd, "w") as f:
+                    f.write(cmdline)
+                built = os.path.join(tmp, "uki.efi")
+                subprocess.run(["objcopy", "--add-section", f".cmdline={cmd}",
+                                "--change-section-vma", ".cmdline=0x30000",
+                                "--add-section", f".linux={image}",
+                                "--change-section-vma", ".linux=0x2000000",
+                                "--add-section", f".initrd={initrd}",
+                                "--change-section-vma", ".initrd=0x3000000",
+                                UKI_STUB, built], check=True)
+                os.replace(built, out)
+    return str(out)
+
+
 def config_for(bed: Bed, loader: str, case: Case, run_dir) -> CycleConfig:
     image = bed.kernel.bzimage if case.fmt == "bzimage" else bed.kernel.vmlinux
     if case.compress:
@@ -144,8 +183,12 @@ def config_for(bed: Bed, loader: str, case: Case, run_dir) -> CycleConfig:
         # -c: this matrix is about kexec_load with pykexec's own purgatory and headers.
         extra += (case.syscall, f"--save-plan={PLAN_IN_GUEST}")
     debug = loader in DEBUG_LOADERS
-    argv = loader_argv(LOADERS[loader], str(image), bed.initrd, append=DEFAULT_APPEND,
-                       extra=extra, debug=debug)
+    if case.uki:
+        argv = [*LOADERS[loader], "-p", uki_of(str(image), bed.initrd,
+                                               f"{DEFAULT_APPEND} {UKI_MARK}"), *extra]
+    else:
+        argv = loader_argv(LOADERS[loader], str(image), bed.initrd, append=DEFAULT_APPEND,
+                           extra=extra, debug=debug)
     return CycleConfig(loader_argv=argv, memory_mib=case.memory_mib, cpus=case.cpus,
                        cmdline_extra=case.crashkernel, firmware=case.firmware,
                        pattern_mib=PATTERN_MIB,
@@ -222,6 +265,15 @@ def test_capture_kernel_boots_with_elfcorehdr(cycle):
     assert DEFAULT_APPEND in cycle.capture_cmdline
     assert "Linux version" in cycle.capture_dmesg and "nr_cpus=1" in cycle.capture_dmesg
     assert not cycle.timed_out and not cycle.errors, cycle.describe()
+
+
+def test_a_uki_boots_with_its_own_command_line(cycle):
+    """The UKI case had no --append: the capture kernel's line is the .cmdline's; and it got
+    to stage 2, which only the .initrd (the bed's initramfs) runs."""
+    uki = "-uki" in cycle.config.name
+    assert (UKI_MARK in cycle.capture_cmdline) == uki, cycle.capture_cmdline
+    if uki:
+        assert cycle.captured and cycle.pattern.checked > 0, cycle.describe()
 
 
 def test_vmcore_is_elf64_with_a_prstatus_per_cpu(cycle, bed):
