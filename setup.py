@@ -11,6 +11,9 @@ declare (pykexec/arch/*/purgatory_spec.py):
   is written to ``pykexec/_purgatory/`` in the tree (gitignored).
 
 There is no prebuilt blob: without gcc and binutils the build fails with a clear error.
+A purgatory its spec marks optional (one built by a cross compiler on other hosts) is
+skipped where that compiler is missing; loads for its architecture are then refused with
+the reason (pykexec.purgatory.build.missing_toolchain).
 
 The wheel is therefore not pure Python: it carries machine code (the x86 purgatory
 objects), so bdist_wheel tags it for the build machine's architecture. The objects are
@@ -21,6 +24,7 @@ Python 3, no ABI, any glibc or musl Linux on that architecture.
 """
 
 import importlib
+import os
 import sys
 import sysconfig
 from pathlib import Path
@@ -50,7 +54,22 @@ class build_py_with_purgatory(build_py):
             out_dir = HERE / "pykexec" / "_purgatory"
         else:
             out_dir = Path(self.build_lib) / "pykexec" / "_purgatory"
-        return builder, [(spec, out_dir / f"{spec.arch}.o") for spec in builder.declared_specs()]
+        # A distribution package for one architecture ships only the objects this host's
+        # own tools build (Debian: debian/rules); a cross-built one would be a binary of
+        # another architecture in it.
+        native_only = os.environ.get("PYKEXEC_PURGATORY_NATIVE_ONLY") == "1"
+        outputs = []
+        for spec in builder.declared_specs():
+            if native_only and builder.tool_prefix(spec):
+                self.announce(f"not building the {spec.arch} purgatory: cross-built here and "
+                              "PYKEXEC_PURGATORY_NATIVE_ONLY=1", level=3)
+                continue
+            reason = builder.missing_toolchain(spec) if spec.optional else None
+            if reason:  # loads for that architecture are refused with this reason
+                self.announce(f"skipping the {spec.arch} purgatory: {reason}", level=3)
+                continue
+            outputs.append((spec, out_dir / f"{spec.arch}.o"))
+        return builder, outputs
 
     def run(self):
         super().run()
