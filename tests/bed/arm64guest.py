@@ -41,7 +41,7 @@ from tests.bed import i386guest, oracle
 from tests.bed import initramfs as generic_initramfs
 from tests.bed import qemu as generic_qemu
 from tests.bed.kernels import (BedError, Kernel, cache_lock, cache_root, package_version,
-                               resolve_package)
+                               resolve_package, staged)
 
 ARCH = "arm64"
 META_PACKAGE = "linux-image-arm64:arm64"
@@ -60,11 +60,8 @@ ROOT_PACKAGES = i386guest.ROOT_PACKAGES + (
     "libxenforeignmemory1", "libxengnttab1", "libxentoollog1", "libxentoolcore1",
 )
 ROOT_BUILDER_VERSION = "1"
-INITRAMFS_BUILDER_VERSION = "1"
 # Executables of the tree whose shared libraries must all be inside it.
 NEEDED_ROOTS = ("sbin/kexec", "sbin/vmcore-dmesg", "usr/bin/makedumpfile", "usr/bin/python3.11")
-# virtio and virtio_ring are built in (CONFIG_VIRTIO=y); QEMU virt's 9p device is virtio-pci.
-MODULES = tuple((n, d) for n, d in generic_initramfs.MODULES if n not in ("virtio", "virtio_ring"))
 
 CROSS_CC = "aarch64-linux-gnu-gcc"      # builds the recording shim for the guests
 GUEST_PYTHON = "/usr/bin/python3.11"
@@ -117,20 +114,13 @@ def get_kernel() -> Kernel:
     with cache_lock(f"arm64-{folder.name}"):
         if (folder / "READY").exists():
             return i386guest._ready(folder)
-        tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=base))
-        try:
+        with staged(folder) as tmp:
             _run(["apt-get", "download", f"{package}={version}"], cwd=tmp)
             deb = next(tmp.glob("*.deb"))
             _run(["dpkg", "-x", str(deb), str(tmp / "root")])
             deb.unlink()
             release = next((tmp / "root" / "lib" / "modules").iterdir()).name
             (tmp / "READY").write_text(f"{package.split(':')[0]}\n{version}\n{release}\n")
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.rename(tmp, folder)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     return i386guest._ready(folder)
 
 
@@ -193,15 +183,10 @@ def get_root() -> Path:
     with cache_lock(f"arm64-{folder.name}"):
         if (folder / "READY").exists():
             return folder
-        tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=base))
-        try:
-            debs = tmp / "debs"
-            debs.mkdir()
+        with staged(folder) as tree, tempfile.TemporaryDirectory(dir=base) as debs:
             _run(["apt-get", "download", *(f"{p}:arm64={v}" for p, v in versions.items())], cwd=debs)
-            tree = tmp / "tree"
-            for deb in sorted(debs.glob("*.deb")):
+            for deb in sorted(Path(debs).glob("*.deb")):
                 _run(["dpkg", "-x", str(deb), str(tree)])
-            shutil.rmtree(debs)
             _check_needed(tree)
             i386guest._finish_tree(tree, pure)
             if not (tree / "usr" / "sbin" / "makedumpfile").exists():
@@ -213,11 +198,6 @@ def get_root() -> Path:
                   str(tree / "usr" / "lib" / "python3.11"),
                   str(tree / "usr" / "lib" / "python3" / "dist-packages")])
             (tree / "READY").write_text(json.dumps(versions, indent=1) + "\n")
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.rename(tree, folder)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 
@@ -232,33 +212,21 @@ def _conf(root: Path) -> bytes:
 def get_initramfs(kernel: Kernel, root: Optional[Path] = None) -> Path:
     """The busybox (arm64) initramfs for `kernel` (cached by its inputs)."""
     root = root or get_root()
-    busybox = root / "bin" / "busybox"
-    h = hashlib.sha256(INITRAMFS_BUILDER_VERSION.encode())
-    for part in (kernel.release.encode(), kernel.version.encode(), INIT.read_bytes(),
-                 busybox.read_bytes(), _conf(root)):
-        h.update(part)
-    out = cache_root() / ARCH / f"initramfs-{kernel.release}-{h.hexdigest()[:16]}.cpio.gz"
+    return generic_initramfs.foreign_initramfs(kernel, ARCH, root / "bin" / "busybox", INIT,
+                                               _conf(root))
+
+
+def get_image_gz(kernel: Kernel) -> Path:
+    """The kernel's Image gzip-compressed, as an `Image.gz` beside it in the cache (the
+    format a distribution without EFI stub signing ships; the loader inflates it)."""
+    out = kernel.folder / "Image.gz"
     if out.exists():
         return out
-    with cache_lock(out.name):
-        if out.exists():
-            return out
-        D, F, X = generic_initramfs.DIR, generic_initramfs.FILE, generic_initramfs.EXEC
-        entries: List[Tuple[str, int, bytes]] = [
-            (d, D, b"") for d in ("bin", "sbin", "dev", "proc", "sys", "tmp", "lib",
-                                  "lib/modules", "lib/modules/bed", "results", "host")]
-        entries.append(("dev/console", generic_initramfs.CHR, b"5:1"))
-        entries.append(("bin/busybox", X, busybox.read_bytes()))
-        entries.append(("init", X, INIT.read_bytes()))
-        entries.append(("bed-i386.conf", F, _conf(root)))
-        for name, subdir in MODULES:
-            entries.append((f"lib/modules/bed/{name}.ko", F,
-                            generic_initramfs._module_bytes(kernel, name, subdir)))
-        entries.append(("lib/modules/bed/order", F, "".join(n + "\n" for n, _ in MODULES).encode()))
-        blob = gzip.compress(generic_initramfs.newc_archive(entries), compresslevel=6, mtime=0)
-        tmp = out.with_name(out.name + f".{os.getpid()}.tmp")
-        tmp.write_bytes(blob)
-        os.rename(tmp, out)
+    with cache_lock(f"arm64-{kernel.folder.name}-gz"):
+        if not out.exists():
+            with staged(out, file=True) as tmp:
+                tmp.write_bytes(gzip.compress(kernel.bzimage.read_bytes(), compresslevel=6,
+                                              mtime=0))
     return out
 
 
