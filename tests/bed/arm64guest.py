@@ -1,6 +1,7 @@
 """The arm64 test bed: Debian's arm64 kernel and userland under qemu-system-aarch64 (TCG).
 
-    python -m tests.bed.arm64guest [--loader kexec] [--firmware dt|uefi]    one kdump cycle
+    python -m tests.bed.arm64guest [--loader pykexec|kexec] [--firmware dt|uefi]
+                                   [--format image|gz] [--reboot]     one kdump (or -l/-e) cycle
     python -m tests.bed.arm64guest --take-snapshots [NAME...]     tests/snapshots/qemu-arm64-*
 
 Built like the i386 bed (tests/bed/i386guest.py, whose tree finishing and /init this
@@ -20,6 +21,12 @@ arm64 userland served read-only over 9p, where Debian's python3.11:arm64 runs
 guest_arm64/stage{1,2}.py: the generic stages (tests/bed/guest) plus, in stage 1, the
 DTB copied into the snapshot and Debian's `kexec -p -d` recorded, and in stage 2
 Debian's `makedumpfile -d 31` and `--dump-dmesg` on the dump it wrote.
+
+The loader is Debian's kexec:arm64 or pykexec from this checkout (`python3.11 -m pykexec`
+with the checkout on PYTHONPATH, its pure-Python dependencies in the tree's dist-packages,
+the arm64 purgatory cross-built on the host first: `build_purgatory`). A reboot case
+(`run_arm64_reboot`) loads with -l and boots with -e instead of panicking; the matrix of
+tests/e2e/test_arm64_kdump.py is `Arm64Case`s run two at a time by `Arm64Pool`.
 """
 
 from __future__ import annotations
@@ -66,7 +73,11 @@ NEEDED_ROOTS = ("sbin/kexec", "sbin/vmcore-dmesg", "usr/bin/makedumpfile", "usr/
 CROSS_CC = "aarch64-linux-gnu-gcc"      # builds the recording shim for the guests
 GUEST_PYTHON = "/usr/bin/python3.11"
 KEXEC = ["/sbin/kexec"]
+# pykexec from this checkout (the guest's PYTHONPATH), under Debian's python3.11:arm64
+PYKEXEC = [GUEST_PYTHON, "-m", "pykexec"]
+LOADERS = {"kexec": KEXEC, "pykexec": PYKEXEC}
 CAPTURE_APPEND = "console=ttyAMA0 nr_cpus=1 reset_devices panic=1"
+FIRST_CMDLINE = "console=ttyAMA0 panic=1 loglevel=4"
 
 
 def _run(argv, **kw) -> str:
@@ -262,7 +273,7 @@ def cycle_config(**kw) -> "generic_qemu.CycleConfig":
     """A CycleConfig for this bed (arm64 QEMU, console, kernel and initramfs filled in)."""
     kernel = kw.pop("kernel", None) or get_kernel()
     defaults = dict(kernel=kernel, qemu=QEMU_ARM64, argv_builder=qemu_argv, firmware="dt",
-                    first_cmdline="console=ttyAMA0 panic=1 loglevel=4", memory_mib=2048,
+                    first_cmdline=FIRST_CMDLINE, memory_mib=2048,
                     cpus=1, timeout=400, initramfs=get_initramfs(kernel, get_root()))
     defaults.update(kw)
     return generic_qemu.CycleConfig(**defaults)
@@ -304,6 +315,189 @@ def kexec_argv(kernel: Kernel, initrd: Path, debug: bool = False) -> List[str]:
     """Debian's kexec:arm64 `-p` of the bed's kernel and initramfs, as the guest runs it."""
     return generic_qemu.loader_argv(KEXEC, guest_path(kernel.bzimage), guest_path(initrd),
                                     append=CAPTURE_APPEND, debug=debug)
+
+
+def crash_argv(loader: str, image: Path, initrd: Path, extra: Sequence[str] = (),
+               debug: bool = False) -> List[str]:
+    """`LOADER -p IMAGE ... --initrd --append` (LOADERS name) as the guest runs it."""
+    return generic_qemu.loader_argv(LOADERS[loader], guest_path(image), guest_path(initrd),
+                                    append=CAPTURE_APPEND, extra=extra, debug=debug)
+
+
+def build_purgatory() -> None:
+    """Build (or check) pykexec's arm64 purgatory on this host, with the cross compiler on
+    x86: the guest sees the checkout read-only and has no compiler."""
+    from pykexec.purgatory.build import declared_specs, purgatory_object
+    specs = [spec for spec in declared_specs() if spec.arch == ARCH]
+    if not specs:
+        raise BedError("pykexec declares no arm64 purgatory (pykexec/arch/arm64/purgatory_spec.py)")
+    try:
+        for spec in specs:
+            purgatory_object(spec)
+    except Exception as e:           # PurgatoryBuildError, or the compiler missing
+        raise BedError(f"arm64 purgatory: {e}") from None
+
+
+# --- normal load and boot (-l, -e) -------------------------------------------------------
+
+AFTER_MARK = "bed_boot=after"       # guest_arm64/stage1.py knows the booted kernel by it
+
+
+@dataclass
+class RebootResult:
+    """A load with -l and a boot with -e in one guest (guest_arm64/stage1.py reboot_cycle)."""
+
+    cycle: "generic_qemu.CycleResult"
+    marker: str
+    before: Dict[str, object]        # reboot-before.json: load_exit, load_stderr, ...
+    after: Dict[str, object]         # reboot-after.json: cmdline, release, fdt_bootargs
+
+    @property
+    def rebooted(self) -> bool:
+        return self.marker in str(self.after.get("cmdline", "")).split()
+
+    def describe(self) -> str:
+        return (f"before: {json.dumps(self.before, indent=1)[-3000:]}\nafter: {self.after}\n"
+                f"{self.cycle.describe()}")
+
+
+def reboot_append(marker: str) -> str:
+    return f"{FIRST_CMDLINE} {AFTER_MARK} {marker}"
+
+
+def run_arm64_reboot(cfg: "generic_qemu.CycleConfig", load: Sequence[str],
+                     exec_: Sequence[str], marker: str) -> RebootResult:
+    """Boot, run `load` (a -l whose --append carries `reboot_append(marker)`) then `exec_`
+    (-e); the kernel it boots records its command line. cfg from `cycle_config`, with
+    loader_argv None and no crashkernel."""
+    import dataclasses
+    cfg = dataclasses.replace(cfg, loader_argv=None, take_snapshot=False, guest_config={
+        **cfg.guest_config, "reboot": {"load": list(load), "exec": list(exec_)}})
+    res = generic_qemu.run_kdump_cycle(cfg)
+    results = res.run_dir / "results"
+
+    def read(name):
+        path = results / name
+        return json.loads(path.read_text()) if path.exists() else {}
+    return RebootResult(res, marker, read("reboot-before.json"), read("reboot-after.json"))
+
+
+# --- the e2e matrix (tests/e2e/test_arm64_kdump.py, test_arm64_kexec_tools.py) -----------
+
+@dataclass(frozen=True)
+class Arm64Case:
+    """One guest boot of the arm64 matrix: a crash load, a panic and the capture kernel's
+    checks, or (`reboot`) a -l load and a -e boot."""
+
+    name: str
+    loader: str = "pykexec"          # LOADERS name
+    firmware: str = "dt"             # dt | uefi
+    memory_mib: int = 2048
+    cpus: int = 1
+    fmt: str = "image"               # image (Debian's PE-signed Image) | gz (Image.gz)
+    extra: Tuple[str, ...] = ()      # more loader options
+    reboot: bool = False
+    crashkernel: str = "crashkernel=256M"
+    timeout: float = 420
+
+
+@dataclass
+class Arm64Outcome:
+    case: Arm64Case
+    kernel: Kernel
+    cycle: "generic_qemu.CycleResult"
+    dump: Optional[DumpToolResult] = None    # crash cases
+    reboot: Optional[RebootResult] = None    # reboot cases
+
+    def verdict(self) -> str:
+        """A one-line account: the checks the tests make, and the cycle's timings."""
+        res, t = self.cycle, self.cycle.timings
+
+        def s(x):
+            return "-" if x is None else f"{x:.0f}s"
+        times = f"cycle {s(t.total)} (boot {s(t.boot)}, load {s(t.load)}"
+        if self.reboot is not None:
+            rb = self.reboot
+            load = rb.before.get("load_seconds")
+            return (f"-l exit {rb.before.get('load_exit')}, -e "
+                    f"{'booted the new kernel' if rb.rebooted else 'NO new kernel'}; "
+                    f"cycle {s(t.total)} (load {s(load)})")
+        p, d = res.pattern, self.dump or DumpToolResult()
+        return (f"load exit {res.loader_exit}, captured {res.captured}, "
+                f"{res.nt_prstatus} NT_PRSTATUS, pattern {p.matched}/{p.recorded}, "
+                f"vmcore-dmesg {'ok' if res.panic_line_found else 'FAIL'}, makedumpfile -d 31 "
+                f"{'ok' if d.dump_exit == 0 and d.panic_line_found else 'FAIL'}; {times}, "
+                f"panic->capture init {s(t.panic_to_capture_init)})")
+
+
+def run_case(case: Arm64Case, run_dir: Optional[Path] = None) -> Arm64Outcome:
+    """Boot `case` once (the kernel, userland and initramfs are the cached shared ones)."""
+    import secrets
+    kernel = get_kernel()
+    initrd = get_initramfs(kernel, get_root())
+    image = get_image_gz(kernel) if case.fmt == "gz" else kernel.bzimage
+    common = dict(memory_mib=case.memory_mib, cpus=case.cpus, firmware=case.firmware,
+                  kernel=kernel, name=f"arm64-{case.name}", run_dir=run_dir,
+                  timeout=case.timeout)
+    if case.reboot:
+        marker = "bed_marker=" + secrets.token_hex(6)
+        prefix = LOADERS[case.loader]
+        load = [*prefix, "-l", guest_path(image), f"--initrd={guest_path(initrd)}",
+                f"--append={reboot_append(marker)}", *case.extra]
+        rb = run_arm64_reboot(cycle_config(loader_argv=None, cmdline_extra="", **common),
+                              load, [*prefix, "-e"], marker)
+        return Arm64Outcome(case, kernel, rb.cycle, reboot=rb)
+    cfg = cycle_config(loader_argv=crash_argv(case.loader, image, initrd, case.extra),
+                       cmdline_extra=case.crashkernel, **common)
+    res, dump = run_arm64_cycle(cfg)
+    return Arm64Outcome(case, kernel, res, dump=dump)
+
+
+class Arm64Pool:
+    """Runs the wanted cases `parallel` at a time, as soon as the first one is asked for:
+    a TCG guest keeps about one host core busy per vCPU, and CI has two cores."""
+
+    def __init__(self, run_dir_for, parallel: int = 2):
+        import threading
+        self.run_dir_for = run_dir_for        # case name -> a fresh folder
+        self.parallel = parallel
+        self.lock = threading.Lock()
+        self.pool = None
+        self.futures: Dict[str, object] = {}
+        self.wanted: List[Arm64Case] = []
+        self.purgatory_error: Optional[str] = None   # pykexec's arm64 purgatory did not build
+
+    def get(self, case: Arm64Case) -> Arm64Outcome:
+        from concurrent.futures import ThreadPoolExecutor
+        with self.lock:
+            if self.pool is None:
+                self.pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="arm64-case")
+                for c in self.wanted:
+                    self._submit(c)
+            if case.name not in self.futures:
+                self._submit(case)
+        return self.futures[case.name].result()
+
+    def _submit(self, case: Arm64Case) -> None:
+        if case.name not in self.futures:
+            self.futures[case.name] = self.pool.submit(run_case, case, self.run_dir_for(case.name))
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def summary_lines(self) -> List[str]:
+        """One line per case that ran: what it showed and how long its boot took."""
+        lines = []
+        for name, future in self.futures.items():
+            if not future.done() or future.cancelled():
+                continue
+            if future.exception() is not None:
+                lines.append(f"{name}: ERROR {future.exception()!r}"[:200])
+                continue
+            out = future.result()
+            lines.append(f"{name}: {out.verdict()}")
+        return lines
 
 
 # --- machine snapshots of arm64 guests -----------------------------------------------------
@@ -401,13 +595,18 @@ def take_arm64_snapshots_main(argv: Sequence[str]) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:  # pragma: no cover - manual use
     import argparse
-    ap = argparse.ArgumentParser(description="one arm64 kdump cycle")
-    ap.add_argument("--loader", default="kexec", choices=("kexec",),
-                    help="Debian's kexec-tools:arm64 (pykexec has no arm64 loader yet)")
+    import secrets
+    ap = argparse.ArgumentParser(description="one arm64 kdump cycle (or -l/-e with --reboot)")
+    ap.add_argument("--loader", default="pykexec", choices=sorted(LOADERS),
+                    help="pykexec (this checkout, in the guest's Python) or Debian's kexec")
+    ap.add_argument("--format", default="image", choices=("image", "gz"),
+                    help="Debian's (PE-signed) Image, or it gzip-compressed (Image.gz)")
     ap.add_argument("--firmware", default="dt", choices=("dt", "uefi"))
     ap.add_argument("--memory", type=int, default=2048)
     ap.add_argument("--cpus", type=int, default=1)
     ap.add_argument("--pattern-mib", type=int, default=64)
+    ap.add_argument("--extra", default="", help="more loader options (split on blanks)")
+    ap.add_argument("--reboot", action="store_true", help="-l then -e instead of -p and a panic")
     ap.add_argument("--take-snapshots", nargs="*", metavar="NAME",
                     help="boot the ARM64_MACHINES (or those named) and save their snapshots")
     args = ap.parse_args(argv)
@@ -415,9 +614,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:  # pragma: no cover - man
         return take_arm64_snapshots_main(args.take_snapshots)
     kernel = get_kernel()
     initrd = get_initramfs(kernel, get_root())
-    cfg = cycle_config(loader_argv=kexec_argv(kernel, initrd), memory_mib=args.memory,
-                       cpus=args.cpus, firmware=args.firmware, pattern_mib=args.pattern_mib,
-                       name=f"arm64-{args.firmware}", kernel=kernel)
+    image = get_image_gz(kernel) if args.format == "gz" else kernel.bzimage
+    if args.loader == "pykexec":
+        build_purgatory()
+    common = dict(memory_mib=args.memory, cpus=args.cpus, firmware=args.firmware, kernel=kernel,
+                  name=f"arm64-{args.loader}-{args.firmware}")
+    if args.reboot:
+        marker = "bed_marker=" + secrets.token_hex(6)
+        prefix = LOADERS[args.loader]
+        load = [*prefix, "-l", guest_path(image), f"--initrd={guest_path(initrd)}",
+                f"--append={reboot_append(marker)}", *args.extra.split()]
+        rb = run_arm64_reboot(cycle_config(loader_argv=None, cmdline_extra="", **common),
+                              load, [*prefix, "-e"], marker)
+        print(rb.describe())
+        print(f"rebooted: {rb.rebooted}, total {rb.cycle.timings.total} s")
+        return 0 if rb.rebooted else 1
+    cfg = cycle_config(loader_argv=crash_argv(args.loader, image, initrd, args.extra.split()),
+                       pattern_mib=args.pattern_mib, **common)
     res, dump = run_arm64_cycle(cfg)
     print(res.summary())
     print(f"vmcore-dmesg exit {res.vmcore_dmesg_exit}")
