@@ -11,6 +11,9 @@ declare (pykexec/arch/*/purgatory_spec.py):
   is written to ``pykexec/_purgatory/`` in the tree (gitignored).
 
 There is no prebuilt blob: without gcc and binutils the build fails with a clear error.
+A purgatory its spec marks optional (one built by a cross compiler on other hosts) is
+skipped where that compiler is missing; loads for its architecture are then refused with
+the reason (pykexec.purgatory.build.missing_toolchain).
 
 The wheel is therefore not pure Python: it carries machine code (the x86 purgatory
 objects), so bdist_wheel tags it for the build machine's architecture. The objects are
@@ -50,7 +53,14 @@ class build_py_with_purgatory(build_py):
             out_dir = HERE / "pykexec" / "_purgatory"
         else:
             out_dir = Path(self.build_lib) / "pykexec" / "_purgatory"
-        return builder, [(spec, out_dir / f"{spec.arch}.o") for spec in builder.declared_specs()]
+        outputs = []
+        for spec in builder.declared_specs():
+            reason = builder.missing_toolchain(spec) if spec.optional else None
+            if reason:  # loads for that architecture are refused with this reason
+                self.announce(f"skipping the {spec.arch} purgatory: {reason}", level=3)
+                continue
+            outputs.append((spec, out_dir / f"{spec.arch}.o"))
+        return builder, outputs
 
     def run(self):
         super().run()

@@ -23,7 +23,7 @@ no option is declared without its handler.
 from __future__ import annotations
 
 import getopt
-from typing import Callable, Dict, Iterable, Mapping, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
 
 from pykexec.abi.kexec import (KEXEC_FILE_FORCE_DTB, KEXEC_FILE_NO_CMA, KEXEC_FILE_ON_CRASH,
                                KEXEC_FILE_UNLOAD, KEXEC_ON_CRASH, KEXEC_PRESERVE_CONTEXT)
@@ -134,6 +134,18 @@ class ArchOptionError(UsageError):
     arch option pass fails, exit 255."""
 
     code = 255
+
+
+class ForeignOptionError(UsageError):
+    """An option of another architecture's table on this machine: kexec-tools built for this
+    one does not know it (getopt: unrecognized option, kexec exits 1). An Arch's
+    option_refusal raises it."""
+
+    exit_status = 1
+
+    def __init__(self, option: str, arch: str):
+        super().__init__(f"unrecognized option '--{option}': not an option of kexec for {arch} "
+                         "(another architecture's)")
 
 
 class OptionTable:
@@ -370,6 +382,25 @@ def _getopt(argv: list[str], long_options: list[str]):
         raise UsageError(str(err)) from None
 
 
+def _arch_value(name: str, argument: Optional[str], tables) -> object:
+    """The value an architecture's option keeps. Declared by one table: its value. Declared
+    by several (--serial names a port on one, a console on another): the argument as given,
+    for the machine's architecture to read its way, once some table accepts it (else the
+    first table's error, as kexec-tools built for that architecture would give)."""
+    if len(tables) == 1:
+        table, takes_argument = tables[0]
+        return table.value(name, argument if takes_argument else None)
+    first = None
+    for table, takes_argument in tables:
+        try:
+            table.value(name, argument if takes_argument else None)
+        except ArchOptionError as err:
+            first = first or err
+            continue
+        return argument if takes_argument else True
+    raise first
+
+
 def parse_args(argv: list[str], tables: Iterable[OptionTable] = ()) -> Request:
     """Parse kexec-style arguments (without the program name) into a Request; `tables`
     are the architectures' options (pykexec.arch.parse_args passes the registered ones)."""
@@ -377,12 +408,12 @@ def parse_args(argv: list[str], tables: Iterable[OptionTable] = ()) -> Request:
     long_options = [o.name + ("=" if o.takes_argument else "") for o in compose(tables)]
     opts, rest = _getopt(argv, long_options)
     # an architecture's option -> the table that makes its value, and whether it takes one
-    owner: Dict[str, Tuple[OptionTable, bool]] = {}
+    owner: Dict[str, List[Tuple[OptionTable, bool]]] = {}
     needs_kernel, refusals = set(), dict(REFUSED)
     for table in tables:
         for option in table.options:
             if option.name not in _COMMON_LOADER:
-                owner.setdefault(option.name, (table, option.takes_argument))
+                owner.setdefault(option.name, []).append((table, option.takes_argument))
         needs_kernel |= table.needs_kernel
         for name, why in table.refused.items():
             refusals.setdefault(name, why)
@@ -454,8 +485,7 @@ def parse_args(argv: list[str], tables: Iterable[OptionTable] = ()) -> Request:
             r = replace(r, kexec_file_flags=r.kexec_file_flags | KEXEC_FILE_FORCE_DTB)
         elif name in owner:
             # checked here, in argv order, as kexec-tools' arch pass checks its options
-            table, takes_argument = owner[name]
-            arch_options.append((name, table.value(name, value if takes_argument else None)))
+            arch_options.append((name, _arch_value(name, value, owner[name])))
         else:  # pragma: no cover - every table entry has a branch
             raise AssertionError(f"option --{name} has no handler")
     if r.no_ifdown:

@@ -49,7 +49,7 @@ def unregister(machine_names: Tuple[str, ...]) -> None:
 register(("x86_64",), "pykexec.arch.x86_64", options="pykexec.arch.x86.options")
 register(("i386", "i486", "i586", "i686"), "pykexec.arch.i386",
          options="pykexec.arch.x86.options")
-_SYSCALLS_ONLY["aarch64"] = (104, 294)   # loader: issue 11
+register(("aarch64",), "pykexec.arch.arm64", options="pykexec.arch.arm64.options")
 
 
 def _resolve(target):
@@ -165,8 +165,9 @@ def image_explainers():
 # kexec-tools takes the options of the one architecture it was built for. pykexec plans for
 # any registered one and reads the machine only after argv, so it accepts the union of
 # their tables (x86_64 and i386 share x86's). An option of another architecture than the
-# machine's is for that machine's Arch to refuse when it plans (`option_refusal`); with x86
-# alone registered there is none yet.
+# machine's is for that machine's Arch to refuse when it plans (`option_refusal`, raising
+# request.ForeignOptionError: kexec's "unrecognized option", exit 1); an option several
+# tables declare keeps its argument as given, for the machine's Arch to read.
 
 def _options_of(machine_name: str):
     module = OPTION_MODULES.get(machine_name)

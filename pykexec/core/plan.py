@@ -23,7 +23,7 @@ PAGE_SIZE = 4096
 
 SEGMENT_KINDS = (
     "kernel", "initrd", "boot_params", "purgatory", "elfcorehdr", "backup",
-    "setup_data", "elf_load", "param_block", "unknown",
+    "setup_data", "elf_load", "param_block", "dtb", "unknown",
 )
 SYSCALLS = ("kexec_load", "kexec_file_load")
 

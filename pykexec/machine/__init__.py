@@ -18,7 +18,7 @@ problem; parse errors in line-oriented files also give the line number.
 `memmap`           sys/firmware/memmap (else proc/iomem), fixed up, IVT skipped
 `cpus`             CPU lists, per-CPU crash_notes, sys/kernel/vmcoreinfo
 `symbols`          proc/kallsyms lookups, proc/kcore program headers
-`firmware`         EFI runtime map and systab, the running boot_params bytes
+`firmware`         EFI runtime map and systab, boot_params bytes, the device tree bytes
 `kexecstate`       kexec_loaded, kexec_crash_loaded, sizes, kexec_load_disabled, lockdown
 `identity`         proc/cmdline, snapshot.json, the machine's architecture
 =================  =================================================================

@@ -1,4 +1,5 @@
-"""Firmware facts: the EFI runtime map and system table, the running boot_params bytes."""
+"""Firmware facts: the EFI runtime map and system table, the running boot_params bytes, the
+flattened device tree the kernel booted with."""
 
 from __future__ import annotations
 
@@ -57,6 +58,14 @@ class FirmwareFacts:
     def boot_params(self) -> Optional[bytes]:
         """The running kernel's boot_params (4096 bytes), or None when not exported."""
         return self.file_bytes("sys/kernel/boot_params/data")
+
+    @cached_property
+    def flattened_device_tree(self) -> Optional[bytes]:
+        """The device tree the running kernel booted with (sys/firmware/fdt: the DTB as the
+        boot loader or firmware passed it, with the kernel's own later changes such as a
+        wiped seed), or None on a machine booted without one. Bytes as read: the
+        architecture that uses it parses it."""
+        return self.file_bytes("sys/firmware/fdt")
 
     @cached_property
     def efi(self) -> EfiFacts:

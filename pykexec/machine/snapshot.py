@@ -3,7 +3,7 @@
 `take_snapshot(dest, root="/")` writes the layout of docs/snapshot-format.md into `dest`:
 the listed /proc and /sys files byte-exact, /proc/kallsyms filtered to the symbols a
 loader needs, /proc/kcore cut after its program headers and notes, the firmware memory map, the
-per-CPU crash notes, EFI and EDD data when present, and snapshot.json.
+per-CPU crash notes, EFI and EDD data and the device tree when present, and snapshot.json.
 
 `root` is the machine's root folder ("/" for the running machine; any folder with the same
 layout otherwise, which is how the unit tests run). A file that is absent is left out,
@@ -46,6 +46,7 @@ PLAIN_FILES = (
     "sys/kernel/kexec_loaded",
     "sys/kernel/boot_params/data",
     "sys/kernel/boot_params/version",
+    "sys/firmware/fdt",
     "sys/devices/system/cpu/possible",
     "sys/devices/system/cpu/present",
     "sys/devices/system/cpu/online",

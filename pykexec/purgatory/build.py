@@ -29,6 +29,9 @@ __all__ = [
     "build_purgatory",
     "declared_specs",
     "installed_path",
+    "missing_toolchain",
+    "tool_prefix",
+    "toolchain",
     "purgatory_object",
     "purgatory_record",
     "record_path",
@@ -44,6 +47,12 @@ class PurgatorySpec:
     cflags: Tuple[str, ...]
     entry: str = "purgatory_start"
     ld_emulation: Optional[str] = None  # ld -m: the emulation of a 32-bit object on a 64-bit host
+    # Where the host's own tools (CC/LD/NM, default gcc/ld/nm) build it: `uname -m` names;
+    # () = every host. Elsewhere the cross tools <cross_prefix>gcc/ld/nm build it.
+    native_machines: Tuple[str, ...] = ()
+    cross_prefix: str = ""
+    cross_package: str = ""  # the Debian package with those cross tools (for messages)
+    optional: bool = False  # the package builds without it where its compiler is missing
 
 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent  # pykexec/
@@ -105,6 +114,34 @@ def _tool(env_var: str, default: str) -> Sequence[str]:
     return shlex.split(value) if value else [default]
 
 
+def tool_prefix(spec: PurgatorySpec) -> str:
+    """"" where the host's own tools build `spec`, else its cross tools' prefix."""
+    import platform
+    if spec.native_machines and platform.machine() not in spec.native_machines:
+        return spec.cross_prefix
+    return ""
+
+
+def toolchain(spec: PurgatorySpec) -> Tuple[Sequence[str], Sequence[str], Sequence[str]]:
+    """The compiler, linker and nm that build `spec` on this host."""
+    prefix = tool_prefix(spec)
+    if prefix:
+        return [prefix + "gcc"], [prefix + "ld"], [prefix + "nm"]
+    return _tool("CC", "gcc"), _tool("LD", "ld"), _tool("NM", "nm")
+
+
+def missing_toolchain(spec: PurgatorySpec) -> Optional[str]:
+    """Why `spec` cannot be built on this host (one line), or None when its tools are here."""
+    import shutil
+    for argv in toolchain(spec):
+        if shutil.which(argv[0]) is None:
+            install = (f"apt-get install {spec.cross_package}" if tool_prefix(spec) and spec.cross_package
+                       else "apt-get install gcc binutils")
+            return (f"cannot build the {spec.arch} purgatory: {argv[0]!r} not found; it is "
+                    f"compiled from source ({install})")
+    return None
+
+
 def _run(argv: Sequence[str], cwd: Path) -> None:
     import shlex
     import subprocess
@@ -126,8 +163,9 @@ def _run(argv: Sequence[str], cwd: Path) -> None:
 def build_purgatory(spec: PurgatorySpec, output: Path, *, root: Optional[Path] = None) -> Path:
     """Compile ``arch/<spec.arch>/purgatory`` into the relocatable object `output`.
 
-    Each source is compiled with the arch's flags (``CC``, default ``gcc``) and the
-    objects are combined with ``ld -r -e <entry>`` (``LD``, default ``ld``).  The result
+    Each source is compiled with the arch's flags (``CC``, default ``gcc``, or the spec's
+    cross compiler on a host of another machine) and the objects are combined with
+    ``ld -r -e <entry>`` (``LD``, default ``ld``, or the cross linker).  The result
     is checked to have no undefined symbols, then moved into place atomically.
     """
     import shutil
@@ -137,8 +175,10 @@ def build_purgatory(spec: PurgatorySpec, output: Path, *, root: Optional[Path] =
     missing = [name for name in spec.sources if not (src / name).is_file()]
     if missing:
         raise PurgatoryBuildError(f"purgatory sources missing in {src}: {', '.join(missing)}")
-    cc = _tool("CC", "gcc")
-    ld = _tool("LD", "ld")
+    reason = missing_toolchain(spec)
+    if reason:
+        raise PurgatoryBuildError(reason)
+    cc, ld, nm = toolchain(spec)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
 
@@ -155,7 +195,7 @@ def build_purgatory(spec: PurgatorySpec, output: Path, *, root: Optional[Path] =
         linked.parent.mkdir()
         emulation = ["-m", spec.ld_emulation] if spec.ld_emulation else []
         _run([*ld, *emulation, "-r", "-e", spec.entry, "-o", str(linked), *objects], cwd=src)
-        undefined = _undefined_symbols(linked)
+        undefined = _undefined_symbols(linked, nm)
         if undefined:
             raise PurgatoryBuildError(
                 f"purgatory for {arch} has undefined symbols: {', '.join(undefined)}"
@@ -167,9 +207,8 @@ def build_purgatory(spec: PurgatorySpec, output: Path, *, root: Optional[Path] =
     return output
 
 
-def _undefined_symbols(path: Path) -> Tuple[str, ...]:
+def _undefined_symbols(path: Path, nm: Sequence[str]) -> Tuple[str, ...]:
     import subprocess
-    nm = _tool("NM", "nm")
     try:
         proc = subprocess.run([*nm, "-u", str(path)], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, check=True)

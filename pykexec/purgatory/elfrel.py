@@ -88,17 +88,27 @@ class SymbolError(ElfRelError, KeyError):
 
 # --- relocation types --------------------------------------------------------------
 #
-# Each supported type: (width in bytes, pc-relative, range rule).  The value written
-# is S + A (absolute) or S + A - P (pc-relative), where S is the symbol's address, A
-# the addend (r_addend for RELA, the bytes in place for REL) and P the address of the
-# location.  Range rules: "wrap" truncates to the width; "unsigned"/"signed" raise
-# RelocationError unless the value fits as that kind of integer of the width.
+# Each supported type: (width in bytes, pc-relative, range rule) and, for a type that
+# patches fields of an instruction word, how.  The value is S + A (absolute) or
+# S + A - P (pc-relative), where S is the symbol's address, A the addend (r_addend for
+# RELA, the bytes in place for REL) and P the address of the location; a "page" type
+# takes Page(S + A) - Page(P) instead, Page() rounding down to the page size.  Range
+# rules: "wrap" truncates; "unsigned"/"signed" raise RelocationError unless the value
+# fits as that kind of integer of `range_bits` (default: the width); "bitfield" accepts
+# either.  A value that is not a multiple of `align` is an error too.  Without `fields`
+# the value is stored little-endian in the width; with them, each (lowest bit of the
+# value, bit count, lowest bit in the word) copies those bits of the value into the
+# little-endian word in place, the instruction's other bits kept.
 
 class RelocKind(NamedTuple):
     name: str
     width: int  # bytes written; 0 for a no-op
     pc_relative: bool
-    rule: str  # "wrap", "unsigned", "signed"
+    rule: str  # "wrap", "unsigned", "signed", "bitfield"
+    fields: Tuple[Tuple[int, int, int], ...] = ()  # (value's bit, count, word's bit); () = whole
+    range_bits: int = 0  # bits the range rule checks; 0 = width * 8
+    align: int = 1  # the value must be a multiple of it (branch targets, scaled offsets)
+    page: int = 0  # non-zero: Page(S + A) - Page(P) with pages of this size
 
 
 @dataclass(frozen=True)
@@ -109,7 +119,7 @@ class RelocationSet:
     machines: Tuple[str, ...]  # pyelftools' e_machine names this set applies to
     elfclass: int
     enum: str  # pyelftools' relocation enum of these machines (in elftools.elf.enums)
-    table: Mapping[str, Tuple[int, bool, str]]  # type name -> (width, pc-relative, rule)
+    table: Mapping[str, tuple]  # type name -> RelocKind's fields after the name
     max_address: int
 
     @property
@@ -130,9 +140,10 @@ class RelocationSet:
 
 
 def relocation_set(machines: Sequence[str], elfclass: int, enum: str,
-                   table: Mapping[str, Tuple[int, bool, str]]) -> RelocationSet:
+                   table: Mapping[str, tuple]) -> RelocationSet:
     """A RelocationSet from the name of pyelftools' relocation enum and a table name ->
-    (width in bytes, pc-relative, range rule)."""
+    (width in bytes, pc-relative, range rule[, fields, range_bits, align, page]): the
+    fields of RelocKind after its name."""
     return RelocationSet(tuple(machines), elfclass, enum, MappingProxyType(dict(table)),
                          (1 << elfclass) - 1)
 
@@ -493,25 +504,44 @@ class RelocatableObject:
         if rel.offset + kind.width > target.size:
             raise RelocationError(f"{kind.name} in {where} runs past the end of {target.name}")
         loc = target.offset + rel.offset
-        fmt = {4: "<i", 8: "<q"}[kind.width]
-        if rel.addend is None:  # REL: the addend is stored in the location
-            addend = struct.unpack_from(fmt, buf, loc)[0]
-        else:
+        if rel.addend is not None:
             addend = rel.addend
+        elif kind.fields:   # REL keeps the addend in the instruction's own encoding
+            raise RelocationError(f"{kind.name} in {where}: REL (addend in place) is not "
+                                  "supported for instruction fields")
+        else:  # REL: the addend is stored in the location
+            addend = struct.unpack_from({2: "<h", 4: "<i", 8: "<q"}[kind.width], buf, loc)[0]
         value = self._symbol_value(rel, addresses) + addend
-        if kind.pc_relative:
-            value -= addresses[rel.target] + rel.offset
+        place = addresses[rel.target] + rel.offset
+        if kind.page:
+            value = (value & -kind.page) - (place & -kind.page)
+        elif kind.pc_relative:
+            value -= place
         # Address arithmetic is modulo the machine's address width; the range checks
         # then read that value as unsigned ("unsigned") or two's complement ("signed").
         value %= 1 << machine.elfclass
-        if kind.rule == "signed" and value >= 1 << (machine.elfclass - 1):
+        if kind.rule in ("signed", "bitfield") and value >= 1 << (machine.elfclass - 1):
             value -= 1 << machine.elfclass
-        bits = kind.width * 8
-        if kind.rule == "unsigned" and not 0 <= value < (1 << bits):
-            raise RelocationError(f"overflow in {kind.name} in {where}: {value:#x} does not fit in u{bits}")
-        if kind.rule == "signed" and not -(1 << (bits - 1)) <= value < (1 << (bits - 1)):
-            raise RelocationError(f"overflow in {kind.name} in {where}: {value:#x} does not fit in s{bits}")
-        struct.pack_into("<Q" if bits == 64 else "<I", buf, loc, value & ((1 << bits) - 1))
+        bits = kind.range_bits or kind.width * 8
+        fits = {"wrap": True,
+                "unsigned": 0 <= value < (1 << bits),
+                "signed": -(1 << (bits - 1)) <= value < (1 << (bits - 1)),
+                "bitfield": -(1 << (bits - 1)) <= value < (1 << bits)}[kind.rule]
+        if not fits:
+            shown = {"unsigned": f"u{bits}", "signed": f"s{bits}"}.get(kind.rule, f"{bits} bits")
+            raise RelocationError(f"overflow in {kind.name} in {where}: {value:#x} does not fit in {shown}")
+        if value % kind.align:
+            raise RelocationError(f"{kind.name} in {where}: {value:#x} is not a multiple of {kind.align}")
+        if not kind.fields:
+            width_bits = kind.width * 8
+            struct.pack_into("<Q" if width_bits == 64 else "<I" if width_bits == 32 else "<H", buf,
+                             loc, value & ((1 << width_bits) - 1))
+            return
+        word = int.from_bytes(buf[loc:loc + kind.width], "little")
+        for value_bit, count, word_bit in kind.fields:
+            mask = (1 << count) - 1
+            word = word & ~(mask << word_bit) | ((value >> value_bit) & mask) << word_bit
+        buf[loc:loc + kind.width] = word.to_bytes(kind.width, "little")
 
 
 def object_record(data: bytes) -> dict:

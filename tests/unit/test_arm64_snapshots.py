@@ -155,11 +155,12 @@ def test_kexec_tools_dtb_is_the_machine_dtb_with_chosen_edits(name):
     append = json.loads((snap / "oracle/kexec-p-d.json").read_text())["argv"][-1]
     assert append.startswith("--append=")
     core_mem, _, core_size, _ = cores[0]
+    # kexec-tools' order: bootargs, the crash properties, then the initrd (new ones go first)
     ours.set("/chosen", "bootargs", append[len("--append="):])
-    ours.set("/chosen", "linux,initrd-start", cells([initrd[0]], a))
-    ours.set("/chosen", "linux,initrd-end", cells([initrd[0] + initrd[2]], a))
     ours.set("/chosen", "linux,elfcorehdr", cells([core_mem], a) + cells([core_size], s))
     ours.set("/chosen", "linux,usable-memory-range", cells([lo], a) + cells([hi - lo], s))
+    ours.set("/chosen", "linux,initrd-start", cells([initrd[0]], 2))
+    ours.set("/chosen", "linux,initrd-end", cells([initrd[0] + initrd[2]], 2))
     if theirs.get("/chosen", "kaslr-seed") is not None:
         ours.set("/chosen", "kaslr-seed", theirs.get("/chosen", "kaslr-seed"))
     assert ours == theirs

@@ -139,18 +139,31 @@ def test_features_values():
     assert fdt.get("/nope", "x") is None and fdt.get("/chosen", "nope") is None
 
 
-def test_nops_are_skipped(tmp_path):
-    """fdtput -d leaves FDT_NOP tokens where the property was; the tree reads without it."""
-    path = tmp_path / "t.dtb"
-    path.write_bytes(compile_dts(SOURCES["features"]))
-    subprocess.run(["fdtput", "-d", str(path), "/chosen", "bytes"], check=True)
-    data = path.read_bytes()
+def test_nops_are_kept_in_place(tmp_path):
+    """The kernel NOPs out a property it consumed (rng-seed) with FDT_NOP words where it
+    was: the tree reads without it and packs with the NOPs in place (the same bytes), and
+    a deletion leaves them where fdtput's (libfdt's) does."""
+    data = bytearray(compile_dts(SOURCES["features"]))
     head = FdtHeader.parse(data)
-    block = data[head.off_dt_struct:head.off_dt_struct + head.size_dt_struct]
-    assert FDT_NOP.to_bytes(4, "big") in block[4:]
+    strings = data[head.off_dt_strings:head.off_dt_strings + head.size_dt_strings]
+    prop = ((3).to_bytes(4, "big") + (3).to_bytes(4, "big")
+            + strings.index(b"bytes\0").to_bytes(4, "big") + b"\1\2\3\0")
+    at = data.index(prop, head.off_dt_struct)
+    data[at:at + len(prop)] = FDT_NOP.to_bytes(4, "big") * 4
+    data = bytes(data)
     fdt = Fdt.parse(data)
     assert "bytes" not in fdt.node("/chosen").properties
-    assert as_dts(fdt.pack()) == as_dts(data)
+    assert fdt.node("/chosen").nops == {("prop", "linux,initrd-start"): 4}
+    assert fdt.pack() == data
+    path = tmp_path / "t.dtb"
+    path.write_bytes(data)
+    subprocess.run(["fdtput", "-d", str(path), "/chosen", "linux,initrd-start"], check=True)
+    assert fdt.delete("/chosen", "linux,initrd-start")
+    assert fdt.node("/chosen").nops == {("prop", "mixed"): 4}
+    assert fdt.pack() == path.read_bytes()
+    fdt.delete("/chosen", "mixed")                  # the last property: NOPs before the end
+    assert fdt.node("/chosen").nops == {("end", ""): 4}
+    assert as_dts(fdt.pack()).count("mixed") == 0
 
 
 # --- we write, dtc reads -----------------------------------------------------------------------

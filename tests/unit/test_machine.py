@@ -866,3 +866,16 @@ def test_read_accepts_a_path_object(tmp_path):
     make_machine(tmp_path)
     m = Machine.read(tmp_path)
     assert m.root == str(tmp_path) and m.crash_region == Range(0x2E000000, 0x3E000000)
+
+
+def test_flattened_device_tree(qemu, tmp_path):
+    """sys/firmware/fdt as bytes: the machine's DTB where it booted with one, else None."""
+    assert qemu.flattened_device_tree is None
+    snap = Path(__file__).resolve().parents[1] / "snapshots" / "qemu-arm64-2g-1cpu"
+    require((snap / "sys/firmware/fdt").is_file(), f"{snap} has no sys/firmware/fdt")
+    dt = Machine.read(str(snap)).flattened_device_tree
+    assert dt == (snap / "sys/firmware/fdt").read_bytes()
+    assert dt[:4] == b"\xd0\x0d\xfe\xed" and len(dt) == int.from_bytes(dt[4:8], "big")
+    (tmp_path / "m" / "sys/firmware/fdt").mkdir(parents=True)
+    with pytest.raises(MachineError, match=r"^Cannot read .*/m/sys/firmware/fdt: Is a directory$"):
+        Machine.read(str(tmp_path / "m")).flattened_device_tree

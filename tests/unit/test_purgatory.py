@@ -1,6 +1,6 @@
 """The x86_64 purgatory: build, symbol contract, code hygiene, its SHA-256, and a run.
 
-The SHA-256 used by the purgatory (arch/x86/purgatory/sha256.c) is compiled for the
+The SHA-256 used by the purgatory (arch/common/purgatory/sha256.c) is compiled for the
 build host with a small harness and compared with hashlib.  At the end the purgatory
 runs for real under QEMU (TCG, well under a second per boot) between a multiboot stub
 that plays relocate_kernel and a fake kernel that reports what it was entered with.
@@ -28,7 +28,7 @@ from pykexec.purgatory.elfrel import RelocatableObject
 from tests.conftest import require
 
 SRC = purgatory.source_dir(purgatory_spec.X86_64)
-SHARED = SRC.parent.parent / "x86" / "purgatory"   # the C core both x86 purgatories compile
+SHARED = SRC.parent.parent / "common" / "purgatory"   # the C core every purgatory compiles
 
 # name -> st_size; the loader writes these through the symbol table.
 LOADER_SYMBOLS = {
@@ -211,7 +211,7 @@ def test_the_build_finds_every_declared_purgatory():
     """setup.py builds what the architectures declare (pykexec/arch/*/purgatory_spec.py),
     each with sources present in the tree."""
     specs = purgatory.declared_specs()
-    assert [s.arch for s in specs] == ["x86_64", "i386"]
+    assert [s.arch for s in specs] == ["arm64", "x86_64", "i386"]
     for spec in specs:
         src = purgatory.source_dir(spec)
         assert all((src / name).is_file() for name in spec.sources), spec
@@ -223,7 +223,7 @@ HARNESS = r"""
 /* Host test driver for sha256.c: hash stdin, streamed or through a region table. */
 #include <stdio.h>
 #include <stdlib.h>
-#include "purgatory.h"
+#include "core.h"
 
 static void print(const uint8_t *d)
 {
@@ -281,7 +281,7 @@ def sha_harness(tmp_path_factory):
     exe = tmp / "sha256-host"
     subprocess.run(
         ["gcc", "-std=gnu11", "-O2", "-Wall", "-Wextra", "-fno-builtin", f"-I{SHARED}",
-         f"-I{SRC}", "-o", str(exe), str(tmp / "harness.c"), str(SHARED / "sha256.c")],
+         "-o", str(exe), str(tmp / "harness.c"), str(SHARED / "sha256.c")],
         check=True, capture_output=True, text=True,
     )
     return exe

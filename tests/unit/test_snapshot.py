@@ -156,6 +156,16 @@ def test_efi_and_edd_when_present(fake_root, tmp_path):
     assert read(dest, "sys/firmware/edd/int13_dev80/version") == b"0x30\n"
 
 
+def test_device_tree_when_present(fake_root, tmp_path):
+    take_snapshot(str(tmp_path / "none"), root=fake_root)
+    assert not os.path.exists(str(tmp_path / "none/sys/firmware/fdt"))
+    dtb = bytes.fromhex("d00dfeed") + bytes(range(256)) * 8      # copied as is, never parsed
+    put(fake_root, "sys/firmware/fdt", dtb)
+    dest = str(tmp_path / "snap")
+    take_snapshot(dest, root=fake_root)
+    assert read(dest, "sys/firmware/fdt") == dtb
+
+
 def test_missing_required_file_is_one_line_error(fake_root, tmp_path):
     os.remove(os.path.join(fake_root, "proc/iomem"))
     with pytest.raises(SnapshotError) as e:

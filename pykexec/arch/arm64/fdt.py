@@ -10,15 +10,20 @@ The format is the devicetree specification's (v0.4, chapter 5), all big endian:
 
 `Fdt.parse` gives a tree of `Node`s (properties in file order, as bytes); the editing API
 works on paths ("/chosen", "/memory@40000000"); `Fdt.pack` writes version 17 with the
-blocks in dtc's order and alignment and the strings block built as dtc builds it (a name
-reuses any earlier NUL-terminated occurrence, also as a suffix), so a tree read from
-dtc's output packs back to the same bytes. Why our own code: PyPI's `fdt` is unmaintained
+blocks in dtc's order and alignment. Like libfdt's read-write functions (what kexec-tools
+edits with), a parsed tree keeps its strings block (new names are appended; a name reuses
+any earlier NUL-terminated occurrence, also as a suffix, as dtc and libfdt look them up)
+and its FDT_NOP tokens where they were (the kernel NOPs out `rng-seed` after reading it),
+and edits go where libfdt puts them: so a tree read from dtc's output packs back to the
+same bytes, and the machine's tree edited as kexec-tools edits it packs to kexec-tools'
+bytes. Why our own code: PyPI's `fdt` is unmaintained
 since 2022 and `pylibfdt` needs swig to build; the format is small enough for a
 declaration like the project's other layouts.
 """
 
 from __future__ import annotations
 
+import bisect
 import io
 
 from dataclasses import dataclass, field
@@ -58,13 +63,16 @@ Token = Struct(
     "token" / Int32ub,
     "body" / Switch(this.token, {
         FDT_BEGIN_NODE: Struct("name" / Aligned(4, CString("utf8"))),
-        FDT_PROP: Struct("len" / Int32ub, "nameoff" / Int32ub,
-                         "value" / Aligned(4, Bytes(this.len))),
+        # The padding is kept as read: libfdt does not clear it, and the kernel keeps it.
+        FDT_PROP: Struct("len" / Int32ub, "nameoff" / Int32ub, "value" / Bytes(this.len),
+                         "pad" / Bytes(-this.len % 4)),
     }, default=Pass),
 )
 
 RSVMAP_ALIGN = 8
 STRUCT_ALIGN = 4
+MAX_DEPTH = 64          # the kernel's unflatten (FDT_MAX_DEPTH) refuses deeper trees
+MAX_NAME = 1024         # a property name longer than this is damage (the spec allows 31)
 
 Value = Union[bytes, str, int, Sequence[int]]
 
@@ -73,11 +81,49 @@ class FdtError(PykexecError, ValueError):
     """A device tree that cannot be read, or an edit that cannot be made (one line)."""
 
 
-@dataclass
+# Where a run of FDT_NOP tokens sits in a node: before a property, before a child node,
+# or before the node's FDT_END_NODE.
+NopSlot = Tuple[str, str]       # ("prop", name) | ("node", name) | ("end", "")
+END_SLOT: NopSlot = ("end", "")
+
+
+@dataclass(eq=False)
 class Node:
     name: str                                            # "" for the root, "cpu@0"
     properties: Dict[str, bytes] = field(default_factory=dict)
     children: List["Node"] = field(default_factory=list)
+    nops: Dict[NopSlot, int] = field(default_factory=dict)   # FDT_NOP words kept in place
+    # Non-zero padding after a value, as read (not part of the tree: equality ignores it).
+    padding: Dict[str, bytes] = field(default_factory=dict)
+
+    def __eq__(self, other) -> bool:
+        """The same tree, property and child order included (dicts alone ignore order)."""
+        if not isinstance(other, Node):
+            return NotImplemented
+        return (self.name == other.name and self.nops == other.nops
+                and list(self.properties.items()) == list(other.properties.items())
+                and self.children == other.children)
+
+    def _slot_after(self, slot: NopSlot) -> NopSlot:
+        """The slot that follows `slot` once its item is gone (where libfdt's splice leaves
+        the NOPs that stood before a deleted property or node)."""
+        kind, name = slot
+        if kind == "prop":
+            props = list(self.properties)
+            at = props.index(name) + 1
+            if at < len(props):
+                return ("prop", props[at])
+        else:
+            at = next(i for i, c in enumerate(self.children) if c.name == name) + 1
+            if at < len(self.children):
+                return ("node", self.children[at].name)
+            return END_SLOT
+        return ("node", self.children[0].name) if self.children else END_SLOT
+
+    def _move_nops(self, slot: NopSlot, to: NopSlot) -> None:
+        count = self.nops.pop(slot, 0)
+        if count:
+            self.nops[to] = self.nops.get(to, 0) + count
 
     def child(self, name: str) -> Optional["Node"]:
         """The child called `name`; without a unit address, the one child whose name
@@ -139,6 +185,12 @@ class Fdt:
     root: Node = field(default_factory=lambda: Node(""))
     reserved: List[Tuple[int, int]] = field(default_factory=list)   # /memreserve/ entries
     boot_cpuid_phys: int = 0
+    trailing_nops: int = 0          # FDT_NOP words between the root's end and FDT_END
+    # A parsed tree keeps its strings block and adds a new name when it is set (libfdt);
+    # a tree built here gets its block when packed, in dtc's order.
+    strings: bytes = field(default=b"", compare=False, repr=False)
+    name_offsets: Dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+    keep_strings: bool = field(default=False, compare=False, repr=False)
 
     # --- reading --------------------------------------------------------------------------
 
@@ -172,7 +224,9 @@ class Fdt:
             fdt.reserved.append((entry.address, entry.size))
         strings = data[head.off_dt_strings:head.off_dt_strings + head.size_dt_strings]
         block = data[head.off_dt_struct:head.off_dt_struct + struct_size]
-        fdt.root = _read_structure(block, strings, name)
+        fdt.strings = bytes(strings)
+        fdt.keep_strings = True
+        fdt.root, fdt.trailing_nops = _read_structure(block, fdt.strings, fdt.name_offsets, name)
         return fdt
 
     # --- editing --------------------------------------------------------------------------
@@ -212,16 +266,32 @@ class Fdt:
 
     def set(self, path: str, prop: str, value: Value) -> None:
         """Set `prop` of node `path`: a replaced property keeps its place, a new one goes
-        first, as libfdt's fdt_setprop puts it (so our edits order a tree as kexec-tools')."""
+        first (before any NOPs there), as libfdt's fdt_setprop puts it (so our edits order
+        a tree as kexec-tools')."""
         node = self.node(path)
+        if self.keep_strings and prop not in self.name_offsets:
+            key = prop.encode() + b"\0"
+            at = self.strings.find(key)
+            if at < 0:
+                at = len(self.strings)
+                self.strings += key
+            self.name_offsets[prop] = at
+        node.padding.pop(prop, None)
         if prop in node.properties:
             node.properties[prop] = encode(value)
         else:
             node.properties = {prop: encode(value), **node.properties}
 
     def delete(self, path: str, prop: str) -> bool:
-        """Remove `prop` from node `path`; whether it was there."""
-        return self.node(path).properties.pop(prop, None) is not None
+        """Remove `prop` from node `path`; whether it was there. NOPs before it stay where
+        they were, before whatever follows (libfdt's fdt_delprop)."""
+        node = self.node(path)
+        if prop not in node.properties:
+            return False
+        node._move_nops(("prop", prop), node._slot_after(("prop", prop)))
+        del node.properties[prop]
+        node.padding.pop(prop, None)
+        return True
 
     def add_node(self, path: str) -> Node:
         """The node at `path`, created if missing: as the first child of its parent, where
@@ -234,6 +304,10 @@ class Fdt:
         if existing is not None:
             return existing
         new = Node(parts[-1])
+        # libfdt skips the parent's properties and NOPs: NOPs before the old first child
+        # (or before the end) now stand before the new one.
+        first = ("node", parent.children[0].name) if parent.children else END_SLOT
+        parent._move_nops(first, ("node", new.name))
         parent.children.insert(0, new)
         return new
 
@@ -245,6 +319,7 @@ class Fdt:
         target = parent.child(parts[-1]) if parent else None
         if target is None:
             return False
+        parent._move_nops(("node", target.name), parent._slot_after(("node", target.name)))
         parent.children.remove(target)
         return True
 
@@ -258,8 +333,8 @@ class Fdt:
 
     def pack(self, pad: int = 0) -> bytes:
         """The DTB: version 17, blocks in dtc's order, `pad` free bytes at the end."""
-        strings = bytearray()
-        offsets: Dict[str, int] = {}
+        strings = bytearray(self.strings)
+        offsets: Dict[str, int] = dict(self.name_offsets)
 
         def nameoff(prop: str) -> int:
             if prop not in offsets:
@@ -272,17 +347,25 @@ class Fdt:
             return offsets[prop]
 
         tokens = []
+        nop = dict(token=FDT_NOP, body=None)
 
         def emit(n: Node) -> None:
             tokens.append(dict(token=FDT_BEGIN_NODE, body=dict(name=n.name)))
             for prop, value in n.properties.items():
+                tokens.extend([nop] * n.nops.get(("prop", prop), 0))
+                pad = n.padding.get(prop)
+                if pad is None or len(pad) != -len(value) % 4:
+                    pad = bytes(-len(value) % 4)
                 tokens.append(dict(token=FDT_PROP, body=dict(len=len(value), nameoff=nameoff(prop),
-                                                            value=value)))
+                                                            value=value, pad=pad)))
             for c in n.children:
+                tokens.extend([nop] * n.nops.get(("node", c.name), 0))
                 emit(c)
+            tokens.extend([nop] * n.nops.get(END_SLOT, 0))
             tokens.append(dict(token=FDT_END_NODE, body=None))
 
         emit(self.root)
+        tokens.extend([nop] * self.trailing_nops)
         tokens.append(dict(token=FDT_END, body=None))
         structure = GreedyRange(Token).build(tokens)
         rsvmap = b"".join(ReserveEntry.build(dict(address=a, size=s))
@@ -308,11 +391,27 @@ def _align(value: int, to: int) -> int:
     return -(-value // to) * to
 
 
-def _read_structure(block: bytes, strings: bytes, name: str) -> Node:
-    """The node tree of a structure block (NOPs skipped; one root; ends with FDT_END)."""
+def _read_structure(block: bytes, strings: bytes, name_offsets: Dict[str, int],
+                    name: str) -> Tuple[Node, int]:
+    """The node tree of a structure block and the NOP words after its root (one root; ends
+    with FDT_END); NOP runs are kept in the slots of `Node.nops`. Time linear in the block:
+    a property's name ends at the first NUL after its offset, found by bisection in the
+    strings block's NUL positions, and is at most MAX_NAME bytes."""
     stack: List[Node] = []
     root: Optional[Node] = None
+    nuls = [i for i, b in enumerate(strings) if b == 0]
+    names: Dict[int, str] = {}
+    pending = 0                     # NOP words not yet given a slot
+    after_root = 0
     stream = io.BytesIO(block)
+
+    def settle(slot: NopSlot) -> None:
+        nonlocal pending
+        if pending:
+            node = stack[-1]
+            node.nops[slot] = node.nops.get(slot, 0) + pending
+            pending = 0
+
     while True:
         start = stream.tell()
         if start + 4 > len(block):
@@ -321,11 +420,22 @@ def _read_structure(block: bytes, strings: bytes, name: str) -> Node:
             tok = Token.parse_stream(stream)
         except (ConstructError, UnicodeDecodeError):
             raise FdtError(f"{name}: bad token at structure offset {start:#x}") from None
-        if tok.token == FDT_BEGIN_NODE:
+        if tok.token == FDT_NOP:
+            if root is not None and not stack:
+                after_root += 1
+            else:
+                pending += 1
+        elif tok.token == FDT_BEGIN_NODE:
             node = Node(tok.body.name)
             if stack:
+                if len(stack) >= MAX_DEPTH:
+                    raise FdtError(f"{name}: nodes nested deeper than {MAX_DEPTH} levels at "
+                                   f"structure offset {start:#x}")
+                settle(("node", node.name))
                 stack[-1].children.append(node)
             elif root is None:
+                if pending:
+                    raise FdtError(f"{name}: FDT_NOP before the root node")
                 root = node
             else:
                 raise FdtError(f"{name}: a second root node at structure offset {start:#x}")
@@ -333,19 +443,32 @@ def _read_structure(block: bytes, strings: bytes, name: str) -> Node:
         elif tok.token == FDT_PROP:
             if not stack:
                 raise FdtError(f"{name}: a property outside any node at structure offset {start:#x}")
-            end = strings.find(b"\0", tok.body.nameoff)
-            if tok.body.nameoff >= len(strings) or end < 0:
-                raise FdtError(f"{name}: property name offset {tok.body.nameoff:#x} lies outside "
-                               f"the strings block")
-            stack[-1].properties[strings[tok.body.nameoff:end].decode("utf-8", "replace")] = \
-                bytes(tok.body.value)
+            off = tok.body.nameoff
+            prop = names.get(off)
+            if prop is None:
+                at = bisect.bisect_left(nuls, off)
+                if off >= len(strings) or at == len(nuls):
+                    raise FdtError(f"{name}: property name offset {off:#x} lies outside "
+                                   f"the strings block")
+                if nuls[at] - off > MAX_NAME:
+                    raise FdtError(f"{name}: property name at strings offset {off:#x} is longer "
+                                   f"than {MAX_NAME} bytes")
+                prop = names[off] = strings[off:nuls[at]].decode("utf-8", "replace")
+                name_offsets.setdefault(prop, off)
+            settle(("prop", prop))
+            stack[-1].properties[prop] = bytes(tok.body.value)
+            if any(tok.body.pad):
+                stack[-1].padding[prop] = bytes(tok.body.pad)
+            else:
+                stack[-1].padding.pop(prop, None)
         elif tok.token == FDT_END_NODE:
             if not stack:
                 raise FdtError(f"{name}: FDT_END_NODE without a node at structure offset {start:#x}")
+            settle(END_SLOT)
             stack.pop()
         elif tok.token == FDT_END:
             if stack or root is None:
                 raise FdtError(f"{name}: FDT_END inside an open node")
-            return root
-        elif tok.token != FDT_NOP:
+            return root, after_root
+        else:
             raise FdtError(f"{name}: unknown token {tok.token:#x} at structure offset {start:#x}")

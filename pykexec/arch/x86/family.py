@@ -14,7 +14,9 @@ from typing import Callable, Optional, Tuple
 
 from pykexec.arch.x86 import crashfacts
 from pykexec.arch.interfaces import CrashElfInfo, KernelTextMap
+from pykexec.arch.x86.options import NAMES as X86_NAMES, REFUSED as X86_REFUSED
 from pykexec.arch.x86.options import TABLE as X86_OPTIONS, x86_options
+from pykexec.request import ForeignOptionError
 
 
 class X86Arch:
@@ -64,6 +66,11 @@ class X86Arch:
         return user_cmdline(request, machine)
 
     def option_refusal(self, request) -> Optional[str]:
+        for name, _ in request.arch_options:
+            if name in X86_REFUSED:
+                return X86_REFUSED[name]
+            if name not in X86_NAMES:
+                raise ForeignOptionError(name, "x86")
         options = x86_options(request)
         if (options.real_mode or options.entry_32bit) and request.syscall_mode != "load":
             # kexec-tools fails these in file mode without falling back; pykexec's kexec_load

@@ -120,12 +120,8 @@ TABLE = OptionTable(
     values={name: convert for name, (_field, convert) in FIELDS.items()},
     # kexec refuses a loader's option when nothing is loaded
     needs_kernel=(o.name for o in OPTIONS if o.group == LOADER),
-    refused={
-        "reset-vga": "pykexec's purgatory has no VGA code (no --reset-vga)",
-        "console-vga": "pykexec's purgatory has no VGA code (use --console-serial)",
-        "module": "pykexec has no multiboot loader (--module is for multiboot kernels)",
-        "dtb": "pykexec does not pass a device tree to x86 kernels (--dtb)",
-    },
+    # refused by X86Arch.option_refusal, for x86 machines only (another architecture may
+    # take the same name, as --dtb)
     generic_help={
         "type": "force the kernel file type (bzImage64, elf-x86_64)",
         "reuseinitrd": "reuse the running kernel's initrd (refused: x86 cannot, as in "
@@ -135,7 +131,20 @@ TABLE = OptionTable(
                          "the initrd again with --initrd")
 
 
+# Options pykexec refuses on an x86 machine, and why.
+REFUSED = {
+    "reset-vga": "pykexec's purgatory has no VGA code (no --reset-vga)",
+    "console-vga": "pykexec's purgatory has no VGA code (use --console-serial)",
+    "module": "pykexec has no multiboot loader (--module is for multiboot kernels)",
+    "dtb": "pykexec does not pass a device tree to x86 kernels (--dtb)",
+}
+NAMES = frozenset(o.name for o in OPTIONS)
+
+
 def x86_options(request) -> X86Options:
-    """The x86 options of `request`, the last one given winning."""
-    return X86Options()._replace(**{FIELDS[name][0]: value for name, value in
-                                    request.arch_options if name in FIELDS})
+    """The x86 options of `request`, the last one given winning. An option another
+    architecture declares too (--serial) keeps its argument as given: it is read here
+    (ArchOptionError, exit 255, when x86 cannot take it)."""
+    return X86Options()._replace(**{
+        FIELDS[name][0]: FIELDS[name][1](value) if isinstance(value, str) else value
+        for name, value in request.arch_options if name in FIELDS})

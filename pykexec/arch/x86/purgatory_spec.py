@@ -74,8 +74,8 @@ I386_CFLAGS: Tuple[str, ...] = ("-m32",) + FREESTANDING_CFLAGS + (
 
 # The C core both x86 purgatories share (checks, backup copy, UART, SHA-256), compiled
 # per architecture; each architecture adds its entry code and an "arch.h".
-X86_SHARED_SOURCES = ("../../x86/purgatory/purgatory.c", "../../x86/purgatory/sha256.c",
-                      "../../x86/purgatory/serial.c", "../../x86/purgatory/string.c")
+X86_SHARED_SOURCES = ("../../x86/purgatory/purgatory.c", "../../common/purgatory/sha256.c",
+                      "../../x86/purgatory/serial.c", "../../common/purgatory/string.c")
 
 
 X86_64 = PurgatorySpec(

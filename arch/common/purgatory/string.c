@@ -6,7 +6,7 @@
  * -fno-tree-loop-distribute-patterns so these loops are not themselves
  * turned back into calls to the same functions.
  */
-#include "purgatory.h"
+#include "core.h"
 
 void *memcpy(void *dst, const void *src, size_t len)
 {

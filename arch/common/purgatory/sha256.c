@@ -7,7 +7,7 @@
  * (tests/unit/test_purgatory.py), so it must not depend on anything the
  * purgatory alone provides.
  */
-#include "purgatory.h"
+#include "core.h"
 
 static const uint32_t sha256_k[64] = {
 	0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1,
