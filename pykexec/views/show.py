@@ -14,6 +14,10 @@ Optional `plan.notes` keys that add facts when a loader records them:
 - `user_cmdline`: the command line as the user gave it (so the added parameters are known
   exactly); for oracle plans the `argv` note's `--append`/`--command-line` is used.
 - `cpu_notes`: `[[cpu, paddr, size], ...]` to name the CPU of each PT_NOTE.
+- `dtb_edits`: `[{"node", "property", "action": "set"|"delete", "value"}, ...]`, the
+  properties a loader changed in the device tree it passes (with `dtb`, its address, and
+  `dtb_source`, the tree it started from); shown as `device_tree`, beside the segment
+  that holds the tree.
 
 Without them the crash window is inferred from the gap the ELF core header leaves in the
 dumped RAM, and the CPU of a note from the machine when one is given.
@@ -361,7 +365,40 @@ def describe_plan(plan: Plan, machine=None) -> Dict[str, Any]:
         "setup_data": setup,
         "boot_header": dict(facts.boot_header),
         "purgatory": purgatory,
+        # only for plans that pass a device tree, so that every other plan's JSON stays
+        **({"device_tree": dt} if (dt := device_tree(plan)) is not None else {}),
         "notes": _jsonable(dict(plan.notes)),
+    }
+
+
+FDT_MAGIC = bytes.fromhex("d00dfeed")      # a flattened device tree's first word (big endian)
+DTB_EDIT_FIELDS = ("node", "property", "action", "value")
+
+
+def device_tree(plan: Plan) -> Optional[Dict[str, Any]]:
+    """The `dtb_edits` note with the segment that holds the tree (the note's `dtb` address,
+    else a segment of kind dtb or one that starts with the FDT magic); None without the
+    note. Every field is text, whatever a recorded plan's note holds."""
+    edits = plan.notes.get("dtb_edits")
+    if edits is None:
+        return None
+    items = edits if isinstance(edits, (list, tuple)) else [edits]
+    shown = []
+    for e in items:
+        e = e if hasattr(e, "get") else {"value": e}
+        shown.append({k: "" if e.get(k) is None else str(e.get(k)) for k in DTB_EDIT_FIELDS})
+    address = plan.notes.get("dtb")
+    seg = plan.segment_at(address) if isinstance(address, int) else None
+    if seg is None:
+        seg = next((s for s in plan.segments if s.kind == "dtb"), None) or next(
+            (s for s in plan.segments if s.data[:4] == FDT_MAGIC), None)
+    source = plan.notes.get("dtb_source")
+    return {
+        "segment": plan.segments.index(seg) if seg is not None else None,
+        "address": seg.mem if seg is not None else None,
+        "size": seg.bufsz if seg is not None else None,
+        "source": None if source is None else str(source),
+        "edits": shown,
     }
 
 
@@ -463,6 +500,11 @@ def plan_report(plan: Plan, machine=None, facts: Optional[Dict[str, Any]] = None
                 if p["name"] == "elfcorehdr" and f["elfcorehdr_parameter"] is not None:
                     extra = f" = {f['elfcorehdr_parameter']:#x}"
                 add(f"  + {printable(p['text']):<28} added by the loader: {p['meaning'] or 'loader parameter'}{extra}")
+    if f.get("device_tree") is not None:
+        add("")
+        add(device_tree_heading(f["device_tree"]) + ":")
+        for line in device_tree_lines(f["device_tree"]):
+            add("  " + line)
     if f["setup_data"]:
         add("")
         add("setup_data chain (from boot_params):")
@@ -502,6 +544,33 @@ def plan_report(plan: Plan, machine=None, facts: Optional[Dict[str, Any]] = None
             for line in _symbol_lines(plan, pg["symbols"]):
                 add("    " + line)
     return "\n".join(out) + "\n"
+
+
+def device_tree_heading(dt: Dict[str, Any]) -> str:
+    where = (f" (segment #{dt['segment']} at {dt['address']:#x}, {dt['size']} bytes)"
+             if dt["segment"] is not None and dt["address"] is not None else "")
+    source = f" from {printable_text(dt['source'])}" if dt["source"] else ""
+    count = len(dt["edits"])
+    return (f"device tree for the new kernel{where}{source}: {count} "
+            f"propert{'y' if count == 1 else 'ies'} changed")
+
+
+def device_tree_lines(dt: Dict[str, Any]) -> List[str]:
+    """One line per edit: `set    /chosen/bootargs = "..."`, `delete /chosen/...`."""
+    out = []
+    for e in dt["edits"]:
+        path = e["node"].rstrip("/") + "/" + e["property"]
+        value = f" = {e['value']}" if e["action"] != "delete" and e["value"] else ""
+        out.append(printable_text(f"{e['action']:<6} {path}{value}"))
+    return out
+
+
+def printable_text(text: str) -> str:
+    """`text` on one line: undecodable bytes and control characters escaped (a recorded
+    plan's note is not trusted)."""
+    from pykexec.core.cmdline import printable
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in printable(text))
 
 
 def _symbol_lines(plan: Plan, symbols: Dict[str, Any]) -> List[str]:

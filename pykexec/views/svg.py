@@ -14,7 +14,9 @@ external fonts, images or style sheets) that a browser shows as:
   address range, buffer size and source beside it), its loaded bytes solid and the
   zero-filled rest (memsz beyond bufsz) pale; free space between them shortened;
 - bottom, the first 1 MiB enlarged, with an arrow from the low RAM that purgatory backs
-  up to its copy in the window.
+  up to its copy in the window;
+- bottom left (below everything when the first MiB is drawn), for a plan that passes a
+  device tree, the properties the loader changed in it, linked to its segment.
 
 `write_svg(plan, machine, path)` writes the same text to a file.
 
@@ -61,8 +63,10 @@ CATEGORY = {
 SEGMENT_COLOUR = {
     "kernel": "#3b6ea8", "elf_load": "#3b6ea8", "initrd": "#4d9a44", "boot_params": "#e0801f",
     "param_block": "#e0801f", "purgatory": "#c8434a", "elfcorehdr": "#8c5fa8",
-    "backup": "#8a6248", "setup_data": "#2c9c96", "unknown": "#8d8680",
+    "backup": "#8a6248", "setup_data": "#2c9c96", "dtb": "#b5893a", "unknown": "#8d8680",
 }
+DT_LINE = 15              # height of one device tree edit line
+DT_MAX_LINES = 12         # edits listed; the rest counted
 
 
 # ------------------------------------------------------------------------------------------
@@ -360,6 +364,7 @@ def render_svg(plan: Plan, machine=None) -> str:
             'markerHeight="9" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" '
             'fill="#8a6248"/></marker>'
             '</defs>')
+    background = len(svg.parts)
     svg.rect(0, 0, WIDTH, HEIGHT, "#fbfbf8")
     _title(svg, plan, facts)
     placed = [s for s in facts["segments"] if s["mem"] is not None]
@@ -390,8 +395,40 @@ def render_svg(plan: Plan, machine=None) -> str:
         _segment_list(svg, facts, 600, TOP + 20)
     _low_strip(svg, facts, blocks, seg_boxes, machine)
     _legend(svg, facts)
+    if facts.get("device_tree") is not None:
+        has_low = any(b.cat == "low" for b in blocks)
+        bottom = _device_tree_panel(svg, facts["device_tree"], seg_boxes,
+                                    HEIGHT + 10 if has_low else LOW_Y - 16)
+        if bottom > HEIGHT:
+            # grow the picture (its opening tag and background are the first parts)
+            height = math.ceil(bottom + 20)
+            svg.parts[0] = svg.parts[0].replace(f'height="{HEIGHT}"', f'height="{height}"') \
+                .replace(f'viewBox="0 0 {WIDTH} {HEIGHT}"', f'viewBox="0 0 {WIDTH} {height}"')
+            svg.parts[background] = svg.parts[background].replace(
+                f'height="{HEIGHT:.1f}"', f'height="{height:.1f}"')
     svg.add("</svg>")
     return "\n".join(svg.parts) + "\n"
+
+
+def _device_tree_panel(svg: _Svg, dt: Dict[str, Any], seg_boxes, y: float) -> float:
+    """The device tree edits from `y` down, one line each; returns the bottom."""
+    from pykexec.views.show import device_tree_heading, device_tree_lines
+    x = 40
+    colour = SEGMENT_COLOUR["dtb"]
+    svg.text(x, y, device_tree_heading(dt), size=13, weight="bold")
+    if dt["segment"] in seg_boxes:
+        y0, y1 = seg_boxes[dt["segment"]]
+        svg.line(x + 4, y + 5, 600 - 4, (y0 + y1) / 2, colour, 1.2,
+                 extra='stroke-dasharray="5 3"')
+    lines = device_tree_lines(dt)
+    shown = lines[:DT_MAX_LINES]
+    if len(lines) > DT_MAX_LINES:
+        shown.append(f"... and {len(lines) - DT_MAX_LINES} more (pykexec --json lists them)")
+    for line in shown:
+        y += DT_LINE
+        svg.text(x + 8, y, line if len(line) <= 88 else line[:87] + "…", size=11, family=MONO,
+                 fill="#333", extra='xml:space="preserve"')
+    return y
 
 
 def write_svg(plan: Plan, machine, path: str) -> None:
