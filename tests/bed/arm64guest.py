@@ -40,7 +40,7 @@ import re
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -408,6 +408,7 @@ class Arm64Outcome:
     cycle: "generic_qemu.CycleResult"
     dump: Optional[DumpToolResult] = None    # crash cases
     reboot: Optional[RebootResult] = None    # reboot cases
+    chosen: Dict[str, object] = field(default_factory=dict)   # capture kernel: chosen.json
 
     def verdict(self) -> str:
         """A one-line account: the checks the tests make, and the cycle's timings."""
@@ -450,7 +451,9 @@ def run_case(case: Arm64Case, run_dir: Optional[Path] = None) -> Arm64Outcome:
     cfg = cycle_config(loader_argv=crash_argv(case.loader, image, initrd, case.extra),
                        cmdline_extra=case.crashkernel, **common)
     res, dump = run_arm64_cycle(cfg)
-    return Arm64Outcome(case, kernel, res, dump=dump)
+    chosen = res.run_dir / "results" / "chosen.json"
+    return Arm64Outcome(case, kernel, res, dump=dump,
+                        chosen=json.loads(chosen.read_text()) if chosen.exists() else {})
 
 
 class Arm64Pool:
@@ -633,9 +636,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:  # pragma: no cover - man
                        pattern_mib=args.pattern_mib, **common)
     res, dump = run_arm64_cycle(cfg)
     print(res.summary())
-    print(f"vmcore-dmesg exit {res.vmcore_dmesg_exit}")
-    print(dump)
-    return 0
+    print(f"vmcore-dmesg exit {res.vmcore_dmesg_exit}; makedumpfile -d 31 exit {dump.dump_exit} "
+          f"({dump.dump_size} bytes), --dump-dmesg exit {dump.dmesg_exit}, panic line "
+          f"{'found' if dump.panic_line_found else 'NOT found'}{' ' + dump.error if dump.error else ''}")
+    return 0 if res.ok and dump.panic_line_found else 1
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ normal load (-l) booted with -e. Each case is one guest boot; two run at a time.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.bed import arm64guest
@@ -34,7 +36,8 @@ CRASH_CASES = (
     # Started in this order, two at a time: the slowest first.
     Arm64Case("uefi-2g-1cpu-gz", firmware="uefi", fmt="gz"),
     Arm64Case("dt-5g-2cpu-image", memory_mib=5120, cpus=2),
-    Arm64Case("dt-2g-2cpu-gz", cpus=2, fmt="gz"),
+    # -d: the plan on stderr; --serial: purgatory reports on the PL011 (ttyAMA0)
+    Arm64Case("dt-2g-2cpu-gz", cpus=2, fmt="gz", extra=("-d", "--serial=ttyAMA0")),
     Arm64Case("dt-2g-1cpu-image"),
 )
 REBOOT_CASES = (
@@ -94,11 +97,10 @@ def test_program_headers_follow_vmcoreinfo(crash):
     ram = [p for p in res.pt_loads if p is not text[0]]
     assert ram and all(p["vaddr"] == (p["paddr"] - phys_offset + page_offset) % U64
                        for p in ram), ram
-    crash_start, crash_end = (int(x, 16) for x in
-                              res.crash_region[0].split(" : ")[0].split("-"))
-    assert not any(p["paddr"] <= crash_end and crash_start < p["paddr"] + p["memsz"]
+    crash_start, crash_end = _crash_region(res)
+    assert not any(p["paddr"] < crash_end and crash_start < p["paddr"] + p["memsz"]
                    for p in ram), (res.crash_region, ram)
-    outside = (crash.case.memory_mib << 20) - (crash_end + 1 - crash_start)
+    outside = (crash.case.memory_mib << 20) - (crash_end - crash_start)
     covered = sum(p["memsz"] for p in ram)
     if crash.case.firmware == "dt":
         assert covered == outside, ram
@@ -106,6 +108,57 @@ def test_program_headers_follow_vmcoreinfo(crash):
         assert outside - (64 << 20) <= covered < outside, ram
     if crash.case.memory_mib > 3072:
         assert any(p["paddr"] + p["memsz"] > 1 << 32 for p in ram), ram
+
+
+def _crash_region(res):
+    start, end = (int(x, 16) for x in res.crash_region[0].split(" : ")[0].split("-"))
+    return start, end + 1
+
+
+def _cells(hexdata):
+    """A property of 64-bit (address, size) pairs: QEMU virt's root has #address-cells
+    and #size-cells 2."""
+    data = bytes.fromhex(hexdata)
+    assert len(data) % 16 == 0, hexdata
+    return [(int.from_bytes(data[i:i + 8], "big"), int.from_bytes(data[i + 8:i + 16], "big"))
+            for i in range(0, len(data), 16)]
+
+
+def test_capture_kernel_got_the_crash_region_and_the_core_header(crash):
+    """The capture kernel's /chosen names the crash region as its usable memory and a core
+    header inside it; its System RAM is that region and nothing else."""
+    res, chosen = crash.cycle, crash.chosen
+    assert res.captured and "error" not in chosen, (chosen, res.describe())
+    start, end = _crash_region(res)
+    assert _cells(chosen["linux,usable-memory-range"]) == [(start, end - start)], chosen
+    [(hdr, hdr_size)] = _cells(chosen["linux,elfcorehdr"])
+    assert start <= hdr and hdr + hdr_size <= end and 0 < hdr_size <= 1 << 16, chosen
+    ram = [tuple(int(x, 16) for x in r.split("-")) for r in chosen["system_ram"]]
+    assert ram and all(start <= a and b < end for a, b in ram), (chosen["system_ram"], start, end)
+
+
+def test_purgatory_console(crash):
+    """--serial ttyAMA0: after the panic purgatory says the digest matched and enters the
+    kernel segment with x0 = the DTB segment (from the plan -d printed); silent otherwise."""
+    res = crash.cycle
+    log = res.serial_log.read_text(errors="replace")
+    at = log.find("sysrq: Trigger a crash")
+    assert at >= 0, res.serial_tail()
+    tail = log[at:]
+    said = "pykexec purgatory: sha256 ok" in tail
+    assert said == ("--serial=ttyAMA0" in crash.case.extra), res.serial_tail()
+    if said:
+        segments = dict(re.findall(r"^\s*\d+\s+(kernel|dtb)\s+0x([0-9a-f]+)-", res.loader_stderr,
+                                   re.M))
+        assert set(segments) == {"kernel", "dtb"}, res.loader_stderr[-3000:]
+        entered = re.search(r"pykexec purgatory: entering 0x([0-9a-f]+) with x0 = 0x([0-9a-f]+)",
+                            tail)
+        assert entered, res.serial_tail()
+        assert (int(entered[1], 16), int(entered[2], 16)) == \
+            (int(segments["kernel"], 16), int(segments["dtb"], 16))
+        start, end = _crash_region(res)
+        assert start <= int(entered[1], 16) < int(entered[2], 16) < end
+        assert tail.index("sha256 ok") < tail.index("Booting Linux"), res.serial_tail()
 
 
 def test_pattern_intact_page_by_page(crash):
