@@ -41,7 +41,7 @@ def kept_vmcore_i386(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def arm64_cycles(tmp_path_factory, request):
+def arm64_cycles(request):
     """The arm64 matrix's guests (tests/bed/arm64guest.py Arm64Pool), two at a time: every
     case the session's tests ask for (an Arm64Case parameter, or a module's ARM64_CASES)
     starts when the first is needed."""
@@ -61,7 +61,8 @@ def arm64_cycles(tmp_path_factory, request):
                  if isinstance(v, arm64guest.Arm64Case)]
         cases += getattr(item.module, "ARM64_CASES", ())
         wanted += [c for c in cases if c not in wanted]
-    pool = arm64guest.Arm64Pool(lambda name: tmp_path_factory.mktemp(f"arm64-{name}"))
+    # run folders in the bed cache (qemu.new_run_dir: kept after the session, for the logs)
+    pool = arm64guest.Arm64Pool(lambda name: None)
     if any(c.loader == "pykexec" for c in wanted):
         try:
             arm64guest.build_purgatory()

@@ -125,16 +125,20 @@ def _cells(hexdata):
 
 
 def test_capture_kernel_got_the_crash_region_and_the_core_header(crash):
-    """The capture kernel's /chosen names the crash region as its usable memory and a core
-    header inside it; its System RAM is that region and nothing else."""
+    """The capture kernel's System RAM is the crash region, all of it and nothing else. Its
+    /chosen (DT boot: an ACPI boot does not unflatten the device tree) names that region
+    as linux,usable-memory-range and a core header inside it as linux,elfcorehdr."""
     res, chosen = crash.cycle, crash.chosen
     assert res.captured and "error" not in chosen, (chosen, res.describe())
     start, end = _crash_region(res)
+    ram = [tuple(int(x, 16) for x in r.split("-")) for r in chosen["system_ram"]]
+    assert ram == [(start, end - 1)], (chosen["system_ram"], res.crash_region)
+    if crash.case.firmware == "uefi":
+        assert chosen["linux,usable-memory-range"] is None, chosen
+        return
     assert _cells(chosen["linux,usable-memory-range"]) == [(start, end - start)], chosen
     [(hdr, hdr_size)] = _cells(chosen["linux,elfcorehdr"])
     assert start <= hdr and hdr + hdr_size <= end and 0 < hdr_size <= 1 << 16, chosen
-    ram = [tuple(int(x, 16) for x in r.split("-")) for r in chosen["system_ram"]]
-    assert ram and all(start <= a and b < end for a, b in ram), (chosen["system_ram"], start, end)
 
 
 def test_purgatory_console(crash):
