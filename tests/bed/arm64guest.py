@@ -398,7 +398,8 @@ class Arm64Case:
     extra: Tuple[str, ...] = ()      # more loader options
     reboot: bool = False
     crashkernel: str = "crashkernel=256M"
-    timeout: float = 420
+    # QEMU start to exit: ~90 s on two idle cores, 270 s seen on a machine loaded 4x over
+    timeout: float = 600
 
 
 @dataclass
@@ -448,8 +449,11 @@ def run_case(case: Arm64Case, run_dir: Optional[Path] = None) -> Arm64Outcome:
         rb = run_arm64_reboot(cycle_config(loader_argv=None, cmdline_extra="", **common),
                               load, [*prefix, "-e"], marker)
         return Arm64Outcome(case, kernel, rb.cycle, reboot=rb)
+    # pykexec's load takes ~20 s under TCG, 60 s on a loaded machine (stage 1's default
+    # allows 120 s)
     cfg = cycle_config(loader_argv=crash_argv(case.loader, image, initrd, case.extra),
-                       cmdline_extra=case.crashkernel, **common)
+                       cmdline_extra=case.crashkernel, guest_config={"loader_timeout": 300},
+                       **common)
     res, dump = run_arm64_cycle(cfg)
     chosen = res.run_dir / "results" / "chosen.json"
     return Arm64Outcome(case, kernel, res, dump=dump,
