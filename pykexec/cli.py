@@ -446,6 +446,8 @@ def _load(request, machine, backend, plan, plan_error, file_args) -> int:
                 _err("calling " + file_args.describe())
             try:
                 backend.kexec_file_load(fds[0], fds[1], file_args.cmdline, file_args.flags)
+                if request.svg:
+                    _err(_NO_FILE_LOAD_PICTURE)
                 if request.save_plan and not saved:
                     _save_after_load(file_args.plan(), request.save_plan)
                 if plan_error is not None and request.debug:
@@ -512,6 +514,11 @@ def _save_and_show(request, machine, plan) -> None:
                    machine=machine)
 
 
+# kexec_file_load's segments get their addresses from the kernel: there is no map to draw.
+_NO_FILE_LOAD_PICTURE = ("warning: --svg: no picture for kexec_file_load, whose segments the "
+                         "kernel places itself (-c or -a draws the kexec_load plan)")
+
+
 def _dry_run(request, machine, plan, file_args) -> int:
     if file_args is not None:
         out = sys.stderr if request.json else sys.stdout   # stdout stays the plan's JSON
@@ -524,9 +531,16 @@ def _dry_run(request, machine, plan, file_args) -> int:
         if refusal is not None:
             print(f"which would fail: {refusal}", file=out)
         if request.syscall_mode == "file":
-            if request.save_plan:
-                from pykexec.core.plan import save_plan
-                save_plan(file_args.plan(), request.save_plan)
+            if request.save_plan or request.json:
+                file_plan = file_args.plan()
+                if request.save_plan:
+                    from pykexec.core.plan import save_plan
+                    save_plan(file_plan, request.save_plan)
+                if request.json:
+                    from pykexec.views.show import print_plan
+                    print_plan(file_plan, as_json=True, out=sys.stdout, machine=machine)
+            if request.svg:
+                _err(_NO_FILE_LOAD_PICTURE)
             return 0
         print("then, if the kernel has no kexec_file_load for it (ENOSYS, EINVAL, ENOEXEC, "
               "ENOTSUP), kexec_load with this plan:", file=out)

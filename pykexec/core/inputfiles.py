@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Optional, Tuple
+from typing import Iterator, Optional, Tuple
 
 from pykexec.core.files import NotRegularFile, file_kind, open_regular, read_upto
 from pykexec.errors import FatalLoadError
 
 GZIP_MAGIC = b"\x1f\x8b"
 XZ_MAGIC = b"\xfd7zXZ\x00"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"   # a zstd frame (RFC 8878); skippable frames are not kernels
 CHUNK = 1 << 20   # decompression step: memory above the limit is at most one step
 INPUT_STEP = 1 << 24   # read(2) size for kernels and initrds
 
@@ -103,37 +104,77 @@ def read_input(path: Optional[str], what: str, limit: int, limit_what: str) -> b
 
 
 def compression_of(head: bytes) -> Optional[str]:
-    """"gzip" or "xz" for a whole-file-compressed kernel (kexec-tools 2.0.25's order; zstd,
-    which kexec-tools HEAD adds, is not read: see docs/differences.md)."""
+    """"gzip", "xz" or "zstd" for a whole-file-compressed kernel (the formats kexec-tools
+    HEAD reads; 2.0.25 reads gzip and xz only)."""
     if head[:2] == GZIP_MAGIC:
         return "gzip"
     if head[:6] == XZ_MAGIC:
         return "xz"
+    if head[:4] == ZSTD_MAGIC:
+        return "zstd"
     return None
+
+
+# zstd input step: a zstd block of a few bytes may stand for 128 KiB (an RLE block), so one
+# step of 1 KiB yields at most about 32 MiB before the limit is checked again
+ZSTD_INPUT_STEP = 1 << 10
+
+
+def _decompressed_chunks(kind: str, data: bytes, path: str, what: str) -> Iterator[bytes]:
+    """`data`'s decompressed bytes, a bounded piece at a time; EOFError when the data ends
+    inside a stream (a cut file must not pass for a shorter kernel)."""
+    import io
+    if kind in ("gzip", "xz"):
+        import gzip
+        import lzma
+        with (gzip.GzipFile(fileobj=io.BytesIO(data)) if kind == "gzip"
+              else lzma.LZMAFile(io.BytesIO(data))) as src:
+            while True:
+                chunk = src.read(CHUNK)
+                if not chunk:
+                    return
+                yield chunk
+    try:
+        import zstandard     # the zstd library Debian packages (python3-zstandard)
+    except ImportError:
+        raise InputFileError(f"{path}: the {what} is zstd-compressed and the Python module "
+                             "zstandard is missing (apt install python3-zstandard)") from None
+    view, pos = memoryview(data), 0
+    frame = zstandard.ZstdDecompressor().decompressobj()
+    while pos < len(view):
+        piece = view[pos:pos + ZSTD_INPUT_STEP]
+        pos += len(piece)
+        yield frame.decompress(piece)
+        if frame.eof:                 # a kernel compressed in several frames is one file
+            rest = frame.unused_data
+            if not rest and pos == len(view):
+                return
+            view, pos = memoryview(rest + view[pos:].tobytes()), 0
+            frame = zstandard.ZstdDecompressor().decompressobj()
+    raise EOFError("the zstd data ends inside a frame")
 
 
 def decompress_bounded(data: bytes, kind: str, path: str, what: str, limit: int,
                        limit_what: str) -> bytes:
-    """`data` decompressed in CHUNK steps, refused as soon as the output passes `limit`."""
-    import gzip
-    import io
+    """`data` decompressed in bounded steps, refused as soon as the output passes `limit`."""
     import lzma
+    errors: tuple = (OSError, EOFError, lzma.LZMAError, ValueError)
+    if kind == "zstd":
+        try:
+            import zstandard
+            errors += (zstandard.ZstdError,)
+        except ImportError:
+            pass                      # _decompressed_chunks words the refusal
     out = bytearray()
     try:
-        src = gzip.GzipFile(fileobj=io.BytesIO(data)) if kind == "gzip" else \
-            lzma.LZMAFile(io.BytesIO(data))
-        with src:
-            while True:
-                chunk = src.read(CHUNK)
-                if not chunk:
-                    break
-                out += chunk
-                if len(out) > limit:
-                    raise InputFileError(f"{path}: the {what} decompresses ({kind}) to more "
-                                         f"than the {limit:#x} bytes of {limit_what}")
+        for chunk in _decompressed_chunks(kind, data, path, what):
+            out += chunk
+            if len(out) > limit:
+                raise InputFileError(f"{path}: the {what} decompresses ({kind}) to more "
+                                     f"than the {limit:#x} bytes of {limit_what}")
     except InputFileError:
         raise
-    except (OSError, EOFError, lzma.LZMAError, ValueError) as err:
+    except errors as err:
         # kexec-tools then reads the file raw and no format knows it: "Cannot determine
         # the file type" (exit 255)
         error = InputFileError(f"{path}: cannot determine the file type of the {what}: damaged "
@@ -149,7 +190,7 @@ _last_kernel: Tuple[Optional[tuple], bytes] = (None, b"")
 
 
 def read_kernel(path: Optional[str], limit: int, limit_what: str) -> bytes:
-    """The kernel file, decompressed if it is a gzip or xz file (as kexec-tools'
+    """The kernel file, decompressed if it is a gzip, xz or zstd file (as kexec-tools'
     kexec_load path reads it), within `limit` bytes before and after decompression."""
     global _last_kernel
     try:

@@ -32,6 +32,7 @@ from pykexec.abi.elf import (ELF_MAGIC, ET_CORE, ET_DYN, ET_EXEC, ET_REL, NT_PRS
                              parse_core_header)
 from pykexec.abi.machines import EM_DESCRIPTIONS, EM_NAMES
 from pykexec.arch import by_elf_machine, image_explainers, optional_hook, registered
+from pykexec.core.uki import is_uki_head
 from pykexec.core.files import NotRegularFile, ReadPolicy, read_regular
 from pykexec.errors import PykexecError
 from pykexec.views.show import hex_range, human_size
@@ -77,6 +78,8 @@ def detect(path: str, head: bytes) -> str:
         if os.path.exists(os.path.join(path, "plan.json")):
             return "plan"
         raise InspectError(f"{path}: a folder without plan.json (not a plan folder)")
+    if is_uki_head(head):
+        return "uki"
     explainer = _image_explainer(head)
     if explainer is not None:
         return explainer.KIND
@@ -144,6 +147,8 @@ def inspect_path(path: str) -> str:
         data = _read(path)
         if kind == "object":
             return explain_object(data, path)
+        if kind == "uki":
+            return explain_uki(data, path)
         return explain_image(data, path, os.path.getsize(path))
     except InspectError:
         raise
@@ -175,6 +180,55 @@ def explain_image(data: bytes, path: str, file_size: Optional[int] = None) -> st
         return explainer.explain(data, path, len(data) if file_size is None else file_size)
     except ValueError as e:
         raise InspectError(str(e)) from None
+
+
+# ------------------------------------------------------------------------------------------
+# Unified kernel images
+
+UKI_SECTION_MEANING = {
+    ".linux": "the kernel image (what a loader loads)",
+    ".initrd": "the initrd (the default when no --initrd is given)",
+    ".cmdline": "the command line (the default when no --append/--reuse-cmdline is given)",
+    ".osrel": "os-release of the system the image belongs to",
+    ".uname": "the kernel's release (uname -r)",
+    ".dtb": "a device tree for the kernel",
+    ".splash": "a boot splash image",
+    ".pcrsig": "signatures of the expected TPM PCR values",
+    ".pcrpkey": "the public key for those signatures",
+    ".sbat": "Secure Boot advanced targeting (revocation) data",
+    ".sdmagic": "systemd-stub's version string",
+    ".text": "the EFI stub's code",
+}
+
+
+def explain_uki(data: bytes, path: str) -> str:
+    """A unified kernel image: its sections, the defaults it carries, then its kernel."""
+    from pykexec.core.uki import UkiError, parse_uki
+    try:
+        uki = parse_uki(data, path)
+    except UkiError as e:
+        raise InspectError(str(e)) from None
+    if uki is None:
+        raise InspectError(f"{path}: not a unified kernel image")
+    lines = [f"{path}: unified kernel image (a PE file: an EFI stub with the kernel, its "
+             f"initrd and command line as sections), {len(data)} bytes",
+             "", f"  {'section':<10} {'offset':>10} {'size':>10}  meaning"]
+    for sec in uki.sections:
+        lines.append(f"  {sec.name:<10} {sec.offset:#10x} {sec.size:#10x}  "
+                     f"{UKI_SECTION_MEANING.get(sec.name, '')}".rstrip())
+    lines.append("")
+    lines.append("command line: " + (repr(uki.cmdline) if uki.cmdline is not None
+                                      else "none (no .cmdline section)"))
+    lines.append("initrd: " + (f"{len(uki.initrd)} bytes" if uki.initrd is not None
+                               else "none (no .initrd section)"))
+    lines.append("pykexec loads .linux, with .initrd and .cmdline unless options replace them.")
+    lines.append("")
+    inner = f"{path} (.linux section)"
+    try:
+        lines.append(explain_image(uki.linux, inner))
+    except InspectError as e:
+        lines.append(f"{inner}: {e}")
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------

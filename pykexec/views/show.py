@@ -449,6 +449,12 @@ def plan_report(plan: Plan, machine=None, facts: Optional[Dict[str, Any]] = None
     if f.get("crash_hotplug"):
         add("crash hotplug: on (the kernel rewrites the elfcorehdr on CPU/memory hotplug; "
             "purgatory does not check it)")
+    uki = plan.notes.get("uki")
+    if uki:
+        add("unified kernel image: the kernel is its .linux section; command line from "
+            + ("its .cmdline section" if uki["cmdline_from"] != "options" else "the options")
+            + "; initrd from "
+            + ("its .initrd section" if uki["initrd_from"] != "options" else "the options"))
     add("")
     add("segments (copied in this order when the panic comes)")
     add(f"{'#':>2}  {'kind':<11} {'physical range':<37} {'memsz':>10} {'bufsz':>10}  "

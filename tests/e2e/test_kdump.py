@@ -42,13 +42,18 @@ class Case:
     crashkernel: str
     firmware: str = "bios"
     elf32: bool = False          # --elf32-core-headers (x86_64 loaders write ELF64 anyway)
+    compress: str = ""           # the kernel file compressed whole: "zstd" | "xz" | "gzip"
+    uki: bool = False            # the kernel, initrd and command line as one UKI, no options
+    syscall: str = "-c"          # pykexec's syscall option (-s: the kernel places the image)
 
     @property
     def name(self) -> str:
         suffix = "" if self.firmware == "bios" else f"-{self.firmware}"
         at = "-at16m" if "@16M" in self.crashkernel else ""
         return f"{self.fmt}-{self.memory_mib // 1024}g-{self.cpus}cpu{at}{suffix}" + \
-            ("-elf32" if self.elf32 else "")
+            ("-elf32" if self.elf32 else "") + (f"-{self.compress}" if self.compress else "") + \
+            ("-uki" if self.uki else "") + \
+            ("" if self.syscall == "-c" else self.syscall)
 
 
 CASES = (
@@ -70,7 +75,15 @@ PYKEXEC_CASES = (
     Case("elf", 1024, 1, "crashkernel=256M@16M", elf32=True),
     # UEFI: pykexec passes no EFI runtime data; the capture kernel finds ACPI via acpi_rsdp=.
     Case("bzimage", 1024, 2, "crashkernel=256M", firmware="uefi"),
+    # A whole-file-compressed kernel (compressed by the zstd and xz tools): decompressed by
+    # pykexec for kexec_load (-c), and into a memfd for kexec_file_load (-s).
+    Case("bzimage", 1024, 1, "crashkernel=256M", compress="zstd"),
+    Case("bzimage", 1024, 1, "crashkernel=256M", compress="xz", syscall="-s"),
+    # A unified kernel image under OVMF, loaded with no --initrd/--append: the capture kernel
+    # must boot with the UKI's .cmdline and .initrd (the bed's initramfs).
+    Case("bzimage", 1024, 1, "crashkernel=256M", firmware="uefi", uki=True, syscall="-s"),
 )
+UKI_MARK = "pykexec.uki=1"    # only in the UKI's .cmdline
 LOADER_CASES = {"kexec": CASES, "pykexec": PYKEXEC_CASES}
 # Loaders whose -d output we parse and compare with the oracle.
 DEBUG_LOADERS = {"kexec"}
@@ -94,8 +107,10 @@ class Bed:
 @pytest.fixture(scope="session")
 def bed() -> Bed:
     require_root()
-    for tool in ("qemu-system-x86_64", "/usr/sbin/kexec", "/usr/sbin/vmcore-dmesg"):
-        require(shutil.which(tool) is not None, f"{tool} not installed")
+    for tool in ("qemu-system-x86_64", "/usr/sbin/kexec", "/usr/sbin/vmcore-dmesg", "zstd", "xz",
+                 "objcopy", UKI_STUB):
+        require(shutil.which(tool) is not None or (tool == UKI_STUB and os.path.exists(tool)),
+                f"{tool} not installed")
     require(os.path.exists("/bin/busybox"), "busybox-static not installed")
     try:
         kernel = get_kernel()
@@ -105,17 +120,75 @@ def bed() -> Bed:
     return Bed(kernel=kernel, initrd=initrd)
 
 
+COMPRESSORS = {"zstd": ["zstd", "-q", "-19", "-c"], "xz": ["xz", "-c", "--check=crc32"],
+               "gzip": ["gzip", "-9", "-n", "-c"]}
+
+
+def compressed_kernel(image: str, kind: str) -> str:
+    """`image` compressed whole by the `kind` tool (not pykexec's library), cached beside
+    the bed's other files."""
+    import subprocess
+    from tests.bed.kernels import cache_lock, cache_root
+    out = cache_root() / "compressed" / f"{os.path.basename(os.path.dirname(os.path.dirname(image)))}-" \
+        f"{os.path.basename(image)}.{kind}"
+    with cache_lock("compressed-kernels"):
+        if not out.exists():
+            out.parent.mkdir(exist_ok=True)
+            tmp = out.with_suffix(".tmp")
+            with open(tmp, "wb") as f:
+                subprocess.run(COMPRESSORS[kind] + [image], stdout=f, check=True)
+            os.replace(tmp, out)
+    return str(out)
+
+
+UKI_STUB = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub"
+
+
+def uki_of(image: str, initrd: str, cmdline: str) -> str:
+    """A UKI (objcopy onto systemd-boot's stub, as systemd documents) of the bed's kernel and
+    initramfs, cached by their names and the command line."""
+    import hashlib
+    import subprocess
+    import tempfile
+    from tests.bed.kernels import cache_lock, cache_root
+    key = hashlib.sha256(f"{image}\0{initrd}\0{cmdline}".encode()).hexdigest()[:16]
+    out = cache_root() / "uki" / f"{key}.efi"
+    with cache_lock("uki"):
+        if not out.exists():
+            out.parent.mkdir(exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+                cmd = os.path.join(tmp, "cmdline")
+                with open(cmd, "w") as f:
+                    f.write(cmdline)
+                built = os.path.join(tmp, "uki.efi")
+                subprocess.run(["objcopy", "--add-section", f".cmdline={cmd}",
+                                "--change-section-vma", ".cmdline=0x30000",
+                                "--add-section", f".linux={image}",
+                                "--change-section-vma", ".linux=0x2000000",
+                                "--add-section", f".initrd={initrd}",
+                                "--change-section-vma", ".initrd=0x3000000",
+                                UKI_STUB, built], check=True)
+                os.replace(built, out)
+    return str(out)
+
+
 def config_for(bed: Bed, loader: str, case: Case, run_dir) -> CycleConfig:
     image = bed.kernel.bzimage if case.fmt == "bzimage" else bed.kernel.vmlinux
+    if case.compress:
+        image = compressed_kernel(str(image), case.compress)
     extra = ("--args-linux",) if case.fmt == "elf" else ()
     if case.elf32:
         extra += ("--elf32-core-headers",)
     if loader in PLANNING_LOADERS:
         # -c: this matrix is about kexec_load with pykexec's own purgatory and headers.
-        extra += ("-c", f"--save-plan={PLAN_IN_GUEST}")
+        extra += (case.syscall, f"--save-plan={PLAN_IN_GUEST}")
     debug = loader in DEBUG_LOADERS
-    argv = loader_argv(LOADERS[loader], str(image), bed.initrd, append=DEFAULT_APPEND,
-                       extra=extra, debug=debug)
+    if case.uki:
+        argv = [*LOADERS[loader], "-p", uki_of(str(image), bed.initrd,
+                                               f"{DEFAULT_APPEND} {UKI_MARK}"), *extra]
+    else:
+        argv = loader_argv(LOADERS[loader], str(image), bed.initrd, append=DEFAULT_APPEND,
+                           extra=extra, debug=debug)
     return CycleConfig(loader_argv=argv, memory_mib=case.memory_mib, cpus=case.cpus,
                        cmdline_extra=case.crashkernel, firmware=case.firmware,
                        pattern_mib=PATTERN_MIB,
@@ -194,6 +267,15 @@ def test_capture_kernel_boots_with_elfcorehdr(cycle):
     assert not cycle.timed_out and not cycle.errors, cycle.describe()
 
 
+def test_a_uki_boots_with_its_own_command_line(cycle):
+    """The UKI case had no --append: the capture kernel's line is the .cmdline's; and it got
+    to stage 2, which only the .initrd (the bed's initramfs) runs."""
+    uki = "-uki" in cycle.config.name
+    assert (UKI_MARK in cycle.capture_cmdline) == uki, cycle.capture_cmdline
+    if uki:
+        assert cycle.captured and cycle.pattern.checked > 0, cycle.describe()
+
+
 def test_vmcore_is_elf64_with_a_prstatus_per_cpu(cycle, bed):
     assert cycle.captured, cycle.describe()
     assert cycle.vmcore_class == 64
@@ -223,7 +305,10 @@ def test_acpi_rsdp_only_without_efi(cycle):
     """kexec-tools passes acpi_rsdp= on BIOS machines and EFI data (not acpi_rsdp=) on UEFI;
     pykexec passes acpi_rsdp= on both."""
     assert cycle.captured, cycle.describe()
-    if cycle.config.loader_argv[0] != LOADERS["kexec"][0]:
+    if "-s" in cycle.config.loader_argv:
+        # kexec_file_load: the running kernel wrote the boot parameters, RSDP included
+        assert "acpi_rsdp=" not in cycle.capture_cmdline
+    elif cycle.config.loader_argv[0] != LOADERS["kexec"][0]:
         # pykexec (docs/differences.md) always names the RSDP: it passes no EFI data.
         assert "acpi_rsdp=0x" in cycle.capture_cmdline
     elif cycle.config.firmware == "uefi":
@@ -245,7 +330,8 @@ def test_timings_recorded(cycle):
     assert t.total < cycle.config.timeout
 
 
-PLAN_PARAMS = [p for p in PARAMS if p[0] in PLANNING_LOADERS]
+# (a -s load's saved plan is the kexec_file_load call: the kernel made the core header)
+PLAN_PARAMS = [p for p in PARAMS if p[0] in PLANNING_LOADERS and p[1].syscall == "-c"]
 
 
 @pytest.mark.parametrize("param", PLAN_PARAMS, ids=param_id)

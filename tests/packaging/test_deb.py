@@ -49,7 +49,8 @@ def test_packages_hold_the_program_man_page_and_completion(deb_build):
     assert alias["/usr/share/man/man8/kexec.8.gz"] == "pykexec.8.gz"
     control = subprocess.run(["dpkg-deb", "-f", str(deb_build.debs["pykexec"]), "Depends"],
                              capture_output=True, text=True, check=True).stdout
-    for dep in ("python3-pyelftools", "python3-construct", "python3-click", "python3-numpy"):
+    for dep in ("python3-pyelftools", "python3-construct", "python3-click", "python3-numpy",
+                "python3-zstandard"):
         assert dep in control, control
 
 

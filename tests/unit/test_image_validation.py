@@ -120,7 +120,12 @@ def test_normal_load_of_non_relocatable_kernel_reserves_pref_address(tmp_path):
     assert kernel.mem == 0x1000000
 
 
-@pytest.mark.parametrize("compress", [gzip.compress, lzma.compress], ids=["gzip", "xz"])
+def _zstd(data: bytes) -> bytes:
+    import zstandard
+    return zstandard.ZstdCompressor().compress(data)
+
+
+@pytest.mark.parametrize("compress", [gzip.compress, lzma.compress, _zstd], ids=["gzip", "xz", "zstd"])
 def test_kexec_load_of_a_compressed_kernel_equals_the_plain_one(tmp_path, compress):
     raw = bzimage_bytes(FakeKernel())
     plain = plan(X86_64, ["-c", "-p", write(tmp_path, "bz", raw)])

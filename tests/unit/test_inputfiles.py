@@ -94,7 +94,19 @@ def test_a_missing_file_has_the_callers_open_status(tmp_path):
     assert err.value.exit_status == 1
 
 
-@pytest.mark.parametrize("compress", [gzip.compress, lzma.compress], ids=["gzip", "xz"])
+def zstd_compress(data: bytes) -> bytes:
+    import zstandard
+    return zstandard.ZstdCompressor(level=19).compress(data)
+
+
+def zstd_frames(data: bytes) -> bytes:
+    """Two zstd frames, as a streaming compressor may write a kernel."""
+    half = len(data) // 2
+    return zstd_compress(data[:half]) + zstd_compress(data[half:])
+
+
+@pytest.mark.parametrize("compress", [gzip.compress, lzma.compress, zstd_compress, zstd_frames],
+                         ids=["gzip", "xz", "zstd", "zstd-2-frames"])
 def test_a_compressed_kernel_is_read_decompressed(tmp_path, compress):
     kernel = bytes(range(256)) * 4096
     path = tmp_path / "vmlinuz.z"
@@ -125,9 +137,43 @@ def test_a_decompression_bomb_stops_at_the_limit_in_bounded_memory(tmp_path):
     assert peak < 4 * MIB + 8 * inputfiles.CHUNK
 
 
-def test_damaged_compressed_data_is_not_a_kernel(tmp_path):
-    data = gzip.compress(bytes(range(256)) * 100)
-    (tmp_path / "cut.gz").write_bytes(data[:len(data) // 2])
-    with pytest.raises(InputFileError, match="cut.gz: cannot determine the file type") as err:
-        read_kernel(str(tmp_path / "cut.gz"), MIB, "RAM")
+@pytest.mark.parametrize("compress", [gzip.compress, lzma.compress, zstd_compress, zstd_frames],
+                         ids=["gzip", "xz", "zstd", "zstd-2-frames"])
+@pytest.mark.parametrize("keep", [0.6, -4], ids=["60%", "all-but-4-bytes"])
+def test_damaged_compressed_data_is_not_a_kernel(tmp_path, compress, keep):
+    """A cut file is refused, never read as a shorter kernel (zstd's stream reader would
+    return the bytes it has and stop). (A cut exactly between two frames is a whole file
+    of one frame: no format can tell, so the cuts here fall inside a frame.)"""
+    data = compress(bytes(range(256)) * 4000)
+    cut = data[:int(len(data) * keep)] if keep > 0 else data[:keep]
+    (tmp_path / "cut.z").write_bytes(cut)
+    with pytest.raises(InputFileError, match="cut.z: cannot determine the file type") as err:
+        read_kernel(str(tmp_path / "cut.z"), 2 * MIB, "RAM")
     assert err.value.exit_status == 255
+
+
+def test_a_zstd_bomb_stops_at_the_limit_in_bounded_memory(tmp_path):
+    """256 MiB of zeros in a few KiB of zstd: refused at the limit, memory bounded by the
+    limit plus one input step's worth of output."""
+    import zstandard
+    bomb = zstandard.ZstdCompressor(level=19).compress(bytes(256 * MIB))
+    assert len(bomb) < 64 * 1024
+    (tmp_path / "bomb.zst").write_bytes(bomb)
+    tracemalloc.start()
+    try:
+        with pytest.raises(InputFileError, match=r"bomb.zst: the kernel decompresses \(zstd\) "
+                                                 r"to more than the 0x400000 bytes"):
+            read_kernel(str(tmp_path / "bomb.zst"), 4 * MIB, "RAM")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * MIB + 3 * 32 * MIB
+
+
+def test_zstd_without_the_module_is_one_line(tmp_path, monkeypatch):
+    import sys
+    (tmp_path / "k.zst").write_bytes(zstd_compress(bytes(4096)))
+    monkeypatch.setitem(sys.modules, "zstandard", None)     # import fails
+    with pytest.raises(InputFileError, match="k.zst: the kernel is zstd-compressed and the "
+                                             "Python module zstandard is missing"):
+        read_kernel(str(tmp_path / "k.zst"), MIB, "RAM")

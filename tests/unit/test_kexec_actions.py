@@ -131,6 +131,39 @@ def test_file_syscall_crash_load_flags(machines, files):
     assert initrd is None and cmdline == b"\0" and flags == 0x6
 
 
+def test_file_syscall_dry_run_json_is_the_call_on_stdout(machines, files, capsys):
+    """`-s --dry-run --json`: stdout is the kexec_file_load call as plan JSON (it was empty)."""
+    import json
+    code, rec, _ = kexec(["-s", "-p", files["kernel"], f"--initrd={files['initrd']}",
+                          f"--append={APPEND}", "--dry-run", "--json"], machines["qemu_like_1g"])
+    out = capsys.readouterr()
+    assert code == 0 and rec.calls == []
+    plan = json.loads(out.out)
+    assert plan["syscall"] == "kexec_file_load" and plan["cmdline"] == APPEND
+    assert [(s["kind"], s["mem"], s["memsz"]) for s in plan["segments"]] == [
+        ("kernel", None, os.path.getsize(files["kernel"])),
+        ("initrd", None, os.path.getsize(files["initrd"]))]
+    assert "would load with: kexec_file_load(" in out.err
+
+
+@pytest.mark.parametrize("dry", [True, False])
+def test_file_syscall_svg_says_there_is_no_picture(machines, files, tmp_path, capsys, dry):
+    """`-s --svg F` draws nothing (the kernel places the segments) and says so on stderr."""
+    svg = tmp_path / "plan.svg"
+    code, rec, _ = kexec(["-s", "-p", files["kernel"], "--svg", str(svg)]
+                         + (["--dry-run"] if dry else []), machines["qemu_like_1g"])
+    err = capsys.readouterr().err
+    assert code == 0 and not svg.exists()
+    assert [line for line in err.splitlines() if "--svg" in line] == [
+        "kexec: warning: --svg: no picture for kexec_file_load, whose segments the kernel "
+        "places itself (-c or -a draws the kexec_load plan)"]
+    assert len(rec.calls) == (0 if dry else 1)
+    # -a draws the kexec_load plan it would fall back to
+    code, _, _ = kexec(["-a", "-p", files["kernel"], "--svg", str(svg), "--dry-run"],
+                       machines["qemu_like_1g"])
+    assert code == 0 and svg.read_text().startswith("<")
+
+
 def test_unload_falls_back_only_on_enosys(machines):
     code, rec, _ = kexec(["-pu"], machines["qemu_like_1g"], {"kexec_file_load": errno.ENOSYS})
     assert code == 0 and calls(rec) == [("kexec_load", X86_64 | 1, "unload")]

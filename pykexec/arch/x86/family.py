@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from dataclasses import replace
 from typing import Callable, Optional, Tuple
 
 from pykexec.arch.x86 import crashfacts
@@ -59,6 +60,9 @@ class X86Arch:
         inputs = read_inputs(request, machine, self, self.user_cmdline(request, machine),
                              random_bytes)
         plan = choose_format(inputs, self.formats(), self.name).load(inputs)
+        if inputs.uki is not None:
+            from pykexec.core.uki import uki_note
+            plan = replace(plan, notes={**plan.notes, "uki": uki_note(inputs)})
         return with_entry_override(plan, request, machine, self.address_bits)
 
     def user_cmdline(self, request, machine) -> str:

@@ -11,6 +11,8 @@ from typing import Callable, Optional
 
 from pykexec.errors import LoadError
 from pykexec.core.inputfiles import input_limit, read_input, read_kernel
+from pykexec.core.uki import (INITRD_SECTION, LINUX_SECTION, Uki, parse_uki, section_label,
+                              uses_embedded_cmdline, uses_embedded_initrd)
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,7 @@ class LoadInputs:
     cmdline: str                       # the user's part: reused and/or appended
     arch: object                       # the Arch whose formats and load steps run
     random_bytes: Callable[[int], bytes] = os.urandom
+    uki: Optional[Uki] = None          # the unified kernel image the kernel came from
 
 
 def read_inputs(request, machine, arch, cmdline: str,
@@ -34,11 +37,19 @@ def read_inputs(request, machine, arch, cmdline: str,
     kexec-tools) and the initrd, through the one input reader (pykexec.core.inputfiles)."""
     limit, limit_what = input_limit(request, machine)
     kernel = read_kernel(request.kernel, limit, limit_what)
-    initrd = None
+    initrd, initrd_path = None, request.initrd
     if request.initrd is not None:   # `--initrd=` names a file too: '' (refused, as kexec)
         initrd = read_input(request.initrd, "initrd", limit, limit_what)
-    return LoadInputs(request, machine, request.kernel, kernel, request.initrd, initrd,
-                      cmdline, arch, random_bytes)
+    kernel_path = request.kernel
+    uki = parse_uki(kernel, request.kernel)
+    if uki is not None:              # its sections are the defaults the user did not override
+        kernel, kernel_path = uki.linux, section_label(request.kernel, LINUX_SECTION)
+        if uki.cmdline is not None and uses_embedded_cmdline(request):
+            cmdline = uki.cmdline
+        if uki.initrd is not None and uses_embedded_initrd(request):
+            initrd, initrd_path = uki.initrd, section_label(request.kernel, INITRD_SECTION)
+    return LoadInputs(request, machine, kernel_path, kernel, initrd_path, initrd,
+                      cmdline, arch, random_bytes, uki)
 
 
 def choose_format(inputs: LoadInputs, candidates, arch: str):
