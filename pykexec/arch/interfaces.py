@@ -101,7 +101,9 @@ class Arch(Protocol):
 
     def option_refusal(self, request: "Request") -> Optional[str]:
         """Why this architecture refuses the load's arch options (one line), or None: the
-        checks kexec-tools' arch option pass makes before anything is loaded."""
+        checks kexec-tools' arch option pass makes before anything is loaded. An option of
+        another architecture's table raises request.ForeignOptionError instead (kexec's
+        "unrecognized option", exit 1)."""
 
     def file_load_refusal(self, kernel: bytes) -> Optional[str]:
         """Why this kernel's kexec_file_load would refuse `kernel` (ENOEXEC), or None: the
@@ -128,6 +130,8 @@ class PlanDecoder(Protocol):
     E820_IN_BOOT_PARAMS: int     # entries the boot parameters hold before an extension
     SETUP_DATA_NAMES: dict       # linked boot-data item type -> name
     SETUP_DATA_MEANING: dict     # ... -> what it is for
+    # optional: SEGMENT_PURPOSE, segment kind -> the views' words for it (the generic ones
+    # otherwise)
 
     def is_kernel_text(self, vaddr: int) -> bool:
         """A core PT_LOAD at `vaddr` maps kernel text, not the direct map of RAM."""

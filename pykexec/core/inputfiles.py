@@ -158,7 +158,9 @@ def decompress_bounded(data: bytes, kind: str, path: str, what: str, limit: int,
                        limit_what: str) -> bytes:
     """`data` decompressed in bounded steps, refused as soon as the output passes `limit`."""
     import lzma
-    errors: tuple = (OSError, EOFError, lzma.LZMAError, ValueError)
+    import zlib
+    # zlib.error: a damaged deflate block inside a well-formed gzip header
+    errors: tuple = (OSError, EOFError, lzma.LZMAError, ValueError, zlib.error)
     if kind == "zstd":
         try:
             import zstandard

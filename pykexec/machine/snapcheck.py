@@ -49,6 +49,20 @@ def kallsyms_hidden(lines) -> bool:
     return seen
 
 
+FDT_MAGIC = bytes.fromhex("d00dfeed")      # a flattened device tree's first word
+
+
+def device_tree_problem(data: bytes) -> Optional[str]:
+    """Why sys/firmware/fdt's bytes are not a whole device tree (magic, then the total
+    size its header gives), or None. The architecture that uses the tree reads the rest."""
+    if data[:4] != FDT_MAGIC:
+        return "does not start with the device tree magic 0xd00dfeed"
+    total = int.from_bytes(data[4:8], "big")
+    if len(data) < 8 or total > len(data):
+        return f"is cut short: its header says {total} bytes, the file has {len(data)}"
+    return None
+
+
 def snapshot_problems(root: str = "/") -> Tuple[Optional[str], List[str]]:
     warnings: List[str] = []
     live = _is_live(root)
@@ -70,6 +84,14 @@ def snapshot_problems(root: str = "/") -> Tuple[Optional[str], List[str]]:
             hidden = kallsyms_hidden(f)
     except OSError:
         hidden = False
+    try:
+        with open(os.path.join(root, "sys/firmware/fdt"), "rb") as f:
+            problem = device_tree_problem(f.read(64 << 20))
+    except OSError:
+        problem = None    # no tree (a machine booted without one), or take_snapshot says why
+    if problem:
+        warnings.append(f"/sys/firmware/fdt{where} {problem}; the snapshot keeps it as it "
+                        f"is, and a loader using the snapshot will refuse it")
     if hidden:
         setting = ""
         try:

@@ -244,9 +244,10 @@ def purgatory_object(spec: PurgatorySpec) -> bytes:
     if obj.is_file() and not _sources_newer(spec, obj):
         return obj.read_bytes()
     if not src.is_dir():
+        compilers = "gcc" + (f", or {spec.cross_prefix}gcc on other hosts" if spec.cross_prefix else "")
         raise PurgatoryBuildError(
             f"the {spec.arch} purgatory is not installed ({obj} is missing) and there are "
-            "no sources to build it from; reinstall pykexec (the build needs gcc)"
+            f"no sources to build it from; reinstall pykexec (the build needs {compilers})"
         )
     try:
         build_purgatory(spec, obj)

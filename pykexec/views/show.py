@@ -54,6 +54,13 @@ SEGMENT_PURPOSE = {
     "unknown": "not recognised",
 }
 
+def segment_purposes(plan: Plan) -> dict:
+    """What each kind of segment is for; an architecture's decoder may word its own kinds
+    (its SEGMENT_PURPOSE)."""
+    decoder = planfacts.plan_decoder(plan)
+    return {**SEGMENT_PURPOSE, **getattr(decoder, "SEGMENT_PURPOSE", {})}
+
+
 PARAM_MEANING = {
     "elfcorehdr": "where the ELF core header is: the capture kernel builds /proc/vmcore "
                   "from it",
@@ -292,12 +299,13 @@ def describe_plan(plan: Plan, machine=None) -> Dict[str, Any]:
     is_text = _kernel_text_rule(plan)
     phdrs = facts.program_headers
     windows = crash_windows(plan, machine, phdrs)
+    purposes = segment_purposes(plan)
     segments = []
     for i, s in enumerate(plan.segments):
         segments.append({
             "index": i, "kind": s.kind, "mem": s.mem, "end": s.end if s.mem is not None else None,
             "memsz": s.memsz, "bufsz": s.bufsz, "sha256": s.sha256, "source": s.source,
-            "purpose": SEGMENT_PURPOSE.get(s.kind, ""),
+            "purpose": purposes.get(s.kind, ""),
             "in_crash_window": (s.mem is not None and _in_window(s.mem, s.end, windows)),
         })
     core = None
@@ -466,12 +474,11 @@ def plan_report(plan: Plan, machine=None, facts: Optional[Dict[str, Any]] = None
             f"{s['sha256'][:12]}  {s['source']}")
     add(f"    total memsz {f['total_memsz']:#x} ({human_size(f['total_memsz'])}), "
         f"bufsz {f['total_bufsz']:#x} ({human_size(f['total_bufsz'])})")
-    kinds_seen = []
+    kinds_seen = {}
     for s in f["segments"]:
-        if s["kind"] not in kinds_seen:
-            kinds_seen.append(s["kind"])
-    for kind in kinds_seen:
-        add(f"    {kind:<11} {SEGMENT_PURPOSE.get(kind, '')}")
+        kinds_seen.setdefault(s["kind"], s["purpose"])
+    for kind, purpose in kinds_seen.items():
+        add(f"    {kind:<11} {purpose}")
 
     core = f["elf_core_header"]
     if core is not None:

@@ -13,6 +13,8 @@ import struct
 import subprocess
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pykexec.arch.arm64.image import ImageError, gunzip_image, kind, parse_image, parse_zboot
 from tests.conftest import require
@@ -156,3 +158,108 @@ def test_bad_zboot():
         parse_zboot(image_header(), "Image")
     with pytest.raises(ImageError, match="bad gzip data"):
         gunzip_image(b"\x1f\x8b" + bytes(30))
+
+
+# --- zboot payloads ----------------------------------------------------------------------------
+
+def compress(data: bytes, how: str) -> bytes:
+    """The payload as the kernel's build makes it (Makefile.lib's cmd_*), with the tools."""
+    import lzma
+    if how == "gzip":
+        return gzip.compress(data, 9)
+    if how == "lzma":              # cmd_lzma: lzma -9 (the .lzma "alone" format)
+        return lzma.compress(data, format=lzma.FORMAT_ALONE)
+    if how == "xzkern":            # scripts/xz_wrap.sh: xz --check=crc32
+        return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32)
+    require(shutil.which("zstd"), "zstd is missing (apt-get install zstd)")
+    return subprocess.run(["zstd", "-q", "-c", "-22", "--ultra"], input=data, check=True,
+                          capture_output=True).stdout
+
+
+def padded(image: bytes, image_size: int) -> bytes:
+    """Makefile.zboot's copy_and_pad: the Image padded with zeros to its image_size."""
+    return image + bytes(image_size - len(image))
+
+
+@pytest.mark.parametrize("how", ["gzip", "lzma", "xzkern", "zstd22"])
+@pytest.mark.parametrize("cert_size", [0, 0x230])
+def test_zboot_image_in_every_compression(how, cert_size):
+    from pykexec.arch.arm64.image import zboot_image
+    inner = efi_image(body_size=0x4000, cert_size=cert_size, image_size=0x10000)
+    data = zboot_file(compress(padded(inner, 0x10000), how), how.encode())
+    out = zboot_image(data, "vmlinuz.efi")
+    # signed: up to the certificate table's end (kexec-tools' rule); else the padded whole
+    assert out == (inner if cert_size else padded(inner, 0x10000))
+    img = parse_image(out)
+    assert img.signed == bool(cert_size) and img.signed_size == len(out)
+
+
+def test_zboot_image_refusals(monkeypatch):
+    from pykexec.arch.arm64.image import zboot_image
+    from pykexec.core.inputfiles import InputFileError
+    inner = padded(efi_image(), 0x10000)
+    refused = {   # data: (error, message, exit status)
+        zboot_file(b"\x04\x22\x4d\x18" + bytes(30), b"lz4"):
+            (ImageError, "compressed with 'lz4'; pykexec reads", None),
+        zboot_file(gzip.compress(inner)[:-20], b"gzip"): (InputFileError, "damaged gzip", 255),
+        zboot_file(compress(inner, "xzkern")[:-30], b"xzkern"): (InputFileError, "damaged xz", 255),
+        zboot_file(compress(inner, "zstd22")[:-30], b"zstd22"):
+            (InputFileError, "damaged zstd data \\(the zstd data ends inside a frame", 255),
+        zboot_file(gzip.compress(bytes(0x1000)), b"gzip"):
+            (ImageError, r"\(zboot payload\): not an arm64 Image", None),
+    }
+    for data, (error, message, status) in refused.items():
+        with pytest.raises(error, match=message) as e:
+            zboot_image(data, "vmlinuz.efi")
+        assert str(e.value).startswith("vmlinuz.efi") and "\n" not in str(e.value)
+        assert getattr(e.value, "exit_status", None) == status or status is None
+    for how in ("gzip", "lzma", "zstd22"):      # a bomb: stopped at the limit
+        bomb = zboot_file(compress(inner + bytes(4 << 20), how), how.encode())
+        with pytest.raises(InputFileError, match="decompresses .* to more than the 0x40000 bytes"):
+            zboot_image(bomb, "vmlinuz.efi", limit=1 << 18)
+    monkeypatch.setitem(__import__("sys").modules, "zstandard", None)
+    with pytest.raises(InputFileError, match="zstandard is missing"):
+        zboot_image(zboot_file(compress(inner, "zstd22"), b"zstd22"), "vmlinuz.efi")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(["gzip", "lzma", "zstd22"]), st.integers(0, 10**6), st.binary(min_size=1,
+                                                                                     max_size=4))
+def test_damaged_zboot_payloads_are_one_line(how, where, junk):
+    """Any damage to the payload: the Image back, or one ImageError line."""
+    from pykexec.arch.arm64.image import zboot_image
+    payload = bytearray(PAYLOADS[how])
+    at = where % len(payload)
+    payload[at:at + len(junk)] = junk
+    from pykexec.core.inputfiles import InputFileError
+    try:
+        zboot_image(zboot_file(bytes(payload), how.encode()), "vmlinuz.efi")
+    except (ImageError, InputFileError) as e:
+        assert str(e).startswith("vmlinuz.efi") and "\n" not in str(e)
+
+
+PAYLOADS = {how: compress(padded(efi_image(cert_size=0x100), 0x10000), how)
+            for how in ("gzip", "lzma")}
+PAYLOADS["zstd22"] = (compress(padded(efi_image(cert_size=0x100), 0x10000), "zstd22")
+                      if shutil.which("zstd") else gzip.compress(b""))
+
+
+def test_truncated_pe_header_is_one_line():
+    """Found by test_arm64_explain's hypothesis run: a file cut inside the PE optional
+    header raised construct's StreamError."""
+    data = efi_image()[:0xE0]
+    with pytest.raises(ImageError, match=r"^Image: the PE optional header at 0x58 runs past the "
+                                         r"end of the file \(0xe0\)$"):
+        parse_image(data, "Image")
+
+
+def test_damaged_deflate_block_is_one_line():
+    """Found by the hypothesis test above: a gzip payload whose first deflate block is
+    damaged raised zlib.error out of core.inputfiles.decompress_bounded (the -c path's
+    reader too), not its one-line refusal."""
+    from pykexec.core.inputfiles import InputFileError, decompress_bounded
+    payload = bytearray(PAYLOADS["gzip"])
+    payload[10] = 0                              # the first byte after the gzip header
+    with pytest.raises(InputFileError, match=r"^k: cannot determine the file type of the "
+                                             r"kernel: damaged gzip data \(Error -3"):
+        decompress_bounded(bytes(payload), "gzip", "k", "kernel", 1 << 30, "1 GiB")

@@ -241,8 +241,8 @@ _start:
     br      x9
 """
 
-# Reports what it was entered with, then powers the machine off (PSCI over hvc: QEMU's
-# own PSCI, as there is no firmware).
+# Reports what it was entered with, then powers the machine off (QEMU's own PSCI, as there
+# is no firmware: over hvc from EL1, over smc when the machine has EL2).
 FAKE_KERNEL_S = """
     .text
     .globl _start
@@ -265,10 +265,15 @@ _start:
     bl      puts
     ldr     x0, [x19]
     bl      put_hex
+    adr     x10, tag_el
+    bl      puts
+    mrs     x0, CurrentEL
+    lsr     x0, x0, #2
+    bl      put_hex
     adr     x10, tag_end
     bl      puts
     ldr     x0, =0x84000008         // PSCI SYSTEM_OFF
-    hvc     #0
+    CONDUIT #0
 1:  b       1b
 
 puts:                               // x10: NUL-terminated string
@@ -294,6 +299,7 @@ put_hex:                            // x0 as 16 hex digits
 tag_x0:   .asciz "KERNEL x0="
 tag_x1:   .asciz " x1|x2|x3="
 tag_data: .asciz " [x0]="
+tag_el:   .asciz " EL"
 tag_end:  .asciz "\\n"
 """
 
@@ -317,11 +323,11 @@ def qemu(obj_bytes):
 
 
 def run_qemu(tmp_path: Path, segments, entry: int, *, memory="2G", settle: float = 0.0,
-             timeout: float = 60.0) -> str:
+             timeout: float = 60.0, el2: bool = False) -> str:
     """Boot the segments; the serial output once QEMU exits, or `settle` seconds after a
     "computed" digest line (the purgatory halts there for good)."""
     stub = flat_binary(tmp_path, STUB_S.replace("ENTRY", f"{entry:#x}"), STUB_AT, "stub")
-    argv = ["qemu-system-aarch64", "-M", "virt", "-cpu", "max", "-accel", "tcg", "-m", memory,
+    argv = ["qemu-system-aarch64", "-M", "virt,virtualization=on" if el2 else "virt", "-cpu", "max", "-accel", "tcg", "-m", memory,
             "-nodefaults", "-display", "none", "-monitor", "none", "-serial", "stdio",
             "-no-reboot"]   # no -bios: virt then runs no firmware (7.2 reads "-bios none" as a file)
     images = [(STUB_AT, stub)] + [(s.mem, s.data) for s in segments]
@@ -356,19 +362,21 @@ def run_qemu(tmp_path: Path, segments, entry: int, *, memory="2G", settle: float
 
 
 def kernel_line(out: str):
-    found = re.findall(r"^KERNEL x0=([0-9a-f]{16}) x1\|x2\|x3=([0-9a-f]{16}) \[x0\]=([0-9a-f]{16})$",
-                       out, re.M)
+    """(x0, x1|x2|x3, the 8 bytes at x0, exception level) of each line the kernel printed."""
+    found = re.findall(r"^KERNEL x0=([0-9a-f]{16}) x1\|x2\|x3=([0-9a-f]{16}) \[x0\]=([0-9a-f]{16})"
+                       r" EL([0-9a-f]{16})$", out, re.M)
     return [tuple(int(v, 16) for v in line) for line in found]
 
 
-def boot_plan(tmp_path, *, crash=CRASH, dtb_low=None, corrupt=None, **finish):
+def boot_plan(tmp_path, *, crash=CRASH, dtb_low=None, corrupt=None, conduit="hvc", **finish):
     """kernel (the fake one) at KERNEL_AT, a random "device tree" and a random blob with a
     zero tail in `crash`, the purgatory after them; segments as QEMU gets them."""
     rng = random.Random(11)
     ram = Range.from_size(0x4000_0000, crash.end - 0x4000_0000)
     layout = Layout([ram], Range(KERNEL_AT, crash.end))
     kernel = layout.place_at(KERNEL_AT, 0x1000, "kernel")
-    layout.fill(kernel, flat_binary(tmp_path, FAKE_KERNEL_S, KERNEL_AT, "kernel"))
+    layout.fill(kernel, flat_binary(tmp_path, FAKE_KERNEL_S.replace("CONDUIT", conduit), KERNEL_AT,
+                                    "kernel"))
     dtb = layout.add(rng.randbytes(0x2000), "param_block", low=dtb_low or crash.start, top_down=False)
     blob = layout.add(rng.randbytes(0x9000), "initrd", memsz=0x10000, low=dtb, top_down=False)
     loaded = purgatory_setup.place_purgatory(layout, blob, crash.end)
@@ -380,13 +388,15 @@ def boot_plan(tmp_path, *, crash=CRASH, dtb_low=None, corrupt=None, **finish):
     return segments, loaded, dtb, kernel
 
 
-def test_qemu_digest_ok_enters_the_kernel_with_x0_the_dtb(qemu, tmp_path):
-    segments, loaded, dtb, kernel = boot_plan(tmp_path, uart_base=UART)
-    out = run_qemu(tmp_path, segments, purgatory_setup.entry_address(loaded))
+@pytest.mark.parametrize("el2", [False, True], ids=["EL1", "EL2"])
+def test_qemu_digest_ok_enters_the_kernel_with_x0_the_dtb(qemu, tmp_path, el2):
+    """Entered at EL1, or at EL2 as a kernel that runs at EL2 enters it."""
+    segments, loaded, dtb, kernel = boot_plan(tmp_path, uart_base=UART, conduit="smc" if el2 else "hvc")
+    out = run_qemu(tmp_path, segments, purgatory_setup.entry_address(loaded), el2=el2)
     assert "pykexec purgatory: sha256 ok\n" in out
     assert f"pykexec purgatory: entering {kernel:#x} with x0 = {dtb:#x}\n" in out
     dtb_bytes = next(s.data for s in segments if s.mem == dtb)
-    assert kernel_line(out) == [(dtb, 0, int.from_bytes(dtb_bytes[:8], "little"))]
+    assert kernel_line(out) == [(dtb, 0, int.from_bytes(dtb_bytes[:8], "little"), 2 if el2 else 1)]
 
 
 def test_qemu_purgatory_above_4gib(qemu, tmp_path):
@@ -397,7 +407,7 @@ def test_qemu_purgatory_above_4gib(qemu, tmp_path):
     out = run_qemu(tmp_path, segments, purgatory_setup.entry_address(loaded), memory="6G")
     assert "pykexec purgatory: sha256 ok\n" in out
     dtb_bytes = next(s.data for s in segments if s.mem == dtb)
-    assert kernel_line(out) == [(dtb, 0, int.from_bytes(dtb_bytes[:8], "little"))]
+    assert kernel_line(out) == [(dtb, 0, int.from_bytes(dtb_bytes[:8], "little"), 1)]
 
 
 @pytest.mark.parametrize("corrupt", ["initrd", "kernel"])
@@ -419,3 +429,14 @@ def test_qemu_skip_checks_and_silence(qemu, tmp_path):
     segments, loaded, dtb, _ = boot_plan(tmp_path, uart_base=None)
     out = run_qemu(tmp_path, segments, purgatory_setup.entry_address(loaded))
     assert "pykexec purgatory" not in out and kernel_line(out)[0][0] == dtb
+
+
+def test_an_installed_package_without_the_object_names_the_compilers(tmp_path, monkeypatch):
+    """A wheel built where the cross compiler was missing has no arm64 object and no
+    sources: the refusal says which compiler its build needed."""
+    spec = replace(ARM64, arch="arm64-not-built")   # no such folder: no sources either
+    with pytest.raises(build.PurgatoryBuildError) as raised:
+        build.purgatory_object(spec)
+    line = describe(raised.value)
+    assert "\n" not in line and line.startswith("the arm64-not-built purgatory is not installed")
+    assert line.endswith("(the build needs gcc, or aarch64-linux-gnu-gcc on other hosts)")

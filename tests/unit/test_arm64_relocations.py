@@ -45,7 +45,13 @@ _start:
 
     .section .text.other, "ax", %progbits
     .globl func
-func:
+func:                                   // backwards: negative immediates (sign bits)
+    adrp    x0, _start
+    add     x0, x0, :lo12:_start
+    adr     x1, _start + 3
+    b.eq    _start
+    tbnz    x2, #63, _start
+    bl      _start
     ret
 
     .section .rodata, "a", %progbits

@@ -34,6 +34,7 @@ X86_64 = ["qemu-x86_64-1g-1cpu", "qemu-x86_64-1g-2cpu", "qemu-x86_64-4g-2cpu",
           "qemu-x86_64-1g-2cpu-at16m", "qemu-x86_64-4g-2cpu-high", "server-64g-2socket",
           "vmcore-1g-2cpu/machine"]
 I386 = ["kdump-2006-i386/machine"]
+ARM64 = ["qemu-arm64-2g-2cpu"]
 
 
 def load_args(name):
@@ -72,7 +73,7 @@ def machine(request, tmp_path_factory):
 
 
 def test_every_machine_has_a_readme_that_says_what_it_exercises():
-    names = [n.split("/")[0] for n in X86_64 + I386]
+    names = [n.split("/")[0] for n in X86_64 + I386 + ARM64]
     for name in names:
         text = (EXAMPLES / name / "README.md").read_text()
         if name not in ("kdump-2006-i386",):        # that one tells the document's story
@@ -144,6 +145,31 @@ def test_svg_labels_are_the_segments(machine):
     assert f"to {backup.mem:#x}" in joined
 
 
+@pytest.mark.parametrize("name", ARM64)
+def test_arm64_machine_table_json_and_svg_are_the_plans(name, tmp_path):
+    """An arm64 machine: no e820 and no command-line parameters (the device tree carries
+    them); the table, JSON and SVG still show the plan's own numbers."""
+    args = ["-c", "-p", str(KERNELS / "stand-in-Image-arm64"),
+            f"--initrd={KERNELS / 'stand-in-initrd'}", "--append=console=ttyAMA0 nr_cpus=1",
+            "--sysroot", str(EXAMPLES / name), "--dry-run"]
+    table = pykexec(*args, f"--save-plan={tmp_path / 'plan'}", f"--svg={tmp_path / 'p.svg'}")
+    plan = load_plan(str(tmp_path / "plan"))
+    rows = [m.groups() for m in map(ROW.match, table.splitlines()) if m]
+    assert [(k, int(a, 16), int(b, 16) + 1, int(n, 16), int(z, 16)) for _i, k, a, b, n, z, _s, _r
+            in rows] == [(s.kind, s.mem, s.end, s.memsz, s.bufsz) for s in plan.segments]
+    assert [s.kind for s in plan.segments] == ["kernel", "initrd", "dtb", "purgatory",
+                                               "elfcorehdr"]
+    assert plan.arch == "arm64" and f"flags {plan.flags:#x}" in table
+    doc = json.loads(pykexec(*args, "--json", f"--save-plan={tmp_path / 'json-plan'}"))
+    again = load_plan(str(tmp_path / "json-plan"))
+    assert [(s["kind"], s["mem"], s["sha256"]) for s in doc["segments"]] == \
+        [(s.kind, s.mem, s.sha256) for s in again.segments]
+    texts = "\n".join(el.text or "" for el in
+                      ET.fromstring((tmp_path / "p.svg").read_text()).iter(SVG_NS + "text"))
+    for i, seg in enumerate(plan.segments):
+        assert f"#{i} {seg.kind}" in texts and f"{seg.mem:#x}-{seg.end - 1:#x}" in texts
+
+
 def test_the_server_has_two_sockets_worth_of_notes():
     doc = json.loads(pykexec("-c", *load_args("server-64g-2socket"), "--sysroot",
                              str(EXAMPLES / "server-64g-2socket"), "--dry-run", "--json"))
@@ -178,7 +204,8 @@ def test_the_server_snapshot_is_what_its_generator_writes(tmp_path):
 
 def test_the_stand_in_kernels_are_what_their_generator_writes(tmp_path):
     made = regenerate(KERNELS / "make-stand-ins", tmp_path)
-    assert set(made) == {"stand-in-bzImage", "stand-in-initrd", "stand-in-vmlinux-i386"}
+    assert set(made) == {"stand-in-bzImage", "stand-in-initrd", "stand-in-vmlinux-i386",
+                         "stand-in-Image-arm64"}
     for rel, data in made.items():
         assert (KERNELS / rel).read_bytes() == data, rel
 

@@ -166,6 +166,24 @@ def test_device_tree_when_present(fake_root, tmp_path):
     assert read(dest, "sys/firmware/fdt") == dtb
 
 
+def test_a_damaged_device_tree_is_a_warning(fake_root):
+    from pykexec.machine.snapcheck import snapshot_problems
+    real = (os.path.join(os.path.dirname(__file__), "..", "snapshots", "qemu-arm64-2g-1cpu",
+                         "sys", "firmware", "fdt"))
+    with open(real, "rb") as f:
+        dtb = f.read()
+    put(fake_root, "sys/firmware/fdt", dtb)
+    assert snapshot_problems(fake_root) == (None, [])
+    for data, why in ((dtb[:4096], f"is cut short: its header says {len(dtb)} bytes, the file "
+                                   f"has 4096"),
+                      (b"\0" * 64, "does not start with the device tree magic 0xd00dfeed")):
+        put(fake_root, "sys/firmware/fdt", data)
+        fatal, warnings = snapshot_problems(fake_root)
+        assert fatal is None and len(warnings) == 1
+        assert warnings[0] == (f"/sys/firmware/fdt (under {fake_root}) {why}; the snapshot keeps "
+                               f"it as it is, and a loader using the snapshot will refuse it")
+
+
 def test_missing_required_file_is_one_line_error(fake_root, tmp_path):
     os.remove(os.path.join(fake_root, "proc/iomem"))
     with pytest.raises(SnapshotError) as e:

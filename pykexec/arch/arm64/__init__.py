@@ -93,6 +93,18 @@ class Arm64Arch:
         return f"the kernel loads only an arm64 Image ({why})"
 
     # what views and vmcore ask of arm64 (pykexec.arch.interfaces)
+    def plan_decoder(self):
+        from pykexec.arch.arm64 import planfacts
+        return planfacts
+
+    def image_explainer(self):
+        from pykexec.arch.arm64 import explain
+        return explain
+
+    def relocations(self):
+        from pykexec.arch.arm64.relocations import ARM64_RELOCATIONS
+        return ARM64_RELOCATIONS
+
     def dump_reader(self):
         from pykexec.arch.arm64.vmcore import Arm64DumpReader
         return Arm64DumpReader

@@ -24,14 +24,14 @@ declaration like the project's other layouts.
 from __future__ import annotations
 
 import bisect
-import io
+import re
 
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
-from construct import (Aligned, Bytes, Const, CString, ConstructError, GreedyRange, Int32ub,
-                       Int64ub, Pass, Struct, Switch, this)
+from construct import Const, ConstructError, Int32ub, Int64ub, Struct
 
+from pykexec.abi.fields import field_offset
 from pykexec.errors import PykexecError
 
 FDT_MAGIC = 0xD00DFEED
@@ -58,16 +58,20 @@ FdtHeader = Struct(
 HEADER_SIZE = FdtHeader.sizeof()
 ReserveEntry = Struct("address" / Int64ub, "size" / Int64ub)
 
-# One token of the structure block with its payload; every token starts 4-byte aligned.
-Token = Struct(
-    "token" / Int32ub,
-    "body" / Switch(this.token, {
-        FDT_BEGIN_NODE: Struct("name" / Aligned(4, CString("utf8"))),
-        # The padding is kept as read: libfdt does not clear it, and the kernel keeps it.
-        FDT_PROP: Struct("len" / Int32ub, "nameoff" / Int32ub, "value" / Bytes(this.len),
-                         "pad" / Bytes(-this.len % 4)),
-    }, default=Pass),
-)
+# The structure block is a run of tokens, each one Word, 4-byte aligned: FDT_BEGIN_NODE is
+# followed by the node's name (NUL-terminated, padded), FDT_PROP by PropHead and the value
+# (padded; the padding is kept as read: libfdt does not clear it and the kernel keeps it),
+# the others by nothing. A tree has 10^2-10^5 tokens: they are read and written with
+# int.from_bytes/to_bytes on these declarations' sizes and offsets, construct's per-token
+# parse being 20 times slower.
+Word = Int32ub
+PropHead = Struct("len" / Word, "nameoff" / Word)
+WORD = Word.sizeof()
+TOKEN_ALIGN = WORD
+PROP_LEN_AT = WORD + field_offset(PropHead, "len")
+PROP_NAMEOFF_AT = WORD + field_offset(PropHead, "nameoff")
+PROP_VALUE_AT = WORD + PropHead.sizeof()
+PROP_HEAD_SIZE = PropHead.sizeof()
 
 RSVMAP_ALIGN = 8
 STRUCT_ALIGN = 4
@@ -339,35 +343,37 @@ class Fdt:
         def nameoff(prop: str) -> int:
             if prop not in offsets:
                 key = prop.encode() + b"\0"
-                at = bytes(strings).find(key)
+                at = strings.find(key)
                 if at < 0:
                     at = len(strings)
                     strings.extend(key)
                 offsets[prop] = at
             return offsets[prop]
 
-        tokens = []
-        nop = dict(token=FDT_NOP, body=None)
+        parts: List[bytes] = []
+        put = parts.append
+        nop = _word(FDT_NOP)
+        begin, prop_tok, end_node = _word(FDT_BEGIN_NODE), _word(FDT_PROP), _word(FDT_END_NODE)
 
         def emit(n: Node) -> None:
-            tokens.append(dict(token=FDT_BEGIN_NODE, body=dict(name=n.name)))
+            raw = n.name.encode() + b"\0"
+            put(begin + raw + bytes(-len(raw) % TOKEN_ALIGN))
             for prop, value in n.properties.items():
-                tokens.extend([nop] * n.nops.get(("prop", prop), 0))
+                put(nop * n.nops.get(("prop", prop), 0))
                 pad = n.padding.get(prop)
-                if pad is None or len(pad) != -len(value) % 4:
-                    pad = bytes(-len(value) % 4)
-                tokens.append(dict(token=FDT_PROP, body=dict(len=len(value), nameoff=nameoff(prop),
-                                                            value=value, pad=pad)))
+                if pad is None or len(pad) != -len(value) % TOKEN_ALIGN:
+                    pad = bytes(-len(value) % TOKEN_ALIGN)
+                put(prop_tok + _prop_head(len(value), nameoff(prop)) + value + pad)
             for c in n.children:
-                tokens.extend([nop] * n.nops.get(("node", c.name), 0))
+                put(nop * n.nops.get(("node", c.name), 0))
                 emit(c)
-            tokens.extend([nop] * n.nops.get(END_SLOT, 0))
-            tokens.append(dict(token=FDT_END_NODE, body=None))
+            put(nop * n.nops.get(END_SLOT, 0))
+            put(end_node)
 
         emit(self.root)
-        tokens.extend([nop] * self.trailing_nops)
-        tokens.append(dict(token=FDT_END, body=None))
-        structure = GreedyRange(Token).build(tokens)
+        put(nop * self.trailing_nops)
+        put(_word(FDT_END))
+        structure = b"".join(parts)
         rsvmap = b"".join(ReserveEntry.build(dict(address=a, size=s))
                           for a, s in [*self.reserved, (0, 0)])
         off_rsvmap = _align(HEADER_SIZE, RSVMAP_ALIGN)
@@ -391,19 +397,32 @@ def _align(value: int, to: int) -> int:
     return -(-value // to) * to
 
 
+def _word(value: int) -> bytes:
+    return value.to_bytes(WORD, "big")
+
+
+def _prop_head(length: int, nameoff: int) -> bytes:
+    """PropHead's bytes (its fields placed at their declared offsets)."""
+    head = bytearray(PROP_HEAD_SIZE)
+    for at, value in ((PROP_LEN_AT, length), (PROP_NAMEOFF_AT, nameoff)):
+        head[at - WORD:at] = _word(value)
+    return bytes(head)
+
+
 def _read_structure(block: bytes, strings: bytes, name_offsets: Dict[str, int],
                     name: str) -> Tuple[Node, int]:
     """The node tree of a structure block and the NOP words after its root (one root; ends
     with FDT_END); NOP runs are kept in the slots of `Node.nops`. Time linear in the block:
-    a property's name ends at the first NUL after its offset, found by bisection in the
-    strings block's NUL positions, and is at most MAX_NAME bytes."""
+    each byte is read once, and a property's name ends at the first NUL after its offset,
+    found by bisection in the strings block's NUL positions (at most MAX_NAME bytes)."""
     stack: List[Node] = []
     root: Optional[Node] = None
-    nuls = [i for i, b in enumerate(strings) if b == 0]
+    nuls = [m.start() for m in re.finditer(b"\0", strings)]
     names: Dict[int, str] = {}
     pending = 0                     # NOP words not yet given a slot
     after_root = 0
-    stream = io.BytesIO(block)
+    size = len(block)
+    pos = 0
 
     def settle(slot: NopSlot) -> None:
         nonlocal pending
@@ -412,21 +431,29 @@ def _read_structure(block: bytes, strings: bytes, name_offsets: Dict[str, int],
             node.nops[slot] = node.nops.get(slot, 0) + pending
             pending = 0
 
+    def bad() -> FdtError:
+        return FdtError(f"{name}: bad token at structure offset {start:#x}")
+
     while True:
-        start = stream.tell()
-        if start + 4 > len(block):
+        start = pos
+        if pos + WORD > size:
             raise FdtError(f"{name}: the structure block ends without FDT_END")
-        try:
-            tok = Token.parse_stream(stream)
-        except (ConstructError, UnicodeDecodeError):
-            raise FdtError(f"{name}: bad token at structure offset {start:#x}") from None
-        if tok.token == FDT_NOP:
+        token = int.from_bytes(block[pos:pos + WORD], "big")
+        pos += WORD
+        if token == FDT_NOP:
             if root is not None and not stack:
                 after_root += 1
             else:
                 pending += 1
-        elif tok.token == FDT_BEGIN_NODE:
-            node = Node(tok.body.name)
+        elif token == FDT_BEGIN_NODE:
+            end = block.find(b"\0", pos)
+            if end < 0:
+                raise bad()
+            try:
+                node = Node(block[pos:end].decode("utf-8"))
+            except UnicodeDecodeError:
+                raise bad() from None
+            pos = _align(end + 1, TOKEN_ALIGN)
             if stack:
                 if len(stack) >= MAX_DEPTH:
                     raise FdtError(f"{name}: nodes nested deeper than {MAX_DEPTH} levels at "
@@ -440,10 +467,18 @@ def _read_structure(block: bytes, strings: bytes, name_offsets: Dict[str, int],
             else:
                 raise FdtError(f"{name}: a second root node at structure offset {start:#x}")
             stack.append(node)
-        elif tok.token == FDT_PROP:
+        elif token == FDT_PROP:
+            if start + PROP_VALUE_AT > size:
+                raise bad()
+            length = int.from_bytes(block[start + PROP_LEN_AT:start + PROP_LEN_AT + WORD], "big")
+            off = int.from_bytes(block[start + PROP_NAMEOFF_AT:start + PROP_NAMEOFF_AT + WORD],
+                                 "big")
+            value_at = start + PROP_VALUE_AT
+            pos = _align(value_at + length, TOKEN_ALIGN)
+            if pos > size:
+                raise bad()
             if not stack:
                 raise FdtError(f"{name}: a property outside any node at structure offset {start:#x}")
-            off = tok.body.nameoff
             prop = names.get(off)
             if prop is None:
                 at = bisect.bisect_left(nuls, off)
@@ -456,19 +491,21 @@ def _read_structure(block: bytes, strings: bytes, name_offsets: Dict[str, int],
                 prop = names[off] = strings[off:nuls[at]].decode("utf-8", "replace")
                 name_offsets.setdefault(prop, off)
             settle(("prop", prop))
-            stack[-1].properties[prop] = bytes(tok.body.value)
-            if any(tok.body.pad):
-                stack[-1].padding[prop] = bytes(tok.body.pad)
+            node = stack[-1]
+            node.properties[prop] = block[value_at:value_at + length]
+            pad = block[value_at + length:pos]
+            if any(pad):
+                node.padding[prop] = pad
             else:
-                stack[-1].padding.pop(prop, None)
-        elif tok.token == FDT_END_NODE:
+                node.padding.pop(prop, None)
+        elif token == FDT_END_NODE:
             if not stack:
                 raise FdtError(f"{name}: FDT_END_NODE without a node at structure offset {start:#x}")
             settle(END_SLOT)
             stack.pop()
-        elif tok.token == FDT_END:
+        elif token == FDT_END:
             if stack or root is None:
                 raise FdtError(f"{name}: FDT_END inside an open node")
             return root, after_root
         else:
-            raise FdtError(f"{name}: unknown token {tok.token:#x} at structure offset {start:#x}")
+            raise FdtError(f"{name}: unknown token {token:#x} at structure offset {start:#x}")

@@ -11,8 +11,11 @@
 - **Image.gz**: a gzip file holding an Image.
 - **EFI zboot** (CONFIG_EFI_ZBOOT, drivers/firmware/efi/libstub/zboot-header.S): a PE file
   whose DOS header carries "zimg", the compressed payload's offset and size and the
-  compression's name ("gzip", "zstd", "lzma", ...); the payload holds an Image (itself
-  possibly signed, so trimmed at its certificate table by whoever loads it).
+  compression's name (Makefile.zboot: "gzip", "lz4", "lzma", "lzo", "xzkern", "zstd22");
+  the payload holds an Image padded with zeros to its image_size (BSS included), itself
+  possibly signed. `zboot_image` decompresses gzip, zstd (the zstandard package), lzma and
+  xz (core.inputfiles' bounded readers), and ends a signed inner Image at the end of its certificate table (kexec-tools'
+  rule: the signature stays for a kernel that checks it, the padding goes).
 """
 
 from __future__ import annotations
@@ -24,11 +27,11 @@ from typing import Optional
 from construct import (Bytes, Const, ConstructError, Int16ul, Int32ul, Int64ul, PaddedString,
                        Struct)
 
+from pykexec.abi.pe import MZ_MAGIC, PE_SIGNATURE, CoffHeader
 from pykexec.errors import PykexecError
 
 ARM64_IMAGE_MAGIC = b"ARM\x64"
-MZ_MAGIC = b"MZ"
-PE_MAGIC = b"PE\0\0"
+PE_MAGIC = PE_SIGNATURE
 GZIP_MAGIC = b"\x1f\x8b"
 ZBOOT_IMAGE_TYPE = b"zimg"
 IMAGE_FILE_MACHINE_ARM64 = 0xAA64
@@ -66,18 +69,9 @@ ZbootHeader = Struct(
     "pe_offset" / Int32ul,
 )
 
-# Only the PE fields that locate the certificate table.
-PeCoffHeader = Struct(
-    "signature" / Const(PE_MAGIC),
-    "machine" / Int16ul,
-    "number_of_sections" / Int16ul,
-    "time_date_stamp" / Int32ul,
-    "pointer_to_symbol_table" / Int32ul,
-    "number_of_symbols" / Int32ul,
-    "size_of_optional_header" / Int16ul,
-    "characteristics" / Int16ul,
-    "optional_magic" / Int16ul,
-)
+# The PE header (abi.pe's COFF header) and the first field of the optional header: only
+# what locates the certificate table.
+PeCoffHeader = Struct(*CoffHeader.subcons, "optional_magic" / Int16ul)
 PE32_PLUS_NUMBER_OF_RVA_AND_SIZES = 108   # offsets in the PE32+ optional header
 PE32_PLUS_DATA_DIRECTORIES = 112
 DataDirectory = Struct("virtual_address" / Int32ul, "size" / Int32ul)
@@ -138,6 +132,12 @@ class Arm64Image:
         """Bytes before the certificate table (the whole file when unsigned)."""
         return self.pe.certificate_offset if self.signed else self.file_size
 
+    @property
+    def signed_size(self) -> int:
+        """Bytes up to the end of the certificate table (the whole file when unsigned)."""
+        return (self.pe.certificate_offset + self.pe.certificate_size if self.signed
+                else self.file_size)
+
 
 @dataclass(frozen=True)
 class Zboot:
@@ -160,9 +160,12 @@ def _pe_info(data: bytes, offset: int, name: str) -> Optional[PeInfo]:
     except ConstructError:
         raise ImageError(f"{name}: no PE header at {offset:#x}, where the header points") from None
     cert_offset = cert_size = 0
-    opt = offset + 24                      # the optional header follows the COFF header
+    opt = offset + CoffHeader.sizeof()     # the optional header follows the COFF header
     if pe.optional_magic == PE32_PLUS_MAGIC and pe.size_of_optional_header >= \
             PE32_PLUS_DATA_DIRECTORIES + 8 * (IMAGE_DIRECTORY_ENTRY_SECURITY + 1):
+        if opt + PE32_PLUS_DATA_DIRECTORIES + 8 * (IMAGE_DIRECTORY_ENTRY_SECURITY + 1) > len(data):
+            raise ImageError(f"{name}: the PE optional header at {opt:#x} runs past the end of "
+                             f"the file ({len(data):#x})")
         count = Int32ul.parse(data[opt + PE32_PLUS_NUMBER_OF_RVA_AND_SIZES:][:4])
         if count > IMAGE_DIRECTORY_ENTRY_SECURITY:
             at = opt + PE32_PLUS_DATA_DIRECTORIES + 8 * IMAGE_DIRECTORY_ENTRY_SECURITY
@@ -217,7 +220,35 @@ def gunzip_image(data: bytes, name: str = "kernel", limit: int = 1 << 30) -> byt
         raise ImageError(f"{name}: bad gzip data ({e})") from None
     if dec.unconsumed_tail:
         raise ImageError(f"{name}: decompresses to more than {limit} bytes")
+    if not dec.eof:
+        raise ImageError(f"{name}: the gzip data is truncated")
     return out
+
+
+IMAGE_LIMIT = 1 << 30           # no arm64 Image is near 1 GiB: more is a decompression bomb
+# zboot's compression names (Makefile.zboot's comp-type) -> core.inputfiles' decompressors
+# (liblzma reads both the .lzma "alone" format of cmd_lzma and xz_wrap.sh's .xz)
+ZBOOT_COMPRESSIONS = {"gzip": "gzip", "lzma": "xz", "xzkern": "xz", "zstd22": "zstd",
+                      "zstd": "zstd"}
+
+
+def zboot_image(data: bytes, name: str = "kernel", limit: int = IMAGE_LIMIT) -> bytes:
+    """The Image inside an EFI zboot file: its payload decompressed (at most `limit`
+    bytes, by core.inputfiles.decompress_bounded, whose InputFileError says a bomb or
+    damaged data with the exit status kexec-tools gives) and, when that Image is signed,
+    ended at its certificate table's end (the zero padding zboot adds up to image_size
+    dropped). ImageError (one line naming `name`) for a compression pykexec cannot undo
+    or no Image inside."""
+    from pykexec.core.inputfiles import decompress_bounded
+    zboot = parse_zboot(data, name)
+    method = ZBOOT_COMPRESSIONS.get(zboot.compress_type)
+    if method is None:
+        raise ImageError(f"{name}: the zboot payload is compressed with "
+                         f"{zboot.compress_type!r}; pykexec reads gzip, lzma, xzkern and zstd")
+    inner = decompress_bounded(zboot.payload(data), method, name, "zboot payload", limit,
+                               "an arm64 Image's limit")
+    image = parse_image(inner, f"{name} (zboot payload)")
+    return inner[:image.signed_size]
 
 
 def kind(data: bytes) -> Optional[str]:
@@ -232,4 +263,4 @@ def kind(data: bytes) -> Optional[str]:
 
 
 __all__ = ["Arm64Image", "Arm64ImageHeader", "ImageError", "PeInfo", "Zboot", "ZbootHeader",
-           "gunzip_image", "kind", "parse_image", "parse_zboot"]
+           "gunzip_image", "kind", "parse_image", "parse_zboot", "zboot_image"]

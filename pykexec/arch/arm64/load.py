@@ -29,9 +29,10 @@ from pykexec.core.elfcore import core_header_for
 from pykexec.core.layout import Layout
 from pykexec.core.plan import Plan
 from pykexec.core.ranges import ADDR_LIMIT, Range, align_down, align_up
-from pykexec.errors import FatalLoadError, LoadError
+from pykexec.errors import LoadError
 from pykexec.machine import Machine
 
+MACHINE_DTB = "sys/firmware/fdt"
 MIN_KIMG_ALIGN = 2 << 20          # the Image's base: 2 MiB aligned
 DTB_MAX = 2 << 20                 # booting.rst: the device tree must not exceed 2 MiB
 LINEAR_SPAN = 32 << 30            # booting.rst: image and initrd within 32 GiB (1 GiB aligned)
@@ -58,9 +59,10 @@ def machine_dtb(machine: Machine, path: Optional[str]) -> Tuple[bytes, str]:
             path
     data = machine.flattened_device_tree
     if data is None:
-        raise FatalLoadError(f"{machine.path('sys/firmware/fdt')}: no device tree available "
+        raise LoadError(f"{machine.path(MACHINE_DTB)}: no device tree available "
                              "(pass one with --dtb FILE)")
-    return data, machine.path("sys/firmware/fdt")
+    # named as the machine names it: a plan of a snapshot names no temporary folder
+    return data, "/" + MACHINE_DTB
 
 
 def console_base(machine: Machine, name: Optional[str]) -> Tuple[Optional[int], List[str]]:
@@ -75,7 +77,7 @@ def console_base(machine: Machine, name: Optional[str]) -> Tuple[Optional[int], 
     except ValueError:
         base = 0
     if not base:
-        return None, [f"--serial {name}: no UART at {machine.path(rel)}; purgatory stays silent"]
+        return None, [f"--serial {name}: the machine has no /{rel}; purgatory stays silent"]
     return base, []
 
 
