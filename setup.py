@@ -24,6 +24,7 @@ Python 3, no ABI, any glibc or musl Linux on that architecture.
 """
 
 import importlib
+import os
 import sys
 import sysconfig
 from pathlib import Path
@@ -53,8 +54,16 @@ class build_py_with_purgatory(build_py):
             out_dir = HERE / "pykexec" / "_purgatory"
         else:
             out_dir = Path(self.build_lib) / "pykexec" / "_purgatory"
+        # A distribution package for one architecture ships only the objects this host's
+        # own tools build (Debian: debian/rules); a cross-built one would be a binary of
+        # another architecture in it.
+        native_only = os.environ.get("PYKEXEC_PURGATORY_NATIVE_ONLY") == "1"
         outputs = []
         for spec in builder.declared_specs():
+            if native_only and builder.tool_prefix(spec):
+                self.announce(f"not building the {spec.arch} purgatory: cross-built here and "
+                              "PYKEXEC_PURGATORY_NATIVE_ONLY=1", level=3)
+                continue
             reason = builder.missing_toolchain(spec) if spec.optional else None
             if reason:  # loads for that architecture are refused with this reason
                 self.announce(f"skipping the {spec.arch} purgatory: {reason}", level=3)

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.packaging
 
 EXAMPLES = REPO / "examples"
 TOOLS = ("gcc", "cc", "c99", "ld", "ld.bfd", "as", "nm", "objcopy", "x86_64-linux-gnu-gcc",
-         "i686-linux-gnu-gcc")
+         "i686-linux-gnu-gcc", "aarch64-linux-gnu-gcc", "aarch64-linux-gnu-ld", "aarch64-linux-gnu-nm")
 
 
 def test_build_prints_no_deprecation_warning(dists):
@@ -39,8 +39,22 @@ def test_sdist_holds_the_purgatory_sources_not_objects(dists):
         names = tar.getnames()
     assert any(n.endswith("arch/x86_64/purgatory/entry64.S") for n in names), names
     assert any(n.endswith("arch/i386/purgatory/entry32.S") for n in names), names
+    assert any(n.endswith("arch/arm64/purgatory/entry.S") for n in names), names
+    assert any(n.endswith("arch/common/purgatory/sha256.c") for n in names), names
     assert not [n for n in names if n.endswith(".o")], names
     # python -m build made the wheel from this sdist: the sdist builds from source.
+
+
+def test_the_wheel_carries_a_cross_built_purgatory_where_its_compiler_was(dists):
+    """An optional purgatory (arm64's, cross-built on other hosts) is in the wheel exactly
+    when the build found its compiler; loads for it are refused otherwise."""
+    from pykexec.arch.arm64.purgatory_spec import ARM64
+    from pykexec.purgatory.build import missing_toolchain
+    with zipfile.ZipFile(dists.wheel) as whl:
+        names = set(whl.namelist())
+    built = missing_toolchain(ARM64) is None
+    assert {"pykexec/_purgatory/arm64.o", "pykexec/_purgatory/arm64.json"} <= names if built \
+        else not {n for n in names if "arm64.o" in n}
 
 
 def test_wheel_is_a_platform_wheel_with_the_purgatory_objects(dists):
