@@ -24,7 +24,7 @@ Debian's `makedumpfile -d 31` and `--dump-dmesg` on the dump it wrote.
 
 The loader is Debian's kexec:arm64 or pykexec from this checkout (`python3.11 -m pykexec`
 with the checkout on PYTHONPATH, its pure-Python dependencies in the tree's dist-packages,
-the arm64 purgatory cross-built on the host first: `build_purgatory`). A reboot case
+the arm64 purgatory cross-built on the host first: `prepare_pykexec`). A reboot case
 (`run_arm64_reboot`) loads with -l and boots with -e instead of panicking; the matrix of
 tests/e2e/test_arm64_kdump.py is `Arm64Case`s run two at a time by `Arm64Pool`.
 """
@@ -324,9 +324,11 @@ def crash_argv(loader: str, image: Path, initrd: Path, extra: Sequence[str] = ()
                                     append=CAPTURE_APPEND, extra=extra, debug=debug)
 
 
-def build_purgatory() -> None:
-    """Build (or check) pykexec's arm64 purgatory on this host, with the cross compiler on
-    x86: the guest sees the checkout read-only and has no compiler."""
+def prepare_pykexec() -> None:
+    """Make this checkout ready for the guest, which sees it read-only: pykexec's arm64
+    purgatory built (or checked) here, with the cross compiler on x86 (the guest has no
+    compiler), and its modules byte-compiled by this host's Python 3.11 (the guest's has
+    the same magic number; without pycs it compiles every module on every run under TCG)."""
     from pykexec.purgatory.build import declared_specs, purgatory_object
     specs = [spec for spec in declared_specs() if spec.arch == ARCH]
     if not specs:
@@ -336,6 +338,9 @@ def build_purgatory() -> None:
             purgatory_object(spec)
     except Exception as e:           # PurgatoryBuildError, or the compiler missing
         raise BedError(f"arm64 purgatory: {e}") from None
+    if sys.version_info[:2] == (3, 11):
+        import compileall
+        compileall.compile_dir(str(REPO_ROOT / "pykexec"), quiet=1)
 
 
 # --- normal load and boot (-l, -e) -------------------------------------------------------
@@ -623,7 +628,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:  # pragma: no cover - man
     initrd = get_initramfs(kernel, get_root())
     image = get_image_gz(kernel) if args.format == "gz" else kernel.bzimage
     if args.loader == "pykexec":
-        build_purgatory()
+        prepare_pykexec()
     common = dict(memory_mib=args.memory, cpus=args.cpus, firmware=args.firmware, kernel=kernel,
                   name=f"arm64-{args.loader}-{args.firmware}")
     if args.reboot:

@@ -65,7 +65,7 @@ def arm64_cycles(request):
     pool = arm64guest.Arm64Pool(lambda name: None)
     if any(c.loader == "pykexec" for c in wanted):
         try:
-            arm64guest.build_purgatory()
+            arm64guest.prepare_pykexec()
         except BedError as err:        # the pykexec cases fail on it, kexec-tools' still run
             pool.purgatory_error = str(err)
             wanted = [c for c in wanted if c.loader != "pykexec"]
