@@ -59,7 +59,7 @@ def arm64_cycles(request):
         spec = getattr(item, "callspec", None)
         cases = [v for v in (spec.params.values() if spec else ())
                  if isinstance(v, arm64guest.Arm64Case)]
-        cases += getattr(item.module, "ARM64_CASES", ())
+        cases += getattr(getattr(item, "module", None), "ARM64_CASES", ())
         wanted += [c for c in cases if c not in wanted]
     # run folders in the bed cache (qemu.new_run_dir: kept after the session, for the logs)
     pool = arm64guest.Arm64Pool(lambda name: None)
