@@ -260,6 +260,22 @@ def _check_refused(request, machine) -> None:
         raise Failure(why)
 
 
+def _status_words(machine, name: str, status: int, crash: bool) -> str:
+    """`-S -d`'s line: what is loaded and, for crash kernels, whether the kernel keeps the
+    loaded elfcorehdr current on hotplug (so that no reload is needed)."""
+    from pykexec.machine import MachineError
+    line = f"{name}: {status}"
+    if crash:
+        try:
+            hotplug = machine.crash_hotplug
+        except MachineError as err:
+            return f"{line}; crash hotplug: unreadable ({err})"
+        words = {True: "on", False: "off", None: "not in this kernel"}
+        line += (f"; crash hotplug: cpu {words[hotplug['cpu']]}, "
+                 f"memory {words[hotplug['memory']]}")
+    return line
+
+
 def _act(request) -> int:
     sysroot = request.sysroot
     if request.print_ckr_size:
@@ -277,7 +293,10 @@ def _act(request) -> int:
             head = machine.kexec_flag_head(name, STATUS_READ)
         except MachineError:    # a directory, a FIFO, unreadable: kexec-tools' -1
             head = None
-        return loaded_status(head)
+        status = loaded_status(head)
+        if request.debug:       # the status stays the answer; -d also says it in words
+            _err(_status_words(machine, name, status, request.crash))
+        return status
     _check_fatal(request)
     from pykexec.host import syscall
     backend = syscall.backend()

@@ -185,23 +185,35 @@ class OptionTable:
 def compose(tables: Iterable[OptionTable] = ()) -> Tuple[Option, ...]:
     """The whole option table in -h order: the generic options (each help as the first
     table words it), every table's own, pykexec's own. An option two tables declare is
-    listed once, as the first declares it; they must agree on whether it takes an argument."""
+    listed under each, as each words it (--dtb, --serial mean what each architecture says);
+    they must agree on whether it takes an argument. `unique_names` gives each name once."""
     tables = tuple(tables)
     generic = tuple(
         o._replace(help=next((t.generic_help[o.name] for t in tables
                               if o.name in t.generic_help), o.help))
         for o in GENERIC_OPTIONS)
-    seen: Dict[str, Option] = {o.name: o for o in generic + PYKEXEC_OPTIONS}
+    fixed = {o.name for o in generic + PYKEXEC_OPTIONS}
+    seen: Dict[str, Option] = {}
     own = []
     for table in tables:
         for option in table.options:
+            if option.name in fixed:
+                continue
             first = seen.setdefault(option.name, option)
-            if first is option:
-                own.append(option)
-            elif first.takes_argument != option.takes_argument:
+            if first.takes_argument != option.takes_argument:
                 raise ValueError(f"--{option.name} is declared twice, once with an "
                                  "argument and once without")
+            own.append(option)
     return generic + tuple(own) + PYKEXEC_OPTIONS
+
+
+def unique_names(options: Iterable[Option]) -> Tuple[Option, ...]:
+    """The options with each name once (its first listing): getopt's and a completion's
+    list, where a repeated name would make its prefixes ambiguous."""
+    found: Dict[str, Option] = {}
+    for option in options:
+        found.setdefault(option.name, option)
+    return tuple(found.values())
 
 
 class Request:
@@ -405,7 +417,8 @@ def parse_args(argv: list[str], tables: Iterable[OptionTable] = ()) -> Request:
     """Parse kexec-style arguments (without the program name) into a Request; `tables`
     are the architectures' options (pykexec.arch.parse_args passes the registered ones)."""
     tables = tuple(tables)
-    long_options = [o.name + ("=" if o.takes_argument else "") for o in compose(tables)]
+    long_options = [o.name + ("=" if o.takes_argument else "")
+                    for o in unique_names(compose(tables))]
     opts, rest = _getopt(argv, long_options)
     # an architecture's option -> the table that makes its value, and whether it takes one
     owner: Dict[str, List[Tuple[OptionTable, bool]]] = {}

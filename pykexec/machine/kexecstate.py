@@ -42,6 +42,14 @@ class KexecState:
         """CONFIG_CRASH_HOTPLUG: the elfcorehdr memsz to reserve, or None."""
         return self.kexec_value("crash_elfcorehdr_size", parse_decimal, "a decimal size")
 
+    @cached_property
+    def crash_hotplug(self) -> dict:
+        """Whether the kernel updates the loaded crash kernel's elfcorehdr itself on CPU and
+        on memory hotplug (sys/devices/system/{cpu,memory}/crash_hotplug): {"cpu": bool or
+        None, "memory": bool or None}, None where the kernel has no such file."""
+        return {kind: self.file_value(f"sys/devices/system/{kind}/crash_hotplug", parse_flag,
+                                      "0 or 1") for kind in ("cpu", "memory")}
+
     def kexec_flag_head(self, name: str, size: int) -> Optional[bytes]:
         """At most `size` bytes of the first line of `kexec_file(name)` (what `-S` reads);
         None when it is absent, MachineError when it cannot be read."""

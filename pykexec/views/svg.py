@@ -16,7 +16,7 @@ external fonts, images or style sheets) that a browser shows as:
 - bottom, the first 1 MiB enlarged, with an arrow from the low RAM that purgatory backs
   up to its copy in the window;
 - bottom left (below everything when the first MiB is drawn), for a plan that passes a
-  device tree, the properties the loader changed in it, linked to its segment.
+  device tree, the properties the loader changed in it, beside its segment's colour.
 
 `write_svg(plan, machine, path)` writes the same text to a file.
 
@@ -397,7 +397,7 @@ def render_svg(plan: Plan, machine=None) -> str:
     _legend(svg, facts)
     if facts.get("device_tree") is not None:
         has_low = any(b.cat == "low" for b in blocks)
-        bottom = _device_tree_panel(svg, facts["device_tree"], seg_boxes,
+        bottom = _device_tree_panel(svg, facts["device_tree"], facts["segments"],
                                     HEIGHT + 10 if has_low else LOW_Y - 16)
         if bottom > HEIGHT:
             # grow the picture (its opening tag and background are the first parts)
@@ -410,16 +410,16 @@ def render_svg(plan: Plan, machine=None) -> str:
     return "\n".join(svg.parts) + "\n"
 
 
-def _device_tree_panel(svg: _Svg, dt: Dict[str, Any], seg_boxes, y: float) -> float:
+def _device_tree_panel(svg: _Svg, dt: Dict[str, Any], segments, y: float) -> float:
     """The device tree edits from `y` down, one line each; returns the bottom."""
     from pykexec.views.show import device_tree_heading, device_tree_lines
     x = 40
-    colour = SEGMENT_COLOUR["dtb"]
+    # the segment's colour beside the heading, as its box in the window has it
+    if dt["segment"] is not None:
+        kind = segments[dt["segment"]]["kind"]
+        svg.rect(x - 18, y - 11, 12, 12, SEGMENT_COLOUR.get(kind, "#888"), "#ffffff", 1,
+                 title=f"segment #{dt['segment']} {kind}")
     svg.text(x, y, device_tree_heading(dt), size=13, weight="bold")
-    if dt["segment"] in seg_boxes:
-        y0, y1 = seg_boxes[dt["segment"]]
-        svg.line(x + 4, y + 5, 600 - 4, (y0 + y1) / 2, colour, 1.2,
-                 extra='stroke-dasharray="5 3"')
     lines = device_tree_lines(dt)
     shown = lines[:DT_MAX_LINES]
     if len(lines) > DT_MAX_LINES:

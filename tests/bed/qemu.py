@@ -156,6 +156,7 @@ class CycleResult:
     osrelease: Optional[str] = None
     pattern: PatternStats = field(default_factory=PatternStats)
     capture_cmdline: str = ""
+    capture_efi_runtime: Optional[bool] = None   # /sys/firmware/efi/runtime in the capture kernel
     capture_dmesg: str = ""
     vmcore_dmesg: str = ""
     vmcore_dmesg_exit: Optional[int] = None
@@ -453,6 +454,7 @@ def _collect(res: CycleResult, results: Path, marks: Dict[str, float]) -> None:
     res.captured = True
     res.errors.extend("stage2: " + e for e in s2.get("errors", []))
     res.capture_cmdline = s2.get("cmdline", "")
+    res.capture_efi_runtime = s2.get("efi_runtime")
     res.vmcore_size = s2.get("vmcore_size")
     res.vmcore_class = s2.get("elf_class")
     res.vmcore_type = s2.get("e_type")

@@ -73,7 +73,7 @@ PYKEXEC_CASES = (
     Case("bzimage", 4096, 2, "crashkernel=256M"),
     Case("elf", 1024, 2, "crashkernel=256M"),
     Case("elf", 1024, 1, "crashkernel=256M@16M", elf32=True),
-    # UEFI: pykexec passes no EFI runtime data; the capture kernel finds ACPI via acpi_rsdp=.
+    # UEFI: pykexec passes the EFI runtime map and SETUP_EFI, as kexec-tools does.
     Case("bzimage", 1024, 2, "crashkernel=256M", firmware="uefi"),
     # A whole-file-compressed kernel (compressed by the zstd and xz tools): decompressed by
     # pykexec for kexec_load (-c), and into a memfd for kexec_file_load (-s).
@@ -302,20 +302,20 @@ def test_pattern_check_discriminates_in_the_guest(cycle):
 
 
 def test_acpi_rsdp_only_without_efi(cycle):
-    """kexec-tools passes acpi_rsdp= on BIOS machines and EFI data (not acpi_rsdp=) on UEFI;
-    pykexec passes acpi_rsdp= on both."""
+    """Both loaders pass acpi_rsdp= on BIOS machines, and EFI data (not acpi_rsdp=) on UEFI,
+    where the capture kernel then has EFI runtime services; with -s the running kernel
+    writes the boot parameters itself."""
     assert cycle.captured, cycle.describe()
     if "-s" in cycle.config.loader_argv:
         # kexec_file_load: the running kernel wrote the boot parameters, RSDP included
         assert "acpi_rsdp=" not in cycle.capture_cmdline
-    elif cycle.config.loader_argv[0] != LOADERS["kexec"][0]:
-        # pykexec (docs/differences.md) always names the RSDP: it passes no EFI data.
-        assert "acpi_rsdp=0x" in cycle.capture_cmdline
     elif cycle.config.firmware == "uefi":
         assert "acpi_rsdp=" not in cycle.capture_cmdline
+        assert cycle.capture_efi_runtime is True, cycle.describe()
         assert cycle.snapshot is None or (cycle.snapshot / "sys/firmware/efi/runtime-map").is_dir()
     else:
         assert "acpi_rsdp=0x" in cycle.capture_cmdline
+        assert cycle.capture_efi_runtime is False
 
 
 def test_vmcore_dmesg_shows_the_panic(cycle):
@@ -378,6 +378,45 @@ def test_oracle_is_faithful_to_the_guest(param, cycles):
     assert [(s.mem, s.memsz, s.bufsz) for s in plan.segments] == sorted(guest.segments)
     # The oracle's own -d output agrees too (same parser, same numbers).
     assert host is not None and host.segments == guest.segments
+
+
+UEFI_ORACLE = [p for p in ORACLE_PARAMS if p[1].firmware == "uefi"]
+
+
+@pytest.mark.parametrize("param", UEFI_ORACLE, ids=param_id)
+def test_pykexec_passes_the_efi_data_kexec_passes(param, cycles):
+    """Differential on the UEFI guest's snapshot: Debian's kexec (under the recording shim)
+    and pykexec, same argv, pass the same SETUP_EFI payload, the same runtime map and the
+    same efi_info (the map's address included); neither adds acpi_rsdp=."""
+    import struct
+    from pykexec.arch import parse_args, plan_load
+    from pykexec.arch.x86 import bootparams as bp
+    from pykexec.machine import Machine
+    from tests.bed.oracle import run_oracle
+    cycle = cycles.get(*param)
+    assert cycle.snapshot is not None, cycle.describe()
+    args = [a for a in cycle.config.loader_argv[len(LOADERS["kexec"]):] if a != "-d"]
+    theirs = run_oracle(str(cycle.snapshot), args).plan
+    ours = plan_load(parse_args(["-c", *args, "--sysroot", str(cycle.snapshot)]),
+                     Machine.read(str(cycle.snapshot)))
+
+    def efi_parts(plan):
+        setup = [s.data for s in plan.segments
+                 if len(s.data) >= 16 and struct.unpack_from("<QII", s.data)[1:] == (bp.SETUP_EFI, 96)]
+        pages = [s.data for s in plan.segments if s.data[0x202:0x206] == b"HdrS"
+                 and s.data[0x1C0:0x1C4] == b"EL64"]
+        assert len(setup) == 1 and len(pages) == 1, [(s.mem, s.memsz) for s in plan.segments]
+        info = bp.EfiInfo.parse(pages[0][0x1C0:0x1E0])
+        memmap = info.efi_memmap | info.efi_memmap_hi << 32
+        [map_seg] = [s for s in plan.segments if s.mem <= memmap < s.mem + s.memsz]
+        data, size = map_seg.read(memmap, info.efi_memmap_size), info.efi_memdesc_size
+        # as a set: kexec-tools lists runtime-map/ in readdir order (here the snapshot
+        # folder's, on a live machine sysfs' name-hash order), pykexec by entry number
+        descriptors = sorted(data[i:i + size] for i in range(0, len(data), size))
+        return setup[0][16:], descriptors, bp.EfiInfo.build(info)
+
+    assert efi_parts(ours) == efi_parts(theirs)
+    assert "acpi_rsdp=" not in ours.cmdline
 
 
 def test_failed_load_is_reported_and_powers_off(bed, tmp_path):

@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 
 from pykexec.abi.elf import EM_386, EM_AARCH64, EM_X86_64
+from pykexec.abi.machines import EM_S390
 from pykexec.arch import by_elf_machine, by_name, image_explainers
 from pykexec.arch.dumpreader import DumpReader
 from pykexec.arch.interfaces import ImageExplainer, PlanDecoder
@@ -16,7 +17,8 @@ from pykexec.vmcore.arch import arch_for
 from tests.unit.test_planfacts import make_plan
 
 
-@pytest.mark.parametrize("name, e_machine", [("x86_64", EM_X86_64), ("i386", EM_386)])
+@pytest.mark.parametrize("name, e_machine", [("x86_64", EM_X86_64), ("i386", EM_386),
+                                             ("arm64", EM_AARCH64)])
 def test_each_architecture_offers_the_view_hooks(name, e_machine):
     arch = by_name(name)
     assert by_elf_machine(e_machine) is arch
@@ -28,9 +30,9 @@ def test_each_architecture_offers_the_view_hooks(name, e_machine):
 
 def test_unknown_architectures_get_the_generic_readers():
     assert by_name("sparc64") is None
-    assert by_elf_machine(EM_AARCH64) is None
-    assert arch_for(EM_AARCH64) is DumpReader
-    assert len(image_explainers()) == 1          # x86_64 and i386 share x86's
+    assert by_elf_machine(EM_S390) is None
+    assert arch_for(EM_S390) is DumpReader
+    assert len(image_explainers()) == 2          # x86_64 and i386 share x86's; arm64's
 
 
 def test_a_plan_of_an_unknown_architecture_decodes_generic_facts_only():

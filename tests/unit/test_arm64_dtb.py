@@ -266,3 +266,14 @@ def test_console_uart_follows_aliases_and_ranges(chosen, body, expected):
     base = subprocess.run(["dtc", "-q", "-I", "dts", "-O", "dtb", "-"], input=src.encode(),
                           capture_output=True, check=True).stdout
     assert console_uart(base) == expected
+
+
+def test_console_uart_of_a_malformed_stdout_path_is_none():
+    """Not NUL-terminated, or an alias that is not a string: no console, no error."""
+    for chosen, body in (("stdout-path = [2f 70 6c];", ""),
+                         ('stdout-path = "serial0";', "aliases { serial0 = <5>; };")):
+        src = (f"/dts-v1/;\n/ {{ #address-cells = <2>; #size-cells = <2>; chosen {{ {chosen} }}; "
+               f"{body} }};\n")
+        base = subprocess.run(["dtc", "-q", "-I", "dts", "-O", "dtb", "-"], input=src.encode(),
+                              capture_output=True, check=True).stdout
+        assert console_uart(base) is None

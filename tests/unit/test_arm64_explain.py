@@ -186,3 +186,15 @@ def test_inspect_command_uses_the_explainer(monkeypatch, tmp_path):
     bad.write_bytes(DTBS[0].read_bytes()[:100])
     with pytest.raises(inspect_mod.InspectError, match=r"bad\.dtb: header says"):
         inspect_mod.inspect_path(str(bad))
+
+
+def test_dtb_with_odd_values_is_explained(tmp_path):
+    """A model that is not a string and a stdout-path without its NUL are shown, not errors."""
+    require(shutil.which("dtc"), "dtc is missing")
+    src = (b'/dts-v1/;\n/ { model = <1 2>; #address-cells = <2>; #size-cells = <2>; '
+           b'chosen { stdout-path = [2f 70 6c]; }; };\n')
+    data = subprocess.run(["dtc", "-q", "-I", "dts", "-O", "dtb", "-"], input=src,
+                          capture_output=True, check=True).stdout
+    text = report(data, "odd.dtb")
+    assert 'machine: model "<0x1 0x2>"' not in text and "machine: model <0x1 0x2>" in text
+    assert "    stdout-path = [2f 70 6c]  (the console)" in text and "console: PL011" not in text

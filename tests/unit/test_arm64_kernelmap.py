@@ -114,3 +114,32 @@ def test_no_device_tree_is_one_line(tmp_path):
     kernel.write_bytes(image())
     status, out, err = cli(["-p", "-c", str(kernel), "--sysroot", str(snap), "--dry-run"])
     assert status == 255 and out == "" and err.count("\n") == 1 and "--dtb" in err
+
+
+def without_kcore_text(snap):
+    """kcore with its kernel-image PT_LOAD turned into PT_NULL."""
+    kcore = snap / "proc/kcore"
+    data = bytearray(kcore.read_bytes())
+    stext = int((snap / "proc/kallsyms").read_text().split()[0], 16)
+    e_phoff = int.from_bytes(data[32:40], "little")
+    for i in range(int.from_bytes(data[56:58], "little")):
+        at = e_phoff + 56 * i
+        vaddr = int.from_bytes(data[at + 16:at + 24], "little")
+        memsz = int.from_bytes(data[at + 40:at + 48], "little")
+        if int.from_bytes(data[at:at + 4], "little") == 1 and vaddr <= stext < vaddr + memsz \
+                and memsz < 1 << 30:
+            data[at:at + 4] = bytes(4)
+    kcore.write_bytes(bytes(data))
+
+
+def test_without_kcore_text_the_image_runs_from_stext_to_kernel_data_end(tmp_path):
+    snap = copy(tmp_path)
+    without_kcore_text(snap)
+    text = kernel_map(Machine.read(str(snap))).text
+    # _stext 0xffffc280d7010000 at 0x40210000 ("Kernel code"); "Kernel data" ends at 0x42210000
+    assert (text.virt_start, text.phys_start, text.size) == \
+        (0xFFFFC280D7010000, 0x40210000, 0x42210000 - 0x40210000)
+    iomem = snap / "proc/iomem"
+    iomem.write_text("".join(l for l in iomem.read_text().splitlines(True)
+                             if "Kernel data" not in l))
+    assert "extent is unknown" in refused(snap)

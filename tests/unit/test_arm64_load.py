@@ -21,6 +21,7 @@ from pykexec.arch.arm64.fdt import Fdt
 from pykexec.cli import run
 from pykexec.machine import Machine
 from tests.bed.arm64guest import SNAPSHOTS_DIR
+from tests.unit.test_arm64_image import debian_image  # noqa: F401 (a fixture: Debian's Image)
 
 DT = SNAPSHOTS_DIR / "qemu-arm64-2g-1cpu"
 UEFI = SNAPSHOTS_DIR / "qemu-arm64-2g-1cpu-uefi"
@@ -205,3 +206,51 @@ def test_json_plan_shows_the_arm64_facts(files):
     doc = json.loads(out)
     assert doc["arch"] == "arm64" and doc["flags"] == 0xB70001
     assert [s["kind"] for s in doc["segments"]] == ["kernel", "dtb", "purgatory", "elfcorehdr"]
+
+
+def test_a_crash_load_without_a_crash_region_is_one_line(files, tmp_path):
+    import shutil
+    from pykexec.errors import LoadError
+    snap = tmp_path / "m"
+    shutil.copytree(DT, snap)
+    iomem = snap / "proc/iomem"
+    iomem.write_text("".join(l for l in iomem.read_text().splitlines(True)
+                             if "Crash kernel" not in l))
+    with pytest.raises(LoadError, match="no 'Crash kernel' region") as err:
+        plan(["-p", str(files["Image"])], snap)
+    assert "\n" not in str(err.value)
+    assert by_kind(plan(["-l", str(files["Image"])], snap))["kernel"].mem == 0x40000000
+
+
+def test_hotplug_is_refused_on_arm64(files, tmp_path):
+    import shutil
+    snap = tmp_path / "m"
+    shutil.copytree(DT, snap)
+    (snap / "sys/kernel/crash_elfcorehdr_size").write_text("4096\n")
+    status, out, err = cli(["-p", "-c", str(files["Image"]), "--hotplug", "--sysroot", str(snap),
+                            "--dry-run"])
+    assert status == 255 and out == "" and err.count("\n") == 1 and "--hotplug" in err
+
+
+def test_a_pe_signed_image_is_loaded_whole(tmp_path):
+    from pykexec.arch.arm64.image import parse_image
+    from tests.unit.test_arm64_image import efi_image
+    data = efi_image(cert_size=0x300, image_size=0x400000)
+    assert parse_image(data).signed
+    path = tmp_path / "vmlinuz-signed"
+    path.write_bytes(data)
+    kernel = by_kind(plan(["-p", str(path)]))["kernel"]
+    # as kexec-tools: the file with its certificate table, in image_size of memory
+    assert kernel.data == data and kernel.memsz == 0x400000
+    assert kernel.mem == 0xA9A00000
+
+
+def test_debians_signed_arm64_kernel(debian_image):
+    from pykexec.arch.arm64.image import parse_image
+    data, path = debian_image
+    header = parse_image(data)
+    assert header.signed and header.pe is not None
+    p = plan(["-p", str(path)])
+    kernel = by_kind(p)["kernel"]
+    assert kernel.data == data and kernel.memsz == header.image_size
+    assert p.notes["format"] == "Image"

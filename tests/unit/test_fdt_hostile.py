@@ -132,7 +132,7 @@ def test_damaged_real_tree(data):
 
 
 def build(structure: bytes, strings: bytes = b"", *, struct_at=None, strings_at=None,
-          totalsize=None, version=17) -> bytes:
+          totalsize=None, version=17, rsvmap_at=40) -> bytes:
     """A DTB around hand-made blocks (header fields overridable to make them lie)."""
     rsv = bytes(16)
     s_at = 40 + len(rsv) if struct_at is None else struct_at
@@ -140,7 +140,7 @@ def build(structure: bytes, strings: bytes = b"", *, struct_at=None, strings_at=
     body = rsv + structure + strings
     total = 40 + len(body) if totalsize is None else totalsize
     head = FdtHeader.build(dict(totalsize=total, off_dt_struct=s_at, off_dt_strings=str_at,
-                                off_mem_rsvmap=40, version=version, last_comp_version=16,
+                                off_mem_rsvmap=rsvmap_at, version=version, last_comp_version=16,
                                 boot_cpuid_phys=0, size_dt_strings=len(strings),
                                 size_dt_struct=len(structure)))
     return head + body
@@ -168,6 +168,9 @@ CHOSEN = begin("") + begin("chosen") + prop(0, b"x\0") + word(FDT_END_NODE, FDT_
     (build(CHOSEN, b"bootargs\0", struct_at=8), "structure block 0x8"),
     (build(CHOSEN, b"bootargs\0", strings_at=0x7FFFFFF0), "strings block 0x7ffffff0"),
     (build(CHOSEN, b"bootargs"), "property name offset 0x0 lies outside"),
+    (build(CHOSEN, b"bootargs\0", rsvmap_at=0), "reservation map at 0x0 lies inside the header"),
+    (build(CHOSEN, b"bootargs\0", rsvmap_at=36), "reservation map at 0x24 lies inside the header"),
+    (build(CHOSEN, b"bootargs\0", rsvmap_at=1 << 20), "reservation map has no end entry"),
     (build(CHOSEN[:-4] + word(FDT_NOP), b"bootargs\0"), "ends without FDT_END"),
     (build(begin("") + word(FDT_END), b""), "FDT_END inside an open node"),
     (build(begin("") + word(FDT_END_NODE, FDT_END_NODE, FDT_END)), "FDT_END_NODE without a node"),

@@ -96,7 +96,7 @@ def test_a_recorded_note_cannot_break_the_report():
     assert json.loads("".join(out))["device_tree"]["edits"][1]["value"] == "not a dict"
 
 
-def test_svg_shows_the_edits_linked_to_the_segment():
+def test_svg_shows_the_edits_with_the_segment():
     svg = render_svg(plan_with_dtb())
     root = ET.fromstring(svg)
     texts = [el.text or "" for el in root.iter(SVG_NS + "text")]
@@ -109,6 +109,7 @@ def test_svg_shows_the_edits_linked_to_the_segment():
     assert height > HEIGHT and root.get("viewBox") == f"0 0 1280 {height}"
     ys = [float(el.get("y")) for el in root.iter(SVG_NS + "text") if el.text in EXPECTED_LINES]
     assert min(ys) > HEIGHT and max(ys) < height
-    assert re.search(r'<line [^>]*stroke-dasharray="5 3"', svg)    # to the DTB's box
+    # the DTB's segment colour (of its kind, "unknown" in this plan) beside the heading
+    assert re.search(r'<rect [^>]*fill="#8d8680"[^>]*><title>segment #7 unknown</title>', svg)
     plain = render_svg(labelled_plan())
     assert f'height="{HEIGHT}"' in plain and "device tree" not in plain

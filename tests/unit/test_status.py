@@ -122,3 +122,27 @@ def test_host_reads_loaded_lockdown_and_disabled_through_the_machine(tmp_path):
     os.remove(os.path.join(machine, "sys/kernel/security/lockdown"))
     os.remove(os.path.join(machine, "proc/sys/kernel/kexec_load_disabled"))
     assert syscall.lockdown_mode(machine) is None and syscall._load_disabled(machine) is False
+
+
+@pytest.mark.parametrize("files, words", [
+    ({}, "crash hotplug: cpu not in this kernel, memory not in this kernel"),
+    ({"cpu": b"1\n", "memory": b"1\n"}, "crash hotplug: cpu on, memory on"),
+    ({"cpu": b"0\n", "memory": b"1\n"}, "crash hotplug: cpu off, memory on"),
+    ({"cpu": b"yes\n"}, "crash hotplug: unreadable ("),
+])
+def test_status_with_debug_says_whether_crash_hotplug_is_on(tmp_path, capsys, files, words):
+    """`-S -d` keeps the exit status and says on stderr what the kernel's crash_hotplug files
+    say (whether a hotplug event needs a reload); `-S` alone prints nothing."""
+    root = machine_with_flag(tmp_path, b"1\n", whole=True)
+    for kind, content in files.items():
+        path = os.path.join(root, "sys/devices/system", kind, "crash_hotplug")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(content)
+    assert run(["-S", "-d", "--sysroot", root], program="kexec") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("kexec: kexec_crash_loaded: 1; ") and words in err[0]
+    assert run(["-S", "--sysroot", root], program="kexec") == 1
+    assert capsys.readouterr() == ("", "")
+    assert run(["-S", "-l", "-d", "--sysroot", root], program="kexec") in (0, 1, 255)
+    assert "crash hotplug" not in capsys.readouterr().err

@@ -12,7 +12,7 @@ import importlib
 import os
 from typing import Callable, Optional
 
-from pykexec.abi.elf import ELFCLASS64, EM_AARCH64
+from pykexec.abi.machines import EM_AARCH64
 from pykexec.arch.arm64.options import NAMES as ARM64_OPTION_NAMES, TABLE
 
 NAME = "arm64"
@@ -71,6 +71,7 @@ class Arm64Arch:
         return with_entry_override(plan, request, machine)
 
     def crash_elf_info(self, machine, request):
+        from pykexec.abi.elf import ELFCLASS64
         from pykexec.arch.arm64.crashmem import crash_elf_info
         return crash_elf_info(machine, ELFCLASS64, self.elf_machine)
 

@@ -188,10 +188,17 @@ def console_uart(base: bytes) -> Optional[int]:
     stdout-path, not a PL011, or an address that no bus `ranges` translates). An
     unreadable tree gives FdtError."""
     fdt = Fdt.parse(base)
-    stdout = fdt.get_string(CHOSEN, "stdout-path") or fdt.get_string(CHOSEN, "linux,stdout-path")
+    try:
+        stdout = (fdt.get_string(CHOSEN, "stdout-path")
+                  or fdt.get_string(CHOSEN, "linux,stdout-path"))
+    except FdtError:
+        return None             # not a string: no console named
     if not stdout:
         return None
-    chain = _node_path(fdt, stdout)
+    try:
+        chain = _node_path(fdt, stdout)
+    except FdtError:
+        return None
     if chain is None or len(chain) < 2:
         return None
     uart = chain[-1]

@@ -231,9 +231,9 @@ def explain_dtb(data: bytes, path: str, file_size: int) -> List[str]:
            f"names; boot CPU {head.boot_cpuid_phys}"
            + (f"; {nops} NOP words (properties the running kernel blanked after use)"
               if nops else "")]
-    model = fdt.get_string("/", "model") if fdt.get("/", "model") else None
+    model = fdt.get("/", "model")
     compatible = fdt.get("/", "compatible")
-    named = ([f'model "{model}"'] if model else []) + (
+    named = ([f"model {_value_text(model)}"] if model else []) + (
         [f"compatible {_value_text(compatible)}"] if compatible else [])
     if named:
         out.append("  machine: " + ", ".join(named))

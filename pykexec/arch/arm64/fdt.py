@@ -218,6 +218,9 @@ class Fdt:
                                f"{head.totalsize:#x} bytes of the tree")
         fdt = cls(boot_cpuid_phys=head.boot_cpuid_phys)
         off = head.off_mem_rsvmap
+        if off < HEADER_SIZE:     # libfdt's fdt_check_header rule
+            raise FdtError(f"{name}: the memory reservation map at {off:#x} lies inside the "
+                           f"header")
         while True:
             if off + ReserveEntry.sizeof() > head.totalsize:
                 raise FdtError(f"{name}: the memory reservation map has no end entry")

@@ -13,7 +13,7 @@ as the printk ring buffer live). The kernel states everything needed in VMCOREIN
 * `SYMBOL(_stext)`, `KERNELOFFSET`: the image's text and its KASLR displacement.
 
 The image's extent [_text, _end) is the kcore PT_LOAD holding _stext (kcore's KCORE_TEXT
-entry); it is checked against /proc/iomem's "Kernel code" (which starts at _stext's, or
+entry; without one, [_stext, end of "Kernel data")); it is checked against /proc/iomem's "Kernel code" (which starts at _stext's, or
 in old kernels _text's, physical address) and "Kernel data" (which ends at _end's), and
 against kallsyms' _text when the kernel shows it. kexec-tools 2.0.25 instead needs _text
 in /proc/kallsyms (absent without CONFIG_KALLSYMS_ALL, as on Debian 12) and writes a
@@ -32,6 +32,7 @@ from pykexec.machine.symbols import KCORE_HEADERS_SIZE
 
 ADDRESS_MASK = (1 << 64) - 1
 VMCOREINFO_NOTE = "VMCOREINFO"
+KIMAGE_MAX = 1 << 30          # a kernel image with its BSS is far smaller
 # the keys a crash load cannot do without
 REQUIRED = ("NUMBER(VA_BITS)", "NUMBER(kimage_voffset)", "NUMBER(PHYS_OFFSET)",
             "SYMBOL(_stext)")
@@ -147,16 +148,23 @@ def _kernel_map(machine: Machine) -> KernelMap:
 
 def _image_extent(machine: Machine, stext: int, kimage_voffset: int) -> KernelTextMap:
     """[_text, _end) from kcore's text PT_LOAD, checked against iomem and kallsyms."""
-    holding = [l for l in machine.kcore_loads if l.vaddr <= stext < l.vaddr + l.memsz]
-    if not holding:
-        raise _fail(machine, "proc/kcore", f"no PT_LOAD holds _stext {stext:#x} (the kernel "
-                    "image's mapping)")
-    load = min(holding, key=lambda l: l.memsz)     # the image's own entry, not a wider area
-    start, size = load.vaddr, load.memsz
-    paddr = (start - kimage_voffset) & ADDRESS_MASK
     code = machine.iomem.find("Kernel code")
     data = machine.iomem.find("Kernel data")
     stext_paddr = (stext - kimage_voffset) & ADDRESS_MASK
+    # the image's own entry, not the vmalloc area around it (kcore lists both)
+    holding = [l for l in machine.kcore_loads
+               if l.vaddr <= stext < l.vaddr + l.memsz and l.memsz <= KIMAGE_MAX]
+    if not holding:
+        # no image entry in kcore: from _stext to "Kernel data"'s end (_end), which holds
+        # all the dump tools read (only the image's head before _stext is left out)
+        if len(data) != 1 or data[0].range.end <= stext_paddr:
+            raise _fail(machine, "proc/kcore", f"no PT_LOAD holds _stext {stext:#x} and "
+                        "/proc/iomem has no 'Kernel data' after it: the kernel image's extent "
+                        "is unknown")
+        return KernelTextMap(stext_paddr, stext, data[0].range.end - stext_paddr)
+    load = min(holding, key=lambda l: l.memsz)
+    start, size = load.vaddr, load.memsz
+    paddr = (start - kimage_voffset) & ADDRESS_MASK
     if len(code) == 1 and code[0].range.start not in (stext_paddr, paddr):
         raise _fail(machine, "proc/iomem", f"'Kernel code' starts at {code[0].range.start:#x}, "
                     f"but VMCOREINFO puts _stext at {stext_paddr:#x}")

@@ -35,6 +35,7 @@ from pykexec.machine import Machine
 MACHINE_DTB = "sys/firmware/fdt"
 MIN_KIMG_ALIGN = 2 << 20          # the Image's base: 2 MiB aligned
 DTB_MAX = 2 << 20                 # booting.rst: the device tree must not exceed 2 MiB
+DTB_FILE_LIMIT = 16 << 20         # what a --dtb file is read up to (edited, it must fit DTB_MAX)
 LINEAR_SPAN = 32 << 30            # booting.rst: image and initrd within 32 GiB (1 GiB aligned)
 LEGACY_IMAGE_SIZE = 16 << 20      # image_size 0 (before 3.17): kexec-tools' guess
 # iomem lines inside System RAM that a normal load may still overwrite (kexec-tools'
@@ -55,12 +56,11 @@ def machine_dtb(machine: Machine, path: Optional[str]) -> Tuple[bytes, str]:
     """The device tree to edit and where it came from: --dtb FILE, else the machine's."""
     if path is not None:
         from pykexec.core.inputfiles import read_input
-        return read_input(path, "dtb", DTB_MAX * 8, "8 times the 2 MiB a device tree may have"), \
-            path
+        return read_input(path, "dtb", DTB_FILE_LIMIT, "a --dtb file's 16 MiB"), path
     data = machine.flattened_device_tree
     if data is None:
         raise LoadError(f"{machine.path(MACHINE_DTB)}: no device tree available "
-                             "(pass one with --dtb FILE)")
+                        "(pass one with --dtb FILE)")
     # named as the machine names it: a plan of a snapshot names no temporary folder
     return data, "/" + MACHINE_DTB
 
@@ -106,8 +106,14 @@ class Arm64Load:
                             f"{byte_length(inputs.cmdline)} bytes, more than the kernel's "
                             f"{COMMAND_LINE_MAX}")
         request = self.request
+        if request.hotplug:
+            raise LoadError("--hotplug: arm64 kernels do not rewrite a kexec_load'ed "
+                            "elfcorehdr on CPU/memory hotplug (no crash hotplug on arm64)")
         if request.crash:
             region = self.machine.crash_region
+            if region is None:
+                raise LoadError(f"{self.machine.path('proc/iomem')}: no 'Crash kernel' region: "
+                                "memory for a crash kernel is not reserved (crashkernel=)")
             start = max(region.start, request.mem_min)
             end = region.end if request.mem_max is None else min(region.end, request.mem_max + 1)
             if start >= end:

@@ -13,6 +13,7 @@ from typing import List, Optional, Tuple
 
 from pykexec.abi.kexec import KEXEC_UPDATE_ELFCOREHDR
 from pykexec.arch.x86.crash import CrashSetup, crash_window, place_crash_segments
+from pykexec.arch.x86.efi import efi_boot_data, patch_efi_info, place_efi_data, xloadflags
 from pykexec.arch.x86.firmware import acpi_rsdp, edd
 from pykexec.arch.x86.purgatory_setup import (PURGATORY_MIN_ADDR, PurgatoryKind,
                                               PurgatoryOptions, finish_purgatory,
@@ -55,6 +56,11 @@ class X86CrashLoad:
         self.layout = Layout(inputs.machine.ram, self.window, crash=True)
         self.crash: Optional[CrashSetup] = None
         self.purgatory = None
+        # EFI runtime data for the capture kernel, as kexec-tools passes it (x86_64 bzImages
+        # with XLF_EFI_KEXEC on UEFI machines, unless --noefi)
+        self.efi = efi_boot_data(inputs.machine, xloadflags(inputs.kernel),
+                                 x86_options(inputs.request).noefi)
+        self.efi_memmap: Optional[int] = None
 
     def crash_window(self) -> Range:
         request = self.inputs.request
@@ -64,9 +70,10 @@ class X86CrashLoad:
         """Backup and elfcorehdr, top-down; returns the capture command line."""
         machine = self.inputs.machine
         info = self.arch.crash_elf_info(machine, self.inputs.request)
-        # pykexec passes no EFI runtime data to a capture kernel, so it always names the RSDP.
+        # Without EFI data the capture kernel is told where ACPI is (kexec-tools' rule).
+        rsdp = acpi_rsdp(machine) if self.efi is None else None
         self.crash = place_crash_segments(self.layout, machine, info, self.inputs.cmdline,
-                                          acpi_rsdp(machine), self.inputs.request.hotplug)
+                                          rsdp, self.inputs.request.hotplug)
         check_final(self.crash.cmdline, COMMAND_LINE_MAX, self.inputs.kernel_path,
                     self.inputs.cmdline)
         return self.crash.cmdline
@@ -81,16 +88,23 @@ class X86CrashLoad:
                                     ) -> Tuple[Optional[Tuple[int, int]], int]:
         inputs = self.inputs
         initrd = place_initrd(self.layout, inputs, initrd_min, initrd_max)
-        return initrd, place_setup_data(self.layout, self.crash.e820, inputs.random_bytes)
+        head = 0
+        if self.efi is not None:
+            head, self.efi_memmap = place_efi_data(self.layout, self.efi)
+        return initrd, place_setup_data(self.layout, self.crash.e820, inputs.random_bytes,
+                                        head=head)
 
     def zero_page(self, header_bytes: bytes, cmdline_addr: int, cmdline_offset: int,
                   initrd, setup_data: int) -> bytes:
         machine = self.inputs.machine
-        return build_zero_page(ZeroPageInputs(
+        page = build_zero_page(ZeroPageInputs(
             header_bytes=header_bytes, cmdline_addr=cmdline_addr, cmdline_offset=cmdline_offset,
             e820=self.crash.e820, initrd=initrd, setup_data_head=setup_data,
             acpi_rsdp=acpi_rsdp(machine) or 0, running_boot_params=machine.boot_params,
             edd=edd(machine)))
+        if self.efi is not None and self.efi_memmap is not None:
+            page = patch_efi_info(page, self.efi, self.efi_memmap)
+        return page
 
     def finish(self, entry: int, boot_params_addr: int, cmdline_addr: int, **notes) -> Plan:
         """The final segments, purgatory patched with registers, backup and digest."""
@@ -126,4 +140,6 @@ class X86CrashLoad:
                    "purgatory_symbols": symbols or {}, "warnings": self.warnings,
                    "core_header": [p.what for p in crash.core_header.phdrs] if crash else [],
                    "capture_map_messages": list(crash.capture_map.messages) if crash else [],
-                   "user_cmdline": self.inputs.cmdline, **notes})
+                   "user_cmdline": self.inputs.cmdline,
+                   **({"efi_runtime_map_entries": self.efi.entries} if self.efi else {}),
+                   **notes})

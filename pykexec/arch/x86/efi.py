@@ -6,8 +6,9 @@ things a loader hands over: the running kernel's efi_info (boot_params 0x1c0, wi
 efi_memmap pointing at a copy of the runtime memory map), that map itself (the
 /sys/firmware/efi/runtime-map entries, 40 bytes each), and a SETUP_EFI setup_data item
 with the firmware vendor, runtime services and configuration table addresses and SMBIOS.
-Only kernels that announce XLF_EFI_KEXEC get it, and never with --noefi. A crash load
-does not pass it (pykexec names the RSDP with acpi_rsdp= instead).
+Only kernels that announce XLF_EFI_KEXEC get it, and never with --noefi. Crash loads pass
+it too, as kexec-tools does; then the capture kernel finds ACPI through EFI, and
+acpi_rsdp= is added to its command line only where no EFI data is passed.
 """
 
 from __future__ import annotations
@@ -80,3 +81,13 @@ def patch_efi_info(zero_page: bytes, data: EfiBootData, memmap_addr: int) -> byt
     page = bytearray(zero_page)
     page[EFI_INFO_OFFSET:EFI_INFO_OFFSET + EFI_INFO_SIZE] = bp.EfiInfo.build(info)
     return bytes(page)
+
+
+def xloadflags(kernel: bytes) -> int:
+    """The bzImage's xloadflags (XLF_EFI_KEXEC: it can take EFI data from kexec); 0 for an
+    ELF vmlinux, which gets no EFI data (as in kexec-tools)."""
+    from pykexec.arch.x86.bzimage import BzImage
+    try:
+        return BzImage.parse(kernel).header.xloadflags
+    except Exception:  # noqa: BLE001 - not a bzImage
+        return 0

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import List, Optional, Tuple
 
 from pykexec.arch.x86.bootparams import e820_type
-from pykexec.arch.x86.efi import efi_boot_data, patch_efi_info, place_efi_data
+from pykexec.arch.x86.efi import efi_boot_data, patch_efi_info, place_efi_data, xloadflags
 from pykexec.arch.x86.firmware import acpi_rsdp, edd
 from pykexec.arch.x86.load import place_initrd
 from pykexec.arch.x86.options import x86_options
@@ -53,7 +53,7 @@ class NormalLoad:
         self.e820 = tuple((r.range.start, r.range.size, e820_type(r.type)) for r in machine.memory_map)
         self.cmdline = inputs.cmdline
         self.purgatory = None
-        self.efi = efi_boot_data(machine, _xloadflags(inputs.kernel), x86_options(request).noefi)
+        self.efi = efi_boot_data(machine, xloadflags(inputs.kernel), x86_options(request).noefi)
         self.efi_memmap: Optional[int] = None
         if byte_length(self.cmdline) > COMMAND_LINE_MAX:
             raise LoadError(f"the command line is {byte_length(self.cmdline)} bytes "
@@ -120,11 +120,3 @@ class NormalLoad:
                     entry=entry, cmdline=None, segments=self.layout.finish(),
                     notes=self._notes(**notes))
 
-
-def _xloadflags(kernel: bytes) -> int:
-    """The bzImage's xloadflags (XLF_EFI_KEXEC: it can take EFI data from kexec); 0 for ELF."""
-    from pykexec.arch.x86.bzimage import BzImage
-    try:
-        return BzImage.parse(kernel).header.xloadflags
-    except Exception:  # not a bzImage: an ELF vmlinux gets no EFI data (as in kexec-tools)
-        return 0

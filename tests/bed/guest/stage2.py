@@ -56,6 +56,8 @@ def main(results):
         with open("/proc/cmdline") as f:
             out["cmdline"] = f.read().strip()
         out["uname_release"] = os.uname().release
+        # EFI runtime services in the capture kernel: only when the loader passed EFI data
+        out["efi_runtime"] = os.path.exists("/sys/firmware/efi/runtime")
         out["vmcore_size"] = os.stat(VMCORE).st_size
         with open(VMCORE, "rb") as f:
             core = vmcore.describe_core(f)
