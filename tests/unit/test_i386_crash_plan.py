@@ -242,3 +242,36 @@ def test_reserved_range_above_4g_alone_keeps_elf32_with_a_warning(files):
                           machine, random_bytes=lambda n: bytes(n))
     assert plan.notes["core_header_class"] == 32
     assert any("kexec-tools would write ELF64" in w for w in plan.notes["warnings"])
+
+
+# --- normal loads (-l): the same steps without crash segments --------------------------------
+
+@pytest.mark.parametrize("snapshot", [DOC, PAE])
+def test_normal_load_stays_below_4g_and_enters_startup_32(files, snapshot):
+    plan = plan_for(snapshot, ["-l", files["bzimage"], f"--initrd={files['initrd']}",
+                               f"--append={APPEND}"])
+    assert plan.flags == 0 and plan.syscall == "kexec_load"
+    assert not plan.segments_of("elfcorehdr") and not plan.segments_of("backup")
+    assert all(s.mem + s.memsz <= 1 << 32 for s in plan.segments)
+    purgatory = plan.segment_at(plan.entry)
+    assert purgatory.kind == "purgatory" and purgatory.mem + purgatory.memsz <= 1 << 31
+    [kernel] = plan.segments_of("kernel")
+    [params] = plan.segments_of("boot_params")
+    regs = registers(plan)
+    assert (regs["eip"], regs["esi"]) == (kernel.mem, params.mem)
+    assert regs["ebx"] == regs["ebp"] == regs["edi"] == 0
+    assert plan.notes["purgatory_symbols"]["panic_kernel"] == 0
+    # the new kernel's e820 is the whole firmware map: RAM above the old crash region too
+    assert APPEND in plan.cmdline and "elfcorehdr=" not in plan.cmdline
+
+
+def test_a_non_relocatable_bzimage_loads_where_it_was_linked_for_l_only(tmp_path, files):
+    data = bytearray(open(files["bzimage"], "rb").read())
+    data[0x234] = 0                                   # relocatable_kernel
+    pref = struct.unpack_from("<Q", data, 0x258)[0]   # pref_address
+    path = tmp_path / "fixed"
+    path.write_bytes(bytes(data))
+    [kernel] = plan_for(DOC, ["-l", str(path), f"--append={APPEND}"]).segments_of("kernel")
+    assert kernel.mem == (pref or 0x100000)
+    with pytest.raises(LoadError, match="not relocatable"):
+        plan_for(DOC, ["-p", str(path), f"--append={APPEND}"])

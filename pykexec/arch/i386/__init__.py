@@ -1,4 +1,5 @@
-"""i386: the 32-bit x86 kernel of the 2006 kdump document, loaded for a crash dump.
+"""i386: the 32-bit x86 kernel of the 2006 kdump document, loaded for a crash dump or for a
+normal kexec (-l, -e).
 
 What differs from x86_64 is all here: the 32-bit boot protocol entry (startup_32, with
 esi = boot_params, from this project's i386 purgatory), the i386 crash-memory rules
@@ -47,4 +48,5 @@ class I386(X86Arch):
 
 ARCH = I386(NAME, ("i386", "i486", "i586", "i686"), KEXEC_ARCH_DEFAULT, EM_386, 32,
             ("pykexec.arch.i386.elf_x86", "pykexec.arch.i386.bzimage"),
-            syscall_numbers=(283, None), crash_load="pykexec.arch.i386.crashload:CrashLoad")
+            syscall_numbers=(283, None), crash_load="pykexec.arch.i386.crashload:CrashLoad",
+            normal_load="pykexec.arch.i386.normalload:NormalLoad")

@@ -48,8 +48,10 @@ def load(inputs) -> Plan:
     header = image.header
     if x86_options(request).real_mode:
         raise LoadError(f"{inputs.kernel_path}: a capture kernel cannot be entered in real mode "
-                        "(--real-mode)")
-    if not image.relocatable:
+                        "(--real-mode)" if request.crash else
+                        f"{inputs.kernel_path}: pykexec enters a kernel in 32-bit protected "
+                        "mode only (--real-mode is not supported)")
+    if not image.relocatable and request.crash:
         raise LoadError(f"{inputs.kernel_path}: this bzImage is not relocatable (boot protocol "
                         f"{image.protocol >> 8}.{image.protocol & 0xff}, relocatable_kernel "
                         "unset), so it cannot run in the crash region")
@@ -64,12 +66,16 @@ def load(inputs) -> Plan:
     setup_addr = place_setup(load, image, cmdline)
     pref_address = header.pref_address if image.protocol >= 0x020A else 0
     initrd_max = header.initrd_addr_max if image.protocol >= 0x0203 else LOWMEM_MAX
+    low = max(KERNEL_MIN_ADDR, pref_address)
+    high = min(LOWMEM_MAX, initrd_max) + 1
+    if not image.relocatable:       # (a normal load) it runs only where it was linked
+        low, high = pref_address or KERNEL_MIN_ADDR, \
+            (pref_address or KERNEL_MIN_ADDR) + align_up(image.init_size, 4096)
     kernel_addr = load.layout.place(
         align_up(image.init_size, 4096), "kernel",
         f"{inputs.kernel_path} (protected-mode part from {image.setup_size:#x}, "
         f"init_size {image.init_size:#x})",
-        align=header.kernel_alignment, low=max(KERNEL_MIN_ADDR, pref_address),
-        high=min(LOWMEM_MAX, initrd_max) + 1, top_down=False)
+        align=header.kernel_alignment, low=low, high=high, top_down=False)
     cmdline_addr = fill_setup(load, image, kernel_addr, setup_addr, cmdline, INITRD_MIN_ADDR,
                               initrd_max)
     return load.finish(entry=kernel_addr, boot_params_addr=setup_addr, cmdline_addr=cmdline_addr)

@@ -6,7 +6,7 @@ land, calls the steps below in between, and closes with `finish(entry=...)`. Wha
 load adds (backup, ELF core header, capture memory map) and what an architecture differs
 in (window limits, purgatory, arch flag) stay behind the steps: the crash loads are
 `pykexec.arch.x86.crashload.X86CrashLoad` and its per-architecture subclasses, the normal
-load `pykexec.arch.x86_64.normalload.NormalLoad`.
+loads `pykexec.arch.x86.normalload.X86NormalLoad` and its subclasses.
 """
 
 from __future__ import annotations
