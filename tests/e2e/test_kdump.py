@@ -45,6 +45,7 @@ class Case:
     compress: str = ""           # the kernel file compressed whole: "zstd" | "xz" | "gzip"
     uki: bool = False            # the kernel, initrd and command line as one UKI, no options
     syscall: str = "-c"          # pykexec's syscall option (-s: the kernel places the image)
+    series: str = ""             # the kernel series ("": Debian 12's; "backports": 6.12)
 
     @property
     def name(self) -> str:
@@ -52,7 +53,7 @@ class Case:
         at = "-at16m" if "@16M" in self.crashkernel else ""
         return f"{self.fmt}-{self.memory_mib // 1024}g-{self.cpus}cpu{at}{suffix}" + \
             ("-elf32" if self.elf32 else "") + (f"-{self.compress}" if self.compress else "") + \
-            ("-uki" if self.uki else "") + \
+            ("-uki" if self.uki else "") + (f"-{self.series}" if self.series else "") + \
             ("" if self.syscall == "-c" else self.syscall)
 
 
@@ -64,6 +65,8 @@ CASES = (
     Case("bzimage", 4096, 2, "crashkernel=256M"),
     # UEFI (OVMF): EFI runtime map and efi_info instead of acpi_rsdp=, an EFI setup_data.
     Case("bzimage", 1024, 2, "crashkernel=256M", firmware="uefi"),
+    # The second kernel series (bookworm-backports, 6.12): the oracle stays faithful there.
+    Case("bzimage", 1024, 2, "crashkernel=256M", series="backports"),
 )
 # pykexec: 1 and 2 CPUs, 1 and 4 GiB, bzImage and ELF, with and without
 # --elf32-core-headers; the ELF vmlinux both at its link address and moved into a crash
@@ -82,6 +85,9 @@ PYKEXEC_CASES = (
     # A unified kernel image under OVMF, loaded with no --initrd/--append: the capture kernel
     # must boot with the UKI's .cmdline and .initrd (the bed's initramfs).
     Case("bzimage", 1024, 1, "crashkernel=256M", firmware="uefi", uki=True, syscall="-s"),
+    # The second kernel series (6.12): RAM above 4 GiB with a bzImage, and an ELF vmlinux.
+    Case("bzimage", 4096, 2, "crashkernel=256M", series="backports"),
+    Case("elf", 1024, 1, "crashkernel=256M", series="backports"),
 )
 UKI_MARK = "pykexec.uki=1"    # only in the UKI's .cmdline
 LOADER_CASES = {"kexec": CASES, "pykexec": PYKEXEC_CASES}
@@ -102,6 +108,18 @@ def param_id(p) -> str:
 class Bed:
     kernel: Kernel
     initrd: str
+    _series: Dict[str, Tuple[Kernel, str]] = None
+
+    def for_case(self, case: "Case") -> Tuple[Kernel, str]:
+        """The kernel and initramfs of the case's series (fetched and cached on first use)."""
+        if not case.series:
+            return self.kernel, self.initrd
+        if self._series is None:
+            self._series = {}
+        if case.series not in self._series:
+            kernel = get_kernel(series=case.series)
+            self._series[case.series] = (kernel, str(get_initramfs(kernel)))
+        return self._series[case.series]
 
 
 @pytest.fixture(scope="session")
@@ -173,7 +191,8 @@ def uki_of(image: str, initrd: str, cmdline: str) -> str:
 
 
 def config_for(bed: Bed, loader: str, case: Case, run_dir) -> CycleConfig:
-    image = bed.kernel.bzimage if case.fmt == "bzimage" else bed.kernel.vmlinux
+    kernel, initrd = bed.for_case(case)
+    image = kernel.bzimage if case.fmt == "bzimage" else kernel.vmlinux
     if case.compress:
         image = compressed_kernel(str(image), case.compress)
     extra = ("--args-linux",) if case.fmt == "elf" else ()
@@ -184,16 +203,16 @@ def config_for(bed: Bed, loader: str, case: Case, run_dir) -> CycleConfig:
         extra += (case.syscall, f"--save-plan={PLAN_IN_GUEST}")
     debug = loader in DEBUG_LOADERS
     if case.uki:
-        argv = [*LOADERS[loader], "-p", uki_of(str(image), bed.initrd,
+        argv = [*LOADERS[loader], "-p", uki_of(str(image), initrd,
                                                f"{DEFAULT_APPEND} {UKI_MARK}"), *extra]
     else:
-        argv = loader_argv(LOADERS[loader], str(image), bed.initrd, append=DEFAULT_APPEND,
+        argv = loader_argv(LOADERS[loader], str(image), initrd, append=DEFAULT_APPEND,
                            extra=extra, debug=debug)
     return CycleConfig(loader_argv=argv, memory_mib=case.memory_mib, cpus=case.cpus,
                        cmdline_extra=case.crashkernel, firmware=case.firmware,
                        pattern_mib=PATTERN_MIB,
                        take_snapshot=debug, name=f"{loader}-{case.name}", run_dir=run_dir,
-                       kernel=bed.kernel, timeout=300)
+                       kernel=kernel, timeout=300)
 
 
 class CyclePool:
@@ -281,7 +300,7 @@ def test_vmcore_is_elf64_with_a_prstatus_per_cpu(cycle, bed):
     assert cycle.vmcore_class == 64
     assert cycle.vmcore_type == "ET_CORE" and cycle.vmcore_machine == "EM_X86_64"
     assert cycle.nt_prstatus == cycle.config.cpus, cycle.note_counts
-    assert cycle.osrelease == bed.kernel.release
+    assert cycle.osrelease == cycle.config.kernel.release
     assert cycle.pt_loads, cycle.phdrs
     if cycle.config.memory_mib > 4096 - 1024:
         assert any(p["paddr"] + p["filesz"] > 1 << 32 for p in cycle.pt_loads), cycle.phdrs

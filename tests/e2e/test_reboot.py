@@ -68,6 +68,17 @@ REBOOTS = {
                        "{kexec} -e"], 1024,
                       "-e takes eth0 down (first with reboot refused by the fault layer, to "
                       "look), then boots"),
+    # A UKI built in the guest (objcopy onto systemd-boot's stub, as systemd documents)
+    # whose .cmdline is the marked command line: -s -l with no --append/--initrd must boot
+    # with the UKI's command line (the marker) and initrd (the bed's, which runs after.sh).
+    "uki-s-l": (["printf '%s' '{append}' > /tmp/results/uki-cmdline",
+                 "objcopy --add-section .cmdline=/tmp/results/uki-cmdline "
+                 "--change-section-vma .cmdline=0x30000 --add-section .linux={kernel} "
+                 "--change-section-vma .linux=0x2000000 --add-section .initrd={initrd} "
+                 "--change-section-vma .initrd=0x3000000 "
+                 "/usr/lib/systemd/boot/efi/linuxx64.efi.stub /tmp/results/uki.efi",
+                 "{kexec} -s -l /tmp/results/uki.efi", "{kexec} -e"], 1024,
+                "a unified kernel image: its .linux, .initrd and .cmdline through kexec_file_load"),
     "debian-kexec-load-init": (['/bin/sh -c \'{kexec} -l "$0" --initrd="$1" --append="$2"\' '
                                 "{kernel} {initrd} '{append}'",
                                 "test \"$(cat /sys/kernel/kexec_loaded)\" = 1 && {kexec} -e"],

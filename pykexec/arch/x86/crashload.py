@@ -13,15 +13,12 @@ from typing import List, Optional, Tuple
 
 from pykexec.abi.kexec import KEXEC_UPDATE_ELFCOREHDR
 from pykexec.arch.x86.crash import CrashSetup, crash_window, place_crash_segments
-from pykexec.arch.x86.efi import efi_boot_data, patch_efi_info, place_efi_data, xloadflags
-from pykexec.arch.x86.firmware import acpi_rsdp, edd
-from pykexec.arch.x86.purgatory_setup import (PURGATORY_MIN_ADDR, PurgatoryKind,
-                                              PurgatoryOptions, finish_purgatory,
-                                              place_purgatory, registers_for_kernel)
-from pykexec.arch.x86.load import place_initrd
+from pykexec.arch.x86.efi import efi_boot_data, xloadflags
+from pykexec.arch.x86.firmware import acpi_rsdp
+from pykexec.arch.x86.purgatory_setup import (PurgatoryKind, PurgatoryOptions, finish_purgatory,
+                                              registers_for_kernel)
+from pykexec.arch.x86.load import SharedSteps
 from pykexec.arch.x86.options import x86_options
-from pykexec.arch.x86.setupdata import place_setup_data
-from pykexec.arch.x86.zeropage import ZeroPageInputs, build_zero_page
 from pykexec.core.cmdline import COMMAND_LINE_MAX, byte_length, check_final
 from pykexec.errors import LoadError
 from pykexec.core.layout import Layout
@@ -41,7 +38,7 @@ def hotplug_flag(request) -> int:
     return KEXEC_UPDATE_ELFCOREHDR if request.crash and request.hotplug else 0
 
 
-class X86CrashLoad:
+class X86CrashLoad(SharedSteps):
     purgatory_kind: PurgatoryKind
     purgatory_high: int = ADDR_LIMIT   # purgatory's default placement: below this
 
@@ -62,6 +59,10 @@ class X86CrashLoad:
                                  x86_options(inputs.request).noefi)
         self.efi_memmap: Optional[int] = None
 
+    @property
+    def new_e820(self):
+        return self.crash.e820
+
     def crash_window(self) -> Range:
         request = self.inputs.request
         return crash_window(self.inputs.machine, request.mem_min, request.mem_max)
@@ -77,34 +78,6 @@ class X86CrashLoad:
         check_final(self.crash.cmdline, COMMAND_LINE_MAX, self.inputs.kernel_path,
                     self.inputs.cmdline)
         return self.crash.cmdline
-
-    def place_purgatory(self, low: Optional[int] = None, high: Optional[int] = None,
-                        top_down: bool = True) -> None:
-        self.purgatory = place_purgatory(
-            self.layout, self.purgatory_kind, PURGATORY_MIN_ADDR if low is None else low,
-            self.purgatory_high if high is None else high, top_down)
-
-    def place_initrd_and_setup_data(self, initrd_min: int, initrd_max: Optional[int] = None
-                                    ) -> Tuple[Optional[Tuple[int, int]], int]:
-        inputs = self.inputs
-        initrd = place_initrd(self.layout, inputs, initrd_min, initrd_max)
-        head = 0
-        if self.efi is not None:
-            head, self.efi_memmap = place_efi_data(self.layout, self.efi)
-        return initrd, place_setup_data(self.layout, self.crash.e820, inputs.random_bytes,
-                                        head=head)
-
-    def zero_page(self, header_bytes: bytes, cmdline_addr: int, cmdline_offset: int,
-                  initrd, setup_data: int) -> bytes:
-        machine = self.inputs.machine
-        page = build_zero_page(ZeroPageInputs(
-            header_bytes=header_bytes, cmdline_addr=cmdline_addr, cmdline_offset=cmdline_offset,
-            e820=self.crash.e820, initrd=initrd, setup_data_head=setup_data,
-            acpi_rsdp=acpi_rsdp(machine) or 0, running_boot_params=machine.boot_params,
-            edd=edd(machine)))
-        if self.efi is not None and self.efi_memmap is not None:
-            page = patch_efi_info(page, self.efi, self.efi_memmap)
-        return page
 
     def finish(self, entry: int, boot_params_addr: int, cmdline_addr: int, **notes) -> Plan:
         """The final segments, purgatory patched with registers, backup and digest."""

@@ -14,6 +14,11 @@ from __future__ import annotations
 import importlib
 from typing import List, Optional, Protocol, Tuple, runtime_checkable
 
+from pykexec.arch.x86.efi import patch_efi_info, place_efi_data
+from pykexec.arch.x86.firmware import acpi_rsdp, edd
+from pykexec.arch.x86.purgatory_setup import PURGATORY_MIN_ADDR, place_purgatory
+from pykexec.arch.x86.setupdata import place_setup_data
+from pykexec.arch.x86.zeropage import ZeroPageInputs, build_zero_page
 from pykexec.core.layout import Layout
 from pykexec.core.plan import Plan
 from pykexec.core.ranges import Range
@@ -70,3 +75,47 @@ def open_load(inputs, format_name: str) -> X86LoadSteps:
         else arch.normal_load
     module, _, name = path.partition(":")
     return getattr(importlib.import_module(module), name)(inputs, format_name)
+
+
+class SharedSteps:
+    """The steps a crash load and a normal load take alike: purgatory within the
+    architecture's bounds, then the initrd and the setup_data list (SETUP_EFI and its
+    runtime map first when EFI data is passed), and the zero page. Each load says which
+    memory map the new kernel gets (`new_e820`) and whether it passes EFI data (`efi`)."""
+
+    purgatory_kind: object         # pykexec.arch.x86.purgatory_setup.PurgatoryKind
+    purgatory_high: int
+    efi: object = None             # pykexec.arch.x86.efi.EfiBootData or None
+    efi_memmap: Optional[int] = None
+
+    @property
+    def new_e820(self):
+        raise NotImplementedError   # pragma: no cover - each load has one
+
+    def place_purgatory(self, low: Optional[int] = None, high: Optional[int] = None,
+                        top_down: bool = True) -> None:
+        self.purgatory = place_purgatory(
+            self.layout, self.purgatory_kind, PURGATORY_MIN_ADDR if low is None else low,
+            self.purgatory_high if high is None else high, top_down)
+
+    def place_initrd_and_setup_data(self, initrd_min: int, initrd_max: Optional[int] = None
+                                    ) -> Tuple[Optional[Tuple[int, int]], int]:
+        inputs = self.inputs
+        initrd = place_initrd(self.layout, inputs, initrd_min, initrd_max)
+        head = 0
+        if self.efi is not None:
+            head, self.efi_memmap = place_efi_data(self.layout, self.efi)
+        return initrd, place_setup_data(self.layout, self.new_e820, inputs.random_bytes,
+                                        head=head)
+
+    def zero_page(self, header_bytes: bytes, cmdline_addr: int, cmdline_offset: int,
+                  initrd, setup_data: int) -> bytes:
+        machine = self.inputs.machine
+        page = build_zero_page(ZeroPageInputs(
+            header_bytes=header_bytes, cmdline_addr=cmdline_addr, cmdline_offset=cmdline_offset,
+            e820=self.new_e820, initrd=initrd, setup_data_head=setup_data,
+            acpi_rsdp=acpi_rsdp(machine) or 0, running_boot_params=machine.boot_params,
+            edd=edd(machine)))
+        if self.efi is not None and self.efi_memmap is not None:
+            page = patch_efi_info(page, self.efi, self.efi_memmap)
+        return page

@@ -15,18 +15,14 @@ data (pykexec.arch.x86.efi), unless --noefi.
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 from pykexec.arch.x86.bootparams import e820_type
-from pykexec.arch.x86.efi import efi_boot_data, patch_efi_info, place_efi_data, xloadflags
-from pykexec.arch.x86.firmware import acpi_rsdp, edd
-from pykexec.arch.x86.load import place_initrd
+from pykexec.arch.x86.efi import efi_boot_data, xloadflags
+from pykexec.arch.x86.load import SharedSteps
 from pykexec.arch.x86.options import x86_options
-from pykexec.arch.x86.setupdata import place_setup_data
-from pykexec.arch.x86.zeropage import ZeroPageInputs, build_zero_page
-from pykexec.arch.x86.purgatory_setup import (PURGATORY_MIN_ADDR, PurgatoryKind,
-                                              PurgatoryOptions, finish_purgatory,
-                                              place_purgatory, registers_for_kernel)
+from pykexec.arch.x86.purgatory_setup import (PurgatoryKind, PurgatoryOptions, finish_purgatory,
+                                              registers_for_kernel)
 from pykexec.core.cmdline import COMMAND_LINE_MAX, byte_length
 from pykexec.errors import LoadError
 from pykexec.core.layout import Layout
@@ -42,7 +38,7 @@ def normal_window(mem_min: int = 0, mem_max: Optional[int] = None,
     return Range(mem_min, end)
 
 
-class X86NormalLoad:
+class X86NormalLoad(SharedSteps):
     crash = None   # the same attribute CrashLoad fills; nothing crash-related here
     purgatory_kind: PurgatoryKind          # the architecture's purgatory
     address_limit: int = ADDR_LIMIT        # every segment below this
@@ -65,37 +61,13 @@ class X86NormalLoad:
             raise LoadError(f"the command line is {byte_length(self.cmdline)} bytes "
                             f"(at most {COMMAND_LINE_MAX})")
 
+    @property
+    def new_e820(self):
+        return self.e820
+
     def place_crash_segments(self) -> str:
         """Nothing to place without a crash; returns the new kernel's command line."""
         return self.cmdline
-
-    def place_purgatory(self, low: Optional[int] = None, high: Optional[int] = None,
-                        top_down: bool = True) -> None:
-        """Top-down from the highest RAM, unless the format narrows it."""
-        self.purgatory = place_purgatory(self.layout, self.purgatory_kind,
-                                         PURGATORY_MIN_ADDR if low is None else low,
-                                         self.purgatory_high if high is None else high, top_down)
-
-    def place_initrd_and_setup_data(self, initrd_min: int, initrd_max: Optional[int] = None
-                                    ) -> Tuple[Optional[Tuple[int, int]], int]:
-        inputs = self.inputs
-        initrd = place_initrd(self.layout, inputs, initrd_min, initrd_max)
-        head = 0
-        if self.efi is not None:
-            head, self.efi_memmap = place_efi_data(self.layout, self.efi)
-        return initrd, place_setup_data(self.layout, self.e820, inputs.random_bytes, head=head)
-
-    def zero_page(self, header_bytes: bytes, cmdline_addr: int, cmdline_offset: int,
-                  initrd, setup_data: int) -> bytes:
-        machine = self.inputs.machine
-        page = build_zero_page(ZeroPageInputs(
-            header_bytes=header_bytes, cmdline_addr=cmdline_addr, cmdline_offset=cmdline_offset,
-            e820=self.e820, initrd=initrd, setup_data_head=setup_data,
-            acpi_rsdp=acpi_rsdp(machine) or 0, running_boot_params=machine.boot_params,
-            edd=edd(machine)))
-        if self.efi is not None and self.efi_memmap is not None:
-            page = patch_efi_info(page, self.efi, self.efi_memmap)
-        return page
 
     def _notes(self, **notes) -> dict:
         return {"format": self.format_name, "window": [self.window.start, self.window.end],
