@@ -28,7 +28,7 @@ from pykexec.core.cmdline import COMMAND_LINE_MAX, byte_length
 from pykexec.core.elfcore import core_header_for
 from pykexec.core.layout import Layout
 from pykexec.core.plan import Plan
-from pykexec.core.ranges import ADDR_LIMIT, Range, align_down, align_up
+from pykexec.core.ranges import ADDR_LIMIT, PAGE_SIZE, Range, align_down, align_up
 from pykexec.errors import LoadError
 from pykexec.machine import Machine
 
@@ -98,6 +98,9 @@ class Arm64Load:
         self.image_size = image.image_size or LEGACY_IMAGE_SIZE
         if image.legacy:
             self.warnings.append(LEGACY_WARNING.format(path=inputs.kernel_path))
+        if self.text_offset % PAGE_SIZE:
+            raise LoadError(f"{inputs.kernel_path}: text_offset {self.text_offset:#x} is not "
+                            "page aligned (kexec_load places whole pages)")
         if image.big_endian:
             raise LoadError(f"{inputs.kernel_path}: a big-endian Image (pykexec loads "
                             "little-endian arm64 kernels only)")
