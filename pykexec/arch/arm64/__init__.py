@@ -1,8 +1,8 @@
 """arm64 (AArch64, little endian): image formats, crash rules, device tree and purgatory
 plugged into the load pipeline as one `ARCH` (pykexec.arch.interfaces.Arch).
 
-Formats in probe order: the Image (also PE-signed, and Image.gz, gunzipped by the input
-reader) before EFI zboot ("vmlinuz"). Only kexec_load lays a load out here; a running
+Formats in probe order, kexec-tools': an ELF vmlinux (loaded as the Image it holds), the
+Image (also PE-signed, and Image.gz, gunzipped by the input reader), EFI zboot ("vmlinuz"). Only kexec_load lays a load out here; a running
 arm64 kernel's kexec_file_load takes an Image only (and Debian 12's has no KEXEC_FILE).
 """
 
@@ -17,7 +17,8 @@ from pykexec.arch.arm64.options import NAMES as ARM64_OPTION_NAMES, TABLE
 
 NAME = "arm64"
 KEXEC_ARCH_AARCH64 = EM_AARCH64 << 16
-FORMAT_MODULES = ("pykexec.arch.arm64.imageload", "pykexec.arch.arm64.zbootload")
+FORMAT_MODULES = ("pykexec.arch.arm64.vmlinuxload", "pykexec.arch.arm64.imageload",
+                  "pykexec.arch.arm64.zbootload")
 
 
 def with_entry_override(plan, request, machine):

@@ -40,7 +40,7 @@ TABLE = OptionTable(
     values={},          # kexec-tools' arm64 keeps each argument as given
     needs_kernel=("dtb",),
     generic_help={
-        "type": "force the kernel file type (Image, vmlinuz: EFI zboot)",
+        "type": "force the kernel file type (vmlinux, Image, vmlinuz: EFI zboot)",
         "reuseinitrd": "reuse the running kernel's initrd (refused, as in kexec-tools)",
     },
     reuse_initrd_refusal="--reuseinitrd is not implemented on arm64 (as in kexec-tools): pass "
