@@ -1,6 +1,7 @@
 """The arm64 test bed: Debian's arm64 kernel and userland under qemu-system-aarch64 (TCG).
 
-    python -m tests.bed.arm64guest [--loader kexec] [--firmware dt|uefi]    one kdump cycle
+    python -m tests.bed.arm64guest [--loader pykexec|kexec] [--firmware dt|uefi]
+                                   [--format image|gz] [--reboot]     one kdump (or -l/-e) cycle
     python -m tests.bed.arm64guest --take-snapshots [NAME...]     tests/snapshots/qemu-arm64-*
 
 Built like the i386 bed (tests/bed/i386guest.py, whose tree finishing and /init this
@@ -20,6 +21,12 @@ arm64 userland served read-only over 9p, where Debian's python3.11:arm64 runs
 guest_arm64/stage{1,2}.py: the generic stages (tests/bed/guest) plus, in stage 1, the
 DTB copied into the snapshot and Debian's `kexec -p -d` recorded, and in stage 2
 Debian's `makedumpfile -d 31` and `--dump-dmesg` on the dump it wrote.
+
+The loader is Debian's kexec:arm64 or pykexec from this checkout (`python3.11 -m pykexec`
+with the checkout on PYTHONPATH, its pure-Python dependencies in the tree's dist-packages,
+the arm64 purgatory cross-built on the host first: `prepare_pykexec`). A reboot case
+(`run_arm64_reboot`) loads with -l and boots with -e instead of panicking; the matrix of
+tests/e2e/test_arm64_kdump.py is `Arm64Case`s run two at a time by `Arm64Pool`.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ import re
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -41,7 +48,7 @@ from tests.bed import i386guest, oracle
 from tests.bed import initramfs as generic_initramfs
 from tests.bed import qemu as generic_qemu
 from tests.bed.kernels import (BedError, Kernel, cache_lock, cache_root, package_version,
-                               resolve_package)
+                               resolve_package, staged)
 
 ARCH = "arm64"
 META_PACKAGE = "linux-image-arm64:arm64"
@@ -60,16 +67,17 @@ ROOT_PACKAGES = i386guest.ROOT_PACKAGES + (
     "libxenforeignmemory1", "libxengnttab1", "libxentoollog1", "libxentoolcore1",
 )
 ROOT_BUILDER_VERSION = "1"
-INITRAMFS_BUILDER_VERSION = "1"
 # Executables of the tree whose shared libraries must all be inside it.
 NEEDED_ROOTS = ("sbin/kexec", "sbin/vmcore-dmesg", "usr/bin/makedumpfile", "usr/bin/python3.11")
-# virtio and virtio_ring are built in (CONFIG_VIRTIO=y); QEMU virt's 9p device is virtio-pci.
-MODULES = tuple((n, d) for n, d in generic_initramfs.MODULES if n not in ("virtio", "virtio_ring"))
 
 CROSS_CC = "aarch64-linux-gnu-gcc"      # builds the recording shim for the guests
 GUEST_PYTHON = "/usr/bin/python3.11"
 KEXEC = ["/sbin/kexec"]
+# pykexec from this checkout (the guest's PYTHONPATH), under Debian's python3.11:arm64
+PYKEXEC = [GUEST_PYTHON, "-m", "pykexec"]
+LOADERS = {"kexec": KEXEC, "pykexec": PYKEXEC}
 CAPTURE_APPEND = "console=ttyAMA0 nr_cpus=1 reset_devices panic=1"
+FIRST_CMDLINE = "console=ttyAMA0 panic=1 loglevel=4"
 
 
 def _run(argv, **kw) -> str:
@@ -117,20 +125,13 @@ def get_kernel() -> Kernel:
     with cache_lock(f"arm64-{folder.name}"):
         if (folder / "READY").exists():
             return i386guest._ready(folder)
-        tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=base))
-        try:
+        with staged(folder) as tmp:
             _run(["apt-get", "download", f"{package}={version}"], cwd=tmp)
             deb = next(tmp.glob("*.deb"))
             _run(["dpkg", "-x", str(deb), str(tmp / "root")])
             deb.unlink()
             release = next((tmp / "root" / "lib" / "modules").iterdir()).name
             (tmp / "READY").write_text(f"{package.split(':')[0]}\n{version}\n{release}\n")
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.rename(tmp, folder)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     return i386guest._ready(folder)
 
 
@@ -193,15 +194,10 @@ def get_root() -> Path:
     with cache_lock(f"arm64-{folder.name}"):
         if (folder / "READY").exists():
             return folder
-        tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=base))
-        try:
-            debs = tmp / "debs"
-            debs.mkdir()
+        with staged(folder) as tree, tempfile.TemporaryDirectory(dir=base) as debs:
             _run(["apt-get", "download", *(f"{p}:arm64={v}" for p, v in versions.items())], cwd=debs)
-            tree = tmp / "tree"
-            for deb in sorted(debs.glob("*.deb")):
+            for deb in sorted(Path(debs).glob("*.deb")):
                 _run(["dpkg", "-x", str(deb), str(tree)])
-            shutil.rmtree(debs)
             _check_needed(tree)
             i386guest._finish_tree(tree, pure)
             if not (tree / "usr" / "sbin" / "makedumpfile").exists():
@@ -213,11 +209,6 @@ def get_root() -> Path:
                   str(tree / "usr" / "lib" / "python3.11"),
                   str(tree / "usr" / "lib" / "python3" / "dist-packages")])
             (tree / "READY").write_text(json.dumps(versions, indent=1) + "\n")
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.rename(tree, folder)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 
@@ -232,33 +223,21 @@ def _conf(root: Path) -> bytes:
 def get_initramfs(kernel: Kernel, root: Optional[Path] = None) -> Path:
     """The busybox (arm64) initramfs for `kernel` (cached by its inputs)."""
     root = root or get_root()
-    busybox = root / "bin" / "busybox"
-    h = hashlib.sha256(INITRAMFS_BUILDER_VERSION.encode())
-    for part in (kernel.release.encode(), kernel.version.encode(), INIT.read_bytes(),
-                 busybox.read_bytes(), _conf(root)):
-        h.update(part)
-    out = cache_root() / ARCH / f"initramfs-{kernel.release}-{h.hexdigest()[:16]}.cpio.gz"
+    return generic_initramfs.foreign_initramfs(kernel, ARCH, root / "bin" / "busybox", INIT,
+                                               _conf(root))
+
+
+def get_image_gz(kernel: Kernel) -> Path:
+    """The kernel's Image gzip-compressed, as an `Image.gz` beside it in the cache (the
+    format a distribution without EFI stub signing ships; the loader inflates it)."""
+    out = kernel.folder / "Image.gz"
     if out.exists():
         return out
-    with cache_lock(out.name):
-        if out.exists():
-            return out
-        D, F, X = generic_initramfs.DIR, generic_initramfs.FILE, generic_initramfs.EXEC
-        entries: List[Tuple[str, int, bytes]] = [
-            (d, D, b"") for d in ("bin", "sbin", "dev", "proc", "sys", "tmp", "lib",
-                                  "lib/modules", "lib/modules/bed", "results", "host")]
-        entries.append(("dev/console", generic_initramfs.CHR, b"5:1"))
-        entries.append(("bin/busybox", X, busybox.read_bytes()))
-        entries.append(("init", X, INIT.read_bytes()))
-        entries.append(("bed-i386.conf", F, _conf(root)))
-        for name, subdir in MODULES:
-            entries.append((f"lib/modules/bed/{name}.ko", F,
-                            generic_initramfs._module_bytes(kernel, name, subdir)))
-        entries.append(("lib/modules/bed/order", F, "".join(n + "\n" for n, _ in MODULES).encode()))
-        blob = gzip.compress(generic_initramfs.newc_archive(entries), compresslevel=6, mtime=0)
-        tmp = out.with_name(out.name + f".{os.getpid()}.tmp")
-        tmp.write_bytes(blob)
-        os.rename(tmp, out)
+    with cache_lock(f"arm64-{kernel.folder.name}-gz"):
+        if not out.exists():
+            with staged(out, file=True) as tmp:
+                tmp.write_bytes(gzip.compress(kernel.bzimage.read_bytes(), compresslevel=6,
+                                              mtime=0))
     return out
 
 
@@ -294,7 +273,7 @@ def cycle_config(**kw) -> "generic_qemu.CycleConfig":
     """A CycleConfig for this bed (arm64 QEMU, console, kernel and initramfs filled in)."""
     kernel = kw.pop("kernel", None) or get_kernel()
     defaults = dict(kernel=kernel, qemu=QEMU_ARM64, argv_builder=qemu_argv, firmware="dt",
-                    first_cmdline="console=ttyAMA0 panic=1 loglevel=4", memory_mib=2048,
+                    first_cmdline=FIRST_CMDLINE, memory_mib=2048,
                     cpus=1, timeout=400, initramfs=get_initramfs(kernel, get_root()))
     defaults.update(kw)
     return generic_qemu.CycleConfig(**defaults)
@@ -336,6 +315,201 @@ def kexec_argv(kernel: Kernel, initrd: Path, debug: bool = False) -> List[str]:
     """Debian's kexec:arm64 `-p` of the bed's kernel and initramfs, as the guest runs it."""
     return generic_qemu.loader_argv(KEXEC, guest_path(kernel.bzimage), guest_path(initrd),
                                     append=CAPTURE_APPEND, debug=debug)
+
+
+def crash_argv(loader: str, image: Path, initrd: Path, extra: Sequence[str] = (),
+               debug: bool = False) -> List[str]:
+    """`LOADER -p IMAGE ... --initrd --append` (LOADERS name) as the guest runs it."""
+    return generic_qemu.loader_argv(LOADERS[loader], guest_path(image), guest_path(initrd),
+                                    append=CAPTURE_APPEND, extra=extra, debug=debug)
+
+
+def prepare_pykexec() -> None:
+    """Make this checkout ready for the guest, which sees it read-only: pykexec's arm64
+    purgatory built (or checked) here, with the cross compiler on x86 (the guest has no
+    compiler), and its modules byte-compiled by this host's Python 3.11 (the guest's has
+    the same magic number; without pycs it compiles every module on every run under TCG)."""
+    from pykexec.purgatory.build import declared_specs, purgatory_object
+    specs = [spec for spec in declared_specs() if spec.arch == ARCH]
+    if not specs:
+        raise BedError("pykexec declares no arm64 purgatory (pykexec/arch/arm64/purgatory_spec.py)")
+    try:
+        for spec in specs:
+            purgatory_object(spec)
+    except Exception as e:           # PurgatoryBuildError, or the compiler missing
+        raise BedError(f"arm64 purgatory: {e}") from None
+    if sys.version_info[:2] == (3, 11):
+        import compileall
+        compileall.compile_dir(str(REPO_ROOT / "pykexec"), quiet=1)
+
+
+# --- normal load and boot (-l, -e) -------------------------------------------------------
+
+AFTER_MARK = "bed_boot=after"       # guest_arm64/stage1.py knows the booted kernel by it
+
+
+@dataclass
+class RebootResult:
+    """A load with -l and a boot with -e in one guest (guest_arm64/stage1.py reboot_cycle)."""
+
+    cycle: "generic_qemu.CycleResult"
+    marker: str
+    before: Dict[str, object]        # reboot-before.json: load_exit, load_stderr, ...
+    after: Dict[str, object]         # reboot-after.json: cmdline, release, fdt_bootargs
+
+    @property
+    def rebooted(self) -> bool:
+        return self.marker in str(self.after.get("cmdline", "")).split()
+
+    def describe(self) -> str:
+        return (f"before: {json.dumps(self.before, indent=1)[-3000:]}\nafter: {self.after}\n"
+                f"{self.cycle.describe()}")
+
+
+def reboot_append(marker: str) -> str:
+    return f"{FIRST_CMDLINE} {AFTER_MARK} {marker}"
+
+
+def run_arm64_reboot(cfg: "generic_qemu.CycleConfig", load: Sequence[str],
+                     exec_: Sequence[str], marker: str) -> RebootResult:
+    """Boot, run `load` (a -l whose --append carries `reboot_append(marker)`) then `exec_`
+    (-e); the kernel it boots records its command line. cfg from `cycle_config`, with
+    loader_argv None and no crashkernel."""
+    import dataclasses
+    cfg = dataclasses.replace(cfg, loader_argv=None, take_snapshot=False, guest_config={
+        **cfg.guest_config, "reboot": {"load": list(load), "exec": list(exec_)}})
+    res = generic_qemu.run_kdump_cycle(cfg)
+    results = res.run_dir / "results"
+
+    def read(name):
+        path = results / name
+        return json.loads(path.read_text()) if path.exists() else {}
+    return RebootResult(res, marker, read("reboot-before.json"), read("reboot-after.json"))
+
+
+# --- the e2e matrix (tests/e2e/test_arm64_kdump.py, test_arm64_kexec_tools.py) -----------
+
+@dataclass(frozen=True)
+class Arm64Case:
+    """One guest boot of the arm64 matrix: a crash load, a panic and the capture kernel's
+    checks, or (`reboot`) a -l load and a -e boot."""
+
+    name: str
+    loader: str = "pykexec"          # LOADERS name
+    firmware: str = "dt"             # dt | uefi
+    memory_mib: int = 2048
+    cpus: int = 1
+    fmt: str = "image"               # image (Debian's PE-signed Image) | gz (Image.gz)
+    extra: Tuple[str, ...] = ()      # more loader options
+    reboot: bool = False
+    crashkernel: str = "crashkernel=256M"
+    # QEMU start to exit: ~90 s on two idle cores, 270 s seen on a machine loaded 4x over
+    timeout: float = 600
+
+
+@dataclass
+class Arm64Outcome:
+    case: Arm64Case
+    kernel: Kernel
+    cycle: "generic_qemu.CycleResult"
+    dump: Optional[DumpToolResult] = None    # crash cases
+    reboot: Optional[RebootResult] = None    # reboot cases
+    chosen: Dict[str, object] = field(default_factory=dict)   # capture kernel: chosen.json
+
+    def verdict(self) -> str:
+        """A one-line account: the checks the tests make, and the cycle's timings."""
+        res, t = self.cycle, self.cycle.timings
+
+        def s(x):
+            return "-" if x is None else f"{x:.0f}s"
+        times = f"cycle {s(t.total)} (boot {s(t.boot)}, load {s(t.load)}"
+        if self.reboot is not None:
+            rb = self.reboot
+            load = rb.before.get("load_seconds")
+            return (f"-l exit {rb.before.get('load_exit')}, -e "
+                    f"{'booted the new kernel' if rb.rebooted else 'NO new kernel'}; "
+                    f"cycle {s(t.total)} (load {s(load)})")
+        p, d = res.pattern, self.dump or DumpToolResult()
+        return (f"load exit {res.loader_exit}, captured {res.captured}, "
+                f"{res.nt_prstatus} NT_PRSTATUS, pattern {p.matched}/{p.recorded}, "
+                f"vmcore-dmesg {'ok' if res.panic_line_found else 'FAIL'}, makedumpfile -d 31 "
+                f"{'ok' if d.dump_exit == 0 and d.panic_line_found else 'FAIL'}; {times}, "
+                f"panic->capture init {s(t.panic_to_capture_init)})")
+
+
+def run_case(case: Arm64Case, run_dir: Optional[Path] = None) -> Arm64Outcome:
+    """Boot `case` once (the kernel, userland and initramfs are the cached shared ones)."""
+    import secrets
+    kernel = get_kernel()
+    initrd = get_initramfs(kernel, get_root())
+    image = get_image_gz(kernel) if case.fmt == "gz" else kernel.bzimage
+    common = dict(memory_mib=case.memory_mib, cpus=case.cpus, firmware=case.firmware,
+                  kernel=kernel, name=f"arm64-{case.name}", run_dir=run_dir,
+                  timeout=case.timeout)
+    if case.reboot:
+        marker = "bed_marker=" + secrets.token_hex(6)
+        prefix = LOADERS[case.loader]
+        load = [*prefix, "-l", guest_path(image), f"--initrd={guest_path(initrd)}",
+                f"--append={reboot_append(marker)}", *case.extra]
+        rb = run_arm64_reboot(cycle_config(loader_argv=None, cmdline_extra="", **common),
+                              load, [*prefix, "-e"], marker)
+        return Arm64Outcome(case, kernel, rb.cycle, reboot=rb)
+    # pykexec's load takes ~20 s under TCG, 60 s on a loaded machine (stage 1's default
+    # allows 120 s)
+    cfg = cycle_config(loader_argv=crash_argv(case.loader, image, initrd, case.extra),
+                       cmdline_extra=case.crashkernel, guest_config={"loader_timeout": 300},
+                       **common)
+    res, dump = run_arm64_cycle(cfg)
+    chosen = res.run_dir / "results" / "chosen.json"
+    return Arm64Outcome(case, kernel, res, dump=dump,
+                        chosen=json.loads(chosen.read_text()) if chosen.exists() else {})
+
+
+class Arm64Pool:
+    """Runs the wanted cases `parallel` at a time, as soon as the first one is asked for:
+    a TCG guest keeps about one host core busy per vCPU, and CI has two cores."""
+
+    def __init__(self, run_dir_for, parallel: int = 2):
+        import threading
+        self.run_dir_for = run_dir_for        # case name -> a fresh folder
+        self.parallel = parallel
+        self.lock = threading.Lock()
+        self.pool = None
+        self.futures: Dict[str, object] = {}
+        self.wanted: List[Arm64Case] = []
+        self.purgatory_error: Optional[str] = None   # pykexec's arm64 purgatory did not build
+
+    def get(self, case: Arm64Case) -> Arm64Outcome:
+        from concurrent.futures import ThreadPoolExecutor
+        with self.lock:
+            if self.pool is None:
+                self.pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="arm64-case")
+                for c in self.wanted:
+                    self._submit(c)
+            if case.name not in self.futures:
+                self._submit(case)
+        return self.futures[case.name].result()
+
+    def _submit(self, case: Arm64Case) -> None:
+        if case.name not in self.futures:
+            self.futures[case.name] = self.pool.submit(run_case, case, self.run_dir_for(case.name))
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def summary_lines(self) -> List[str]:
+        """One line per case that ran: what it showed and how long its boot took."""
+        lines = []
+        for name, future in self.futures.items():
+            if not future.done() or future.cancelled():
+                continue
+            if future.exception() is not None:
+                lines.append(f"{name}: ERROR {future.exception()!r}"[:200])
+                continue
+            out = future.result()
+            lines.append(f"{name}: {out.verdict()}")
+        return lines
 
 
 # --- machine snapshots of arm64 guests -----------------------------------------------------
@@ -433,13 +607,18 @@ def take_arm64_snapshots_main(argv: Sequence[str]) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:  # pragma: no cover - manual use
     import argparse
-    ap = argparse.ArgumentParser(description="one arm64 kdump cycle")
-    ap.add_argument("--loader", default="kexec", choices=("kexec",),
-                    help="Debian's kexec-tools:arm64 (pykexec has no arm64 loader yet)")
+    import secrets
+    ap = argparse.ArgumentParser(description="one arm64 kdump cycle (or -l/-e with --reboot)")
+    ap.add_argument("--loader", default="pykexec", choices=sorted(LOADERS),
+                    help="pykexec (this checkout, in the guest's Python) or Debian's kexec")
+    ap.add_argument("--format", default="image", choices=("image", "gz"),
+                    help="Debian's (PE-signed) Image, or it gzip-compressed (Image.gz)")
     ap.add_argument("--firmware", default="dt", choices=("dt", "uefi"))
     ap.add_argument("--memory", type=int, default=2048)
     ap.add_argument("--cpus", type=int, default=1)
     ap.add_argument("--pattern-mib", type=int, default=64)
+    ap.add_argument("--extra", default="", help="more loader options (split on blanks)")
+    ap.add_argument("--reboot", action="store_true", help="-l then -e instead of -p and a panic")
     ap.add_argument("--take-snapshots", nargs="*", metavar="NAME",
                     help="boot the ARM64_MACHINES (or those named) and save their snapshots")
     args = ap.parse_args(argv)
@@ -447,14 +626,29 @@ def main(argv: Optional[Sequence[str]] = None) -> int:  # pragma: no cover - man
         return take_arm64_snapshots_main(args.take_snapshots)
     kernel = get_kernel()
     initrd = get_initramfs(kernel, get_root())
-    cfg = cycle_config(loader_argv=kexec_argv(kernel, initrd), memory_mib=args.memory,
-                       cpus=args.cpus, firmware=args.firmware, pattern_mib=args.pattern_mib,
-                       name=f"arm64-{args.firmware}", kernel=kernel)
+    image = get_image_gz(kernel) if args.format == "gz" else kernel.bzimage
+    if args.loader == "pykexec":
+        prepare_pykexec()
+    common = dict(memory_mib=args.memory, cpus=args.cpus, firmware=args.firmware, kernel=kernel,
+                  name=f"arm64-{args.loader}-{args.firmware}")
+    if args.reboot:
+        marker = "bed_marker=" + secrets.token_hex(6)
+        prefix = LOADERS[args.loader]
+        load = [*prefix, "-l", guest_path(image), f"--initrd={guest_path(initrd)}",
+                f"--append={reboot_append(marker)}", *args.extra.split()]
+        rb = run_arm64_reboot(cycle_config(loader_argv=None, cmdline_extra="", **common),
+                              load, [*prefix, "-e"], marker)
+        print(rb.describe())
+        print(f"rebooted: {rb.rebooted}, total {rb.cycle.timings.total} s")
+        return 0 if rb.rebooted else 1
+    cfg = cycle_config(loader_argv=crash_argv(args.loader, image, initrd, args.extra.split()),
+                       pattern_mib=args.pattern_mib, **common)
     res, dump = run_arm64_cycle(cfg)
     print(res.summary())
-    print(f"vmcore-dmesg exit {res.vmcore_dmesg_exit}")
-    print(dump)
-    return 0
+    print(f"vmcore-dmesg exit {res.vmcore_dmesg_exit}; makedumpfile -d 31 exit {dump.dump_exit} "
+          f"({dump.dump_size} bytes), --dump-dmesg exit {dump.dmesg_exit}, panic line "
+          f"{'found' if dump.panic_line_found else 'NOT found'}{' ' + dump.error if dump.error else ''}")
+    return 0 if res.ok and dump.panic_line_found else 1
 
 
 if __name__ == "__main__":

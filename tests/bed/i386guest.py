@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import gzip
 import hashlib
 import json
 import os
@@ -47,7 +46,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from tests.bed import initramfs as generic_initramfs
 from tests.bed import qemu as generic_qemu
 from tests.bed.kernels import (BedError, Kernel, cache_lock, cache_root, extract_vmlinux,
-                               package_version, resolve_package)
+                               package_version, resolve_package, staged)
 
 ARCH = "i386"
 QEMU_I386 = os.environ.get("PYKEXEC_BED_QEMU_I386", "qemu-system-i386")
@@ -74,7 +73,6 @@ PURE_PYTHON = ("elftools", "construct", "click")
 STDLIB_DROP = ("test", "idlelib", "tkinter", "lib2to3", "ensurepip", "distutils", "turtledemo",
                "pydoc_data", "sqlite3", "curses", "dbm", "unittest/test")
 ROOT_BUILDER_VERSION = "1"
-INITRAMFS_BUILDER_VERSION = "1"
 APPLETS = ("sh", "dmesg", "env", "cat", "ls", "mount", "sync", "sleep", "dd")
 
 
@@ -120,8 +118,7 @@ def get_kernel(flavour: str = "686") -> Kernel:
     with cache_lock(f"i386-{folder.name}"):
         if (folder / "READY").exists():
             return _ready(folder)
-        tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=base))
-        try:
+        with staged(folder) as tmp:
             _run(["apt-get", "download", f"{package}={version}"], cwd=tmp)
             deb = next(tmp.glob("*.deb"))
             _run(["dpkg", "-x", str(deb), str(tmp / "root")])
@@ -130,12 +127,6 @@ def get_kernel(flavour: str = "686") -> Kernel:
             bz = tmp / "root" / "boot" / f"vmlinuz-{release}"
             (tmp / "vmlinux").write_bytes(extract_vmlinux(bz.read_bytes()))
             (tmp / "READY").write_text(f"{package.split(':')[0]}\n{version}\n{release}\n")
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.rename(tmp, folder)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     return _ready(folder)
 
 
@@ -209,22 +200,12 @@ def get_root() -> Path:
     with cache_lock(f"i386-{folder.name}"):
         if (folder / "READY").exists():
             return folder
-        tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=base))
-        try:
-            debs = tmp / "debs"
-            debs.mkdir()
+        with staged(folder) as tree, tempfile.TemporaryDirectory(dir=base) as debs:
             _run(["apt-get", "download", *(f"{p}:i386={v}" for p, v in versions.items())], cwd=debs)
-            tree = tmp / "tree"
-            for deb in sorted(debs.glob("*.deb")):
+            for deb in sorted(Path(debs).glob("*.deb")):
                 _run(["dpkg", "-x", str(deb), str(tree)])
-            shutil.rmtree(debs)
             _finish_tree(tree, pure)
             (tree / "READY").write_text(json.dumps(versions, indent=1) + "\n")
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.rename(tree, folder)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 
@@ -266,36 +247,8 @@ def _conf(root: Path) -> bytes:
 def get_initramfs(kernel: Kernel, root: Optional[Path] = None) -> Path:
     """The busybox (i386) initramfs for `kernel` (cached by its inputs)."""
     root = root or get_root()
-    busybox = root / "bin" / "busybox"
-    init = GUEST_DIR / "init"
-    h = hashlib.sha256(INITRAMFS_BUILDER_VERSION.encode())
-    for part in (kernel.release.encode(), kernel.version.encode(), init.read_bytes(),
-                 busybox.read_bytes(), _conf(root)):
-        h.update(part)
-    out = cache_root() / ARCH / f"initramfs-{kernel.release}-{h.hexdigest()[:16]}.cpio.gz"
-    if out.exists():
-        return out
-    with cache_lock(out.name):
-        if out.exists():
-            return out
-        D, F, X = generic_initramfs.DIR, generic_initramfs.FILE, generic_initramfs.EXEC
-        entries: List[Tuple[str, int, bytes]] = [
-            (d, D, b"") for d in ("bin", "sbin", "dev", "proc", "sys", "tmp", "lib",
-                                  "lib/modules", "lib/modules/bed", "results", "host")]
-        entries.append(("dev/console", generic_initramfs.CHR, b"5:1"))
-        entries.append(("bin/busybox", X, busybox.read_bytes()))
-        entries.append(("init", X, init.read_bytes()))
-        entries.append(("bed-i386.conf", F, _conf(root)))
-        for name, subdir in generic_initramfs.MODULES:
-            entries.append((f"lib/modules/bed/{name}.ko", F,
-                            generic_initramfs._module_bytes(kernel, name, subdir)))
-        entries.append(("lib/modules/bed/order", F,
-                        "".join(n + "\n" for n, _ in generic_initramfs.MODULES).encode()))
-        blob = gzip.compress(generic_initramfs.newc_archive(entries), compresslevel=6, mtime=0)
-        tmp = out.with_name(out.name + f".{os.getpid()}.tmp")
-        tmp.write_bytes(blob)
-        os.rename(tmp, out)
-    return out
+    return generic_initramfs.foreign_initramfs(kernel, ARCH, root / "bin" / "busybox",
+                                               GUEST_DIR / "init", _conf(root))
 
 
 # --- one cycle ---------------------------------------------------------------------------

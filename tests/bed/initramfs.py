@@ -23,7 +23,7 @@ from typing import Iterable, List, Tuple
 
 from elftools.elf.elffile import ELFFile
 
-from tests.bed.kernels import ARCH, BedError, Kernel, cache_lock, cache_root
+from tests.bed.kernels import ARCH, BedError, Kernel, cache_lock, cache_root, staged
 
 GUEST_DIR = Path(__file__).resolve().parent / "guest"
 INIT_SCRIPT = GUEST_DIR / "init"
@@ -184,11 +184,46 @@ def get_initramfs(kernel: Kernel) -> Path:
     with cache_lock(out.name):
         if out.exists():
             return out
-        blob = gzip.compress(newc_archive(initramfs_entries(kernel)), compresslevel=6, mtime=0)
-        tmp = out.with_name(out.name + f".{os.getpid()}.tmp")
-        tmp.write_bytes(blob)
-        os.rename(tmp, out)
+        with staged(out, file=True) as tmp:
+            tmp.write_bytes(gzip.compress(newc_archive(initramfs_entries(kernel)),
+                                          compresslevel=6, mtime=0))
         _prune(out)
+    return out
+
+
+FOREIGN_BUILDER_VERSION = "1"
+
+
+def foreign_initramfs(kernel: Kernel, arch: str, busybox: Path, init: Path,
+                      conf: bytes) -> Path:
+    """The initramfs of a foreign-architecture bed (i386, arm64), cached in the bed cache's
+    `arch` folder by a digest of every input: that architecture's static `busybox` (from
+    its userland tree), `init` as /init, `conf` as /bed-i386.conf (where /init finds the
+    tree it chroots into) and the kernel's virtio + 9p modules in load order."""
+    modules = load_order([(name, subdir, _module_bytes(kernel, name, subdir))
+                          for name, subdir in bed_modules(kernel)])
+    entries: List[Tuple[str, int, bytes]] = [
+        (d, DIR, b"") for d in ("bin", "sbin", "dev", "proc", "sys", "tmp", "lib", "lib/modules",
+                                 "lib/modules/bed", "results", "host")]
+    entries.append(("dev/console", CHR, b"5:1"))
+    entries.append(("bin/busybox", EXEC, busybox.read_bytes()))
+    entries.append(("init", EXEC, init.read_bytes()))
+    entries.append(("bed-i386.conf", FILE, conf))
+    for name, _, blob in modules:
+        entries.append((f"lib/modules/bed/{name}.ko", FILE, blob))
+    entries.append(("lib/modules/bed/order", FILE, "".join(m[0] + "\n" for m in modules).encode()))
+    h = hashlib.sha256(FOREIGN_BUILDER_VERSION.encode())
+    h.update(kernel.release.encode() + b"\0" + kernel.version.encode())
+    for name, mode, data in entries:
+        h.update(f"{name}:{mode:o}:".encode() + hashlib.sha256(data).digest())
+    out = cache_root() / arch / f"initramfs-{kernel.release}-{h.hexdigest()[:16]}.cpio.gz"
+    if out.exists():
+        return out
+    with cache_lock(f"{arch}-{out.name}"):
+        if not out.exists():
+            with staged(out, file=True) as tmp:
+                tmp.write_bytes(gzip.compress(newc_archive(entries), compresslevel=6, mtime=0))
+            _prune(out)
     return out
 
 

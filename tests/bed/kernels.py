@@ -68,6 +68,31 @@ def cache_lock(name: str):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+@contextmanager
+def staged(dest: Path, *, file: bool = False):
+    """Build `dest` out of sight: yields a fresh path beside it (an empty folder, or with
+    `file` a path to write), renamed onto `dest` when the block succeeds (replacing an old
+    one) and removed when it fails, so no reader ever sees half a build. Callers hold
+    `cache_lock` around it."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if file:
+        tmp = dest.with_name(f"{dest.name}.{os.getpid()}.tmp")
+    else:
+        tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".", dir=dest.parent))
+    try:
+        yield tmp
+        if not file and dest.exists():
+            shutil.rmtree(dest)
+        os.rename(tmp, dest)
+    except BaseException:
+        if file:
+            tmp.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 @dataclass(frozen=True)
 class Kernel:
     """An unpacked Debian kernel package."""
@@ -175,10 +200,7 @@ def get_kernel(package: Optional[str] = None, series: Optional[str] = None) -> K
     with cache_lock(folder.name):
         if (folder / "READY").exists():
             return _load_ready(folder)
-        if folder.exists():
-            shutil.rmtree(folder)
-        tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=base))
-        try:
+        with staged(folder) as tmp:
             if series == DEFAULT_SERIES:
                 _run(["apt-get", "download", f"{package}={version}"], cwd=tmp)
             else:
@@ -196,10 +218,6 @@ def get_kernel(package: Optional[str] = None, series: Optional[str] = None) -> K
             data = extract_vmlinux(bz.read_bytes())
             (tmp / "vmlinux").write_bytes(data)
             (tmp / "READY").write_text(f"{package}\n{version}\n{release}\n{series}\n")
-            os.rename(tmp, folder)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     return _load_ready(folder)
 
 

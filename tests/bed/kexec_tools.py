@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from tests.bed.kernels import ARCH, BedError, _run, cache_lock, cache_root
+from tests.bed.kernels import ARCH, BedError, _run, cache_lock, cache_root, staged
 
 SOURCE_PACKAGE = "kexec-tools"
 # Newest first: sid's index can name files its mirror has not synced yet; then trixie.
@@ -78,12 +77,9 @@ def get_kexec_tools(suites: Sequence[str] = SUITES) -> KexecTools:
                         if p.stat().st_mtime >= listed), key=lambda p: p.stat().st_mtime)
         if fresh:
             return _checked(_load_ready(fresh[-1].parent))
-        tmp = Path(tempfile.mkdtemp(prefix="kexec-tools.", dir=base))
-        try:
-            dl = tmp / "dl"
-            dl.mkdir()
-            suite = apt.download_source(SOURCE_PACKAGE, suites, dl)
-            dscs = list(dl.glob("*.dsc"))
+        with tempfile.TemporaryDirectory(prefix="kexec-tools-dl.", dir=base) as dl:
+            suite = apt.download_source(SOURCE_PACKAGE, suites, Path(dl))
+            dscs = list(Path(dl).glob("*.dsc"))
             if len(dscs) != 1:
                 raise BedError(f"{SOURCE_PACKAGE} from {suite}: expected one .dsc, got {dscs}")
             m = re.search(r"^Version:\s*(\S+)", dscs[0].read_text(), re.M)
@@ -93,24 +89,17 @@ def get_kexec_tools(suites: Sequence[str] = SUITES) -> KexecTools:
             folder = base / f"kexec-tools-{debian_version.replace(':', '_')}"
             if (folder / "READY").exists():
                 (folder / "READY").touch()
-                shutil.rmtree(tmp)
                 return _checked(_load_ready(folder))
-            src = tmp / "src"
-            _run(["dpkg-source", "--no-check", "-x", str(dscs[0]), str(src)])
-            _run(["./configure"], cwd=src)
-            _run(["make", f"-j{min(2, os.cpu_count() or 1)}"], cwd=src)
-            out = _run([str(src / "build" / "sbin" / "kexec"), "--version"])
-            v = re.search(r"kexec-tools\s+(\S+)", out)
-            if not v:
-                raise BedError(f"built kexec --version printed {out!r}")
-            shutil.rmtree(dl)
-            (tmp / "READY").write_text(f"{v.group(1)}\n{suite}\n{debian_version}\n")
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.rename(tmp, folder)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            with staged(folder) as tmp:
+                src = tmp / "src"
+                _run(["dpkg-source", "--no-check", "-x", str(dscs[0]), str(src)])
+                _run(["./configure"], cwd=src)
+                _run(["make", f"-j{min(2, os.cpu_count() or 1)}"], cwd=src)
+                out = _run([str(src / "build" / "sbin" / "kexec"), "--version"])
+                v = re.search(r"kexec-tools\s+(\S+)", out)
+                if not v:
+                    raise BedError(f"built kexec --version printed {out!r}")
+                (tmp / "READY").write_text(f"{v.group(1)}\n{suite}\n{debian_version}\n")
     return _checked(_load_ready(folder))
 
 

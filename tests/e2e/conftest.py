@@ -38,3 +38,51 @@ def kept_vmcore_i386(tmp_path_factory):
     kept = _kept("i386", tmp_path_factory)
     yield kept
     kept.path.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def arm64_cycles(request):
+    """The arm64 matrix's guests (tests/bed/arm64guest.py Arm64Pool), two at a time: every
+    case the session's tests ask for (an Arm64Case parameter, or a module's ARM64_CASES)
+    starts when the first is needed."""
+    from tests.bed import arm64guest
+    require_root()
+    require(shutil.which(arm64guest.QEMU_ARM64) is not None,
+            f"{arm64guest.QEMU_ARM64} not installed (apt-get install qemu-system-arm)")
+    try:
+        kernel = arm64guest.get_kernel()
+        arm64guest.get_initramfs(kernel, arm64guest.get_root())
+    except BedError as err:
+        require(False, f"arm64 test bed not available: {err}")
+    wanted = []
+    for item in request.session.items:
+        spec = getattr(item, "callspec", None)
+        cases = [v for v in (spec.params.values() if spec else ())
+                 if isinstance(v, arm64guest.Arm64Case)]
+        cases += getattr(getattr(item, "module", None), "ARM64_CASES", ())
+        wanted += [c for c in cases if c not in wanted]
+    # run folders in the bed cache (qemu.new_run_dir: kept after the session, for the logs)
+    pool = arm64guest.Arm64Pool(lambda name: None)
+    if any(c.loader == "pykexec" for c in wanted):
+        try:
+            arm64guest.prepare_pykexec()
+        except BedError as err:        # the pykexec cases fail on it, kexec-tools' still run
+            pool.purgatory_error = str(err)
+            wanted = [c for c in wanted if c.loader != "pykexec"]
+    pool.wanted = wanted
+    _ARM64_POOLS.append(pool)
+    yield pool
+    pool.close()
+
+
+_ARM64_POOLS = []
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Each arm64 case's outcome and cycle time (QEMU start to exit), for the matrix table."""
+    for pool in _ARM64_POOLS:
+        lines = pool.summary_lines()
+        if lines:
+            terminalreporter.write_sep("-", "arm64 matrix (one guest boot per case)")
+            for line in lines:
+                terminalreporter.write_line(line)

@@ -33,31 +33,24 @@ import re
 import pytest
 
 from tests.bed import arm64guest
-from tests.bed.kernels import BedError
-from tests.conftest import require, require_root
 
 pytestmark = pytest.mark.e2e
 
 
+# One guest of the arm64 pool (tests/e2e/conftest.py arm64_cycles), beside pykexec's.
+KEXEC_CASE = arm64guest.Arm64Case("kexec-tools-dt-2g-1cpu", loader="kexec")
+ARM64_CASES = (KEXEC_CASE,)
+
+
 @pytest.fixture(scope="module")
-def cycle():
-    require_root()
-    import shutil
-    require(shutil.which(arm64guest.QEMU_ARM64), "qemu-system-aarch64 is missing "
-            "(apt-get install qemu-system-arm)")
-    try:
-        kernel = arm64guest.get_kernel()
-        initrd = arm64guest.get_initramfs(kernel, arm64guest.get_root())
-    except BedError as e:
-        require(False, f"arm64 bed: {e}")
-    cfg = arm64guest.cycle_config(loader_argv=arm64guest.kexec_argv(kernel, initrd),
-                                  name="arm64-kexec-tools", kernel=kernel)
-    res, dump = arm64guest.run_arm64_cycle(cfg)
+def cycle(arm64_cycles):
+    out = arm64_cycles.get(KEXEC_CASE)
+    res = out.cycle
     stage2 = {}
     path = res.run_dir / "results" / "stage2.json"
     if path.exists():
         stage2 = json.loads(path.read_text())
-    return res, dump, stage2
+    return res, out.dump, stage2
 
 
 def test_load_succeeds_but_warns_about_text(cycle):

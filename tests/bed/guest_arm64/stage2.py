@@ -1,5 +1,6 @@
 """arm64 stage 2: the generic checks (tests/bed/guest/stage2.py: vmcore headers and
-notes, the pattern page by page, Debian's vmcore-dmesg), then Debian's makedumpfile:arm64:
+notes, the pattern page by page, Debian's vmcore-dmesg), this kernel's /chosen and System
+RAM (chosen.json), then Debian's makedumpfile:arm64:
 `makedumpfile -d 31 /proc/vmcore DUMP` and `makedumpfile --dump-dmesg DUMP DMESG`, written
 to RESULTS_DIR/makedumpfile.json (the dump itself is deleted: only its size is kept).
 """
@@ -34,8 +35,34 @@ def dump_checks(results):
     return out
 
 
+CHOSEN = "/proc/device-tree/chosen"
+
+
+def chosen_record(results):
+    """What the loader told this (capture) kernel in its DTB's /chosen: the raw cells of
+    linux,elfcorehdr and linux,usable-memory-range as hex, and /proc/iomem's System RAM."""
+    out = {}
+    for name in ("linux,elfcorehdr", "linux,usable-memory-range", "linux,initrd-start",
+                 "linux,initrd-end"):
+        try:
+            with open(os.path.join(CHOSEN, name), "rb") as f:
+                out[name] = f.read().hex()
+        except OSError:
+            out[name] = None
+    with open("/proc/iomem") as f:
+        out["system_ram"] = [line.split(" : ")[0].strip() for line in f
+                             if line.rstrip().endswith(" : System RAM")]
+    with open(os.path.join(results, "chosen.json"), "w") as f:
+        json.dump(out, f, indent=1)
+
+
 def main(results):
     rc = stage2.main(results)
+    try:
+        chosen_record(results)
+    except Exception as e:
+        with open(os.path.join(results, "chosen.json"), "w") as f:
+            json.dump({"error": f"{type(e).__name__}: {e}"}, f)
     try:
         out = dump_checks(results)
     except Exception as e:
