@@ -112,3 +112,79 @@ def test_purgatory_object_garbage_raises_only_elfrel_error(arch, data):
         obj.layout(base - base % max(obj.required_alignment, 1))
 
     raises_only({c.__name__ for c in (ElfRelError, *ElfRelError.__subclasses__())}, parse_and_place)
+
+
+# --- this session's parsers: UKI (PE), device trees, arm64 kernel files, compressed kernels ---
+
+import os
+import struct
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@functools.lru_cache(maxsize=None)
+def _uki() -> bytes:
+    """A small UKI laid out as objcopy lays one out: .cmdline, .linux, .initrd sections."""
+    data = bytearray(0x1000)
+    data[0:2] = b"MZ"
+    struct.pack_into("<I", data, 0x3c, 0x80)
+    struct.pack_into("<4sHHIIIHH", data, 0x80, b"PE\0\0", 0x8664, 3, 0, 0, 0, 0, 0)
+    for i, (name, size) in enumerate(((b".cmdline", 0x20), (b".linux", 0x400), (b".initrd", 0x300))):
+        struct.pack_into("<8sIIIIIIHHI", data, 0x98 + 40 * i, name, size, 0, 0x400, 0x400 * (i + 1),
+                         0, 0, 0, 0, 0)
+    return bytes(data)
+
+
+@examples(0.3)
+@given(st.data())
+def test_uki_garbage_is_a_uki_not_one_or_one_error(data):
+    from pykexec.core.uki import parse_uki
+    blob = data.draw(st.one_of(fz.mutate_bytes(_uki(), 12), st.binary(max_size=512)))
+    raises_only({"UkiError"}, parse_uki, blob, "fuzz.efi")
+
+
+@functools.lru_cache(maxsize=None)
+def _read(rel: str) -> bytes:
+    with open(os.path.join(ROOT, rel), "rb") as f:
+        return f.read()
+
+
+@examples(0.3)
+@given(st.data())
+def test_device_tree_garbage_raises_only_fdt_error(data):
+    """Parsing and the new kernel's edits of a damaged machine DTB (QEMU's, 1 MiB)."""
+    from pykexec.arch.arm64.dtb import boot_dtb
+    tree = _read("tests/snapshots/qemu-arm64-2g-1cpu/sys/firmware/fdt")
+    blob = data.draw(fz.mutate_bytes(tree[:0x4000] if data.draw(st.booleans()) else tree, 12))
+
+    def edit():
+        boot_dtb(blob, "fuzz.dtb", cmdline="console=ttyAMA0", initrd=(0x48000000, 0x48100000),
+                 elfcorehdr=(0xb99ff000, 0x1000), usable_memory=((0xa9a00000, 0x10000000),),
+                 random_bytes=lambda n: bytes(n))
+    raises_only({"FdtError"}, edit)
+
+
+@examples(0.3)
+@given(st.data())
+def test_arm64_kernel_file_garbage_raises_only_image_error(data):
+    from pykexec.arch.arm64.image import parse_image, parse_zboot, zboot_image
+    blob = data.draw(fz.mutate_bytes(_read("examples/kernels/stand-in-Image-arm64"), 12))
+    for parse in (parse_image, parse_zboot, zboot_image):
+        raises_only({"ImageError", "InputFileError"}, parse, blob, "fuzz-Image")
+
+
+@examples(0.3)
+@given(kind=st.sampled_from(["gzip", "xz", "zstd"]), data=st.data())
+def test_damaged_compressed_kernels_raise_only_input_file_error(kind, data):
+    """Bounded decompression (1 MiB limit) of damaged gzip, xz and zstd data."""
+    import gzip
+    import lzma
+
+    import zstandard
+    from pykexec.core.inputfiles import decompress_bounded
+    plain = bytes(range(256)) * 512
+    packed = {"gzip": gzip.compress, "xz": lzma.compress,
+              "zstd": zstandard.ZstdCompressor().compress}[kind](plain)
+    blob = data.draw(fz.mutate_bytes(packed, 8))
+    raises_only({"InputFileError"}, decompress_bounded, blob, kind, "fuzz.z", "kernel", 1 << 20,
+                "the test's limit")
