@@ -47,6 +47,14 @@ class Uki(NamedTuple):
     cmdline: Optional[str]
     sections: Tuple[UkiSection, ...]
 
+    def cmdline_for(self, request) -> Optional[str]:
+        """The .cmdline text when this load takes it: the user gave no command line."""
+        return self.cmdline if uses_embedded_cmdline(request) else None
+
+    def initrd_for(self, request) -> Optional[bytes]:
+        """The .initrd bytes when this load takes them: the user named no initrd."""
+        return self.initrd if uses_embedded_initrd(request) else None
+
 
 def _sections(data: bytes) -> Optional[Tuple[UkiSection, ...]]:
     """The section table of a PE file, or None when `data` is no PE file (or a truncated
@@ -128,8 +136,6 @@ def uki_note(inputs) -> dict:
     uki, request = inputs.uki, inputs.request
     return {
         "sections": [{"name": s.name, "offset": s.offset, "size": s.size} for s in uki.sections],
-        "cmdline_from": (CMDLINE_SECTION if uki.cmdline is not None
-                         and uses_embedded_cmdline(request) else "options"),
-        "initrd_from": (INITRD_SECTION if uki.initrd is not None
-                        and uses_embedded_initrd(request) else "options"),
+        "cmdline_from": CMDLINE_SECTION if uki.cmdline_for(request) is not None else "options",
+        "initrd_from": INITRD_SECTION if uki.initrd_for(request) is not None else "options",
     }

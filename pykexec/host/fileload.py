@@ -19,8 +19,7 @@ from pykexec.errors import LoadError
 from pykexec.core.inputfiles import (compression_of, decompress_bounded, input_limit,
                                      open_input, read_fd, read_input, read_kernel)
 from pykexec.core.plan import Plan, Segment
-from pykexec.core.uki import (HEAD_SIZE, INITRD_SECTION, is_uki_head, parse_uki, section_label,
-                              uses_embedded_cmdline, uses_embedded_initrd)
+from pykexec.core.uki import HEAD_SIZE, INITRD_SECTION, is_uki_head, parse_uki, section_label
 from pykexec.host.syscall import KEXEC_FILE_NO_INITRAMFS, KEXEC_FILE_ON_CRASH, KEXEC_FILE_UNLOAD
 
 NO_LIMIT = (1 << 62, "memory")
@@ -156,9 +155,9 @@ def file_load(request, user_cmdline: str, machine=None) -> FileLoad:
     uki = _uki_of(request.kernel, limit)
     if uki is not None:
         uki_kernel = uki.linux
-        if uki.cmdline is not None and uses_embedded_cmdline(request):
-            user_cmdline = uki.cmdline
-        if uki.initrd is not None and uses_embedded_initrd(request):
+        if uki.cmdline_for(request) is not None:
+            user_cmdline = uki.cmdline_for(request)
+        if uki.initrd_for(request) is not None:
             uki_initrd, initrd_path = uki.initrd, section_label(request.kernel, INITRD_SECTION)
             flags &= ~KEXEC_FILE_NO_INITRAMFS
     return FileLoad(request.kernel, initrd_path, as_bytes(user_cmdline) + b"\0", flags, limit,

@@ -11,8 +11,7 @@ from typing import Callable, Optional
 
 from pykexec.errors import LoadError
 from pykexec.core.inputfiles import input_limit, read_input, read_kernel
-from pykexec.core.uki import (INITRD_SECTION, LINUX_SECTION, Uki, parse_uki, section_label,
-                              uses_embedded_cmdline, uses_embedded_initrd)
+from pykexec.core.uki import INITRD_SECTION, LINUX_SECTION, Uki, parse_uki, section_label
 
 
 @dataclass(frozen=True)
@@ -44,9 +43,9 @@ def read_inputs(request, machine, arch, cmdline: str,
     uki = parse_uki(kernel, request.kernel)
     if uki is not None:              # its sections are the defaults the user did not override
         kernel, kernel_path = uki.linux, section_label(request.kernel, LINUX_SECTION)
-        if uki.cmdline is not None and uses_embedded_cmdline(request):
-            cmdline = uki.cmdline
-        if uki.initrd is not None and uses_embedded_initrd(request):
+        if uki.cmdline_for(request) is not None:
+            cmdline = uki.cmdline_for(request)
+        if uki.initrd_for(request) is not None:
             initrd, initrd_path = uki.initrd, section_label(request.kernel, INITRD_SECTION)
     return LoadInputs(request, machine, kernel_path, kernel, initrd_path, initrd,
                       cmdline, arch, random_bytes, uki)
