@@ -78,10 +78,12 @@ PYKEXEC_CASES = (
     Case("elf", 1024, 1, "crashkernel=256M@16M", elf32=True),
     # UEFI: pykexec passes the EFI runtime map and SETUP_EFI, as kexec-tools does.
     Case("bzimage", 1024, 2, "crashkernel=256M", firmware="uefi"),
-    # A whole-file-compressed kernel (compressed by the zstd and xz tools): decompressed by
-    # pykexec for kexec_load (-c), and into a memfd for kexec_file_load (-s).
+    # A whole-file-compressed kernel (compressed by the zstd, xz and gzip tools): decompressed
+    # by pykexec for kexec_load (-c), and into a memfd for kexec_file_load (-s, and -a, which
+    # tries kexec_file_load first: Debian's kernels have it).
     Case("bzimage", 1024, 1, "crashkernel=256M", compress="zstd"),
     Case("bzimage", 1024, 1, "crashkernel=256M", compress="xz", syscall="-s"),
+    Case("bzimage", 1024, 1, "crashkernel=256M", compress="gzip", syscall="-a"),
     # A unified kernel image under OVMF, loaded with no --initrd/--append: the capture kernel
     # must boot with the UKI's .cmdline and .initrd (the bed's initramfs).
     Case("bzimage", 1024, 1, "crashkernel=256M", firmware="uefi", uki=True, syscall="-s"),
@@ -325,7 +327,12 @@ def test_acpi_rsdp_only_without_efi(cycle):
     where the capture kernel then has EFI runtime services; with -s the running kernel
     writes the boot parameters itself."""
     assert cycle.captured, cycle.describe()
-    if "-s" in cycle.config.loader_argv:
+    argv = cycle.config.loader_argv
+    if "-a" in argv:
+        # -a tries kexec_file_load first and Debian's kernels have it: the running kernel
+        # wrote the command line, its own "elfcorehdr=0x..." first
+        assert cycle.capture_cmdline.startswith("elfcorehdr=0x"), cycle.capture_cmdline
+    if "-s" in argv or "-a" in argv:
         # kexec_file_load: the running kernel wrote the boot parameters, RSDP included
         assert "acpi_rsdp=" not in cycle.capture_cmdline
     elif cycle.config.firmware == "uefi":
