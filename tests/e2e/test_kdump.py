@@ -87,6 +87,9 @@ PYKEXEC_CASES = (
     # A unified kernel image under OVMF, loaded with no --initrd/--append: the capture kernel
     # must boot with the UKI's .cmdline and .initrd (the bed's initramfs).
     Case("bzimage", 1024, 1, "crashkernel=256M", firmware="uefi", uki=True, syscall="-s"),
+    # The same UKI with kexec_load (-c) on a BIOS machine: pykexec takes .linux, .initrd and
+    # .cmdline out of it and plans them itself (the EFI stub never runs).
+    Case("bzimage", 1024, 2, "crashkernel=256M", uki=True),
     # The second kernel series (6.12): RAM above 4 GiB with a bzImage, and an ELF vmlinux.
     Case("bzimage", 4096, 2, "crashkernel=256M", series="backports"),
     Case("elf", 1024, 1, "crashkernel=256M", series="backports"),
