@@ -943,6 +943,10 @@ def _check_arm64_maps(core: CoreHeader, machine: MachineFacts, fail) -> list:
     return text
 
 
+def _hex(value: Optional[int]) -> str:
+    return "unreadable" if value is None else hex(value)
+
+
 def _u64(plan: PlanData, addr, size: int = 8) -> Optional[int]:
     data = plan.read(addr, size) if isinstance(addr, int) else None
     return None if data is None else int.from_bytes(data, "little")
@@ -968,11 +972,11 @@ def _check_arm64_purgatory(plan: PlanData, image: Optional[Seg], fail) -> None:
     dtbs = plan.of_kind("dtb")
     x0 = _u64(plan, where["dtb_addr"])
     if len(dtbs) != 1 or x0 != dtbs[0].mem:
-        fail("purgatory", f"x0 (dtb_addr) = {x0!r:.20}, device tree at "
+        fail("purgatory", f"x0 (dtb_addr) = {_hex(x0)}, device tree at "
                           f"{[hex(d.mem) for d in dtbs]}")
     entry = _u64(plan, where["kernel_entry"])
     if image is not None and entry != image.mem:
-        fail("purgatory", f"kernel_entry {entry!r:.20} is not the Image's first byte {image.mem:#x}")
+        fail("purgatory", f"kernel_entry {_hex(entry)} is not the Image's first byte {image.mem:#x}")
     if _u64(plan, where["skip_checks"], 4):
         return
     raw = plan.read(where["sha256_regions"], SHA256_REGIONS * Sha256Region.sizeof())
