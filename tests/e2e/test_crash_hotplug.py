@@ -9,6 +9,9 @@ an NT_PRSTATUS note for each CPU online at the panic (2). The same cycle without
 and one CPU note, so both assertions discriminate. (The guest detects a hypervisor so
 that it accepts a hot-added CPU at all: tests/bed/hotplug.py says how.)
 
+A load with kexec_file_load (-s) gets the same without `--hotplug`: the kernel builds the
+header and keeps it current (pykexec only).
+
 The loader is a parameter (HOTPLUG_LOADERS): Debian's kexec-tools 2.0.28+ built from source
 (tests/bed/kexec_tools.py) is the oracle, and pykexec is held to the same test.
 """
@@ -79,9 +82,9 @@ def loader(request, backports_bed):
 CAPTURE_APPEND = DEFAULT_APPEND + " acpi_no_memhotplug"
 
 
-def cycle(backports_bed, loader, hotplug: bool, tmp_path):
+def cycle(backports_bed, loader, hotplug: bool, tmp_path, syscall: str = "-c"):
     kernel, initrd = backports_bed
-    extra = ["-c"] + (["--hotplug"] if hotplug else [])
+    extra = [syscall] + (["--hotplug"] if hotplug else [])
     cfg = CycleConfig(
         loader_argv=loader_argv(loader, str(kernel.bzimage), str(initrd),
                                 append=CAPTURE_APPEND, extra=extra),
@@ -145,3 +148,19 @@ def test_without_hotplug_the_header_stays_stale(backports_bed, loader, tmp_path)
     in_dimm = pattern_pages_in(res, dimm)
     assert res.pattern.mismatched == 0 and res.pattern.missing == in_dimm, (res.pattern, in_dimm)
     assert res.pattern.checked == res.pattern.recorded - in_dimm, res.pattern
+
+
+def test_file_load_gets_crash_hotplug_without_asking(backports_bed, tmp_path):
+    """kexec_file_load (-s): the kernel builds the core header itself and keeps it current
+    with no --hotplug; pykexec's -s path must not get in the way of that."""
+    try:
+        loader = HOTPLUG_LOADERS["pykexec"]()
+    except BedError as err:
+        require(False, f"pykexec not available: {err}")
+    res, report = cycle(backports_bed, loader, False, tmp_path, syscall="-s")
+    assert report.crash_sysfs_loaded[CPU_SYSFS] == "1", report.crash_sysfs_loaded
+    assert report.crash_sysfs_loaded[MEMORY_SYSFS] == "1", report.crash_sysfs_loaded
+    dimm = _common(res, report)
+    assert pt_load_covering(res.phdrs, dimm["addr"], dimm["size"]), (dimm, res.pt_loads)
+    assert res.nt_prstatus == 2, res.describe()
+    assert res.pattern.intact, (res.pattern, pattern_pages_in(res, dimm))
