@@ -14,7 +14,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session", autouse=True)
 def warmed_up():
-    """Build both purgatory objects and run one good load of each arch and one inspect in this
+    """Build the purgatory objects and run one good load of each arch and one inspect in this
     process, before any example: each example runs in a fork of it, which then starts with
     every module imported and every cache filled (otherwise each child imports pykexec anew,
     several times the cost of the example itself)."""
@@ -29,8 +29,11 @@ def warmed_up():
     from tests.fuzz import harness
     from tests.fuzz.strategies import BUNDLED, MachineCase
 
-    for arch in ("x86_64", "i386"):
-        purgatory_object(SPECS[arch])
+    from pykexec.arch.arm64.purgatory_spec import ARM64
+    from tests.fuzz.strategies import ARM64_BUNDLED
+
+    for spec in (SPECS["x86_64"], SPECS["i386"], ARM64):
+        purgatory_object(spec)
     d = tempfile.mkdtemp(prefix="pykexec-fuzz-warm-", dir=harness.SCRATCH)
     try:
         spec = synthetic.PRESETS["qemu_like_1g"]
@@ -48,5 +51,11 @@ def warmed_up():
             harness.run_main(["inspect", plan])
             harness.run_main(["inspect", path])
             harness.run_main(["snapshot", os.path.join(d, uname + ".snap"), "--sysroot", root])
+        image = os.path.join(d, "Image")
+        with open(image, "wb") as f:     # an arm64 Image header and filler
+            f.write(bytes(56) + b"ARM\x64" + bytes(0x1000))
+        out = harness.run_cli(["-p", image, "--append=x", "--sysroot", ARM64_BUNDLED[0],
+                               "--dry-run", "-c"], plan_dir=os.path.join(d, "arm64.plan"))
+        assert out.code == 0, out.err
     finally:
         shutil.rmtree(d, ignore_errors=True)

@@ -344,6 +344,12 @@ def _x86_snapshot(folder: str) -> bool:
 BUNDLED = sorted(f for f in (os.path.join(ROOT, "tests/snapshots", n)
                              for n in os.listdir(os.path.join(ROOT, "tests/snapshots")))
                  if _x86_snapshot(f))
+# arm64 machines are the QEMU snapshots only: tests/bed/synthetic.py builds x86 machines
+# (e820, boot_params), and a relabelled one would be a machine that cannot exist
+ARM64_BUNDLED = sorted(f for f in (os.path.join(ROOT, "tests/snapshots", n)
+                                   for n in os.listdir(os.path.join(ROOT, "tests/snapshots")))
+                       if os.path.isfile(os.path.join(f, "sys/firmware/fdt"))
+                       and not _x86_snapshot(f))
 _BUNDLED_FILES: Dict[str, Dict[str, bytes]] = {}
 
 
@@ -372,6 +378,20 @@ def machines(draw, mutate: bool = True) -> MachineCase:
         files, uname = synthetic.snapshot_files(layout), "x86_64"
     changes = draw(machine_mutations(files)) if mutate and draw(st.booleans()) else {}
     return MachineCase(spec, layout, changes, uname, base)
+
+
+@st.composite
+def arm64_machines(draw, mutate: bool = True) -> MachineCase:
+    """A bundled arm64 QEMU snapshot, then, when `mutate`, a few file changes (the device
+    tree's bytes among them)."""
+    base = draw(st.sampled_from(ARM64_BUNDLED))
+    files = _bundled(base)
+    changes: Dict[str, Optional[bytes]] = {}
+    if mutate and draw(st.booleans()):
+        changes = draw(machine_mutations(files))
+        if draw(st.booleans()):
+            changes["sys/firmware/fdt"] = draw(mutate_bytes(files["sys/firmware/fdt"], 4))
+    return MachineCase(synthetic.PRESETS["qemu_like_1g"], None, changes, "aarch64", base)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -461,6 +481,37 @@ def elf_kernels(draw) -> bytes:
     return data
 
 
+@st.composite
+def arm64_images(draw, odd: bool = False) -> bytes:
+    """An arm64 Image (booting.rst's 64-byte header, then filler): plausible header fields,
+    or, when `odd`, any values and sometimes gzip'd or byte-mutated."""
+    import gzip
+    text_offset = draw(st.sampled_from([0, 0x80000]))
+    image_size = draw(st.sampled_from([0x400000, 0x2010000, 0x1000000]))
+    flags = draw(st.sampled_from([0b1010, 0b0010, 0b1110, 0b0000]))
+    if odd:
+        text_offset = draw(st.one_of(st.sampled_from([0x1000, 0x800, 0x200000, 0x80000]),
+                                     edge_ints()))
+        image_size = draw(st.one_of(st.sampled_from([0, 0x10000, 0x10000000]), edge_ints()))
+        flags = draw(st.one_of(st.just(0b1011), edge_ints()))
+    body = draw(st.sampled_from([0x1000, 0x10000, 0x30000]))
+    head = struct.pack("<IIQQQQQQ4sI", 0x14000000, 0, text_offset, image_size, flags, 0, 0, 0,
+                       b"ARM\x64", 0)
+    data = head + bytes(range(256)) * (body // 256)
+    if odd and draw(st.booleans()):
+        data = gzip.compress(data, mtime=0)
+    if odd and draw(st.booleans()):
+        data = draw(mutate_bytes(data, 4))
+    return data
+
+
+# mostly Images a loader should take, so that most examples reach the plan checker
+ARM64_KERNELS = st.one_of(arm64_images(), arm64_images(), arm64_images(), arm64_images(odd=True),
+                          elf_kernels(), st.binary(max_size=2048)).map(Blob)
+ARM64_INITRDS = st.one_of(st.none(), st.integers(1, 300 * 1024).map(lambda n: b"\xA5" * n),
+                          st.binary(min_size=1, max_size=64), st.just(b"")).map(
+                              lambda b: None if b is None else Blob(b))
+
 KERNELS = st.one_of(bzimages(), bzimages(I386_BZIMAGE), elf_kernels(),
                     st.just(vmlinux32_bytes(text_size=0x4000)), st.binary(max_size=2048)).map(Blob)
 
@@ -502,6 +553,32 @@ def cli_options(draw) -> List[str]:
             opts.append(draw(st.sampled_from(["--args-linux", "--args-elf", "--args-none"])))
         elif kind == "reuse-cmdline":
             opts.append("--reuse-cmdline")
+        else:
+            opts.append(f"--{kind}=" + os.fsdecode(draw(APPEND_BYTES)))
+    return opts
+
+
+@st.composite
+def arm64_cli_options(draw) -> List[str]:
+    """Extra options for an arm64 -p load: its own table's, and some of other tables'."""
+    opts: List[str] = []
+    for _ in range(draw(st.sampled_from([0, 0, 1, 2, 4]))):
+        kind = draw(st.sampled_from(["serial", "dtb", "syscall", "append", "command-line",
+                                     "reuse-cmdline", "mem", "other"]))
+        if kind == "serial":
+            opts.append("--serial=" + draw(st.sampled_from(["ttyAMA0", "ttyS0", "", "../x",
+                                                            "ttyAMA0/../ttyAMA0"])))
+        elif kind == "dtb":
+            opts.append("--dtb=" + draw(st.sampled_from(["/dev/null", "/nonexistent", "/proc/self/fd/0"])))
+        elif kind == "syscall":
+            opts.append(draw(st.sampled_from(["-c", "-s", "-a"])))
+        elif kind == "reuse-cmdline":
+            opts.append("--reuse-cmdline")
+        elif kind == "mem":
+            opts.append(f"--{draw(st.sampled_from(['mem-min', 'mem-max']))}={draw(OPTION_VALUES)}")
+        elif kind == "other":
+            opts.append(draw(st.sampled_from(["--noefi", "--console-serial", "--no-checks",
+                                              "--json", "--args-linux"])))
         else:
             opts.append(f"--{kind}=" + os.fsdecode(draw(APPEND_BYTES)))
     return opts

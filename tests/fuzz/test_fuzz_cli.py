@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 
-from hypothesis import given, strategies as st
+from hypothesis import event, given, strategies as st
 
 from tests.bed import synthetic
 from tests.bed.fakekernel import FakeKernel, bzimage_bytes
@@ -67,9 +67,30 @@ def test_generated_machines_with_bzimages(machine, kernel, initrd, append, mode)
     check_load(machine, kernel, initrd, ["-c", "--append=" + os.fsdecode(append)], mode)
 
 
+@examples(0.25)
+@given(machine=fz.arm64_machines(), kernel=fz.ARM64_KERNELS, initrd=fz.ARM64_INITRDS,
+       opts=fz.arm64_cli_options(), mode=st.sampled_from(["dry-run", "load"]))
+def test_arm64_snapshots_with_random_requests(machine, kernel, initrd, opts, mode):
+    """arm64: the bundled QEMU snapshots (synthetic.py makes x86 machines only), mutated
+    or not, with generated Images and options; every plan must pass the arm64 checks."""
+    code, _ = check_load(machine, kernel, initrd, opts, mode)
+    event("planned" if code == 0 else "refused")
+
+
 def test_the_harness_sees_good_plans():
     """The control: a good machine and kernel plan (exit 0) and pass the checker."""
     spec = synthetic.PRESETS["qemu_like_1g"]
     machine = fz.MachineCase(spec, synthetic.machine_layout(spec))
     assert check_load(machine, bzimage_bytes(FakeKernel()), b"I" * 5000, ["-c"], "load") == \
         (0, ["kexec_load"])
+
+
+def test_the_harness_sees_good_arm64_plans():
+    """The arm64 control: every arm64 snapshot plans a stand-in Image and passes the checker."""
+    import struct
+    image = struct.pack("<IIQQQQQQ4sI", 0x14000000, 0, 0, 0x400000, 0b1010, 0, 0, 0,
+                        b"ARM\x64", 0) + bytes(0x4000)
+    assert fz.ARM64_BUNDLED
+    for base in fz.ARM64_BUNDLED:
+        machine = fz.MachineCase(synthetic.PRESETS["qemu_like_1g"], None, {}, "aarch64", base)
+        assert check_load(machine, image, b"I" * 5000, ["-c"], "load") == (0, ["kexec_load"])

@@ -28,6 +28,7 @@ from __future__ import annotations
 from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 from pykexec.arch.arm64.fdt import Fdt, FdtError, Node, cells, decode_cells
+from pykexec.core.cmdline import as_bytes, printable
 
 CHOSEN = "/chosen"
 KASLR_SEED = "kaslr-seed"
@@ -116,7 +117,7 @@ def boot_dtb(base: bytes, source: str, *, cmdline: str,
         return data
 
     if cmdline:
-        put("bootargs", cmdline.encode() + b"\0", f'"{cmdline}"')
+        put("bootargs", as_bytes(cmdline) + b"\0", f'"{printable(cmdline)}"')
     address_cells, size_cells = _root_cells(fdt, source)
     core = _range_cells(source, "the ELF core header", [elfcorehdr] if elfcorehdr else [],
                         address_cells, size_cells)
