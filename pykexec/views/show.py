@@ -505,7 +505,8 @@ def plan_report(plan: Plan, machine=None, facts: Optional[Dict[str, Any]] = None
     if f["cmdline"] is not None:
         add("")
         from pykexec.core.cmdline import byte_length, printable
-        add(f"command line ({byte_length(f['cmdline'])} bytes):")
+        origin = plan.notes.get("cmdline_origin")
+        add(f"command line ({byte_length(f['cmdline'])} bytes" + (f", {origin}" if origin else "") + "):")
         add(f"  {printable(f['cmdline'])}")
         for p in f["cmdline_parameters"]:
             if p["added_by_loader"]:

@@ -815,10 +815,15 @@ def _check_bootargs(plan: PlanData, chosen, machine: MachineFacts, fail) -> None
         fail("cmdline", f"/chosen/bootargs {value[:80]!r} is not one NUL-terminated string")
         return
     if not want and value == _firmware_bootargs(machine):
-        # an empty command line leaves the tree's own bootargs, as kexec-tools does
+        # an empty command line leaves the tree's own bootargs, as kexec-tools does (a plan
+        # that says "" for it: the oracle's)
         return
     if value[:-1] != want:
         fail("cmdline", f"plan says {plan.cmdline!r}, /chosen/bootargs holds {value[:-1]!r}")
+    elif (plan.notes or {}).get("cmdline_origin") and value != _firmware_bootargs(machine):
+        # pykexec states the line it kept: it must be the running tree's
+        fail("cmdline", f"the plan says it kept the running tree's bootargs, but {value[:80]!r} "
+                        "is not the running tree's /chosen/bootargs")
 
 
 def _firmware_bootargs(machine: MachineFacts) -> Optional[bytes]:

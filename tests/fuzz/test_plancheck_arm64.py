@@ -70,7 +70,8 @@ def test_good_plans_pass(tmp_path, root, kernel_name, with_initrd):
 
 
 def test_empty_command_line_keeps_the_trees_bootargs(tmp_path):
-    """kexec-tools' rule, which pykexec follows: no command line, the tree's bootargs stay."""
+    """kexec-tools' rule, which pykexec follows: no command line, the tree's bootargs stay;
+    the plan states that line (cmdline_origin), and the checker holds it to the running tree."""
     kpath = tmp_path / "Image"
     kpath.write_bytes(KERNELS["Image"])
     root = os.path.join(ROOT, MACHINE)

@@ -254,3 +254,25 @@ def test_debians_signed_arm64_kernel(debian_image):
     kernel = by_kind(p)["kernel"]
     assert kernel.data == data and kernel.memsz == header.image_size
     assert p.notes["format"] == "Image"
+
+
+def test_an_empty_command_line_keeps_the_trees_bootargs_and_the_plan_says_so(files):
+    """kexec-tools leaves /chosen/bootargs alone when the command line is empty, so the new
+    kernel boots with the running one's line: the plan (and its report) must say that line,
+    not an empty one. Under QEMU's device tree, bootargs is what /proc/cmdline shows."""
+    running = (DT / "proc/cmdline").read_text().strip()
+    assert "crashkernel=" in running
+    p = plan(["-p", str(files["Image"]), "--append=", "--sysroot", str(DT)])
+    assert p.cmdline == running
+    assert p.notes["cmdline_origin"].startswith("kept from")
+    dtb = Fdt.parse(by_kind(p)["dtb"].data, "dtb")
+    assert dtb.get("/chosen", "bootargs") == running.encode() + b"\0"
+    status, out, err = cli(["-p", str(files["Image"]), "--append=", "--sysroot", str(DT),
+                            "--dry-run"])
+    assert status == 0, err
+    assert f"\n  {running}\n" in out and "kept from" in out
+    # nothing in it was added by the loader
+    assert "added by the loader" not in out
+    # a given line replaces it, and nothing is said about where it came from
+    p = plan(["-p", str(files["Image"]), "--append=console=ttyAMA0", "--sysroot", str(DT)])
+    assert p.cmdline == "console=ttyAMA0" and "cmdline_origin" not in p.notes

@@ -28,7 +28,7 @@ from __future__ import annotations
 from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 from pykexec.arch.arm64.fdt import Fdt, FdtError, Node, cells, decode_cells
-from pykexec.core.cmdline import as_bytes, printable
+from pykexec.core.cmdline import as_bytes, from_bytes, printable
 
 CHOSEN = "/chosen"
 KASLR_SEED = "kaslr-seed"
@@ -56,6 +56,7 @@ class DtbEdit(NamedTuple):
 class BootDtb(NamedTuple):
     data: bytes
     edits: Tuple[DtbEdit, ...]
+    bootargs: str     # /chosen/bootargs in the new tree: the command line the kernel sees
 
 
 def _show_cells(value: bytes) -> str:
@@ -153,7 +154,8 @@ def boot_dtb(base: bytes, source: str, *, cmdline: str,
     if len(data) > MAX_BOOT_DTB:
         raise FdtError(f"{source}: the new kernel's device tree is {len(data)} bytes, more "
                        f"than the {MAX_BOOT_DTB >> 20} MiB the arm64 boot protocol allows")
-    return BootDtb(data, tuple(edits))
+    kept = fdt.get(CHOSEN, "bootargs") or b""
+    return BootDtb(data, tuple(edits), from_bytes(kept.split(b"\0", 1)[0]))
 
 
 # --- the console ------------------------------------------------------------------------------

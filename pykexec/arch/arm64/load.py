@@ -202,13 +202,19 @@ class Arm64Load:
             "purgatory_symbols": shown, "warnings": self.warnings,
             "user_cmdline": self.inputs.cmdline,
         }
+        if built.bootargs != self.inputs.cmdline:
+            # an empty command line leaves the running tree's bootargs (as kexec-tools
+            # does): the plan states the line the new kernel will see, and where it is from
+            notes["user_cmdline"] = built.bootargs
+            notes["cmdline_origin"] = (f"kept from {source}'s /chosen/bootargs: the command "
+                                       "line given was empty")
         if request.crash:
             notes.update(crash_window=[self.window.start, self.window.end],
                          core_header=[p.what for p in self.core_header.phdrs],
                          usable_memory=[list(r) for r in usable_memory(machine)])
         return Plan(arch=self.arch.name, syscall="kexec_load",
                     flags=request.kexec_flags | self.arch.kexec_arch,
-                    entry=purgatory_setup.entry_address(loaded), cmdline=self.inputs.cmdline,
+                    entry=purgatory_setup.entry_address(loaded), cmdline=built.bootargs,
                     segments=segments, notes=notes)
 
 
