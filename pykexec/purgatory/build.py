@@ -24,6 +24,7 @@ from typing import Optional, Sequence, Tuple
 from pykexec.errors import PykexecError
 
 __all__ = [
+    "FREESTANDING_CFLAGS",
     "PurgatoryBuildError",
     "PurgatorySpec",
     "build_purgatory",
@@ -37,6 +38,44 @@ __all__ = [
     "record_path",
     "source_dir",
 ]
+
+# Compiler flags every purgatory takes, whatever its architecture, and why. Purgatory
+# runs with no OS and no libc, at an arbitrary physical address (possibly above 4 GiB),
+# on a small stack of its own; the loader relocates the object itself. Each
+# architecture's purgatory_spec.py adds its own flags (code model, ISA, registers).
+FREESTANDING_CFLAGS: Tuple[str, ...] = (
+    "-std=gnu11",
+    "-Wall",
+    "-Wextra",
+    # No hosted environment: no libc, no assumptions about library functions.
+    "-ffreestanding",
+    "-fno-builtin",
+    "-nostdlib",
+    # Absolute code: no GOT/PLT. Debian's gcc would otherwise build PIE code with GOT
+    # relocations (GOTPCREL, ADR_GOT_PAGE) the loader does not, and should not, implement.
+    "-fno-PIC",
+    "-fno-PIE",
+    # The canary lives where nothing sets it up here (a TLS slot, or a symbol).
+    "-fno-stack-protector",
+    "-Os",
+    # No .eh_frame (and its relocations): nothing unwinds.
+    "-fno-asynchronous-unwind-tables",
+    "-fno-unwind-tables",
+    # Zero-initialised globals go to .data so the loader can preset them; a
+    # variable in .bss (SHT_NOBITS) is zero-filled by the kernel instead.
+    "-fno-zero-initialized-in-bss",
+    # No SHN_COMMON symbols (the loader refuses them).
+    "-fno-common",
+    # Strings in plain .rodata, not SHF_MERGE sections a linker may shrink, so the
+    # loaded image is exactly the object's bytes.
+    "-fno-merge-constants",
+    # Do not turn the copy/fill loops of string.c back into calls to themselves.
+    "-fno-tree-loop-distribute-patterns",
+    # Physical address 0 may be valid memory (the i386 backup source starts there).
+    "-fno-delete-null-pointer-checks",
+    # No .comment section: the object is the same whoever built it.
+    "-fno-ident",
+)
 
 @dataclass(frozen=True)
 class PurgatorySpec:

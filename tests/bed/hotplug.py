@@ -9,13 +9,16 @@ socket/core/thread ids `query-hotpluggable-cpus` offers) and `plan.dimms` DIMMs
 DIMM (`query-memory-devices`), and writes results/hotplug-done with that; the guest onlines
 what came and panics. Nothing reloads the crash kernel in between.
 
-CPUs: QEMU accepts the `device_add`, but Debian's 6.12 kernel under TCG counts no
-hotpluggable CPU slots in QEMU's MADT ("Allowing 1 present CPUs plus 0 hotplug CPUs"; seen
-with -cpu max, qemu64 and Skylake-Client, pc and q35, maxcpus as cores or as sockets, and
-with possible_cpus=4) and refuses the new CPU
-("ACPI: Unable to map lapic to logical cpu number"); unplugging a boot-time `-device` CPU
-and adding it back crashes QEMU 7.2 ("corrupted double-linked list"). So plans add no CPU
-by default; the CPU path is for a host where the guest accepts one.
+CPUs: a 6.12 kernel counts QEMU's disabled MADT LAPIC entries as hot-pluggable CPUs only
+when it knows it runs under a hypervisor (the "Enabled=0 means usable for hotplug" reading
+is allowed for guests only, since the x86 topology rework); on bare metal, and to it a TCG
+guest is bare metal, it says "Allowing 1 present CPUs plus 0 hotplug CPUs" and refuses the
+`device_add`ed CPU ("ACPI: Unable to map lapic to logical cpu number"). TCG offers no
+CPUID signature Linux knows, but QEMU's pc machine emulates VMware's backdoor port
+(vmport), and Linux takes a DMI serial naming VMware plus a backdoor that answers as a
+VMware hypervisor when the CPUID hypervisor bit is off. So a plan that adds CPUs runs
+with `-cpu max,hypervisor=off -smbios type=1,serial=VMware-...` (`HYPERVISOR_ARGS`): the
+6.12 guest then allows `maxcpus` - 1 hotplug CPUs and onlines the added one.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from tests.bed.qemu import CycleConfig, CycleResult, new_run_dir, qemu_argv, run
 class HotplugPlan:
     """What the guest may grow to, and what the host adds once the crash kernel is loaded."""
 
-    cpus: int = 0                 # CPUs to hot-add (see above: none under TCG today)
+    cpus: int = 0                 # CPUs to hot-add (see above for what the guest needs)
     dimms: Tuple[int, ...] = (128,)   # MiB of each DIMM to hot-add (x86 memory blocks: 128 MiB)
     maxcpus: int = 4
     slots: int = 4
@@ -57,6 +60,12 @@ class HotplugReport:
         return self.guest.get("after", {}).get("crash_sysfs", {})
 
 
+# Makes the guest kernel detect a hypervisor (VMware, through QEMU's vmport and the DMI
+# serial), so that it keeps QEMU's disabled LAPIC entries as hot-pluggable CPUs.
+HYPERVISOR_CPU = "max,hypervisor=off"
+HYPERVISOR_ARGS = ("-smbios", "type=1,serial=VMware-pykexec-bed")
+
+
 def hotplug_argv(plan: HotplugPlan, qmp_socket: Path):
     """An argv builder for CycleConfig: the bed's x86 PC with room to grow and a QMP socket."""
     def build(cfg: CycleConfig, kernel, initrd, results) -> List[str]:
@@ -64,6 +73,9 @@ def hotplug_argv(plan: HotplugPlan, qmp_socket: Path):
         argv[argv.index("-m") + 1] = (f"{cfg.memory_mib},slots={plan.slots},"
                                       f"maxmem={plan.maxmem_mib}M")
         argv[argv.index("-smp") + 1] = f"{cfg.cpus},maxcpus={plan.maxcpus}"
+        if plan.cpus:
+            argv[argv.index("-cpu") + 1] = HYPERVISOR_CPU
+            argv += HYPERVISOR_ARGS
         return argv + ["-qmp", f"unix:{qmp_socket},server=on,wait=off"]
     return build
 

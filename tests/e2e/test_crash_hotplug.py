@@ -1,16 +1,16 @@
 """Crash hotplug on bookworm-backports' kernel (6.12): the kernel keeps the core header current.
 
-A guest with 1 GiB (room for 4 GiB in 4 DIMM slots) loads a crash kernel with `kexec_load`
-(-c) and `--hotplug`; the host then hot-adds a 128 MiB DIMM through QMP, the guest onlines
-it and panics, with no reload in between. With `--hotplug` the capture kernel's /proc/vmcore
-must have a PT_LOAD over the added DIMM. The same cycle without `--hotplug` is the control:
-the header written at load time has no such PT_LOAD, so the assertion discriminates.
+A guest with 1 GiB and 1 CPU (room for 4 GiB in 4 DIMM slots and 4 CPUs) loads a crash
+kernel with `kexec_load` (-c) and `--hotplug`; the host then hot-adds a CPU and a 128 MiB
+DIMM through QMP, the guest onlines both and panics, with no reload in between. With
+`--hotplug` the capture kernel's /proc/vmcore must have a PT_LOAD over the added DIMM and
+an NT_PRSTATUS note for each CPU online at the panic (2). The same cycle without
+`--hotplug` is the control: the header written at load time has no PT_LOAD over the DIMM
+and one CPU note, so both assertions discriminate. (The guest detects a hypervisor so
+that it accepts a hot-added CPU at all: tests/bed/hotplug.py says how.)
 
-CPU hot-add is not in the plan: under TCG this kernel sizes its possible CPUs from the
-present ones ("Allowing 1 present CPUs plus 0 hotplug CPUs", whatever -smp maxcpus,
-sockets, CPU model or machine type), so a `device_add`ed CPU is refused by the guest
-("ACPI: Unable to map lapic to logical cpu number"). The harness can still add CPUs
-(HotplugPlan.cpus) for a host where the guest accepts them.
+A load with kexec_file_load (-s) gets the same without `--hotplug`: the kernel builds the
+header and keeps it current (pykexec only).
 
 The loader is a parameter (HOTPLUG_LOADERS): Debian's kexec-tools 2.0.28+ built from source
 (tests/bed/kexec_tools.py) is the oracle, and pykexec is held to the same test.
@@ -33,7 +33,7 @@ pytestmark = pytest.mark.e2e
 
 CPU_SYSFS = "/sys/devices/system/cpu/crash_hotplug"
 MEMORY_SYSFS = "/sys/devices/system/memory/crash_hotplug"
-PLAN = HotplugPlan(dimms=(128,))
+PLAN = HotplugPlan(cpus=1, dimms=(128,))
 
 
 def built_kexec():
@@ -82,9 +82,9 @@ def loader(request, backports_bed):
 CAPTURE_APPEND = DEFAULT_APPEND + " acpi_no_memhotplug"
 
 
-def cycle(backports_bed, loader, hotplug: bool, tmp_path):
+def cycle(backports_bed, loader, hotplug: bool, tmp_path, syscall: str = "-c"):
     kernel, initrd = backports_bed
-    extra = ["-c"] + (["--hotplug"] if hotplug else [])
+    extra = [syscall] + (["--hotplug"] if hotplug else [])
     cfg = CycleConfig(
         loader_argv=loader_argv(loader, str(kernel.bzimage), str(initrd),
                                 append=CAPTURE_APPEND, extra=extra),
@@ -101,6 +101,11 @@ def _common(res, report):
     # the host added the DIMM and the guest has it as System RAM
     assert len(report.dimms) == 1, report
     assert report.guest["after"]["blocks"] > report.guest["before"]["blocks"], report.guest
+    # and the CPU: present and online in the first kernel before the panic
+    assert len(report.cpus) == 1, report
+    assert report.guest["before"]["cpus"] == [0], report.guest
+    assert report.guest["after"]["cpus"] == [0, 1], report.guest
+    assert report.guest["after"]["online_cpus"] == "0-1", report.guest
     ram = report.guest["after"]["system_ram"]
     dimm = report.dimms[0]
     assert any(s <= dimm["addr"] and dimm["addr"] + dimm["size"] - 1 <= e for s, e in ram), \
@@ -125,6 +130,8 @@ def test_hotplug_load_keeps_the_core_header_current(backports_bed, loader, tmp_p
     assert report.crash_sysfs_loaded[MEMORY_SYSFS] == "1", report.crash_sysfs_loaded
     dimm = _common(res, report)
     assert pt_load_covering(res.phdrs, dimm["addr"], dimm["size"]), (dimm, res.pt_loads)
+    # the kernel gave the added CPU a note in the header: both CPUs saved their registers
+    assert res.nt_prstatus == 2, res.describe()
     # every pattern page is in the dump, those the kernel put in the new DIMM included
     assert res.pattern.intact, (res.pattern, pattern_pages_in(res, dimm))
 
@@ -135,7 +142,25 @@ def test_without_hotplug_the_header_stays_stale(backports_bed, loader, tmp_path)
     assert report.crash_sysfs_loaded[MEMORY_SYSFS] == "0", report.crash_sysfs_loaded
     dimm = _common(res, report)
     assert pt_load_covering(res.phdrs, dimm["addr"], dimm["size"]) is None, res.pt_loads
+    # the header knows only the CPU present at load time
+    assert res.nt_prstatus == 1, res.describe()
     # pattern pages in the DIMM are missing from the dump, the others are intact
     in_dimm = pattern_pages_in(res, dimm)
     assert res.pattern.mismatched == 0 and res.pattern.missing == in_dimm, (res.pattern, in_dimm)
     assert res.pattern.checked == res.pattern.recorded - in_dimm, res.pattern
+
+
+def test_file_load_gets_crash_hotplug_without_asking(backports_bed, tmp_path):
+    """kexec_file_load (-s): the kernel builds the core header itself and keeps it current
+    with no --hotplug; pykexec's -s path must not get in the way of that."""
+    try:
+        loader = HOTPLUG_LOADERS["pykexec"]()
+    except BedError as err:
+        require(False, f"pykexec not available: {err}")
+    res, report = cycle(backports_bed, loader, False, tmp_path, syscall="-s")
+    assert report.crash_sysfs_loaded[CPU_SYSFS] == "1", report.crash_sysfs_loaded
+    assert report.crash_sysfs_loaded[MEMORY_SYSFS] == "1", report.crash_sysfs_loaded
+    dimm = _common(res, report)
+    assert pt_load_covering(res.phdrs, dimm["addr"], dimm["size"]), (dimm, res.pt_loads)
+    assert res.nt_prstatus == 2, res.describe()
+    assert res.pattern.intact, (res.pattern, pattern_pages_in(res, dimm))

@@ -7,24 +7,11 @@ from __future__ import annotations
 
 from typing import Tuple
 
-from pykexec.purgatory.build import PurgatorySpec
+from pykexec.purgatory.build import FREESTANDING_CFLAGS, PurgatorySpec
 
-# The code runs with no OS, no libc, the MMU off (every data access is to Device memory)
-# at an arbitrary physical address, possibly above 4 GiB, on a small stack of its own.
-ARM64_CFLAGS: Tuple[str, ...] = (
-    "-std=gnu11",
-    "-Wall",
-    "-Wextra",
-    # No hosted environment: no libc, no assumptions about library functions.
-    "-ffreestanding",
-    "-fno-builtin",
-    "-nostdlib",
-    # Absolute code: no GOT; Debian's gcc would otherwise build PIE code with
-    # ADR_GOT_PAGE/LD64_GOT_LO12_NC relocations the loader does not implement.
-    "-fno-PIC",
-    "-fno-PIE",
-    # The canary would be read through a symbol nothing defines here.
-    "-fno-stack-protector",
+# The generic freestanding flags, plus what arm64 needs: the code runs with the MMU off,
+# so every data access is to Device memory.
+ARM64_CFLAGS: Tuple[str, ...] = FREESTANDING_CFLAGS + (
     # adrp + :lo12: pairs (+-4 GiB, pc-relative): the object is one segment, so every
     # reference is in range wherever it is placed; no literal pools of addresses.
     "-mcmodel=small",
@@ -39,23 +26,6 @@ ARM64_CFLAGS: Tuple[str, ...] = (
     "-mbranch-protection=none",
     # No calls to libgcc's __aarch64_* atomics helpers.
     "-mno-outline-atomics",
-    "-Os",
-    # No .eh_frame (and its relocations): nothing unwinds.
-    "-fno-asynchronous-unwind-tables",
-    "-fno-unwind-tables",
-    # Zero-initialised globals go to .data so the loader can preset them; a
-    # variable in .bss (SHT_NOBITS) is zero-filled by the kernel instead.
-    "-fno-zero-initialized-in-bss",
-    # No SHN_COMMON symbols (the loader refuses them).
-    "-fno-common",
-    # Strings in plain .rodata, not SHF_MERGE sections a linker may shrink, so the
-    # loaded image is exactly the object's bytes.
-    "-fno-merge-constants",
-    # Do not turn the copy/fill loops of string.c back into calls to themselves.
-    "-fno-tree-loop-distribute-patterns",
-    # Physical address 0 may be valid memory.
-    "-fno-delete-null-pointer-checks",
-    "-fno-ident",
 )
 
 # The SHA-256 and memory routines every purgatory shares (arch/common/purgatory).
