@@ -71,7 +71,7 @@ FREESTANDING_CFLAGS: Tuple[str, ...] = (
     "-fno-merge-constants",
     # Do not turn the copy/fill loops of string.c back into calls to themselves.
     "-fno-tree-loop-distribute-patterns",
-    # Physical address 0 may be valid memory (the i386 backup source starts there).
+    # Physical address 0 may be valid memory (a purgatory may copy from there).
     "-fno-delete-null-pointer-checks",
     # No .comment section: the object is the same whoever built it.
     "-fno-ident",

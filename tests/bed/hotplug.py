@@ -16,9 +16,10 @@ guest is bare metal, it says "Allowing 1 present CPUs plus 0 hotplug CPUs" and r
 `device_add`ed CPU ("ACPI: Unable to map lapic to logical cpu number"). TCG offers no
 CPUID signature Linux knows, but QEMU's pc machine emulates VMware's backdoor port
 (vmport), and Linux takes a DMI serial naming VMware plus a backdoor that answers as a
-VMware hypervisor when the CPUID hypervisor bit is off. So a plan that adds CPUs runs
-with `-cpu max,hypervisor=off -smbios type=1,serial=VMware-...` (`HYPERVISOR_ARGS`): the
-6.12 guest then allows `maxcpus` - 1 hotplug CPUs and onlines the added one.
+VMware hypervisor when the CPUID hypervisor bit is off. So a guest with room to grow
+(`room_argv`, also used for the 6.12 snapshot) runs with `-cpu max,hypervisor=off -smbios
+type=1,serial=VMware-...` (`HYPERVISOR_ARGS`): the 6.12 guest then allows `maxcpus` - 1
+hotplug CPUs and onlines an added one.
 """
 
 from __future__ import annotations
@@ -66,17 +67,25 @@ HYPERVISOR_CPU = "max,hypervisor=off"
 HYPERVISOR_ARGS = ("-smbios", "type=1,serial=VMware-pykexec-bed")
 
 
-def hotplug_argv(plan: HotplugPlan, qmp_socket: Path):
-    """An argv builder for CycleConfig: the bed's x86 PC with room to grow and a QMP socket."""
+def room_argv(plan: HotplugPlan):
+    """An argv builder for CycleConfig: the bed's x86 PC with room to grow (DIMM slots, CPU
+    slots the guest kernel counts as hot-pluggable)."""
     def build(cfg: CycleConfig, kernel, initrd, results) -> List[str]:
         argv = qemu_argv(cfg, kernel, initrd, results)
         argv[argv.index("-m") + 1] = (f"{cfg.memory_mib},slots={plan.slots},"
                                       f"maxmem={plan.maxmem_mib}M")
         argv[argv.index("-smp") + 1] = f"{cfg.cpus},maxcpus={plan.maxcpus}"
-        if plan.cpus:
-            argv[argv.index("-cpu") + 1] = HYPERVISOR_CPU
-            argv += HYPERVISOR_ARGS
-        return argv + ["-qmp", f"unix:{qmp_socket},server=on,wait=off"]
+        argv[argv.index("-cpu") + 1] = HYPERVISOR_CPU
+        return argv + list(HYPERVISOR_ARGS)
+    return build
+
+
+def hotplug_argv(plan: HotplugPlan, qmp_socket: Path):
+    """`room_argv` plus a QMP socket for the hot-add."""
+    room = room_argv(plan)
+
+    def build(cfg: CycleConfig, kernel, initrd, results) -> List[str]:
+        return room(cfg, kernel, initrd, results) + ["-qmp", f"unix:{qmp_socket},server=on,wait=off"]
     return build
 
 

@@ -563,6 +563,10 @@ class GuestMachine:
     exercises: str
     firmware: str = "bios"
     default: bool = True      # taken by scripts/take-guest-snapshots without names
+    series: str = "6.1"       # the kernel series (tests/bed/kernels.py SERIES)
+    # room to grow: DIMM slots and CPU slots the kernel counts as hot-pluggable
+    # (tests/bed/hotplug.py room_argv), as a cloud VM has
+    hotplug_room: bool = False
 
 
 GUEST_MACHINES = (
@@ -588,21 +592,36 @@ GUEST_MACHINES = (
                  # not in the tree yet: pykexec has no EFI boot_params/setup_data support,
                  # and the differential tests run pykexec on every snapshot in the tree.
                  default=False),
+    GuestMachine("qemu-x86_64-1g-1cpu-612", 1024, 1, "crashkernel=256M",
+                 "today's kernel (bookworm-backports' 6.12, CONFIG_CRASH_HOTPLUG) in a VM with "
+                 "room to grow: /sys/kernel/crash_elfcorehdr_size and the crash_hotplug files, "
+                 "CPUs 0-3 possible but only 0 present, 4 DIMM slots",
+                 series="backports", hotplug_room=True),
 )
 
 
 def take_guest_snapshot(machine: GuestMachine, dest: Path, kernel: Optional[Kernel] = None,
                         timeout: float = 180) -> CycleResult:
-    """Boot `machine`, take its snapshot before anything is loaded, copy it to `dest`."""
-    kernel = kernel or get_kernel()
+    """Boot `machine`, take its snapshot before anything is loaded, copy it to `dest`.
+    `kernel` serves the 6.1 series only; another series' machine gets its own."""
+    if kernel is None or machine.series != "6.1":
+        kernel = get_kernel(series=machine.series)
+    room = None
+    if machine.hotplug_room:
+        from tests.bed.hotplug import HotplugPlan, room_argv
+        room = room_argv(HotplugPlan())
     qemu = _QEMU.format(firmware=_FIRMWARE[machine.firmware], release=kernel.release)
+    if machine.hotplug_room:
+        qemu += (", room to grow (-smp maxcpus=4, -m slots=4,maxmem=4G; a VMware DMI serial so "
+                 "that the kernel counts the CPU slots as hot-pluggable: tests/bed/hotplug.py)")
     notes = (f"{machine.name}: {qemu}; "
              f"{machine.memory_mib} MiB, {machine.cpus} CPU(s), {machine.crashkernel}. "
              f"Exercises {machine.exercises}.")
     res = run_kdump_cycle(CycleConfig(
         loader_argv=None, memory_mib=machine.memory_mib, cpus=machine.cpus,
         cmdline_extra=machine.crashkernel, take_snapshot=True, snapshot_notes=notes,
-        name=f"snap-{machine.name}", kernel=kernel, timeout=timeout, firmware=machine.firmware))
+        name=f"snap-{machine.name}", kernel=kernel, timeout=timeout, firmware=machine.firmware,
+        argv_builder=room))
     if res.snapshot is None:
         raise BedError(f"{machine.name}: no snapshot taken\n{res.describe()}")
     if dest.exists():

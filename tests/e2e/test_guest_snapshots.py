@@ -62,10 +62,18 @@ def test_snapshot_structure(name):
         assert (snap(name) / rel).is_file(), rel
     assert len(read(name, "sys/kernel/boot_params/data")) == 4096
     assert machine.crashkernel in read(name, "proc/cmdline").decode()
-    cpus = cpu_list(read(name, "sys/devices/system/cpu/possible").decode())
+    cpus = cpu_list(read(name, "sys/devices/system/cpu/present").decode())
+    possible = cpu_list(read(name, "sys/devices/system/cpu/possible").decode())
     assert len(cpus) == machine.cpus
+    # a VM with room to grow has CPU slots the kernel counts as hot-pluggable
+    assert len(possible) == (4 if machine.hotplug_room else machine.cpus), possible
     for cpu in cpus:
         assert (snap(name) / f"sys/devices/system/cpu/cpu{cpu}/crash_notes").is_file()
+    for cpu in set(possible) - set(cpus):    # not there: no sysfs folder to copy
+        assert not (snap(name) / f"sys/devices/system/cpu/cpu{cpu}").exists()
+    if machine.hotplug_room:
+        assert read(name, "sys/kernel/crash_elfcorehdr_size").strip().isdigit()
+        assert read(name, "sys/devices/system/cpu/crash_hotplug").strip() == b"0"
     # kallsyms holds only the loader's symbols, with real (non-zero) addresses
     syms = dict(reversed(line.split()[::2]) for line in read(name, "proc/kallsyms").decode().splitlines())
     assert int(syms["_stext"], 16) != 0 and len(syms) < 20

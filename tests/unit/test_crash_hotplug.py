@@ -139,3 +139,33 @@ def test_file_load_accepts_hotplug_and_leaves_it_to_the_kernel(tmp_path, kernel)
                        program="kexec") == 0
         flags.append([c[4] for c in recorder.calls if c[0] == "kexec_file_load"])
     assert flags[0] and flags[0] == flags[1]
+
+
+# A real 6.12 guest (bookworm-backports' kernel, CONFIG_CRASH_HOTPLUG) with room for 3 more
+# CPUs and 4 DIMMs, snapshotted before anything was loaded: nothing injected.
+REAL_612 = "qemu-x86_64-1g-1cpu-612"
+
+
+def test_real_612_snapshot_sizes_the_header_from_its_own_file(kernel, capsys):
+    machine = str(SNAPSHOTS / REAL_612)
+    assert (SNAPSHOTS / REAL_612 / "sys/kernel/crash_elfcorehdr_size").read_text().strip() \
+        == "917616"
+    code, hot, err = dry_run(["-p", kernel, "--hotplug"], machine, capsys)
+    assert code == 0, err
+    # 917616 = 0xe0070: KiB-rounded 0xe0400, page-rounded 0xe1000
+    assert elfcorehdr(hot)["memsz"] == 0xE1000
+    assert hot["flags"] == 0x3E0005 and hot["crash_hotplug"] is True
+    # notes for the present CPU only: CPUs 1-3 are possible but not there (no crash_notes)
+    code, plain, err = dry_run(["-p", kernel], machine, capsys)
+    assert code == 0, err
+    assert elfcorehdr(plain)["memsz"] == 0x4000
+
+
+def test_real_612_snapshot_status_says_hotplug_is_off_before_a_load(capsys):
+    machine = str(SNAPSHOTS / REAL_612)
+    with syscall.use(syscall.Faults(syscall.Recorder(), {})):
+        code = run(["-S", "-d", "--sysroot", machine], program="kexec")
+    err = capsys.readouterr().err
+    # -S exits with the number in kexec_crash_loaded, as kexec-tools does: 0 here
+    assert code == 0
+    assert err == "kexec: kexec_crash_loaded: 0; crash hotplug: cpu off, memory off\n", err
