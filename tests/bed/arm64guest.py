@@ -345,29 +345,12 @@ def prepare_pykexec() -> None:
 
 # --- normal load and boot (-l, -e) -------------------------------------------------------
 
-AFTER_MARK = "bed_boot=after"       # guest_arm64/stage1.py knows the booted kernel by it
-
-
-@dataclass
-class RebootResult:
-    """A load with -l and a boot with -e in one guest (guest_arm64/stage1.py reboot_cycle)."""
-
-    cycle: "generic_qemu.CycleResult"
-    marker: str
-    before: Dict[str, object]        # reboot-before.json: load_exit, load_stderr, ...
-    after: Dict[str, object]         # reboot-after.json: cmdline, release, fdt_bootargs
-
-    @property
-    def rebooted(self) -> bool:
-        return self.marker in str(self.after.get("cmdline", "")).split()
-
-    def describe(self) -> str:
-        return (f"before: {json.dumps(self.before, indent=1)[-3000:]}\nafter: {self.after}\n"
-                f"{self.cycle.describe()}")
+AFTER_MARK = generic_qemu.LOAD_EXEC_MARK
+RebootResult = generic_qemu.LoadExecResult
 
 
 def reboot_append(marker: str) -> str:
-    return f"{FIRST_CMDLINE} {AFTER_MARK} {marker}"
+    return generic_qemu.load_exec_append(FIRST_CMDLINE, marker)
 
 
 def run_arm64_reboot(cfg: "generic_qemu.CycleConfig", load: Sequence[str],
@@ -375,16 +358,7 @@ def run_arm64_reboot(cfg: "generic_qemu.CycleConfig", load: Sequence[str],
     """Boot, run `load` (a -l whose --append carries `reboot_append(marker)`) then `exec_`
     (-e); the kernel it boots records its command line. cfg from `cycle_config`, with
     loader_argv None and no crashkernel."""
-    import dataclasses
-    cfg = dataclasses.replace(cfg, loader_argv=None, take_snapshot=False, guest_config={
-        **cfg.guest_config, "reboot": {"load": list(load), "exec": list(exec_)}})
-    res = generic_qemu.run_kdump_cycle(cfg)
-    results = res.run_dir / "results"
-
-    def read(name):
-        path = results / name
-        return json.loads(path.read_text()) if path.exists() else {}
-    return RebootResult(res, marker, read("reboot-before.json"), read("reboot-after.json"))
+    return generic_qemu.run_load_exec(cfg, load, exec_, marker)
 
 
 # --- the e2e matrix (tests/e2e/test_arm64_kdump.py, test_arm64_kexec_tools.py) -----------

@@ -2,6 +2,7 @@
 qemu-system-i386 (TCG; qemu-system-x86_64 for guests with more than 4 GiB, see qemu_for).
 
     python -m tests.bed.i386guest [--format elf|bzimage] [--loader pykexec|kexec]   one cycle
+    python -m tests.bed.i386guest --reboot [--flavour 686-pae --memory 5120]   -l, then -e
     python -m tests.bed.i386guest --take-snapshots [NAME...]      tests/snapshots/qemu-i386-*
 
 Built from Debian's i386 packages (needs `dpkg --add-architecture i386` and an
@@ -26,6 +27,9 @@ kernel and initramfs in its CycleConfig (`run_i386_cycle`); the generic stage sc
 Python, wrapped by guest_i386/stage{1,2}.py, which add the low-memory check: a copy of
 the low 640 KiB read through /proc/kcore before the panic, compared with what
 /proc/vmcore shows for that range in the capture kernel (the backup copy purgatory made).
+
+A reboot case (`run_i386_reboot`, tests/e2e/test_i386_reboot.py) loads with -l and boots
+with -e instead (tests/bed/qemu.py run_load_exec, tests/bed/guest/load_exec.py).
 """
 
 from __future__ import annotations
@@ -301,6 +305,47 @@ def run_i386_cycle(cfg: "generic_qemu.CycleConfig") -> Tuple["generic_qemu.Cycle
     return res, low
 
 
+# --- pykexec in the guest, and a normal load (-l) booted with -e ----------------------------
+
+def prepare_pykexec(compile_modules: bool = True) -> None:
+    """Make this checkout ready for the guest, which sees it read-only and has no compiler:
+    the i386 purgatory built here, and (when this host's Python is 3.11, whose pycs the
+    guest's Debian python3.11:i386 reads) pykexec's modules byte-compiled; without them
+    the guest compiles every module on every run under TCG."""
+    from pykexec.arch.x86 import purgatory_spec
+    from pykexec.purgatory.build import purgatory_object
+    try:
+        purgatory_object(purgatory_spec.I386)
+    except Exception as e:           # PurgatoryBuildError, or gcc missing
+        raise BedError(f"i386 purgatory: {e}") from None
+    if compile_modules and sys.version_info[:2] == (3, 11):
+        import compileall
+        compileall.compile_dir(str(REPO_ROOT / "pykexec"), quiet=1)
+
+
+FIRST_CMDLINE = "console=ttyS0 panic=1 loglevel=4"
+
+
+def reboot_append(marker: str) -> str:
+    """The command line a reboot case's -l gives the new kernel (`marker` on it)."""
+    return generic_qemu.load_exec_append(FIRST_CMDLINE, marker)
+
+
+def run_i386_reboot(load: Sequence[str], exec_: Sequence[str], marker: str, *,
+                    kernel: Kernel, memory_mib: int = 1024, cpus: int = 1,
+                    name: str = "i386-reboot", run_dir: Optional[Path] = None,
+                    timeout: float = 300) -> "generic_qemu.LoadExecResult":
+    """Boot `kernel` (no crash region), run `load` (a -l whose --append carries
+    `reboot_append(marker)`) and `exec_` (-e) in it; the kernel -e boots records its
+    command line and release (tests/bed/guest/load_exec.py)."""
+    cfg = generic_qemu.CycleConfig(
+        loader_argv=None, memory_mib=memory_mib, cpus=cpus, cmdline_extra="",
+        first_cmdline=FIRST_CMDLINE, name=name, run_dir=run_dir, kernel=kernel,
+        qemu=qemu_for(memory_mib), initramfs=get_initramfs(kernel, get_root()),
+        timeout=timeout, attempts=1)
+    return generic_qemu.run_load_exec(cfg, load, exec_, marker)
+
+
 # --- machine snapshots of i386 guests ------------------------------------------------------
 
 SNAPSHOTS_DIR = REPO_ROOT / "tests" / "snapshots"
@@ -380,6 +425,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:  # pragma: no cover - man
     ap.add_argument("--crashkernel", default="crashkernel=64M@16M")
     ap.add_argument("--snapshot", action="store_true")
     ap.add_argument("--extra", default="")
+    ap.add_argument("--reboot", action="store_true",
+                    help="-l the bzImage (with the initramfs) then -e, instead of -p and a panic")
     ap.add_argument("--take-snapshots", nargs="*", metavar="NAME",
                     help="boot the I386_MACHINES (or those named) and save their snapshots "
                          "into tests/snapshots/")
@@ -388,6 +435,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:  # pragma: no cover - man
         return take_i386_snapshots_main(args.take_snapshots)
     kernel = get_kernel(args.flavour)
     root = get_root()
+    if args.reboot:
+        import secrets
+        if args.loader == "pykexec":
+            prepare_pykexec()
+        marker = "bed_marker=" + secrets.token_hex(6)
+        prefix = pykexec_argv() if args.loader == "pykexec" else KEXEC_I386
+        load = [*prefix, "-l", guest_path(kernel.bzimage),
+                f"--initrd={guest_path(get_initramfs(kernel, root))}",
+                f"--append={reboot_append(marker)}", *args.extra.split()]
+        rb = run_i386_reboot(load, [*prefix, "-e"], marker, kernel=kernel,
+                             memory_mib=args.memory, name=f"i386-reboot-{args.loader}")
+        print(rb.describe() if not rb.rebooted else rb.after)
+        print(f"rebooted: {rb.rebooted}, load {rb.before.get('load_seconds')} s, {rb.timings}")
+        return 0 if rb.rebooted else 1
     image = kernel.vmlinux if args.format == "elf" else kernel.bzimage
     loader = pykexec_argv() if args.loader == "pykexec" else KEXEC_I386
     extra = (["--args-linux", "--elf32-core-headers"] if args.format == "elf" else []) + args.extra.split()

@@ -480,6 +480,73 @@ def _collect(res: CycleResult, results: Path, marks: Dict[str, float]) -> None:
         res.kept_vmcore = results / "vmcore"
 
 
+# --- a normal load (-l) and its boot (-e) in one guest: the arm64 and i386 beds ---------
+
+LOAD_EXEC_MARK = "bed_boot=after"   # guest/load_exec.py knows the booted kernel by it
+
+
+@dataclass
+class LoadExecResult:
+    """A load with -l and a boot with -e in one guest (guest/load_exec.py)."""
+
+    cycle: CycleResult
+    marker: str
+    before: Dict[str, object]        # reboot-before.json: load_exit, load_seconds, ...
+    after: Dict[str, object]         # reboot-after.json: cmdline, release (, fdt_bootargs)
+    # host clock, seconds: boot (QEMU start to the first /init), exec_to_init (the first
+    # kernel's "BED: exec" to the new kernel's /init), total (QEMU start to exit); the
+    # load's own time is before["load_seconds"] (the guest's clock)
+    timings: Dict[str, Optional[float]] = field(default_factory=dict)
+
+    @property
+    def rebooted(self) -> bool:
+        return self.marker in str(self.after.get("cmdline", "")).split()
+
+    def describe(self) -> str:
+        return (f"before: {json.dumps(self.before, indent=1)[-3000:]}\nafter: {self.after}\n"
+                f"timings: {self.timings}\n{self.cycle.describe()}")
+
+
+def load_exec_append(first_cmdline: str, marker: str) -> str:
+    """The new kernel's command line: the first kernel's, LOAD_EXEC_MARK and `marker`."""
+    return f"{first_cmdline} {LOAD_EXEC_MARK} {marker}"
+
+
+def _load_exec_timings(serial_log: Path, total: Optional[float]) -> Dict[str, Optional[float]]:
+    marks: Dict[str, float] = {}
+    stamped = re.compile(r"^\[\s*([0-9.]+)\] (.*)$")
+    for line in serial_log.read_text(errors="replace").splitlines() if serial_log.exists() else ():
+        m = stamped.match(line)
+        if not m:
+            continue
+        t, text = float(m[1]), m[2]
+        if "BED: stage1 init" in text:
+            marks.setdefault("exec_init" if "exec" in marks else "init", t)
+        elif "BED: exec" in text:
+            marks.setdefault("exec", t)
+    exec_to_init = (round(marks["exec_init"] - marks["exec"], 3)
+                    if "exec_init" in marks else None)
+    return {"boot": marks.get("init"), "exec_to_init": exec_to_init, "total": total}
+
+
+def run_load_exec(cfg: CycleConfig, load: Sequence[str], exec_: Sequence[str],
+                  marker: str) -> LoadExecResult:
+    """Boot cfg's guest, run `load` (a -l whose --append carries `load_exec_append(...,
+    marker)`) then `exec_` (-e); the kernel it boots records its command line. The bed's
+    stage 1 must hand config.json's `reboot` to guest/load_exec.py; no crash region needed."""
+    import dataclasses
+    cfg = dataclasses.replace(cfg, loader_argv=None, take_snapshot=False, guest_config={
+        **cfg.guest_config, "reboot": {"load": list(load), "exec": list(exec_)}})
+    res = run_kdump_cycle(cfg)
+    results = res.run_dir / "results"
+
+    def read(name):
+        path = results / name
+        return json.loads(path.read_text()) if path.exists() else {}
+    return LoadExecResult(res, marker, read("reboot-before.json"), read("reboot-after.json"),
+                          _load_exec_timings(res.serial_log, res.timings.total))
+
+
 # --- machine snapshots of guests: scripts/take-guest-snapshots ---------------------------
 
 SNAPSHOTS_DIR = Path(__file__).resolve().parents[1] / "snapshots"

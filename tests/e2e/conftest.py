@@ -76,10 +76,18 @@ def arm64_cycles(request):
 
 
 _ARM64_POOLS = []
+# (title, a callable giving one line per case that ran): other matrices' summaries
+SUMMARIES = []
 
 
 def pytest_terminal_summary(terminalreporter):
-    """Each arm64 case's outcome and cycle time (QEMU start to exit), for the matrix table."""
+    """Each arm64 case's outcome and cycle time (QEMU start to exit), for the matrix table;
+    then the SUMMARIES that test modules registered."""
+    for title, lines in SUMMARIES:
+        if lines():
+            terminalreporter.write_sep("-", title)
+            for line in lines():
+                terminalreporter.write_line(line)
     for pool in _ARM64_POOLS:
         lines = pool.summary_lines()
         if lines:

@@ -135,6 +135,7 @@ def i386_cycles(tmp_path_factory, request):
     try:
         i386guest.get_root()
         i386guest.get_kernel("686")
+        i386guest.prepare_pykexec()     # the guest has no gcc and sees the checkout read-only
     except BedError as e:
         require(False, f"i386 test bed not available: {e}")
     pool = Pool(tmp_path_factory)

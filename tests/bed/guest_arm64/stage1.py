@@ -1,6 +1,6 @@
 """arm64 stage 1: the generic stage 1 (tests/bed/guest/stage1.py: snapshot, loader,
-pattern, panic), or with config.json's `reboot` a normal load and boot (`reboot_cycle`),
-and for a snapshot two more records in its folder:
+pattern, panic), or with config.json's `reboot` a normal load and boot (the generic
+tests/bed/guest/load_exec.py), and for a snapshot two more records in its folder:
 
 - sys/firmware/fdt: the machine's flattened device tree, at the path the snapshot format
   gives it (pykexec.machine.snapshot does not copy it yet);
@@ -17,12 +17,12 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "guest"))
 
 import stage1  # noqa: E402
+from load_exec import reboot_cycle  # noqa: E402
 
 
 def record_machine(results, snapshot, kexec_argv, shim=None):
@@ -50,47 +50,6 @@ def record_machine(results, snapshot, kexec_argv, shim=None):
         json.dump(record, f, indent=1)
         f.write("\n")
     subprocess.run([kexec_argv[0], "-p", "-u"], capture_output=True, timeout=60)
-
-
-AFTER_MARK = "bed_boot=after"
-
-
-def reboot_cycle(results, reboot):
-    """`reboot` = {"load": argv (-l), "exec": argv (-e)}. The first kernel loads and execs,
-    recording reboot-before.json (loader exit, stderr, /sys/kernel/kexec_loaded) before
-    the exec; the kernel it boots (AFTER_MARK on its command line, the same initramfs)
-    records reboot-after.json: its command line and release. 0 after, 3 if exec returned."""
-    cmdline = stage1.read_text("/proc/cmdline")
-    if AFTER_MARK in cmdline.split():
-        with open(os.path.join(results, "reboot-after.json"), "w") as f:
-            json.dump({"cmdline": cmdline, "release": os.uname().release,
-                       "fdt_bootargs": stage1.read_text("/proc/device-tree/chosen/bootargs")
-                       .rstrip("\0")}, f, indent=1)
-        print("BED: rebooted", flush=True)
-        return 0
-    out = {"first_cmdline": cmdline}
-
-    def save():
-        with open(os.path.join(results, "reboot-before.json"), "w") as f:
-            json.dump(out, f, indent=1)
-
-    print("BED: loader start " + " ".join(reboot["load"]), flush=True)
-    t = time.monotonic()
-    proc = subprocess.run(reboot["load"], capture_output=True, timeout=300)
-    out.update(load_exit=proc.returncode, load_seconds=round(time.monotonic() - t, 3),
-               load_stdout=proc.stdout.decode("utf-8", "replace"),
-               load_stderr=proc.stderr.decode("utf-8", "replace"),
-               kexec_loaded=stage1.read_text("/sys/kernel/kexec_loaded"))
-    print(f"BED: loader done rc={proc.returncode}", flush=True)
-    save()
-    os.sync()
-    if proc.returncode != 0:
-        return 3
-    print("BED: exec", flush=True)
-    proc = subprocess.run(reboot["exec"], capture_output=True, timeout=120)
-    out.update(exec_exit=proc.returncode, exec_stderr=proc.stderr.decode("utf-8", "replace"))
-    save()
-    return 3
 
 
 def main(results):

@@ -1,5 +1,6 @@
 """i386 stage 1: keep a copy of the low RAM the backup region covers, then the generic
-stage 1 (tests/bed/guest/stage1.py: snapshot, loader, pattern, panic).
+stage 1 (tests/bed/guest/stage1.py: snapshot, loader, pattern, panic); or, with
+config.json's `reboot`, a normal load and its boot (tests/bed/guest/load_exec.py).
 
 The copy is read through /proc/kcore (the kernel's direct map at 0xc0000000 + physical
 address): /dev/mem reads the low 1 MiB of RAM as zeros on these kernels (STRICT_DEVMEM).
@@ -46,6 +47,12 @@ def read_kcore(paddr, size):
 
 
 def main(results):
+    sys.path.insert(0, GENERIC)
+    with open(os.path.join(results, "config.json")) as f:
+        cfg = json.load(f)
+    if cfg.get("reboot"):
+        from load_exec import reboot_cycle
+        return reboot_cycle(results, cfg["reboot"])
     info = {}
     try:
         start, size = backup_source()
@@ -57,7 +64,6 @@ def main(results):
         info = {"error": f"{type(e).__name__}: {e}"}
     with open(os.path.join(results, "lowmem-before.json"), "w") as f:
         json.dump(info, f)
-    sys.path.insert(0, GENERIC)
     import stage1
     return stage1.main(results)
 
