@@ -504,16 +504,18 @@ def plan_report(plan: Plan, machine=None, facts: Optional[Dict[str, Any]] = None
                 f"{human_size(e['size']):>9}  {e['type_name']}{mark}")
     if f["cmdline"] is not None:
         add("")
-        from pykexec.core.cmdline import byte_length, printable
+        from pykexec.core.cmdline import byte_length
         origin = plan.notes.get("cmdline_origin")
-        add(f"command line ({byte_length(f['cmdline'])} bytes" + (f", {origin}" if origin else "") + "):")
-        add(f"  {printable(f['cmdline'])}")
+        # printable_text: a command line kept from a device tree is not trusted either
+        add(printable_text(f"command line ({byte_length(f['cmdline'])} bytes"
+                           + (f", {origin}" if origin else "") + "):"))
+        add(f"  {printable_text(f['cmdline'])}")
         for p in f["cmdline_parameters"]:
             if p["added_by_loader"]:
                 extra = ""
                 if p["name"] == "elfcorehdr" and f["elfcorehdr_parameter"] is not None:
                     extra = f" = {f['elfcorehdr_parameter']:#x}"
-                add(f"  + {printable(p['text']):<28} added by the loader: {p['meaning'] or 'loader parameter'}{extra}")
+                add(f"  + {printable_text(p['text']):<28} added by the loader: {p['meaning'] or 'loader parameter'}{extra}")
     if f.get("device_tree") is not None:
         add("")
         add(device_tree_heading(f["device_tree"]) + ":")

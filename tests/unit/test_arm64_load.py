@@ -276,3 +276,28 @@ def test_an_empty_command_line_keeps_the_trees_bootargs_and_the_plan_says_so(fil
     # a given line replaces it, and nothing is said about where it came from
     p = plan(["-p", str(files["Image"]), "--append=console=ttyAMA0", "--sysroot", str(DT)])
     assert p.cmdline == "console=ttyAMA0" and "cmdline_origin" not in p.notes
+
+
+def test_a_kept_command_line_with_control_bytes_is_escaped_in_the_report(files, tmp_path):
+    """The kept bootargs come from a device tree, which may hold any bytes: the report
+    shows them escaped on one line (no raw newline or terminal escape), the JSON keeps them."""
+    import shutil
+    import subprocess
+    from tests.conftest import require
+    require(shutil.which("dtc") is not None, "dtc is missing (apt-get install device-tree-compiler)")
+    dts = tmp_path / "t.dts"
+    dts.write_text('/dts-v1/;\n/ { #address-cells = <2>; #size-cells = <2>;\n'
+                   '  chosen { bootargs = [ 63 61 66 ff 0a 1b 00 ]; };\n};\n')
+    dtb = tmp_path / "t.dtb"
+    subprocess.run(["dtc", "-q", "-I", "dts", "-O", "dtb", "-o", str(dtb), str(dts)], check=True)
+    argv = ["-c", "-p", str(files["Image"]), f"--dtb={dtb}", "--append=", "--sysroot", str(DT),
+            "--dry-run"]
+    status, out, err = cli(argv)
+    assert status == 0, err
+    assert "\x1b" not in out
+    lines = out.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("command line (6 bytes"))
+    assert lines[at + 1] == r"  caf\xff\n\x1b"
+    status, out, err = cli(argv + ["--json"])
+    assert status == 0, err
+    assert json.loads(out)["cmdline"] == "caf\udcff\n\x1b"
