@@ -155,10 +155,11 @@ def file_load(request, user_cmdline: str, machine=None) -> FileLoad:
     uki = _uki_of(request.kernel, limit)
     if uki is not None:
         uki_kernel = uki.linux
-        if uki.cmdline_for(request) is not None:
-            user_cmdline = uki.cmdline_for(request)
-        if uki.initrd_for(request) is not None:
-            uki_initrd, initrd_path = uki.initrd, section_label(request.kernel, INITRD_SECTION)
+        embedded_cmdline, embedded_initrd = uki.cmdline_for(request), uki.initrd_for(request)
+        if embedded_cmdline is not None:
+            user_cmdline = embedded_cmdline
+        if embedded_initrd is not None:
+            uki_initrd, initrd_path = embedded_initrd, section_label(request.kernel, INITRD_SECTION)
             flags &= ~KEXEC_FILE_NO_INITRAMFS
     return FileLoad(request.kernel, initrd_path, as_bytes(user_cmdline) + b"\0", flags, limit,
                     machine_name, uki_kernel, uki_initrd)

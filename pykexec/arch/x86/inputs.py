@@ -43,10 +43,11 @@ def read_inputs(request, machine, arch, cmdline: str,
     uki = parse_uki(kernel, request.kernel)
     if uki is not None:              # its sections are the defaults the user did not override
         kernel, kernel_path = uki.linux, section_label(request.kernel, LINUX_SECTION)
-        if uki.cmdline_for(request) is not None:
-            cmdline = uki.cmdline_for(request)
-        if uki.initrd_for(request) is not None:
-            initrd, initrd_path = uki.initrd, section_label(request.kernel, INITRD_SECTION)
+        embedded_cmdline, embedded_initrd = uki.cmdline_for(request), uki.initrd_for(request)
+        if embedded_cmdline is not None:
+            cmdline = embedded_cmdline
+        if embedded_initrd is not None:
+            initrd, initrd_path = embedded_initrd, section_label(request.kernel, INITRD_SECTION)
     return LoadInputs(request, machine, kernel_path, kernel, initrd_path, initrd,
                       cmdline, arch, random_bytes, uki)
 
