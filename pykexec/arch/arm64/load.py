@@ -200,12 +200,11 @@ class Arm64Load:
             "dtb_edits": [{"node": e.node, "property": e.property, "action": e.action,
                            "value": e.shown} for e in built.edits],
             "purgatory_symbols": shown, "warnings": self.warnings,
-            "user_cmdline": self.inputs.cmdline,
+            # the given line, or (when it was empty) the running tree's bootargs, which
+            # the new tree keeps as kexec-tools does: no part of it is the loader's
+            "user_cmdline": built.bootargs,
         }
         if built.bootargs != self.inputs.cmdline:
-            # an empty command line leaves the running tree's bootargs (as kexec-tools
-            # does): the plan states the line the new kernel will see, and where it is from
-            notes["user_cmdline"] = built.bootargs
             notes["cmdline_origin"] = (f"kept from {source}'s /chosen/bootargs: the command "
                                        "line given was empty")
         if request.crash:
