@@ -325,36 +325,18 @@ def crash_argv(loader: str, image: Path, initrd: Path, extra: Sequence[str] = ()
 
 
 def prepare_pykexec() -> None:
-    """Make this checkout ready for the guest, which sees it read-only: pykexec's arm64
-    purgatory built (or checked) here, with the cross compiler on x86 (the guest has no
-    compiler), and its modules byte-compiled by this host's Python 3.11 (the guest's has
-    the same magic number; without pycs it compiles every module on every run under TCG)."""
-    from pykexec.purgatory.build import declared_specs, purgatory_object
-    specs = [spec for spec in declared_specs() if spec.arch == ARCH]
-    if not specs:
-        raise BedError("pykexec declares no arm64 purgatory (pykexec/arch/arm64/purgatory_spec.py)")
-    try:
-        for spec in specs:
-            purgatory_object(spec)
-    except Exception as e:           # PurgatoryBuildError, or the compiler missing
-        raise BedError(f"arm64 purgatory: {e}") from None
-    if sys.version_info[:2] == (3, 11):
-        import compileall
-        compileall.compile_dir(str(REPO_ROOT / "pykexec"), quiet=1)
+    """The checkout ready for the arm64 guest (tests/bed/qemu.py prepare_checkout_for_guest)."""
+    generic_qemu.prepare_checkout_for_guest(ARCH)
 
 
 # --- normal load and boot (-l, -e) -------------------------------------------------------
-
-AFTER_MARK = generic_qemu.LOAD_EXEC_MARK
-RebootResult = generic_qemu.LoadExecResult
-
 
 def reboot_append(marker: str) -> str:
     return generic_qemu.load_exec_append(FIRST_CMDLINE, marker)
 
 
 def run_arm64_reboot(cfg: "generic_qemu.CycleConfig", load: Sequence[str],
-                     exec_: Sequence[str], marker: str) -> RebootResult:
+                     exec_: Sequence[str], marker: str) -> "generic_qemu.LoadExecResult":
     """Boot, run `load` (a -l whose --append carries `reboot_append(marker)`) then `exec_`
     (-e); the kernel it boots records its command line. cfg from `cycle_config`, with
     loader_argv None and no crashkernel."""
@@ -387,7 +369,7 @@ class Arm64Outcome:
     kernel: Kernel
     cycle: "generic_qemu.CycleResult"
     dump: Optional[DumpToolResult] = None    # crash cases
-    reboot: Optional[RebootResult] = None    # reboot cases
+    reboot: Optional["generic_qemu.LoadExecResult"] = None    # reboot cases
     chosen: Dict[str, object] = field(default_factory=dict)   # capture kernel: chosen.json
 
     def verdict(self) -> str:

@@ -307,20 +307,9 @@ def run_i386_cycle(cfg: "generic_qemu.CycleConfig") -> Tuple["generic_qemu.Cycle
 
 # --- pykexec in the guest, and a normal load (-l) booted with -e ----------------------------
 
-def prepare_pykexec(compile_modules: bool = True) -> None:
-    """Make this checkout ready for the guest, which sees it read-only and has no compiler:
-    the i386 purgatory built here, and (when this host's Python is 3.11, whose pycs the
-    guest's Debian python3.11:i386 reads) pykexec's modules byte-compiled; without them
-    the guest compiles every module on every run under TCG."""
-    from pykexec.arch.x86 import purgatory_spec
-    from pykexec.purgatory.build import purgatory_object
-    try:
-        purgatory_object(purgatory_spec.I386)
-    except Exception as e:           # PurgatoryBuildError, or gcc missing
-        raise BedError(f"i386 purgatory: {e}") from None
-    if compile_modules and sys.version_info[:2] == (3, 11):
-        import compileall
-        compileall.compile_dir(str(REPO_ROOT / "pykexec"), quiet=1)
+def prepare_pykexec() -> None:
+    """The checkout ready for the i386 guest (tests/bed/qemu.py prepare_checkout_for_guest)."""
+    generic_qemu.prepare_checkout_for_guest(ARCH)
 
 
 FIRST_CMDLINE = "console=ttyS0 panic=1 loglevel=4"

@@ -480,6 +480,27 @@ def _collect(res: CycleResult, results: Path, marks: Dict[str, float]) -> None:
         res.kept_vmcore = results / "vmcore"
 
 
+# --- pykexec run inside another architecture's guest: the arm64 and i386 beds --------------
+
+def prepare_checkout_for_guest(arch: str) -> None:
+    """Make this checkout ready for a guest that runs pykexec from it read-only and has no
+    compiler: `arch`'s purgatory built here (a cross compiler for arm64 on x86), and
+    pykexec's modules byte-compiled when this host's Python is 3.11, whose pycs the guest's
+    Debian python3.11 reads (without them it compiles every module on every run, under TCG)."""
+    from pykexec.purgatory.build import declared_specs, purgatory_object
+    specs = [spec for spec in declared_specs() if spec.arch == arch]
+    if not specs:
+        raise BedError(f"pykexec declares no {arch} purgatory (pykexec/arch/*/purgatory_spec.py)")
+    try:
+        for spec in specs:
+            purgatory_object(spec)
+    except Exception as e:           # PurgatoryBuildError, or the compiler missing
+        raise BedError(f"{arch} purgatory: {e}") from None
+    if sys.version_info[:2] == (3, 11):
+        import compileall
+        compileall.compile_dir(str(REPO_ROOT / "pykexec"), quiet=1)
+
+
 # --- a normal load (-l) and its boot (-e) in one guest: the arm64 and i386 beds ---------
 
 LOAD_EXEC_MARK = "bed_boot=after"   # guest/load_exec.py knows the booted kernel by it
