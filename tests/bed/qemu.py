@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 from tests.bed.initramfs import GUEST_DIR, get_initramfs
-from tests.bed.kernels import SERIES, BedError, Kernel, cache_root, get_kernel
+from tests.bed.kernels import DEFAULT_SERIES, SERIES, BedError, Kernel, cache_root, get_kernel
 
 QEMU = os.environ.get("PYKEXEC_BED_QEMU", "qemu-system-x86_64")
 REPO_ROOT = GUEST_DIR.parents[2]
@@ -584,7 +584,7 @@ class GuestMachine:
     exercises: str
     firmware: str = "bios"
     default: bool = True      # taken by scripts/take-guest-snapshots without names
-    series: str = "6.1"       # the kernel series (tests/bed/kernels.py SERIES)
+    series: str = DEFAULT_SERIES   # the kernel series (tests/bed/kernels.py SERIES)
     # room to grow: DIMM slots and CPU slots the kernel counts as hot-pluggable
     # (tests/bed/hotplug.py room_argv), as a cloud VM has
     hotplug_room: bool = False
@@ -624,17 +624,18 @@ GUEST_MACHINES = (
 def take_guest_snapshot(machine: GuestMachine, dest: Path, kernel: Optional[Kernel] = None,
                         timeout: float = 180) -> CycleResult:
     """Boot `machine`, take its snapshot before anything is loaded, copy it to `dest`.
-    `kernel` serves the 6.1 series only; another series' machine gets its own."""
-    if kernel is None or machine.series != "6.1":
+    `kernel` serves the default series only; another series' machine gets its own."""
+    if kernel is None or machine.series != DEFAULT_SERIES:
         kernel = get_kernel(series=machine.series)
+    qemu = _QEMU.format(firmware=_FIRMWARE[machine.firmware], release=kernel.release)
     room = None
     if machine.hotplug_room:
         from tests.bed.hotplug import HotplugPlan, room_argv
-        room = room_argv(HotplugPlan())
-    qemu = _QEMU.format(firmware=_FIRMWARE[machine.firmware], release=kernel.release)
-    if machine.hotplug_room:
-        qemu += (", room to grow (-smp maxcpus=4, -m slots=4,maxmem=4G; a VMware DMI serial so "
-                 "that the kernel counts the CPU slots as hot-pluggable: tests/bed/hotplug.py)")
+        plan = HotplugPlan()
+        room = room_argv(plan)
+        qemu += (f", room to grow (-smp maxcpus={plan.maxcpus}, -m slots={plan.slots},"
+                 f"maxmem={plan.maxmem_mib}M; a VMware DMI serial so that the kernel counts "
+                 "the CPU slots as hot-pluggable: tests/bed/hotplug.py)")
     notes = (f"{machine.name}: {qemu}; "
              f"{machine.memory_mib} MiB, {machine.cpus} CPU(s), {machine.crashkernel}. "
              f"Exercises {machine.exercises}.")
